@@ -1,0 +1,58 @@
+"""What the CLI does, as functions: train a recipe, resume a run, sample from a run."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import torch
+
+from .errors import UserError
+from .grid import save_grid
+from .recipe import load_recipe
+from .registry import Registry, get_registry
+from .run import Run
+
+DEFAULT_RECIPE = "default"
+
+
+def train(target: str | None = None, overrides: Sequence[str] = (), *, resume: str | Path | None = None,
+          stop_at: int | None = None, runs_dir: str | Path = "runs", quiet: bool = False,
+          registry: Registry | None = None) -> Run:
+    """Validate the recipe, make the run directory and train; or continue the run in `resume`."""
+    registry = registry or get_registry()
+    if resume is not None:
+        if target is not None:
+            raise UserError("give either a recipe or --resume RUN_DIR, not both")
+        run = Run.open(resume, registry, stop_at=stop_at, quiet=quiet)
+        if overrides:
+            raise UserError("--set cannot change a run being resumed; start a new run with the changed recipe instead")
+        if run.load_checkpoint(prefixes=()) is None:
+            raise UserError(f"{resume}: has no checkpoint to resume from (checkpoints/ is empty)")
+    else:
+        recipe = load_recipe(target or DEFAULT_RECIPE, registry, overrides)
+        run = Run.create(recipe, registry, runs_dir, stop_at=stop_at, quiet=quiet)
+    torch.manual_seed(run.recipe.seed)
+    pipeline = run.recipe.pipeline.info.cls(run.recipe.train)
+    with run.catch_interrupt():
+        pipeline.train(run)
+    run.plot()
+    return run
+
+
+def sample(run_dir: str | Path, prompts: Sequence[str], n: int = 8, out: str | Path | None = None, seed: int = 0,
+           registry: Registry | None = None) -> Path:
+    """Draw `n` images per prompt from the run's latest weights into one grid PNG."""
+    if not prompts:
+        raise UserError("give at least one prompt, for example: dalle-kit sample RUN_DIR \"a red circle\"")
+    if n < 1:
+        raise UserError(f"-n {n}: need at least one image per prompt")
+    registry = registry or get_registry()
+    run = Run.open(run_dir, registry, quiet=True)
+    pipeline = run.recipe.pipeline.info.cls(run.recipe.train)
+    draw = pipeline.sampler(run)
+    generator = torch.Generator().manual_seed(seed)
+    with torch.inference_mode():
+        images = draw([p for p in prompts for _ in range(n)], generator)
+    out = Path(out) if out else run.dir / "sample.png"
+    return save_grid(images, list(prompts), out, title=f"{run.recipe.name} ({run_dir})")

@@ -1,0 +1,176 @@
+"""The `dalle-kit` command. Problems a user can fix print one line and exit with code 2."""
+
+from __future__ import annotations
+
+import sys
+import warnings
+
+import click
+
+from . import __version__
+from .errors import UserError
+
+
+def _registry():
+    from .registry import get_registry
+
+    return get_registry()
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.version_option(__version__, prog_name="dalle-kit")
+def cli():
+    """dalle-kit: text-conditional image generation from parts assembled by TOML recipes."""
+
+
+# ---------------------------------------------------------------------------- run / sample
+@cli.command()
+@click.argument("recipe", required=False)
+@click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE", help="Override a recipe value, e.g. --set train.steps=500.")
+@click.option("--resume", type=click.Path(), help="Continue the run in this directory from its last checkpoint.")
+@click.option("--stop-at", type=click.IntRange(min=1), help="Stop after this step with a checkpoint, as if interrupted.")
+@click.option("--runs-dir", default="runs", show_default=True, help="Where run directories are made.")
+@click.option("-q", "--quiet", is_flag=True, help="No progress bar.")
+def run(recipe, overrides, resume, stop_at, runs_dir, quiet):
+    """Train RECIPE (a .toml file or a built-in recipe name; default: the embedded shapes recipe)."""
+    from . import api
+
+    result = api.train(recipe, overrides, resume=resume, stop_at=stop_at, runs_dir=runs_dir, quiet=quiet)
+    click.echo(f"run directory: {result.dir}")
+
+
+@cli.command()
+@click.argument("run_dir", type=click.Path())
+@click.argument("prompts", nargs=-1, required=True)
+@click.option("-n", "num", default=8, show_default=True, help="Images per prompt.")
+@click.option("-o", "--output", type=click.Path(), help="PNG to write (default RUN_DIR/sample.png).")
+@click.option("--seed", default=0, show_default=True, help="Noise seed.")
+def sample(run_dir, prompts, num, output, seed):
+    """Draw images for PROMPTS from the weights in RUN_DIR."""
+    from . import api
+
+    path = api.sample(run_dir, prompts, n=num, out=output, seed=seed)
+    click.echo(f"wrote {path}")
+
+
+# ---------------------------------------------------------------------------- recipes
+@cli.group()
+def recipe():
+    """Check, show and list recipes."""
+
+
+@recipe.command("check")
+@click.argument("file")
+@click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE")
+def recipe_check(file, overrides):
+    """Validate FILE against the installed parts without running anything."""
+    from .recipe import load_recipe
+
+    r = load_recipe(file, _registry(), overrides)
+    parts = ", ".join(f"{s}={spec.info.name}" for s, spec in r.parts.items())
+    click.echo(f"{file}: ok (pipeline {r.pipeline.info.name}: {parts})")
+
+
+@recipe.command("show")
+@click.argument("file")
+@click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE")
+def recipe_show(file, overrides):
+    """Print FILE resolved: every default filled in (a starting point for your own recipe)."""
+    from .recipe import load_recipe
+
+    click.echo(load_recipe(file, _registry(), overrides).dumps(), nl=False)
+
+
+@recipe.command("list")
+def recipe_list():
+    """Recipes shipped by plugins (run them by name)."""
+    reg = _registry()
+    for name, (path, plugin) in sorted(reg.recipes.items()):
+        click.echo(f"{name:20s} {plugin.distribution} {plugin.version}  {path}")
+
+
+# ---------------------------------------------------------------------------- plugins
+@cli.group()
+def plugins():
+    """Inspect installed plugins and their parts."""
+
+
+@plugins.command("list")
+def plugins_list():
+    """Every part by kind, with its distribution and version; broken plugins with their error."""
+    reg = _registry()
+    for kind, parts in reg.parts.items():
+        click.echo(f"{kind}:")
+        if not parts:
+            click.echo("  (none)")
+        for name, info in sorted(parts.items()):
+            doc = (info.cls.__doc__ or "").strip().splitlines()
+            click.echo(f"  {name:16s} {info.origin:22s} {doc[0] if doc else ''}")
+    if reg.problems:
+        click.echo("problems:")
+        for p in reg.problems:
+            click.echo(f"  {p.line()}")
+        click.echo("run `dalle-kit plugins doctor` for fixes")
+
+
+@plugins.command("show")
+@click.argument("name")
+def plugins_show(name):
+    """Parameters, types, defaults and docs of every part called NAME."""
+    from .errors import did_you_mean
+    from .schema import describe
+
+    reg = _registry()
+    found = reg.find(name)
+    if not found:
+        names = {n for parts in reg.parts.values() for n in parts}
+        raise UserError(f"no part named '{name}'{did_you_mean(name, names)}; see `dalle-kit plugins list`")
+    for info in found:
+        click.echo(f"{info.kind} '{info.name}' from {info.origin} ({info.cls.__module__}.{info.cls.__qualname__})")
+        doc = (info.cls.__doc__ or "").strip()
+        if doc:
+            click.echo("  " + doc.replace("\n", "\n  "))
+        rows = describe(info.cls.Config)
+        section = "train" if info.kind == "pipeline" else "section"
+        click.echo(f"  parameters ([{section}] keys):" if rows else "  parameters: none")
+        for row in rows:
+            click.echo(f"    {row['name']} ({row['type']}, default {row['default']}): {row['doc']}")
+        click.echo()
+
+
+@plugins.command("doctor")
+def plugins_doctor():
+    """Explain each plugin problem and how to fix it."""
+    reg = _registry()
+    click.echo(f"{len(reg.plugins)} plugins loaded: " + ", ".join(f"{p.name} ({p.distribution} {p.version})" for p in reg.plugins))
+    if not reg.problems:
+        click.echo("no problems found")
+        return
+    for p in reg.problems:
+        click.echo(f"- {p.line()}\n  fix: {p.fix}")
+    click.echo("Set DALLE_KIT_PLUGINS=name,name to load only some plugins (empty: built-ins only).")
+
+
+def main(argv=None) -> int:
+    warnings.formatwarning = lambda msg, cat, *a, **k: f"dalle-kit: warning: {msg}\n"
+    try:
+        cli.main(args=argv, prog_name="dalle-kit", standalone_mode=False)
+    except UserError as exc:
+        click.echo(f"dalle-kit: error: {exc}", err=True)
+        return exc.exit_code
+    except click.exceptions.Abort:
+        click.echo("aborted", err=True)
+        return 130
+    except click.ClickException as exc:
+        exc.show()
+        return exc.exit_code
+    except click.exceptions.Exit as exc:
+        return exc.exit_code
+    except KeyboardInterrupt:
+        click.echo("interrupted", err=True)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,30 @@
+"""Errors a user can fix. The CLI prints them as one line and exits with code 2."""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Iterable
+
+
+class UserError(Exception):
+    """A problem with the user's input (a recipe, a path, an option), not with dalle-kit.
+
+    The message is one line that names where the problem is, what it is and how to fix it.
+    """
+
+    exit_code = 2
+
+
+class RecipeError(UserError):
+    """A recipe value that cannot be used: names the file, the key, the problem and the fix."""
+
+    def __init__(self, source: str, key: str, problem: str, fix: str = ""):
+        self.source, self.key, self.problem, self.fix = source, key, problem, fix
+        where = f"{source}: {key}" if key else source
+        super().__init__(f"{where}: {problem}" + (f"; fix: {fix}" if fix else ""))
+
+
+def did_you_mean(word: str, choices: Iterable[str]) -> str:
+    """' (did you mean 'x'?)' when a close choice exists, else ''."""
+    close = difflib.get_close_matches(str(word), list(choices), n=1, cutoff=0.6)
+    return f" (did you mean '{close[0]}'?)" if close else ""

@@ -1,0 +1,45 @@
+"""Image grids with a caption per row, for sample sheets."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image, ImageDraw, ImageFont
+
+from .parts import to_uint8_images
+
+
+def save_grid(images: torch.Tensor, prompts: Sequence[str], path: str | Path, *, title: str = "", cell: int = 64) -> Path:
+    """Save images [len(prompts) * per_prompt, C, H, W] in [-1, 1] as rows labelled with their prompt."""
+    rows = len(prompts)
+    per_row = len(images) // max(rows, 1)
+    pixels = to_uint8_images(images).permute(0, 2, 3, 1).cpu().numpy()
+    if pixels.shape[-1] == 1:
+        pixels = np.repeat(pixels, 3, axis=-1)
+    font = ImageFont.load_default()
+    label_w = max([_text_width(font, p) for p in prompts] + [60]) + 12
+    top = 18 if title else 0
+    sheet = Image.new("RGB", (label_w + per_row * (cell + 2), top + rows * (cell + 2)), (255, 255, 255))
+    draw = ImageDraw.Draw(sheet)
+    if title:
+        draw.text((4, 3), title, fill=(0, 0, 0), font=font)
+    for r, prompt in enumerate(prompts):
+        y = top + r * (cell + 2)
+        draw.text((4, y + cell // 2 - 6), prompt, fill=(0, 0, 0), font=font)
+        for c in range(per_row):
+            tile = Image.fromarray(pixels[r * per_row + c]).resize((cell, cell), Image.NEAREST)
+            sheet.paste(tile, (label_w + c * (cell + 2), y))
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    sheet.save(tmp, format="PNG")
+    tmp.replace(path)
+    return path
+
+
+def _text_width(font, text: str) -> int:
+    left, _, right, _ = font.getbbox(text)
+    return int(right - left)

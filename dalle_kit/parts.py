@@ -1,0 +1,233 @@
+"""The contracts of the parts. Implementations live in plugins; the core never names one.
+
+Every part class carries two class attributes: ``name`` (unique within its kind) and ``Config``
+(an ``attrs`` class whose fields are the part's recipe parameters, see `dalle_kit.schema`).
+Parts are constructed as ``Part(config, **context)`` where the context keywords depend on the kind.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any, ClassVar
+
+import attrs
+import torch
+from torch import Tensor, nn
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .run import Run
+
+
+@attrs.frozen
+class NoConfig:
+    """A part without parameters."""
+
+
+class Part:
+    """Mixin shared by every kind: a registered name, a kind and a typed config."""
+
+    kind: ClassVar[str] = ""
+    name: ClassVar[str] = ""
+    Config: ClassVar[type] = NoConfig
+
+    def extra_state_json(self) -> dict[str, Any]:
+        """JSON-able state that is not a tensor (a vocabulary); saved beside the weights."""
+        return {}
+
+    def load_extra_state_json(self, state: dict[str, Any]) -> None:
+        """Restore what `extra_state_json` returned, before the weights are loaded."""
+
+
+class TextEncoder(nn.Module, Part):
+    """Turns captions into vectors: ``encode(list[str]) -> Tensor[B, dim]``.
+
+    Context: none. A trainable encoder is optimised by the pipeline with the discriminator
+    (or its own objective); a frozen one has no parameters that require grad.
+    """
+
+    kind = "text_encoder"
+    dim: int
+
+    def __init__(self, config):
+        super().__init__()
+        self.config = config
+
+    def fit(self, captions: Sequence[str]) -> None:
+        """Learn what needs the corpus (a vocabulary) from the training captions. Called once, before training."""
+
+    def encode(self, captions: Sequence[str]) -> Tensor:
+        raise NotImplementedError
+
+    def forward(self, captions: Sequence[str]) -> Tensor:
+        return self.encode(list(captions))
+
+    @property
+    def trainable(self) -> bool:
+        return any(p.requires_grad for p in self.parameters())
+
+    @property
+    def device(self) -> torch.device:
+        for t in list(self.parameters()) + list(self.buffers()):
+            return t.device
+        return torch.device("cpu")
+
+
+class Generator(nn.Module, Part):
+    """Maps noise and a text vector to images: ``forward(z[B, latent_dim], text[B, D]) -> [B, C, H, W]`` in [-1, 1].
+
+    Context: ``text_dim``, ``image_size``, ``channels``.
+    """
+
+    kind = "generator"
+    latent_dim: int
+
+    def __init__(self, config, *, text_dim: int, image_size: int, channels: int):
+        super().__init__()
+        self.config, self.text_dim, self.image_size, self.channels = config, text_dim, image_size, channels
+
+    def sample_latent(self, n: int, generator: torch.Generator | None = None, device=None) -> Tensor:
+        return torch.randn(n, self.latent_dim, generator=generator).to(device or "cpu")
+
+
+class Discriminator(nn.Module, Part):
+    """Judges image-text pairs: ``forward(images[B, C, H, W], text[B, D]) -> logits[B]`` (higher = real).
+
+    Context: ``text_dim``, ``image_size``, ``channels``.
+    """
+
+    kind = "discriminator"
+
+    def __init__(self, config, *, text_dim: int, image_size: int, channels: int):
+        super().__init__()
+        self.config, self.text_dim, self.image_size, self.channels = config, text_dim, image_size, channels
+
+
+class Loss(Part):
+    """Adversarial objective from logits; optionally a regulariser that needs the images.
+
+    Context: none.
+    """
+
+    kind = "loss"
+
+    def __init__(self, config):
+        self.config = config
+
+    def discriminator_loss(self, real_logits: Tensor, fake_logits: Tensor) -> Tensor:
+        raise NotImplementedError
+
+    def generator_loss(self, fake_logits: Tensor) -> Tensor:
+        raise NotImplementedError
+
+    def penalty(self, discriminator: Discriminator, real: Tensor, fake: Tensor, text: Tensor) -> Tensor | None:
+        """An extra discriminator term (gradient penalty, R1); None when the loss has none."""
+        return None
+
+
+class Metric(Part):
+    """Scores generated images: ``compute(evaluation) -> MetricResult`` (see `dalle_kit.evaluation`).
+
+    Context: none.
+    """
+
+    kind = "metric"
+
+    def __init__(self, config):
+        self.config = config
+
+    def compute(self, evaluation: Any) -> Any:
+        raise NotImplementedError
+
+
+class ImageCaptions(torch.utils.data.Dataset):
+    """An in-memory split: uint8 images [N, C, H, W] with one caption each (and optional labels).
+
+    Items are ``(image in [-1, 1], caption)``; `batch(indices)` is the fast path pipelines use.
+    ``attributes`` maps a name (for example "colour") to an int64 tensor [N] of class indices, and
+    ``attribute_names`` maps it to the class names, for metrics that need the ground truth.
+    """
+
+    def __init__(self, images: Tensor, captions: Sequence[str], attributes: dict[str, Tensor] | None = None,
+                 attribute_names: dict[str, Sequence[str]] | None = None):
+        if images.dtype != torch.uint8 or images.ndim != 4:
+            raise ValueError(f"images must be uint8 [N, C, H, W], got {images.dtype} {tuple(images.shape)}")
+        if len(captions) != len(images):
+            raise ValueError(f"{len(images)} images but {len(captions)} captions")
+        self.images, self.captions = images, list(captions)
+        self.attributes = attributes or {}
+        self.attribute_names = {k: list(v) for k, v in (attribute_names or {}).items()}
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def __getitem__(self, i: int):
+        return to_float_images(self.images[i]), self.captions[i]
+
+    def batch(self, indices: Tensor) -> tuple[Tensor, list[str]]:
+        return to_float_images(self.images[indices]), [self.captions[int(i)] for i in indices]
+
+
+def to_float_images(images: Tensor) -> Tensor:
+    """uint8 [0, 255] -> float [-1, 1]."""
+    return images.float().div(127.5).sub(1.0)
+
+
+def to_uint8_images(images: Tensor) -> Tensor:
+    """float [-1, 1] -> uint8 [0, 255] (clamped, rounded)."""
+    return images.detach().float().add(1.0).mul(127.5).round().clamp(0, 255).to(torch.uint8)
+
+
+class Dataset(Part):
+    """A captioned image source with fixed splits: ``load(split) -> ImageCaptions``.
+
+    Context: none. Declares ``image_size`` and ``channels``; splits are at least "train" and "test".
+    """
+
+    kind = "dataset"
+    splits: ClassVar[tuple[str, ...]] = ("train", "test")
+
+    def __init__(self, config):
+        self.config = config
+
+    @property
+    def image_size(self) -> int:
+        raise NotImplementedError
+
+    @property
+    def channels(self) -> int:
+        return 3
+
+    def load(self, split: str) -> ImageCaptions:
+        raise NotImplementedError
+
+
+class Pipeline(Part):
+    """A training procedure that wires parts. ``Config`` is the schema of the recipe's ``[train]`` table.
+
+    ``sections`` maps each recipe table the pipeline needs to the kind of part it names.
+    `train(run)` trains (resuming if the run has a checkpoint); `sampler(run)` returns a callable
+    ``(prompts, generator) -> images in [-1, 1]`` built from the run's latest weights.
+    """
+
+    kind = "pipeline"
+    sections: ClassVar[dict[str, str]] = {}
+
+    def __init__(self, config):
+        self.config = config
+
+    def train(self, run: Run) -> None:
+        raise NotImplementedError
+
+    def sampler(self, run: Run):
+        raise NotImplementedError
+
+
+KINDS: dict[str, type[Part]] = {
+    "text_encoder": TextEncoder,
+    "generator": Generator,
+    "discriminator": Discriminator,
+    "loss": Loss,
+    "metric": Metric,
+    "dataset": Dataset,
+    "pipeline": Pipeline,
+}

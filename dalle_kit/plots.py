@@ -1,0 +1,49 @@
+"""Loss curves from a run's metrics.jsonl."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+
+
+def read_jsonl(path: str | Path) -> list[dict]:
+    path = Path(path)
+    if not path.exists():
+        return []
+    rows = []
+    for line in path.read_text().splitlines():
+        if line.strip():
+            try:
+                rows.append(json.loads(line))
+            except json.JSONDecodeError:  # a line cut short by a crash
+                continue
+    return rows
+
+
+def plot_losses(metrics_path: str | Path, out: str | Path, title: str = "") -> Path | None:
+    """Plot every `loss*` series of the training rows (kind == "train") against step."""
+    rows = [r for r in read_jsonl(metrics_path) if r.get("kind", "train") == "train"]
+    if not rows:
+        return None
+    keys = sorted({k for r in rows for k in r if "loss" in k and isinstance(r[k], (int, float))})
+    fig, ax = plt.subplots(figsize=(7, 4), dpi=100)
+    for key in keys:
+        pts = [(r["step"], r[key]) for r in rows if key in r]
+        ax.plot([p[0] for p in pts], [p[1] for p in pts], label=key, linewidth=1)
+    ax.set_xlabel("step")
+    ax.set_ylabel("loss")
+    ax.set_title(title or "training losses")
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    out = Path(out)
+    tmp = out.with_name(f".{out.name}.tmp")
+    fig.savefig(tmp, format="png")
+    plt.close(fig)
+    tmp.replace(out)
+    return out

@@ -1,0 +1,210 @@
+"""TOML recipes: read with tomllib, overridden with ``--set``, validated against the parts' schemas.
+
+Validation happens before any work starts; every problem is one `RecipeError` line naming the file,
+the key and the fix. Recipes are data: a resolved recipe (defaults filled in) is written to each
+run directory and is enough, with the weights, to rebuild the run's parts.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from pathlib import Path
+from typing import Any
+
+import attrs
+import tomli_w
+
+from .errors import RecipeError, UserError, did_you_mean
+from .registry import PartInfo, Registry
+from .schema import param, structure, unstructure
+
+RECIPE_FILE = "recipe.toml"
+
+
+@attrs.frozen
+class SampleConfig:
+    """The ``[sample]`` table: what the sample grids of a run show."""
+
+    prompts: list[str] = param(["a red circle", "a blue square"], "prompts drawn in the sample grids, one row each")
+    prompts_file: str | None = param(None, "text file with one prompt per line, added to prompts", path="file")
+    every: int = param(500, "draw a grid every this many steps (0: only at the end)", validator=attrs.validators.ge(0))
+    per_prompt: int = param(8, "images per prompt (columns of the grid)", validator=attrs.validators.gt(0))
+
+    def all_prompts(self) -> list[str]:
+        extra = []
+        if self.prompts_file:
+            extra = [line.strip() for line in Path(self.prompts_file).read_text().splitlines() if line.strip()]
+        return [*self.prompts, *extra]
+
+
+@attrs.frozen
+class EvalConfig:
+    """The ``[eval]`` table: metrics computed at the end of a run (and every ``every`` steps if > 0)."""
+
+    metrics: list[str] = param([], "metric names (see `dalle-kit plugins list`)")
+    num_samples: int = param(1000, "generated images per metric", validator=attrs.validators.gt(0))
+    every: int = param(0, "also evaluate every this many steps (0: only at the end)", validator=attrs.validators.ge(0))
+
+
+TOP_LEVEL = {
+    "name": (str, None, "the run's name; run directories are runs/<name>-<timestamp>"),
+    "pipeline": (str, "gan", "the training procedure"),
+    "seed": (int, 0, "seed for weights, data order and noise"),
+    "device": (str, "auto", "'auto', 'cpu', 'cuda' or 'cuda:N'"),
+    "description": (str, "", "free text"),
+}
+COMMON_SECTIONS = {"sample": SampleConfig, "eval": EvalConfig}
+
+
+@attrs.frozen
+class PartSpec:
+    info: PartInfo
+    config: Any
+
+
+@attrs.frozen
+class Recipe:
+    source: str
+    name: str
+    pipeline: PartSpec
+    seed: int
+    device: str
+    description: str
+    parts: dict[str, PartSpec]
+    sample: SampleConfig
+    eval: EvalConfig
+
+    @property
+    def train(self):
+        return self.pipeline.config
+
+    def to_dict(self) -> dict[str, Any]:
+        """The resolved recipe: every default filled in, ready for TOML."""
+        data: dict[str, Any] = {"name": self.name, "pipeline": self.pipeline.info.name, "seed": self.seed, "device": self.device}
+        if self.description:
+            data["description"] = self.description
+        for section, spec in self.parts.items():
+            data[section] = {"name": spec.info.name, **unstructure(spec.config)}
+        data["train"] = unstructure(self.pipeline.config)
+        data["sample"] = unstructure(self.sample)
+        data["eval"] = unstructure(self.eval)
+        return data
+
+    def dumps(self) -> str:
+        return tomli_w.dumps(self.to_dict())
+
+    def origins(self) -> dict[str, dict[str, str]]:
+        """Which distribution and version provided each part (recorded in the run directory)."""
+        specs = {"pipeline": self.pipeline, **self.parts}
+        return {
+            section: {"kind": s.info.kind, "name": s.info.name, "plugin": s.info.plugin.name,
+                      "distribution": s.info.plugin.distribution, "version": s.info.plugin.version}
+            for section, s in specs.items()
+        }
+
+
+def read_toml(path: Path) -> dict[str, Any]:
+    if not path.exists():
+        raise RecipeError(str(path), "", "file not found", "check the path, or run `dalle-kit recipe list` for the built-in recipes")
+    if path.is_dir():
+        raise RecipeError(str(path), "", "is a directory, not a recipe file", "name a .toml file")
+    try:
+        return tomllib.loads(path.read_text(encoding="utf-8"))
+    except tomllib.TOMLDecodeError as exc:
+        raise RecipeError(str(path), "", f"invalid TOML: {exc}", "fix the syntax at that line") from None
+    except UnicodeDecodeError:
+        raise RecipeError(str(path), "", "is not UTF-8 text", "save the recipe as UTF-8 TOML") from None
+
+
+def parse_override(text: str) -> tuple[list[str], Any]:
+    """``train.steps=500`` -> (["train", "steps"], 500); the value is read as TOML, else as a string."""
+    if "=" not in text:
+        raise UserError(f"--set {text!r}: expected KEY=VALUE, for example --set train.steps=500")
+    key, raw = text.split("=", 1)
+    path = [p.strip() for p in key.strip().split(".")]
+    if not all(path):
+        raise UserError(f"--set {text!r}: bad key {key!r}; write SECTION.KEY=VALUE, for example train.steps=500")
+    try:
+        value = tomllib.loads(f"v = {raw}")["v"]
+    except tomllib.TOMLDecodeError:
+        value = raw
+    return path, value
+
+
+def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
+    for text in overrides:
+        path, value = parse_override(text)
+        node = data
+        for part in path[:-1]:
+            child = node.setdefault(part, {})
+            if not isinstance(child, dict):
+                raise UserError(f"--set {text!r}: '{part}' is a value, not a table")
+            node = child
+        node[path[-1]] = value
+    return data
+
+
+def resolve_source(target: str, registry: Registry) -> Path:
+    """A recipe argument is a path to a TOML file, a run directory, or the name of a registered recipe."""
+    path = Path(target)
+    if path.is_dir() and (path / RECIPE_FILE).is_file():
+        return path / RECIPE_FILE
+    if path.suffix == ".toml" or path.exists() or "/" in target:
+        return path
+    return Path(registry.recipe_path(target))
+
+
+def load_recipe(target: str | Path, registry: Registry, overrides: list[str] = ()) -> Recipe:
+    path = resolve_source(str(target), registry)
+    return validate(apply_overrides(read_toml(path), list(overrides)), registry, source=str(target), base_dir=path.parent)
+
+
+def validate(data: dict[str, Any], registry: Registry, *, source: str, base_dir: Path | None = None) -> Recipe:
+    top: dict[str, Any] = {}
+    tables = {k: v for k, v in data.items() if isinstance(v, dict)}
+    for key, value in data.items():
+        if key in tables:
+            continue
+        if key not in TOP_LEVEL:
+            raise RecipeError(source, f"key '{key}'", f"unknown top-level key{did_you_mean(key, TOP_LEVEL)}",
+                              f"remove it or use one of: {', '.join(TOP_LEVEL)}")
+        tp, _, _ = TOP_LEVEL[key]
+        if not isinstance(value, tp) or isinstance(value, bool) and tp is not bool:
+            raise RecipeError(source, f"key '{key}'", f"expected {tp.__name__}, got {type(value).__name__} {value!r}",
+                              f"write {key} = <{tp.__name__}>")
+        top[key] = value
+    for key, (_, default, _) in TOP_LEVEL.items():
+        if key not in top:
+            if default is None:
+                raise RecipeError(source, f"key '{key}'", "is required", f'add {key} = "..." at the top of the file')
+            top[key] = default
+
+    pipeline_info = registry.get("pipeline", top["pipeline"], source=source, key="key 'pipeline'")
+    pipeline_cls = pipeline_info.cls
+    known_tables = {**{s: "part" for s in pipeline_cls.sections}, "train": "train", **{s: "common" for s in COMMON_SECTIONS}}
+    for section in tables:
+        if section not in known_tables:
+            raise RecipeError(source, f"[{section}]", f"unknown section for pipeline '{pipeline_info.name}'{did_you_mean(section, known_tables)}",
+                              f"remove it or use one of: {', '.join(known_tables)}")
+
+    parts: dict[str, PartSpec] = {}
+    for section, kind in pipeline_cls.sections.items():
+        table = dict(tables.get(section, {}))
+        if "name" not in table:
+            choices = ", ".join(sorted(registry.parts[kind])) or "(none installed)"
+            raise RecipeError(source, f"[{section}] name", f"missing: pipeline '{pipeline_info.name}' needs a {kind.replace('_', ' ')}",
+                              f"add [{section}] with name = one of: {choices}")
+        name = table.pop("name")
+        if not isinstance(name, str):
+            raise RecipeError(source, f"[{section}] name", f"expected string, got {type(name).__name__} {name!r}", 'write name = "..."')
+        info = registry.get(kind, name, source=source, key=f"[{section}] name")
+        parts[section] = PartSpec(info, structure(info.cls.Config, table, source=source, section=section, base_dir=base_dir))
+
+    train = structure(pipeline_cls.Config, tables.get("train", {}), source=source, section="train", base_dir=base_dir)
+    sample = structure(SampleConfig, tables.get("sample", {}), source=source, section="sample", base_dir=base_dir)
+    evaluation = structure(EvalConfig, tables.get("eval", {}), source=source, section="eval", base_dir=base_dir)
+    for metric in evaluation.metrics:
+        registry.get("metric", metric, source=source, key="[eval] metrics")
+
+    return Recipe(source=source, name=top["name"], pipeline=PartSpec(pipeline_info, train), seed=top["seed"],
+                  device=top["device"], description=top["description"], parts=parts, sample=sample, eval=evaluation)

@@ -1,0 +1,229 @@
+"""Discovers plugins through the `dalle_kit` entry-point group and collects their parts.
+
+Each plugin is loaded and called on its own, so one that fails to import, declares a bad hook,
+registers a name that is taken or a class that breaks its kind's contract is recorded as a
+`Problem` (with its distribution, version and cause) while every other plugin keeps working.
+Built-ins are declared as entry points of the `dalle-kit` distribution, exactly like a third party's.
+"""
+
+from __future__ import annotations
+
+import inspect
+import os
+from collections.abc import Iterable
+from importlib import metadata
+from types import ModuleType
+from typing import Any
+
+import attrs
+import pluggy
+
+from . import hookspecs
+from .errors import RecipeError, UserError, did_you_mean
+from .markers import PROJECT
+from .parts import KINDS
+
+ENTRY_POINT_GROUP = "dalle_kit"
+BUILTIN_DISTRIBUTION = "dalle-kit"
+#: Version of the hook API. A plugin module may declare ``DALLE_KIT_API = <int>``; another value is refused.
+HOOK_API_VERSION = 1
+#: Comma-separated plugin (entry point or distribution) names to load besides the built-ins; empty: built-ins only.
+SELECT_ENV = "DALLE_KIT_PLUGINS"
+
+HOOK_KINDS = {
+    "register_text_encoders": "text_encoder",
+    "register_generators": "generator",
+    "register_discriminators": "discriminator",
+    "register_losses": "loss",
+    "register_metrics": "metric",
+    "register_datasets": "dataset",
+    "register_pipelines": "pipeline",
+}
+HOOK_NAMES = [*HOOK_KINDS, "register_recipes"]
+
+
+@attrs.frozen
+class PluginInfo:
+    name: str
+    distribution: str
+    version: str
+    module: str
+
+
+@attrs.frozen
+class PartInfo:
+    kind: str
+    name: str
+    cls: type
+    plugin: PluginInfo
+
+    @property
+    def origin(self) -> str:
+        return f"{self.plugin.distribution} {self.plugin.version}"
+
+
+@attrs.frozen
+class Problem:
+    plugin: PluginInfo
+    cause: str
+    fix: str
+
+    def line(self) -> str:
+        return f"{self.plugin.name} ({self.plugin.distribution} {self.plugin.version}): {self.cause}"
+
+
+class Registry:
+    """Every part by kind and name, the recipes plugins ship, and the problems met while loading."""
+
+    def __init__(self) -> None:
+        self.parts: dict[str, dict[str, PartInfo]] = {kind: {} for kind in KINDS}
+        self.recipes: dict[str, tuple[str, PluginInfo]] = {}
+        self.plugins: list[PluginInfo] = []
+        self.problems: list[Problem] = []
+        self._pm = pluggy.PluginManager(PROJECT)
+        self._pm.add_hookspecs(hookspecs)
+
+    # ---------------------------------------------------------------- loading
+    @classmethod
+    def discover(cls, select: str | None = None, extra: Iterable[tuple[str, Any]] = ()) -> Registry:
+        """Load the entry-point plugins (filtered by `select`, default $DALLE_KIT_PLUGINS) plus `extra` (name, module) pairs."""
+        registry = cls()
+        if select is None:
+            select = os.environ.get(SELECT_ENV)
+        wanted = None if select is None else {s.strip() for s in select.split(",") if s.strip()}
+        eps = sorted(
+            metadata.entry_points(group=ENTRY_POINT_GROUP),
+            key=lambda ep: (_dist_name(ep) != BUILTIN_DISTRIBUTION, _dist_name(ep), ep.name),
+        )
+        for ep in eps:
+            dist = _dist_name(ep)
+            if wanted is not None and dist != BUILTIN_DISTRIBUTION and not ({ep.name, dist} & wanted):
+                continue
+            info = PluginInfo(ep.name, dist, _dist_version(ep), ep.value)
+            try:
+                module = ep.load()
+            except BaseException as exc:  # a plugin's import may raise anything, SystemExit included
+                if isinstance(exc, KeyboardInterrupt):
+                    raise
+                registry._problem(info, f"failed to import {ep.value}: {type(exc).__name__}: {_one_line(exc)}",
+                                  f"fix the plugin or uninstall it: pip uninstall {dist}")
+                continue
+            registry.add_plugin(module, info)
+        for name, module in extra:
+            registry.add_plugin(module, PluginInfo(name, getattr(module, "__distribution__", name), "local", module.__name__))
+        registry._call_hooks()
+        return registry
+
+    def add_plugin(self, module: ModuleType | Any, info: PluginInfo) -> None:
+        api = getattr(module, "DALLE_KIT_API", HOOK_API_VERSION)
+        if api != HOOK_API_VERSION:
+            self._problem(info, f"built for dalle-kit hook API {api}, this dalle-kit provides hook API {HOOK_API_VERSION}",
+                          f"install a version of {info.distribution} made for hook API {HOOK_API_VERSION}")
+            return
+        for attr, obj in inspect.getmembers(module, callable):
+            marked = hasattr(obj, f"{PROJECT}_impl")
+            if marked and attr not in HOOK_NAMES:
+                self._problem(info, f"'{attr}' is not a dalle_kit hook{did_you_mean(attr, HOOK_NAMES)}",
+                              "rename it to one of: " + ", ".join(HOOK_NAMES))
+            elif not marked and attr in HOOK_NAMES and inspect.isfunction(obj):
+                self._problem(info, f"'{attr}' lacks the @dalle_kit.hookimpl decorator and is ignored",
+                              "decorate it with @dalle_kit.hookimpl")
+        try:
+            self._pm.register(module, name=info.name)
+        except (pluggy.PluginValidationError, ValueError) as exc:
+            self._problem(info, f"invalid hook: {_one_line(exc)}", "hooks take one argument: register")
+            return
+        self.plugins.append(info)
+
+    def _call_hooks(self) -> None:
+        by_module = {id(self._pm.get_plugin(p.name)): p for p in self.plugins}
+        for hook_name in HOOK_NAMES:
+            hook = getattr(self._pm.hook, hook_name)
+            for impl in hook.get_hookimpls():
+                info = by_module[id(impl.plugin)]
+                register = self._recipe_register(info) if hook_name == "register_recipes" else self._part_register(info, HOOK_KINDS[hook_name])
+                try:
+                    impl.function(**{arg: register for arg in impl.argnames})
+                except Exception as exc:
+                    self._problem(info, f"{hook_name} raised {type(exc).__name__}: {_one_line(exc)}", "fix the plugin")
+
+    def _part_register(self, info: PluginInfo, kind: str):
+        base = KINDS[kind]
+
+        def register(cls: type, name: str | None = None) -> None:
+            if not (isinstance(cls, type) and issubclass(cls, base)):
+                self._problem(info, f"{getattr(cls, '__name__', cls)!r} registered as a {kind} is not a subclass of dalle_kit.{base.__name__}",
+                              f"subclass dalle_kit.{base.__name__}")
+                return
+            name = name or cls.name
+            if not name:
+                self._problem(info, f"{cls.__name__} has no name", "set the class attribute name = '...'")
+                return
+            if not attrs.has(cls.Config):
+                self._problem(info, f"{kind} '{name}': Config is not an attrs class", "declare Config with @attrs.frozen")
+                return
+            taken = self.parts[kind].get(name)
+            if taken is not None:
+                self._problem(info, f"{kind} '{name}' is already registered by {taken.plugin.name} ({taken.origin}); this one is ignored",
+                              f"rename the {kind} in {info.distribution}")
+                return
+            self.parts[kind][name] = PartInfo(kind, name, cls, info)
+
+        return register
+
+    def _recipe_register(self, info: PluginInfo):
+        def register(name: str, path) -> None:
+            if name in self.recipes:
+                self._problem(info, f"recipe '{name}' is already registered", "rename the recipe")
+                return
+            self.recipes[name] = (str(path), info)
+
+        return register
+
+    def _problem(self, info: PluginInfo, cause: str, fix: str) -> None:
+        self.problems.append(Problem(info, cause, fix))
+
+    # ---------------------------------------------------------------- lookup
+    def get(self, kind: str, name: str, *, source: str = "recipe", key: str = "name") -> PartInfo:
+        """The part `name` of `kind`, or a one-line error with a "did you mean" and the choices."""
+        parts = self.parts[kind]
+        if name in parts:
+            return parts[name]
+        hint = did_you_mean(name, parts)
+        broken = [p for p in self.problems if name in p.cause or name == p.plugin.name]
+        extra = f" (plugin {broken[0].plugin.name} failed to load: see `dalle-kit plugins doctor`)" if broken else ""
+        raise RecipeError(source, key, f"unknown {kind.replace('_', ' ')} '{name}'{hint}{extra}",
+                          "use one of: " + (", ".join(sorted(parts)) or "(none installed)"))
+
+    def find(self, name: str) -> list[PartInfo]:
+        return [parts[name] for parts in self.parts.values() if name in parts]
+
+    def recipe_path(self, name: str) -> str:
+        if name not in self.recipes:
+            raise UserError(f"no recipe file or registered recipe named '{name}'{did_you_mean(name, self.recipes)}; "
+                            f"registered: {', '.join(sorted(self.recipes)) or '(none)'}")
+        return self.recipes[name][0]
+
+
+def _dist_name(ep: metadata.EntryPoint) -> str:
+    return ep.dist.name if ep.dist is not None else "(unknown)"
+
+
+def _dist_version(ep: metadata.EntryPoint) -> str:
+    return ep.dist.version if ep.dist is not None else "?"
+
+
+def _one_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return text[0] if text else type(exc).__name__
+
+
+_cached: dict[str | None, Registry] = {}
+
+
+def get_registry() -> Registry:
+    """The process-wide registry, loaded once per value of $DALLE_KIT_PLUGINS."""
+    key = os.environ.get(SELECT_ENV)
+    if key not in _cached:
+        _cached[key] = Registry.discover()
+    return _cached[key]

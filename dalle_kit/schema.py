@@ -1,0 +1,217 @@
+"""Typed parameters for parts: one `attrs` class is the schema for recipes, `plugins show` and saved configs.
+
+A part declares::
+
+    @attrs.frozen
+    class Config:
+        ngf: int = param(64, "width of the first layer", validator=attrs.validators.gt(0))
+
+`structure()` turns a recipe table into that class (rejecting unknown keys and wrong types with
+one line each), `unstructure()` turns it back into TOML-ready data, and `describe()` lists its
+fields for humans.
+"""
+
+from __future__ import annotations
+
+import types
+import typing
+from pathlib import Path
+from typing import Any, Literal, Union
+
+import attrs
+
+from .errors import RecipeError, did_you_mean
+
+_MISSING = object()
+
+
+def param(default: Any = _MISSING, doc: str = "", *, validator=None, path: str | None = None):
+    """Declare a config field with its documentation.
+
+    ``path="file"`` or ``path="dir"`` marks a value that names something that must exist on disk;
+    the recipe validator checks it before any work starts.
+    """
+    metadata = {"doc": doc}
+    if path:
+        metadata["path"] = path
+    if default is _MISSING:
+        return attrs.field(metadata=metadata, validator=validator)
+    if isinstance(default, (list, dict, set)):
+        value = default
+        return attrs.field(factory=lambda: type(value)(value), metadata=metadata, validator=validator)
+    return attrs.field(default=default, metadata=metadata, validator=validator)
+
+
+def type_name(tp: Any) -> str:
+    """A short, TOML-flavoured name for a Python type annotation."""
+    origin = typing.get_origin(tp)
+    args = typing.get_args(tp)
+    if tp is type(None):
+        return "none"
+    if origin is Literal:
+        return " | ".join(repr(a) for a in args)
+    if origin in (Union, types.UnionType):
+        return " | ".join(type_name(a) for a in args)
+    if origin in (list, tuple):
+        if origin is tuple and len(args) == 2 and args[1] is Ellipsis:
+            return f"list[{type_name(args[0])}]"
+        if origin is tuple:
+            return f"[{', '.join(type_name(a) for a in args)}]"
+        return f"list[{type_name(args[0]) if args else 'any'}]"
+    return {str: "string", int: "integer", float: "float", bool: "boolean", Path: "path"}.get(
+        tp, getattr(tp, "__name__", str(tp))
+    )
+
+
+def _toml_repr(value: Any) -> str:
+    if isinstance(value, str):
+        return f'"{value}"'
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return repr(value)
+
+
+class _Mismatch(Exception):
+    pass
+
+
+def _convert(value: Any, tp: Any) -> Any:
+    """Check `value` (as read from TOML) against annotation `tp`; return it converted."""
+    origin = typing.get_origin(tp)
+    args = typing.get_args(tp)
+    if tp is Any:
+        return value
+    if tp is type(None):
+        if value is None:
+            return None
+        raise _Mismatch
+    if origin is Literal:
+        if value in args and type(value) in {type(a) for a in args}:
+            return value
+        raise _Mismatch
+    if origin in (Union, types.UnionType):
+        for arg in args:
+            try:
+                return _convert(value, arg)
+            except _Mismatch:
+                continue
+        raise _Mismatch
+    if origin is list:
+        if not isinstance(value, (list, tuple)):
+            raise _Mismatch
+        return [_convert(v, args[0]) if args else v for v in value]
+    if origin is tuple:
+        if not isinstance(value, (list, tuple)):
+            raise _Mismatch
+        if len(args) == 2 and args[1] is Ellipsis:
+            return tuple(_convert(v, args[0]) for v in value)
+        if len(value) != len(args):
+            raise _Mismatch
+        return tuple(_convert(v, a) for v, a in zip(value, args))
+    if tp is bool:
+        if isinstance(value, bool):
+            return value
+        raise _Mismatch
+    if tp is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        raise _Mismatch
+    if tp is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+        raise _Mismatch
+    if tp is str:
+        if isinstance(value, str):
+            return value
+        raise _Mismatch
+    if tp is Path:
+        if isinstance(value, str):
+            return value
+        raise _Mismatch
+    if isinstance(tp, type) and isinstance(value, tp):
+        return value
+    raise _Mismatch
+
+
+def fields_of(cls: type) -> tuple[attrs.Attribute, ...]:
+    attrs.resolve_types(cls)
+    return attrs.fields(cls)
+
+
+def structure(cls: type, data: dict[str, Any], *, source: str, section: str, base_dir: Path | None = None):
+    """Build `cls` from a recipe table, failing with one `RecipeError` line naming the key and fix."""
+    fields = {f.name: f for f in fields_of(cls)}
+    prefix = f"[{section}] " if section else ""
+    for key in data:
+        if key not in fields:
+            known = ", ".join(fields) or "none"
+            raise RecipeError(
+                source,
+                f"{prefix}key '{key}'",
+                f"unknown key{did_you_mean(key, fields)}",
+                f"remove it or use one of: {known}",
+            )
+    kwargs = {}
+    for name, field in fields.items():
+        if name not in data:
+            if field.default is attrs.NOTHING:
+                raise RecipeError(source, f"{prefix}key '{name}'", "is required", f"add {name} = <{type_name(field.type)}>")
+            continue
+        value = data[name]
+        try:
+            converted = _convert(value, field.type)
+        except _Mismatch:
+            raise RecipeError(
+                source,
+                f"{prefix}key '{name}'",
+                f"expected {type_name(field.type)}, got {type(value).__name__} {_toml_repr(value)}",
+                f"write {name} = <{type_name(field.type)}>"
+                + (f", for example {name} = {_toml_repr(field.default)}" if field.default is not attrs.NOTHING and not isinstance(field.default, attrs.Factory) else ""),
+            ) from None
+        kind = field.metadata.get("path")
+        if kind and converted:
+            path = Path(converted)
+            if not path.is_absolute() and base_dir is not None and not path.exists():
+                path = base_dir / path
+            ok = path.is_file() if kind == "file" else path.is_dir()
+            if not ok:
+                raise RecipeError(
+                    source, f"{prefix}key '{name}'", f"{kind} not found: {converted}", f"create it or point {name} at an existing {kind}"
+                )
+            converted = str(path)
+        kwargs[name] = converted
+    try:
+        return cls(**kwargs)
+    except (ValueError, TypeError) as exc:
+        msg = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        # attrs validators name the field in their message; point at it when we can.
+        bad = next((n for n in kwargs if f"'{n}'" in msg), None)
+        key = f"{prefix}key '{bad}'" if bad else prefix.strip() or "recipe"
+        raise RecipeError(source, key, f"invalid value: {msg}", "see `dalle-kit plugins show` for the allowed values") from None
+
+
+def unstructure(config: Any) -> dict[str, Any]:
+    """Config instance -> plain TOML-ready dict (tuples become lists, None values are dropped)."""
+
+    def plain(value):
+        if isinstance(value, (list, tuple)):
+            return [plain(v) for v in value]
+        if isinstance(value, dict):
+            return {k: plain(v) for k, v in value.items() if v is not None}
+        return value
+
+    return {k: plain(v) for k, v in attrs.asdict(config, recurse=True).items() if v is not None}
+
+
+def describe(cls: type) -> list[dict[str, str]]:
+    """One dict per field: name, type, default, doc (for `plugins show` and the docs)."""
+    rows = []
+    for f in fields_of(cls):
+        if f.default is attrs.NOTHING:
+            default = "(required)"
+        elif isinstance(f.default, attrs.Factory):
+            default = _toml_repr(f.default.factory())
+        else:
+            default = _toml_repr(f.default) if f.default is not None else "(none)"
+        rows.append({"name": f.name, "type": type_name(f.type), "default": default, "doc": f.metadata.get("doc", "")})
+    return rows

@@ -1,0 +1,86 @@
+"""Text encoder `bow`: a trainable bag-of-words encoder whose vocabulary is fitted on the training captions."""
+
+from __future__ import annotations
+
+import re
+from collections import Counter
+from collections.abc import Sequence
+
+import attrs
+import torch
+from torch import nn
+
+import dalle_kit
+from dalle_kit import param
+
+_WORD = re.compile(r"[a-z0-9']+")
+UNKNOWN = "<unk>"
+
+
+def tokenize(text: str) -> list[str]:
+    return _WORD.findall(text.lower())
+
+
+class BagOfWords(dalle_kit.TextEncoder):
+    """Mean of learned word embeddings, then an MLP; vocabulary fitted on the dataset's captions."""
+
+    name = "bow"
+
+    @attrs.frozen
+    class Config:
+        dim: int = param(128, "size of the caption vector", validator=attrs.validators.gt(0))
+        embed_dim: int = param(64, "size of each word embedding", validator=attrs.validators.gt(0))
+        max_vocab: int = param(20000, "keep at most this many most frequent words", validator=attrs.validators.gt(0))
+        min_count: int = param(1, "drop words seen fewer times than this", validator=attrs.validators.ge(1))
+        trainable: bool = param(True, "train the embeddings with the discriminator (false: frozen random features)")
+
+    def __init__(self, config):
+        super().__init__(config)
+        self.dim = config.dim
+        self.vocab: list[str] = []
+        self._index: dict[str, int] = {}
+        self._cache: dict[str, list[int]] = {}
+        self.embedding: nn.EmbeddingBag | None = None
+        self.proj = nn.Sequential(nn.Linear(config.embed_dim, config.dim), nn.LeakyReLU(0.2), nn.Linear(config.dim, config.dim))
+        self.proj.requires_grad_(config.trainable)
+
+    def fit(self, captions: Sequence[str]) -> None:
+        counts = Counter(w for c in captions for w in tokenize(c))
+        words = sorted((w for w, n in counts.items() if n >= self.config.min_count), key=lambda w: (-counts[w], w))
+        self._build([UNKNOWN, *words[: self.config.max_vocab]])
+
+    def _build(self, vocab: list[str]) -> None:
+        device = self.proj[0].weight.device
+        self.vocab = list(vocab)
+        self._index = {w: i for i, w in enumerate(self.vocab)}
+        self._cache.clear()
+        self.embedding = nn.EmbeddingBag(len(self.vocab), self.config.embed_dim, mode="mean").to(device)
+        self.embedding.requires_grad_(self.config.trainable)
+
+    def _ids(self, text: str) -> list[int]:
+        ids = self._cache.get(text)
+        if ids is None:
+            ids = [self._index.get(w, 0) for w in tokenize(text)] or [0]
+            if len(self._cache) < 100_000:
+                self._cache[text] = ids
+        return ids
+
+    def encode(self, captions: Sequence[str]) -> torch.Tensor:
+        if self.embedding is None:
+            raise RuntimeError("bow text encoder used before fit(captions) or loading a vocabulary")
+        ids = [self._ids(c) for c in captions]
+        device = self.embedding.weight.device
+        flat = torch.tensor([i for row in ids for i in row], dtype=torch.long, device=device)
+        offsets = torch.tensor([0, *torch.tensor([len(r) for r in ids[:-1]]).cumsum(0).tolist()], dtype=torch.long, device=device)
+        return self.proj(self.embedding(flat, offsets))
+
+    def extra_state_json(self) -> dict:
+        return {"vocab": self.vocab}
+
+    def load_extra_state_json(self, state: dict) -> None:
+        self._build(state["vocab"])
+
+
+@dalle_kit.hookimpl
+def register_text_encoders(register):
+    register(BagOfWords)

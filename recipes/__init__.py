@@ -1,0 +1,1 @@
+"""Recipes shipped with dalle-kit (data only; this file makes the folder installable as package data)."""
