@@ -174,3 +174,7 @@ def main(argv=None) -> int:
 
 if __name__ == "__main__":
     sys.exit(main())
+
+from .cli_eval import bench_cmd, eval_cmd  # noqa: E402
+cli.add_command(eval_cmd)
+cli.add_command(bench_cmd)

@@ -127,13 +127,23 @@ class Loss(Part):
 class Metric(Part):
     """Scores generated images: ``compute(evaluation) -> MetricResult`` (see `dalle_kit.evaluation`).
 
-    Context: none.
+    The `Evaluation` gives the generated images and their prompts, the reference split, the dataset,
+    the run's discriminator and a content-keyed cache; the `MetricResult` holds the numbers
+    (name -> finite float) and the `Protocol` that produced them (n generated, n reference, reference
+    split, extractor, weights hash, seed). Context: none.
     """
 
     kind = "metric"
 
     def __init__(self, config):
         self.config = config
+
+    def check(self, evaluation: Any) -> None:
+        """Raise `dalle_kit.UserError` (one line: what is missing, where to put it) if the metric cannot run here.
+
+        Called for every metric before any image is generated, so a missing weights file stops the
+        evaluation at once and no number is produced.
+        """
 
     def compute(self, evaluation: Any) -> Any:
         raise NotImplementedError

@@ -179,6 +179,10 @@ def validate(data: dict[str, Any], registry: Registry, *, source: str, base_dir:
                 raise RecipeError(source, f"key '{key}'", "is required", f'add {key} = "..." at the top of the file')
             top[key] = default
 
+    device = top["device"]
+    if device not in ("auto", "cpu", "cuda", "mps") and not (device.startswith("cuda:") and device[5:].isdigit()):
+        raise RecipeError(source, "key 'device'", f"device '{device}' is not known", "use 'auto', 'cpu', 'cuda' or 'cuda:N'")
+
     pipeline_info = registry.get("pipeline", top["pipeline"], source=source, key="key 'pipeline'")
     pipeline_cls = pipeline_info.cls
     known_tables = {**{s: "part" for s in pipeline_cls.sections}, "train": "train", **{s: "common" for s in COMMON_SECTIONS}}

@@ -22,7 +22,7 @@ def tokenize(text: str) -> list[str]:
 
 
 class BagOfWords(dalle_kit.TextEncoder):
-    """Mean of learned word embeddings, then an MLP; vocabulary fitted on the dataset's captions."""
+    """Mean of learned word embeddings, then an MLP and a LayerNorm; vocabulary fitted on the dataset's captions."""
 
     name = "bow"
 
@@ -41,7 +41,10 @@ class BagOfWords(dalle_kit.TextEncoder):
         self._index: dict[str, int] = {}
         self._cache: dict[str, list[int]] = {}
         self.embedding: nn.EmbeddingBag | None = None
-        self.proj = nn.Sequential(nn.Linear(config.embed_dim, config.dim), nn.LeakyReLU(0.2), nn.Linear(config.dim, config.dim))
+        # The closing LayerNorm keeps the vectors at unit scale: an encoder trained with the discriminator
+        # could otherwise grow them until they drown the generator's noise input (seen as mode collapse).
+        self.proj = nn.Sequential(nn.Linear(config.embed_dim, config.dim), nn.LeakyReLU(0.2), nn.Linear(config.dim, config.dim),
+                                  nn.LayerNorm(config.dim, elementwise_affine=False))
         self.proj.requires_grad_(config.trainable)
 
     def fit(self, captions: Sequence[str]) -> None:

@@ -9,10 +9,12 @@ both what is drawn and where.
 from __future__ import annotations
 
 import math
+from typing import Literal
 
 import attrs
 import torch
 from torch import nn
+from torch.nn.utils.parametrizations import spectral_norm
 
 import dalle_kit
 from dalle_kit import param
@@ -79,19 +81,26 @@ class DCGANDiscriminator(dalle_kit.Discriminator):
     @attrs.frozen
     class Config:
         ndf: int = param(64, "channels of the first layer (doubling with depth)", validator=attrs.validators.gt(0))
+        norm: Literal["spectral", "batch", "none"] = param(
+            "spectral", "normalisation of the layers: spectral norm (Miyato et al. 2018, as StudioGAN's DCGAN), batch norm (Radford et al.) or none")
 
     def __init__(self, config, *, text_dim: int, image_size: int, channels: int):
         super().__init__(config, text_dim=text_dim, image_size=image_size, channels=channels)
         levels = _levels(image_size)
         width = config.ndf
-        layers: list[nn.Module] = [nn.Conv2d(channels, width, 4, 2, 1, bias=False), nn.LeakyReLU(0.2, True)]
+        sn = spectral_norm if config.norm == "spectral" else (lambda m: m)
+        layers: list[nn.Module] = [sn(nn.Conv2d(channels, width, 4, 2, 1)), nn.LeakyReLU(0.2, True)]
         for _ in range(levels - 1):
-            layers += [nn.Conv2d(width, width * 2, 4, 2, 1, bias=False), nn.BatchNorm2d(width * 2), nn.LeakyReLU(0.2, True)]
+            layers += [sn(nn.Conv2d(width, width * 2, 4, 2, 1, bias=config.norm != "batch"))]
+            if config.norm == "batch":
+                layers.append(nn.BatchNorm2d(width * 2))
+            layers.append(nn.LeakyReLU(0.2, True))
             width *= 2
         self.features = nn.Sequential(*layers)
-        self.head = nn.Conv2d(width, 1, 4, 1, 0, bias=False)
-        self.embed = nn.Linear(text_dim, width * 16, bias=False)
-        _init(self)
+        self.head = sn(nn.Conv2d(width, 1, 4, 1, 0))
+        self.embed = sn(nn.Linear(text_dim, width * 16, bias=False))
+        if config.norm != "spectral":
+            _init(self)
 
     def forward(self, images: torch.Tensor, text: torch.Tensor) -> torch.Tensor:
         h = self.features(images)

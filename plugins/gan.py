@@ -177,6 +177,24 @@ class GAN(dalle_kit.Pipeline):
         generator.load_state_dict(state["models"]["generator"])
         return self._draw(encoder, generator, run.device)
 
+    def discriminator(self, run):
+        """``(images in [-1, 1], captions) -> logits`` from the run's latest weights (for metrics such as d-roc-auc)."""
+        state = run.load_checkpoint(prefixes=("models", "extra"))
+        if state is None:
+            raise dalle_kit.UserError(f"{run.dir}: no checkpoint yet; train first with dalle-kit run")
+        encoder, _, context = self._build(run, run.build_dataset(), state)
+        encoder.load_state_dict(state["models"]["text_encoder"])
+        judge = run.build("discriminator", **context)
+        judge.load_state_dict(state["models"]["discriminator"])
+        encoder.eval()
+        judge.eval()
+
+        @torch.inference_mode()
+        def logits(images: torch.Tensor, captions) -> torch.Tensor:
+            return judge(images.to(run.device), encoder(list(captions))).float().cpu()
+
+        return logits
+
 
 @dalle_kit.hookimpl
 def register_pipelines(register):

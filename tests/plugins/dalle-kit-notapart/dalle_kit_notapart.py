@@ -1,0 +1,14 @@
+"""A plugin that registers a class that is not a dalle_kit.Generator."""
+
+from torch import nn
+
+import dalle_kit
+
+
+class NotAGenerator(nn.Module):
+    name = "not-a-generator"
+
+
+@dalle_kit.hookimpl
+def register_generators(register):
+    register(NotAGenerator)

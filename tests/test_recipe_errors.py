@@ -1,0 +1,103 @@
+"""Every class of recipe error: exit code 2, one line naming the file, the key and the fix, no traceback."""
+
+from __future__ import annotations
+
+import pytest
+
+from conftest import TINY, write_recipe
+
+
+def one_line_error(code, out, err):
+    assert code == 2, (code, out, err)
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert len(lines) == 1, err
+    assert "Traceback" not in err
+    assert lines[0].startswith("dalle-kit: error: ")
+    return lines[0]
+
+
+def test_valid_recipe_checks(run_cli, tiny_recipe):
+    code, out, err = run_cli("recipe", "check", tiny_recipe)
+    assert code == 0, err
+    assert "ok" in out and "generator=dcgan" in out
+
+
+@pytest.mark.parametrize(
+    "old, new, expected",
+    [
+        ('[loss]\nname = "hinge"', '[los]\nname = "hinge"', ["[los]", "unknown section", "did you mean 'loss'", "fix:"]),
+        ("ngf = 16", "ngf_ = 16", ["[generator] key 'ngf_'", "unknown key", "did you mean 'ngf'", "fix:"]),
+        ("ngf = 16", 'ngf = "16"', ["[generator] key 'ngf'", "expected integer, got str", "fix: write ngf = <integer>"]),
+        ("steps = 30", "steps = 2.5", ["[train] key 'steps'", "expected integer"]),
+        ('name = "hinge"', 'name = "hnge"', ["[loss] name", "unknown loss 'hnge'", "did you mean 'hinge'", "use one of: bce, hinge"]),
+        ('[generator]\nname = "dcgan"', '[generator]\nname = "dcgen"', ["[generator] name", "unknown generator 'dcgen'", "did you mean 'dcgan'"]),
+        ('pipeline = "gan"', 'pipeline = "gna"', ["key 'pipeline'", "unknown pipeline 'gna'", "did you mean 'gan'"]),
+        ("steps = 30", "steps = 0", ["[train] key 'steps'", "invalid value", "must be > 0"]),
+        ("per_prompt = 2", 'prompts_file = "no/such/prompts.txt"', ["[sample] key 'prompts_file'", "file not found", "no/such/prompts.txt"]),
+        ('name = "tiny"', 'nme = "tiny"', ["key 'nme'", "unknown top-level key", "did you mean 'name'"]),
+        ('name = "tiny"\n', "", ["key 'name'", "is required"]),
+        ("[text_encoder]\nname = \"bow\"", "[text_encoder]", ["[text_encoder] name", "missing", "add [text_encoder] with name = one of: bow"]),
+        ("betas", "betas = [0.5, 0.999]\nbetas2", ["[train] key 'betas2'", "unknown key"]),
+        ("seed = 0", "seed = [", ["invalid TOML"]),
+        ("seed = 0", 'seed = "zero"', ["key 'seed'", "expected int, got str"]),
+        ('name = "tiny"', 'name = "tiny"\ndevice = "tpu"', ["device 'tpu'", "use 'auto', 'cpu', 'cuda'"]),
+    ],
+)
+def test_recipe_error_classes(run_cli, tmp_path, old, new, expected):
+    body = TINY.replace(old, new, 1) if old != "betas" else TINY.replace("log_every = 5", "log_every = 5\nbetas2 = 1")
+    assert body != TINY
+    path = write_recipe(tmp_path, body)
+    line = one_line_error(*run_cli("recipe", "check", path))
+    assert str(path) in line or "--set" in line or "device" in line
+    for fragment in expected:
+        assert fragment in line, (fragment, line)
+
+
+def test_missing_recipe_file(run_cli, tmp_path):
+    missing = tmp_path / "nope.toml"
+    line = one_line_error(*run_cli("run", missing))
+    assert str(missing) in line and "file not found" in line and "fix:" in line
+
+
+def test_unknown_builtin_recipe_name(run_cli):
+    line = one_line_error(*run_cli("run", "shapez"))
+    assert "did you mean 'shapes'" in line
+
+
+def test_run_refuses_before_any_work(run_cli, tmp_path):
+    path = write_recipe(tmp_path, TINY.replace("ndf = 16", "ndf = -1"))
+    line = one_line_error(*run_cli("run", path, "--runs-dir", tmp_path / "runs"))
+    assert "[discriminator] key 'ndf'" in line
+    assert not (tmp_path / "runs").exists(), "a run directory was made for an invalid recipe"
+
+
+@pytest.mark.parametrize(
+    "override, expected",
+    [
+        ("train.steps=abc", "[train] key 'steps': expected integer, got str \"abc\""),
+        ("train.stepz=5", "[train] key 'stepz': unknown key (did you mean 'steps'?)"),
+        ("trainsteps", "expected KEY=VALUE"),
+        ("generator.name=nope", "unknown generator 'nope'"),
+    ],
+)
+def test_bad_overrides(run_cli, tiny_recipe, override, expected):
+    line = one_line_error(*run_cli("recipe", "check", tiny_recipe, "--set", override))
+    assert expected in line
+
+
+def test_overrides_apply(run_cli, tiny_recipe):
+    code, out, err = run_cli("recipe", "show", tiny_recipe, "--set", "train.steps=7", "--set", "loss.name=bce", "--set", "generator.ngf=8")
+    assert code == 0, err
+    assert "steps = 7" in out and 'name = "bce"' in out and "ngf = 8" in out
+    # defaults the recipe left out are filled in
+    assert "lr = 0.0002" in out and "latent_dim = 32" in out
+
+
+def test_sample_bad_run_dir(run_cli, tmp_path):
+    line = one_line_error(*run_cli("sample", tmp_path, "a red circle"))
+    assert "not a run directory" in line
+
+
+def test_plugins_show_unknown(run_cli):
+    line = one_line_error(*run_cli("plugins", "show", "dcgn"))
+    assert "did you mean 'dcgan'" in line
