@@ -34,6 +34,7 @@ from typing import Any
 
 import attrs
 import tomli_w
+import torch
 
 from .errors import RecipeError, UserError
 from .evaluation import evaluate_run
@@ -150,8 +151,6 @@ def load_grid(target: str | Path, registry: Registry) -> Grid:
 def run_grid(target: str | Path, out: str | Path | None = None, *, runs_dir: str | Path | None = None,
              registry: Registry | None = None, quiet: bool = True, echo=print) -> dict[str, Any]:
     """Train and evaluate every cell (skipping finished ones), then write the reports. Returns the state."""
-    from . import api
-
     registry = registry or get_registry()
     grid = load_grid(target, registry)
     out = Path(out) if out is not None else Path("bench") / grid.name
@@ -163,6 +162,18 @@ def run_grid(target: str | Path, out: str | Path | None = None, *, runs_dir: str
         except UserError as exc:
             raise UserError(f"{grid.source}: cell [{cell.label}]: {exc}") from None
     out.mkdir(parents=True, exist_ok=True)
+    # Denormal floats in GAN training made CPU steps 2-5x slower here; flushing them changes nothing
+    # measurable and keeps a grid's cost predictable. Every cell runs under the same setting.
+    torch.set_flush_denormal(True)
+    try:
+        return _run_cells(grid, cells, out, runs_dir, registry, quiet, echo)
+    finally:
+        torch.set_flush_denormal(False)  # torch's default
+
+
+def _run_cells(grid: Grid, cells: list[Cell], out: Path, runs_dir: Path, registry: Registry, quiet: bool, echo) -> dict[str, Any]:
+    from . import api
+
     state_path = out / f"{grid.name}.json"
     state = _load_state(state_path, grid)
     done = {c["id"]: c for c in state["cells"]}

@@ -128,10 +128,16 @@ class Registry:
             elif not marked and attr in HOOK_NAMES and inspect.isfunction(obj):
                 self._problem(info, f"'{attr}' lacks the @dalle_kit.hookimpl decorator and is ignored",
                               "decorate it with @dalle_kit.hookimpl")
+            elif marked and attr in HOOK_NAMES:
+                extra = [p for p in inspect.signature(obj).parameters if p != "register"]
+                if extra:
+                    self._problem(info, f"invalid hook: {attr}() takes {', '.join(repr(p) for p in extra)}, but the hook passes only 'register'",
+                                  f"define it as {attr}(register)")
+                    return
         try:
             self._pm.register(module, name=info.name)
         except (pluggy.PluginValidationError, ValueError) as exc:
-            self._problem(info, f"invalid hook: {_one_line(exc)}", "hooks take one argument: register")
+            self._problem(info, f"invalid plugin: {' '.join(str(exc).split())}", "see the hook specifications in dalle_kit/hookspecs.py")
             return
         self.plugins.append(info)
 

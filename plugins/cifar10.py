@@ -52,10 +52,12 @@ class CIFAR10(dalle_kit.Dataset):
 
 
 def _unverified(base):
+    """torchvision's class with the MD5 sums dropped: torchvision then only checks that the files exist."""
+
     class Unverified(base):
-        def _check_integrity(self) -> bool:
-            folder = Path(self.root) / self.base_folder
-            return all((folder / name).is_file() for name, _ in self.train_list + self.test_list)
+        train_list = [[name, None] for name, _ in base.train_list]
+        test_list = [[name, None] for name, _ in base.test_list]
+        meta = {**base.meta, "md5": None}
 
     return Unverified
 

@@ -42,6 +42,7 @@ class GAN(dalle_kit.Pipeline):
         lr_d: float | None = param(None, "Adam learning rate of the discriminator (default: lr)", validator=_positive)
         betas: tuple[float, float] = param((0.5, 0.999), "Adam betas")
         grad_clip: float = param(0.0, "clip each network's gradient norm to this (0: off)", validator=attrs.validators.ge(0))
+        matching_aware: bool = param(False, "also show D real images with mismatched captions as negatives (GAN-INT-CLS, Reed et al. 2016)")
         log_every: int = param(25, "write losses to metrics.jsonl every this many steps", validator=attrs.validators.gt(0))
         checkpoint_every: int = param(500, "save a checkpoint every this many steps", validator=attrs.validators.gt(0))
 
@@ -108,7 +109,11 @@ class GAN(dalle_kit.Pipeline):
             fake = generator(z, text.detach())
             d_real = discriminator(real, text)
             d_fake = discriminator(fake.detach(), text)
-            d_loss = loss.discriminator_loss(d_real, d_fake)
+            if cfg.matching_aware:  # real images with another sample's caption count as fakes, half the negatives
+                d_wrong = discriminator(real, text.roll(1, dims=0))
+                d_loss = loss.discriminator_loss(d_real, torch.cat([d_fake, d_wrong]))
+            else:
+                d_loss = loss.discriminator_loss(d_real, d_fake)
             penalty = loss.penalty(discriminator, real, fake.detach(), text)
             if penalty is not None:
                 d_loss = d_loss + penalty

@@ -1,0 +1,67 @@
+"""cifar10 reads the real torchvision format (made here, since CIFAR-10 cannot be fetched) and fails offline in one line."""
+
+from __future__ import annotations
+
+import pickle
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from conftest import write_recipe
+
+import dalle_kit
+from dalle_kit.registry import Registry
+from dalle_kit.testing import check_part
+
+CLASSES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
+CIFAR10 = Registry.discover(select="").parts["dataset"]["cifar10"].cls
+
+
+def make_cifar(root: Path, per_batch: int = 20) -> Path:
+    """Files laid out exactly as the python version of CIFAR-10 (cifar-10-batches-py/)."""
+    folder = root / "cifar-10-batches-py"
+    folder.mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    names = [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]
+    for name in names:
+        labels = rng.integers(0, 10, per_batch).tolist()
+        data = rng.integers(0, 256, (per_batch, 3 * 32 * 32), dtype=np.uint8)
+        with open(folder / name, "wb") as f:
+            pickle.dump({"data": data, "labels": labels, "batch_label": name}, f)
+    with open(folder / "batches.meta", "wb") as f:
+        pickle.dump({"label_names": CLASSES}, f)
+    return root
+
+
+def test_reads_torchvision_format(tmp_path):
+    root = make_cifar(tmp_path / "cifar")
+    config = CIFAR10.Config(root=str(root), download=False, verify=False)
+    train = CIFAR10(config).load("train")
+    test = CIFAR10(config).load("test")
+    assert len(train) == 100 and len(test) == 20
+    assert train.images.shape == (100, 3, 32, 32)
+    assert all(c.startswith("a photo of a") for c in train.captions)
+    i = 7
+    assert train.captions[i] == f"a photo of a {CLASSES[int(train.attributes['class'][i])]}"
+    check_part(CIFAR10, config)
+
+
+def test_offline_without_files_is_one_line(tmp_path):
+    root = tmp_path / "empty"
+    with pytest.raises(dalle_kit.UserError) as err:
+        CIFAR10(CIFAR10.Config(root=str(root), download=False)).load("train")
+    msg = str(err.value)
+    assert "\n" not in msg
+    assert str(root) in msg and "cifar-10-python.tar.gz" in msg and "cifar-10-batches-py" in msg
+
+
+def test_cifar_recipe_is_valid_and_fails_cleanly_without_data(run_cli, tmp_path):
+    repo = Path(__file__).parent.parent
+    code, out, err = run_cli("recipe", "check", repo / "recipes" / "cifar.toml")
+    assert code == 0, err
+    recipe = write_recipe(tmp_path, (repo / "recipes" / "cifar.toml").read_text())
+    code, out, err = run_cli("run", recipe, "--set", f"data.root={tmp_path / 'nodata'}", "--set", "data.download=false",
+                             "--runs-dir", tmp_path / "runs", "-q")
+    assert code == 2 and "Traceback" not in err
+    assert "cifar10: no usable data in" in err and len(err.strip().splitlines()) == 1

@@ -1,0 +1,32 @@
+"""Every built-in part passes the conformance kit (the same kit plugin authors use)."""
+
+from __future__ import annotations
+
+import pytest
+
+from dalle_kit.registry import Registry
+from dalle_kit.testing import check_part
+
+REGISTRY = Registry.discover(select="")
+SMALL = {  # configs that keep the checks fast; defaults are checked too where they are cheap
+    ("dataset", "shapes"): {"train_size": 64, "test_size": 32},
+}
+
+
+@pytest.mark.parametrize("kind, name", [(k, n) for k, parts in REGISTRY.parts.items() for n in parts if (k, n) != ("dataset", "cifar10")])
+def test_builtin_part_conforms(kind, name):
+    cls = REGISTRY.parts[kind][name].cls
+    config = cls.Config(**SMALL[(kind, name)]) if (kind, name) in SMALL else None
+    check_part(cls, config)
+
+
+@pytest.mark.parametrize("image_size", [16, 64])
+def test_dcgan_conforms_at_other_sizes(image_size):
+    for kind in ("generator", "discriminator"):
+        cls = REGISTRY.parts[kind]["dcgan"].cls
+        check_part(cls, cls.Config(**({"ngf": 8} if kind == "generator" else {"ndf": 8})), image_size=image_size)
+
+
+def test_dcgan_batchnorm_variant_conforms():
+    cls = REGISTRY.parts["discriminator"]["dcgan"].cls
+    check_part(cls, cls.Config(ndf=8, norm="batch"))

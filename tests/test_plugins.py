@@ -1,0 +1,88 @@
+"""Third-party plugins installed with pip into a temporary location, discovered through entry points;
+broken ones are reported with their distribution and cause while everything else keeps working."""
+
+from __future__ import annotations
+
+from importlib import metadata
+
+from conftest import TINY, cli_subprocess, write_recipe
+
+from dalle_kit import api
+from dalle_kit.registry import Registry
+
+
+def test_builtins_come_through_entry_points():
+    eps = {ep.name: ep for ep in metadata.entry_points(group="dalle_kit")}
+    assert {"bow", "dcgan", "losses", "shapes", "cifar10", "gan"} <= set(eps)
+    assert all(eps[n].dist.name == "dalle-kit" for n in ("bow", "dcgan", "gan"))
+    registry = Registry.discover(select="")
+    assert registry.parts["generator"]["dcgan"].plugin.distribution == "dalle-kit"
+    assert registry.problems == []
+
+
+def test_third_party_discovered_and_used_in_a_recipe(third_party, tmp_path):
+    eps = {ep.name: ep.dist.name for ep in metadata.entry_points(group="dalle_kit")}
+    assert eps["example"] == "dalle-kit-example"  # found by importlib.metadata, from the temporary install
+    registry = third_party(select="example")
+    info = registry.parts["generator"]["mlp"]
+    assert (info.plugin.distribution, info.plugin.version) == ("dalle-kit-example", "0.2.0")
+    assert registry.problems == []
+    recipe = write_recipe(tmp_path, TINY.replace('[generator]\nname = "dcgan"\nngf = 16\nlatent_dim = 32\ntext_embed = 16',
+                                                 '[generator]\nname = "mlp"\nhidden = 64'))
+    run = api.train(str(recipe), ["train.steps=6", "sample.every=3"], runs_dir=tmp_path / "runs", quiet=True, registry=registry)
+    assert (run.dir / "checkpoints" / "step-00000006.safetensors").exists()
+    assert '"distribution": "dalle-kit-example"' in (run.dir / "parts.json").read_text()
+
+
+def test_isolation_problems_are_reported(third_party):
+    registry = third_party()
+    lines = [p.line() for p in registry.problems]
+    text = "\n".join(lines)
+    assert "broken (dalle-kit-broken 0.0.1): failed to import dalle_kit_broken: RuntimeError: this plugin is broken on purpose" in text
+    assert "clash (dalle-kit-clash 0.0.1): loss 'hinge' is already registered by losses (dalle-kit" in text
+    assert "misspelled (dalle-kit-misspelled 0.0.1): 'register_generater' is not a dalle_kit hook (did you mean 'register_generators'?)" in text
+    assert "badsig (dalle-kit-badsig 0.0.1): invalid hook" in text and "config" in text
+    assert "notapart (dalle-kit-notapart 0.0.1):" in text and "is not a subclass of dalle_kit.Generator" in text
+    assert "oldapi (dalle-kit-oldapi 0.0.1): built for dalle-kit hook API 0, this dalle-kit provides hook API 1" in text
+    # the rest still works: the built-in hinge wins, the clashing plugin's other part arrives, the example loads
+    assert registry.parts["loss"]["hinge"].plugin.distribution == "dalle-kit"
+    assert registry.parts["loss"]["dcgan"].plugin.distribution == "dalle-kit-clash"
+    assert "mlp" in registry.parts["generator"] and "not-a-generator" not in registry.parts["generator"]
+    assert all(p.fix for p in registry.problems)
+
+
+def test_selection_env_loads_only_named_plugins(third_party):
+    assert third_party(select="").problems == []
+    only = third_party(select="example,dalle-kit-clash")
+    assert {p.plugin.name for p in only.problems} == {"clash"}
+    assert "mlp" in only.parts["generator"]
+    assert {p.name for p in only.plugins} >= {"example", "clash", "dcgan"}
+
+
+def test_cli_keeps_working_with_broken_plugins(plugin_site, tmp_path):
+    listing = cli_subprocess("plugins", "list", site=plugin_site)
+    assert listing.returncode == 0, listing.stderr
+    assert "mlp" in listing.stdout and "dalle-kit-example 0.2.0" in listing.stdout
+    assert "broken (dalle-kit-broken 0.0.1): failed to import" in listing.stdout
+    assert "loss 'hinge' is already registered" in listing.stdout
+    doctor = cli_subprocess("plugins", "doctor", site=plugin_site)
+    assert doctor.returncode == 0 and "fix: fix the plugin or uninstall it: pip uninstall dalle-kit-broken" in doctor.stdout
+    recipe = write_recipe(tmp_path, TINY)
+    check = cli_subprocess("recipe", "check", str(recipe), site=plugin_site)
+    assert check.returncode == 0, check.stderr
+    run = cli_subprocess("run", str(recipe), "--set", "train.steps=4", "--runs-dir", str(tmp_path / "runs"), "-q", site=plugin_site)
+    assert run.returncode == 0, run.stderr
+    assert "run directory:" in run.stdout
+    # and with the selection variable the broken ones are not even imported
+    quiet = cli_subprocess("plugins", "list", site=plugin_site, select="")
+    assert "problems:" not in quiet.stdout and "mlp" not in quiet.stdout
+
+
+def test_plugins_show_lists_parameters(run_cli):
+    code, out, err = run_cli("plugins", "show", "dcgan")
+    assert code == 0, err
+    assert "generator 'dcgan' from dalle-kit" in out and "discriminator 'dcgan' from dalle-kit" in out
+    assert "ngf (integer, default 64): channels of the last hidden layer" in out
+    assert "norm ('spectral' | 'batch' | 'none', default \"spectral\")" in out
+    code, out, _ = run_cli("plugins", "show", "gan")
+    assert "parameters ([train] keys):" in out and "steps (integer, default 3000)" in out
