@@ -89,6 +89,20 @@ def recipe_list():
         click.echo(f"{name:20s} {plugin.distribution} {plugin.version}  {path}")
 
 
+# ---------------------------------------------------------------------------- plugin authors
+@cli.command("new-plugin")
+@click.argument("name")
+@click.option("--kind", "kinds", multiple=True, metavar="KIND",
+              help="Example part to include (repeatable): generator, discriminator, text_encoder, loss, dataset.")
+@click.option("--dir", "directory", default=".", show_default=True, type=click.Path(), help="Where to write the package.")
+def new_plugin(name, kinds, directory):
+    """Write a ready plugin package NAME: entry point, example parts, conformance tests, README."""
+    from .scaffold import new_plugin as scaffold
+
+    root = scaffold(name, list(kinds), directory)
+    click.echo(f"wrote {root}\nnext: pip install -e {root} && dalle-kit plugins list && (cd {root} && pytest)")
+
+
 # ---------------------------------------------------------------------------- plugins
 @cli.group()
 def plugins():

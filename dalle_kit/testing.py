@@ -26,6 +26,7 @@ import tomli_w
 import torch
 
 from .checkpoint import load_state, save_state
+from .errors import RecipeError
 from .parts import KINDS, Dataset, Discriminator, Generator, Loss, Part, Pipeline, TextEncoder
 from .schema import structure, unstructure
 
@@ -114,7 +115,10 @@ def check_registration(cls: type, config: Any = None, **_: Any) -> None:
 def check_schema_roundtrip(cls: type, config: Any = None, **_: Any) -> None:
     """config -> TOML -> config gives an equal config."""
     config = config if config is not None else cls.Config()
-    back = structure(cls.Config, tomllib.loads(tomli_w.dumps(unstructure(config))), source="<round-trip>", section=cls.kind)
+    try:
+        back = structure(cls.Config, tomllib.loads(tomli_w.dumps(unstructure(config))), source="<round-trip>", section=cls.kind)
+    except (RecipeError, TypeError, ValueError) as exc:
+        _fail(cls, "schema round-trip", f"the config does not survive TOML: {exc}")
     if back != config:
         _fail(cls, "schema round-trip", f"{config!r} came back from TOML as {back!r}")
 
@@ -152,6 +156,8 @@ def check_gradients(cls: type, config: Any = None, **kw: Any) -> None:
     if issubclass(cls, Discriminator):
         args[0].requires_grad_(True)
     out = model.encode(*args) if issubclass(cls, TextEncoder) else model(*args)
+    if not out.requires_grad:
+        _fail(cls, "gradients", "the output is detached from the parameters (no grad_fn)")
     out.float().square().mean().backward()
     if not any(p.grad is not None and p.grad.abs().sum() > 0 for p in model.parameters()):
         _fail(cls, "gradients", "no parameter receives a gradient from the output")
@@ -203,8 +209,11 @@ def check_dtype_device(cls: type, config: Any = None, **kw: Any) -> None:
     """`.to(float64)` (and `.to('cuda')` where there is a GPU) moves the whole part."""
     h = Harness(cls, config, **kw)
     model = h.build().eval().to(torch.float64)
-    with torch.no_grad():
-        out = h.run(model)
+    try:
+        with torch.no_grad():
+            out = h.run(model)
+    except (RuntimeError, TypeError) as exc:
+        _fail(cls, "dtype move", f"after .to(torch.float64) the forward pass fails: {str(exc).splitlines()[0]}")
     if out.dtype != torch.float64:
         _fail(cls, "dtype move", f"after .to(torch.float64) the output is {out.dtype}: some tensor is not a registered parameter or buffer")
     if torch.cuda.is_available():

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from importlib import metadata
 
+import pytest
+
 from conftest import TINY, cli_subprocess, write_recipe
 
 from dalle_kit import api
@@ -86,3 +88,39 @@ def test_plugins_show_lists_parameters(run_cli):
     assert "norm ('spectral' | 'batch' | 'none', default \"spectral\")" in out
     code, out, _ = run_cli("plugins", "show", "gan")
     assert "parameters ([train] keys):" in out and "steps (integer, default 3000)" in out
+
+
+ISOLATION_CASES = {
+    "broken": "failed to import dalle_kit_broken: RuntimeError",
+    "clash": "loss 'hinge' is already registered by losses",
+    "misspelled": "'register_generater' is not a dalle_kit hook (did you mean 'register_generators'?)",
+    "badsig": "invalid hook: register_losses() takes 'config', but the hook passes only 'register'",
+    "notapart": "'NotAGenerator' registered as a generator is not a subclass of dalle_kit.Generator",
+    "oldapi": "built for dalle-kit hook API 0, this dalle-kit provides hook API 1",
+}
+
+
+@pytest.mark.parametrize("plugin", sorted(ISOLATION_CASES))
+def test_each_isolation_case(plugin, third_party, monkeypatch, run_cli, tmp_path):
+    registry = third_party(select=plugin)
+    assert [p.plugin.name for p in registry.problems] == [plugin]
+    assert ISOLATION_CASES[plugin] in registry.problems[0].line()
+    monkeypatch.setenv("DALLE_KIT_PLUGINS", plugin)
+    code, out, err = run_cli("plugins", "list")
+    assert code == 0, err
+    assert ISOLATION_CASES[plugin] in out and "dcgan" in out
+    code, out, err = run_cli("plugins", "doctor")
+    assert code == 0 and "fix:" in out
+    run = api.train(str(write_recipe(tmp_path, TINY)), ["train.steps=3"], runs_dir=tmp_path / "runs", quiet=True, registry=registry)
+    assert (run.dir / "checkpoints" / "step-00000003.safetensors").exists()
+
+
+def test_changed_part_versions_warn(tiny_recipe, tmp_path, run_cli):
+    import json
+
+    run = api.train(str(tiny_recipe), ["train.steps=2"], runs_dir=tmp_path / "runs", quiet=True)
+    parts = json.loads((run.dir / "parts.json").read_text())
+    parts["generator"]["version"] = "0.0.0-old"
+    (run.dir / "parts.json").write_text(json.dumps(parts))
+    with pytest.warns(UserWarning, match=r"\[generator\] 'dcgan' was made with dalle-kit 0.0.0-old, now provided by dalle-kit"):
+        api.sample(run.dir, ["a red circle"], n=1, out=tmp_path / "x.png")
