@@ -83,6 +83,7 @@ class DCGANDiscriminator(dalle_kit.Discriminator):
         ndf: int = param(64, "channels of the first layer (doubling with depth)", validator=attrs.validators.gt(0))
         norm: Literal["spectral", "batch", "none"] = param(
             "spectral", "normalisation of the layers: spectral norm (Miyato et al. 2018, as StudioGAN's DCGAN), batch norm (Radford et al.) or none")
+        minibatch_std: bool = param(False, "append the batch's feature standard deviation before the head (Karras et al. 2018), against mode collapse")
 
     def __init__(self, config, *, text_dim: int, image_size: int, channels: int):
         super().__init__(config, text_dim=text_dim, image_size=image_size, channels=channels)
@@ -97,14 +98,18 @@ class DCGANDiscriminator(dalle_kit.Discriminator):
             layers.append(nn.LeakyReLU(0.2, True))
             width *= 2
         self.features = nn.Sequential(*layers)
-        self.head = sn(nn.Conv2d(width, 1, 4, 1, 0))
+        self.head = sn(nn.Conv2d(width + int(config.minibatch_std), 1, 4, 1, 0))
         self.embed = sn(nn.Linear(text_dim, width * 16, bias=False))
         if config.norm != "spectral":
             _init(self)
 
     def forward(self, images: torch.Tensor, text: torch.Tensor) -> torch.Tensor:
         h = self.features(images)
-        unconditional = self.head(h).flatten(1).squeeze(1)
+        head_in = h
+        if self.config.minibatch_std:
+            spread = h.std(dim=0, unbiased=False).mean() if len(h) > 1 else h.new_zeros(())
+            head_in = torch.cat([h, spread.expand(len(h), 1, *h.shape[2:])], dim=1)
+        unconditional = self.head(head_in).flatten(1).squeeze(1)
         projection = (self.embed(text) * h.flatten(1)).sum(dim=1)
         return unconditional + projection
 
