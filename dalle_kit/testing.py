@@ -239,6 +239,31 @@ def check_loss_contract(cls: type[Loss], config: Any = None, **_: Any) -> None:
     loss.generator_loss(logits).backward()
     if logits.grad is None or logits.grad.abs().sum() == 0:
         _fail(cls, "gradients", "generator_loss gives no gradient to the logits")
+    judge = _LinearJudge()
+    g = torch.Generator().manual_seed(0)
+    real, fake = (torch.rand(4, 3, 8, 8, generator=g) * 2 - 1 for _ in range(2))
+    penalty = loss.penalty(judge, real, fake, torch.randn(4, 16, generator=g))
+    if penalty is not None:
+        if not isinstance(penalty, torch.Tensor) or penalty.dim() != 0 or not torch.isfinite(penalty) or penalty < 0:
+            _fail(cls, "penalty", f"penalty must be None or a finite, non-negative scalar tensor, got {penalty!r}")
+        if penalty.requires_grad:
+            penalty.backward()
+        if judge.weight.grad is None or judge.weight.grad.abs().sum() == 0:
+            _fail(cls, "penalty", "the penalty gives no gradient to the discriminator's parameters")
+
+
+class _LinearJudge(Discriminator):
+    """A linear discriminator for checking loss penalties: logits = <w, x> + <v, t>."""
+
+    name = "linear-judge"
+
+    def __init__(self):
+        super().__init__(None, text_dim=16, image_size=8, channels=3)
+        self.weight = torch.nn.Parameter(torch.linspace(-1, 1, 3 * 8 * 8))
+        self.text_weight = torch.nn.Parameter(torch.ones(16) / 4)
+
+    def forward(self, images, text):
+        return images.flatten(1) @ self.weight + text @ self.text_weight
 
 
 def check_dataset_contract(cls: type[Dataset], config: Any = None, splits: Sequence[str] = ("train", "test"), **_: Any) -> None:

@@ -151,3 +151,20 @@ def test_text_encoder_checks_caught():
 
     with pytest.raises(kit.ConformanceError, match="text_encoder 'constant' fails text conditioning"):
         kit.check_part(Constant)
+
+
+def test_loss_penalty_caught():
+    class DetachedPenalty(dalle_kit.Loss):
+        name = "detached-penalty"
+
+        def discriminator_loss(self, real, fake):
+            return torch.relu(1 - real).mean() + torch.relu(1 + fake).mean()
+
+        def generator_loss(self, fake):
+            return -fake.mean()
+
+        def penalty(self, discriminator, real, fake, text):
+            return discriminator(real, text).detach().abs().mean()  # no gradient reaches D
+
+    with pytest.raises(kit.ConformanceError, match="loss 'detached-penalty' fails penalty: the penalty gives no gradient"):
+        kit.check_part(DetachedPenalty)
