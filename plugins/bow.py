@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import re
-from collections import Counter
 from collections.abc import Sequence
 
 import attrs
@@ -12,13 +10,7 @@ from torch import nn
 
 import dalle_kit
 from dalle_kit import param
-
-_WORD = re.compile(r"[a-z0-9']+")
-UNKNOWN = "<unk>"
-
-
-def tokenize(text: str) -> list[str]:
-    return _WORD.findall(text.lower())
+from dalle_kit.vocab import Vocabulary
 
 
 class BagOfWords(dalle_kit.TextEncoder):
@@ -37,9 +29,7 @@ class BagOfWords(dalle_kit.TextEncoder):
     def __init__(self, config):
         super().__init__(config)
         self.dim = config.dim
-        self.vocab: list[str] = []
-        self._index: dict[str, int] = {}
-        self._cache: dict[str, list[int]] = {}
+        self.vocab: Vocabulary | None = None
         self.embedding: nn.EmbeddingBag | None = None
         # The closing LayerNorm keeps the vectors at unit scale: an encoder trained with the discriminator
         # could otherwise grow them until they drown the generator's noise input (seen as mode collapse).
@@ -48,40 +38,28 @@ class BagOfWords(dalle_kit.TextEncoder):
         self.proj.requires_grad_(config.trainable)
 
     def fit(self, captions: Sequence[str]) -> None:
-        counts = Counter(w for c in captions for w in tokenize(c))
-        words = sorted((w for w, n in counts.items() if n >= self.config.min_count), key=lambda w: (-counts[w], w))
-        self._build([UNKNOWN, *words[: self.config.max_vocab]])
+        self._build(Vocabulary.fit(captions, self.config.max_vocab, self.config.min_count))
 
-    def _build(self, vocab: list[str]) -> None:
+    def _build(self, vocab: Vocabulary) -> None:
         device = self.proj[0].weight.device
-        self.vocab = list(vocab)
-        self._index = {w: i for i, w in enumerate(self.vocab)}
-        self._cache.clear()
-        self.embedding = nn.EmbeddingBag(len(self.vocab), self.config.embed_dim, mode="mean").to(device)
+        self.vocab = vocab
+        self.embedding = nn.EmbeddingBag(len(vocab), self.config.embed_dim, mode="mean").to(device)
         self.embedding.requires_grad_(self.config.trainable)
-
-    def _ids(self, text: str) -> list[int]:
-        ids = self._cache.get(text)
-        if ids is None:
-            ids = [self._index.get(w, 0) for w in tokenize(text)] or [0]
-            if len(self._cache) < 100_000:
-                self._cache[text] = ids
-        return ids
 
     def encode(self, captions: Sequence[str]) -> torch.Tensor:
         if self.embedding is None:
             raise RuntimeError("bow text encoder used before fit(captions) or loading a vocabulary")
-        ids = [self._ids(c) for c in captions]
+        ids = [self.vocab.ids(c) for c in captions]
         device = self.embedding.weight.device
         flat = torch.tensor([i for row in ids for i in row], dtype=torch.long, device=device)
         offsets = torch.tensor([0, *torch.tensor([len(r) for r in ids[:-1]]).cumsum(0).tolist()], dtype=torch.long, device=device)
         return self.proj(self.embedding(flat, offsets))
 
     def extra_state_json(self) -> dict:
-        return {"vocab": self.vocab}
+        return {"vocab": self.vocab.words if self.vocab else []}
 
     def load_extra_state_json(self, state: dict) -> None:
-        self._build(state["vocab"])
+        self._build(Vocabulary(state["vocab"]))
 
 
 @dalle_kit.hookimpl

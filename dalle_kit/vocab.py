@@ -1,0 +1,43 @@
+"""A word vocabulary fitted on captions, for text encoders that learn their own embeddings."""
+
+from __future__ import annotations
+
+import re
+from collections import Counter
+from collections.abc import Iterable, Sequence
+
+_WORD = re.compile(r"[a-z0-9']+")
+SPECIALS = ("<pad>", "<unk>")
+PAD, UNK = 0, 1
+
+
+def tokenize(text: str) -> list[str]:
+    """Lower-case words: 'A red circle!' -> ['a', 'red', 'circle']."""
+    return _WORD.findall(text.lower())
+
+
+class Vocabulary:
+    """Words by frequency after the specials <pad> (0) and <unk> (1); JSON-able through `words`."""
+
+    def __init__(self, words: Sequence[str]):
+        self.words = list(words)
+        self.index = {w: i for i, w in enumerate(self.words)}
+        self._cache: dict[str, list[int]] = {}
+
+    @classmethod
+    def fit(cls, captions: Iterable[str], max_size: int = 20000, min_count: int = 1) -> Vocabulary:
+        counts = Counter(w for c in captions for w in tokenize(c))
+        kept = sorted((w for w, n in counts.items() if n >= min_count), key=lambda w: (-counts[w], w))
+        return cls([*SPECIALS, *kept[:max_size]])
+
+    def __len__(self) -> int:
+        return len(self.words)
+
+    def ids(self, text: str) -> list[int]:
+        """Token ids of `text` (unknown words -> <unk>; an empty caption -> [<unk>])."""
+        ids = self._cache.get(text)
+        if ids is None:
+            ids = [self.index.get(w, UNK) for w in tokenize(text)] or [UNK]
+            if len(self._cache) < 100_000:
+                self._cache[text] = ids
+        return ids
