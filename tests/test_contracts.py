@@ -10,6 +10,8 @@ from dalle_kit.testing import check_part
 REGISTRY = Registry.discover(select="")
 SMALL = {  # configs that keep the checks fast; defaults are checked too where they are cheap
     ("dataset", "shapes"): {"train_size": 64, "test_size": 32},
+    ("generator", "resnet"): {"channels": 32, "latent_dim": 16},
+    ("discriminator", "resnet-sn"): {"channels": 32},
 }
 
 

@@ -101,3 +101,13 @@ def test_sample_bad_run_dir(run_cli, tmp_path):
 def test_plugins_show_unknown(run_cli):
     line = one_line_error(*run_cli("plugins", "show", "dcgn"))
     assert "did you mean 'dcgan'" in line
+
+
+def test_every_shipped_recipe_is_valid(run_cli):
+    from pathlib import Path
+
+    recipes = sorted(p for p in (Path(__file__).parent.parent / "recipes").glob("*.toml") if not p.name.startswith("bench-"))
+    assert {"shapes.toml", "cifar.toml", "cifar-sngan.toml", "shapes-resnet-hinge.toml"} <= {p.name for p in recipes}
+    for path in recipes:
+        code, out, err = run_cli("recipe", "check", path)
+        assert code == 0, (path, err)
