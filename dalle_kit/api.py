@@ -8,6 +8,7 @@ from pathlib import Path
 import torch
 
 from .errors import UserError
+from .evaluation import check_metrics
 from .grid import save_grid
 from .recipe import load_recipe
 from .registry import Registry, get_registry
@@ -31,12 +32,17 @@ def train(target: str | None = None, overrides: Sequence[str] = (), *, resume: s
             raise UserError(f"{resume}: has no checkpoint to resume from (checkpoints/ is empty)")
     else:
         recipe = load_recipe(target or DEFAULT_RECIPE, registry, overrides)
+        # A metric that cannot run here (missing weights) stops now, before a run directory or any training.
+        check_metrics(Run(Path(runs_dir), recipe, registry, quiet=True))
         run = Run.create(recipe, registry, runs_dir, stop_at=stop_at, quiet=quiet)
     torch.manual_seed(run.recipe.seed)
     pipeline = run.recipe.pipeline.info.cls(run.recipe.train)
     with run.catch_interrupt():
         pipeline.train(run)
     run.plot()
+    final = run.load_checkpoint(prefixes=())
+    if not run.interrupted and final is not None and final["step"] >= run.recipe.train.steps:
+        run.results = run.evaluate()
     return run
 
 

@@ -36,6 +36,11 @@ def run(recipe, overrides, resume, stop_at, runs_dir, quiet):
     from . import api
 
     result = api.train(recipe, overrides, resume=resume, stop_at=stop_at, runs_dir=runs_dir, quiet=quiet)
+    if result.results:
+        from .evaluation import format_result
+
+        for name, metric in result.results.items():
+            click.echo(format_result(name, metric))
     click.echo(f"run directory: {result.dir}")
 
 

@@ -57,6 +57,7 @@ class Run:
         self.quiet = quiet
         self.device = pick_device(recipe.device)
         self.interrupted = False
+        self.results: dict = {}  # metric name -> MetricResult of the final evaluation
         self._t0 = time.monotonic()
         self._time_offset = 0.0
 
@@ -163,6 +164,18 @@ class Run:
     # ------------------------------------------------------------ samples
     def save_samples(self, step: int, images: torch.Tensor, prompts: list[str]) -> Path:
         return save_grid(images, prompts, self.dir / "samples" / f"step-{step:08d}.png", title=f"{self.recipe.name}  step {step}")
+
+    # ------------------------------------------------------------ evaluation
+    def evaluate_due(self, step: int, final_step: int) -> bool:
+        """Whether the recipe's [eval] asks for an evaluation at this intermediate step."""
+        every = self.recipe.eval.every
+        return bool(self.recipe.eval.metrics) and bool(every) and step % every == 0 and step < final_step
+
+    def evaluate(self, step: int | None = None, draw=None) -> dict:
+        """Compute the recipe's [eval] metrics (logged to metrics.jsonl with their protocol)."""
+        from .evaluation import evaluate_configured
+
+        return evaluate_configured(self, step=step, draw=draw)
 
     # ------------------------------------------------------------ stopping
     def should_stop(self, step: int) -> bool:

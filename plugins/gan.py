@@ -145,6 +145,10 @@ class GAN(dalle_kit.Pipeline):
             bar.update(1)
             if (sample_every and step % sample_every == 0) or step == cfg.steps:
                 self._sample_grid(run, step, encoder, generator, prompts)
+            if run.evaluate_due(step, cfg.steps):
+                run.evaluate(step, self._draw(encoder, generator, device))
+                generator.train()
+                encoder.train()
             stop = run.should_stop(step)
             if step % cfg.checkpoint_every == 0 or step == cfg.steps or stop:
                 checkpoint()
