@@ -36,6 +36,8 @@ def train(target: str | None = None, overrides: Sequence[str] = (), *, resume: s
         check_metrics(Run(Path(runs_dir), recipe, registry, quiet=True))
         run = Run.create(recipe, registry, runs_dir, stop_at=stop_at, quiet=quiet)
     torch.manual_seed(run.recipe.seed)
+    # Denormal floats make CPU training several times slower (measured: 100 DCGAN steps 58 s -> 29 s).
+    torch.set_flush_denormal(True)
     pipeline = run.recipe.pipeline.info.cls(run.recipe.train)
     with run.catch_interrupt():
         pipeline.train(run)

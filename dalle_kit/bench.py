@@ -43,6 +43,7 @@ from .registry import Registry, get_registry
 
 GRID_KEYS = {"name", "base", "seed", "metrics", "num_samples", "description", "set", "grid"}
 STATE_VERSION = 1
+PER_CELL = "per cell"
 
 
 @attrs.frozen
@@ -76,7 +77,7 @@ class Grid:
         cells = []
         keys = list(self.axes)
         for i, combo in enumerate(itertools.product(*self.axes.values())):
-            params = dict(zip(keys, combo))
+            params = dict(zip(keys, combo, strict=True))
             overrides = [_override(k, v) for k, v in {**self.fixed, **params}.items()]
             run_name = f"{self.name}-{i:02d}"
             overrides += [_override("seed", self.seed), _override("name", run_name), _override("eval.metrics", [])]
@@ -259,13 +260,18 @@ def _value_columns(state: dict[str, Any]) -> list[tuple[str, str]]:
     return columns
 
 
-def _protocols(state: dict[str, Any]) -> dict[str, list[dict]]:
-    found: dict[str, list[dict]] = {}
+def _protocols(state: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """metric -> its protocol across cells; a field that differs between cells reads "per cell" (see the CSV)."""
+    merged: dict[str, dict[str, Any]] = {}
     for cell in state["cells"]:
         for metric, result in cell.get("results", {}).items():
-            if result["protocol"] not in found.setdefault(metric, []):
-                found[metric].append(result["protocol"])
-    return found
+            if metric not in merged:
+                merged[metric] = dict(result["protocol"])
+                continue
+            for key, value in result["protocol"].items():
+                if merged[metric].get(key) != value:
+                    merged[metric][key] = PER_CELL
+    return merged
 
 
 def markdown(state: dict[str, Any]) -> str:
@@ -280,12 +286,14 @@ def markdown(state: dict[str, Any]) -> str:
               f"and evaluated on {s['num_samples']} generated images with seed {s['seed']}.", "",
               "## Protocol", "", "| metric | n generated | n reference | reference split | extractor | weights sha256 | seed |",
               "| --- | --- | --- | --- | --- | --- | --- |"]
-    for metric, protocols in _protocols(state).items():
-        for p in protocols:
-            split = f"{p.get('dataset', '')}/{p['reference_split']}" if p["reference_split"] else "-"
-            lines.append(f"| {metric} | {p['n_generated']} | {p['n_reference']} | {split} | {p['extractor']} | "
-                         f"`{p['weights_hash'][:16]}` | {p['seed']} |")
-    lines += ["", "## Results", "", "| " + " | ".join([*axes, *(k for _, k in columns), "train s", "eval s", "status"]) + " |",
+    for metric, p in _protocols(state).items():
+        split = f"{p.get('dataset', '')}/{p['reference_split']}" if p["reference_split"] else "-"
+        digest = p["weights_hash"] if p["weights_hash"] == PER_CELL else f"`{p['weights_hash'][:16]}`"
+        lines.append(f"| {metric} | {p['n_generated']} | {p['n_reference']} | {split} | {p['extractor']} | {digest} | {p['seed']} |")
+    train = sum(c.get("train_seconds", 0) for c in state["cells"])
+    evaluate = sum(c.get("eval_seconds", 0) for c in state["cells"])
+    lines += ["", f"Time: {train:.0f} s training, {evaluate:.0f} s evaluating ({(train + evaluate) / 60:.1f} min over "
+              f"{len(state['cells'])} cells).", "", "## Results", "", "| " + " | ".join([*axes, *(k for _, k in columns), "train s", "eval s", "status"]) + " |",
               "| " + " | ".join(["---"] * (len(axes) + len(columns) + 3)) + " |"]
     for cell in state["cells"]:
         values = [cell.get("results", {}).get(m, {}).get("values", {}).get(k) for m, k in columns]
@@ -300,18 +308,18 @@ def csv_text(state: dict[str, Any]) -> str:
     axes = list(state["axes"])
     buf = io.StringIO()
     writer = csv.writer(buf)
-    writer.writerow([*axes, "metric", "value_name", "value", "n_generated", "n_reference", "reference_split", "extractor",
-                     "weights_hash", "seed", "status", "error"])
+    writer.writerow([*axes, "metric", "value_name", "value", "n_generated", "n_reference", "dataset", "reference_split",
+                     "extractor", "weights_hash", "seed", "status", "error"])
     for cell in state["cells"]:
         params = [cell["params"][a] for a in axes]
         if cell["status"] != "ok":
-            writer.writerow([*params, "", "", "", "", "", "", "", "", "", cell["status"], cell.get("error", "")])
+            writer.writerow([*params, "", "", "", "", "", "", "", "", "", "", cell["status"], cell.get("error", "")])
             continue
         for metric, result in cell["results"].items():
             p = result["protocol"]
             for key, value in result["values"].items():
-                writer.writerow([*params, metric, key, repr(value), p["n_generated"], p["n_reference"], p["reference_split"] or "",
-                                 p["extractor"], p["weights_hash"], p["seed"], "ok", ""])
+                writer.writerow([*params, metric, key, repr(value), p["n_generated"], p["n_reference"], p.get("dataset", ""),
+                                 p["reference_split"] or "", p["extractor"], p["weights_hash"], p["seed"], "ok", ""])
     return buf.getvalue()
 
 
@@ -322,7 +330,7 @@ def chart(state: dict[str, Any], path: Path) -> Path:
     import matplotlib.pyplot as plt
 
     columns = [(m, next(iter(vals))) for m, vals in _first_values(state).items()]
-    labels = ["\n".join(f"{k}={v}" for k, v in c["params"].items()) for c in state["cells"]]
+    labels = ["\n".join(str(v) for v in c["params"].values()) for c in state["cells"]]
     fig, axes = plt.subplots(1, max(len(columns), 1), figsize=(3.6 * max(len(columns), 1), 3.8), dpi=110, squeeze=False)
     for ax, (metric, key) in zip(axes[0], columns):
         heights = [c.get("results", {}).get(metric, {}).get("values", {}).get(key) for c in state["cells"]]
@@ -330,10 +338,12 @@ def chart(state: dict[str, Any], path: Path) -> Path:
         ax.bar(xs, [h if h is not None else 0 for h in heights], color=["C0" if h is not None else "lightgrey" for h in heights])
         for x, h in zip(xs, heights):
             ax.text(x, h if h is not None else 0, "failed" if h is None else f"{h:.3g}", ha="center", va="bottom", fontsize=7)
-        ax.set_xticks(list(xs), labels, fontsize=6)
+        ax.set_xticks(list(xs), labels, fontsize=7)
+        ax.set_xlabel(" / ".join(state["axes"]), fontsize=7)
         ax.set_title(key, fontsize=9)
         ax.grid(axis="y", alpha=0.3)
-    fig.suptitle(f"{state['name']} (seed {state['settings']['seed']}, {state['settings']['num_samples']} samples)", fontsize=9)
+    fig.suptitle(f"{state['name']}: seed {state['settings']['seed']}, {state['settings']['num_samples']} generated images per metric "
+                 f"(protocol in {state['name']}.md)", fontsize=9)
     fig.tight_layout()
     tmp = path.with_name(f".{path.name}.tmp")
     fig.savefig(tmp, format="png")

@@ -58,6 +58,12 @@ def sample(run_dir, prompts, num, output, seed):
     click.echo(f"wrote {path}")
 
 
+from .cli_eval import bench_cmd, eval_cmd  # noqa: E402  (the metric commands live beside the code they drive)
+
+cli.add_command(eval_cmd)
+cli.add_command(bench_cmd)
+
+
 # ---------------------------------------------------------------------------- recipes
 @cli.group()
 def recipe():
@@ -193,7 +199,3 @@ def main(argv=None) -> int:
 
 if __name__ == "__main__":
     sys.exit(main())
-
-from .cli_eval import bench_cmd, eval_cmd  # noqa: E402
-cli.add_command(eval_cmd)
-cli.add_command(bench_cmd)

@@ -28,6 +28,7 @@ import attrs
 import torch
 
 from .cache import ContentCache, default_root, file_digest
+from .checkpoint import latest_checkpoint
 from .errors import RecipeError, UserError
 from .parts import ImageCaptions, to_uint8_images
 
@@ -37,6 +38,7 @@ if TYPE_CHECKING:  # pragma: no cover
 
 #: Images generated per call of the pipeline's sampler.
 GENERATE_BATCH = 250
+_SAME = object()  # "the evaluation's own reference split"
 
 
 @attrs.frozen
@@ -133,8 +135,6 @@ class Evaluation:
                                 "drop d-roc-auc from the metrics")
             judge = make(run)
             name = run.recipe.parts["discriminator"].info.name if "discriminator" in run.recipe.parts else "discriminator"
-            from .checkpoint import latest_checkpoint
-
             found = latest_checkpoint(run.checkpoint_dir)
             step, digest = (found[0], file_digest(found[1])) if found else (0, "")
             return judge, f"discriminator {name} (step {step})", digest
@@ -217,12 +217,12 @@ class Evaluation:
         return ContentCache(namespace, self.cache_root)
 
     def protocol(self, *, extractor: str, weights_hash: str, n_reference: int | None = None,
-                 reference_split: str | None = "default") -> Protocol:
+                 reference_split: str | None | object = _SAME) -> Protocol:
         """The protocol of a score computed on this evaluation's images (reference defaults to this one's)."""
         return Protocol(
             n_generated=self.n_generated,
             n_reference=self.n_reference if n_reference is None else n_reference,
-            reference_split=self.reference_split if reference_split == "default" else reference_split,
+            reference_split=self.reference_split if reference_split is _SAME else reference_split,
             extractor=extractor, weights_hash=weights_hash, seed=self.seed, dataset=self.dataset_name,
         )
 

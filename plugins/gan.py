@@ -146,6 +146,7 @@ class GAN(dalle_kit.Pipeline):
             if (sample_every and step % sample_every == 0) or step == cfg.steps:
                 self._sample_grid(run, step, encoder, generator, prompts)
             if run.evaluate_due(step, cfg.steps):
+                checkpoint()  # metrics that read weights (d-roc-auc) see this step's
                 run.evaluate(step, self._draw(encoder, generator, device))
                 generator.train()
                 encoder.train()

@@ -54,8 +54,8 @@ def _redness(images: torch.Tensor) -> torch.Tensor:
 
 
 def test_conditioning_red_vs_blue(tiny_recipe, tmp_path):
-    overrides = ["train.steps=300", "train.lr=1e-3", "train.betas=[0.0, 0.9]", "train.matching_aware=true", "sample.every=0",
-                 "train.checkpoint_every=300", "data.train_size=2048"]
+    overrides = ["train.steps=500", "train.lr=1e-3", "train.betas=[0.0, 0.9]", "train.matching_aware=true", "sample.every=0",
+                 "train.checkpoint_every=500", "data.train_size=2048"]
     run = api.train(str(tiny_recipe), overrides, runs_dir=tmp_path / "runs", quiet=True)
     draw = run.recipe.pipeline.info.cls(run.recipe.train).sampler(Run.open(run.dir, get_registry(), quiet=True))
     g = torch.Generator().manual_seed(0)

