@@ -216,7 +216,8 @@ class Pipeline(Part):
 
     ``sections`` maps each recipe table the pipeline needs to the kind of part it names.
     `train(run)` trains (resuming if the run has a checkpoint); `sampler(run)` returns a callable
-    ``(prompts, generator) -> images in [-1, 1]`` built from the run's latest weights.
+    ``(prompts, generator) -> images in [-1, 1]`` built from the run's latest weights. A pipeline with a
+    discriminator may also offer ``discriminator(run) -> (images, captions) -> logits`` (used by d-roc-auc).
     """
 
     kind = "pipeline"

@@ -178,22 +178,23 @@ class GAN(dalle_kit.Pipeline):
 
         return draw
 
-    def sampler(self, run):
+    def _load(self, run):
+        """(checkpoint, text encoder, generator, context) with the run's latest weights."""
         state = run.load_checkpoint(prefixes=("models", "extra"))
         if state is None:
             raise dalle_kit.UserError(f"{run.dir}: no checkpoint yet; train first with dalle-kit run")
-        encoder, generator, _ = self._build(run, run.build_dataset(), state)
+        encoder, generator, context = self._build(run, run.build_dataset(), state)
         encoder.load_state_dict(state["models"]["text_encoder"])
         generator.load_state_dict(state["models"]["generator"])
+        return state, encoder, generator, context
+
+    def sampler(self, run):
+        _, encoder, generator, _ = self._load(run)
         return self._draw(encoder, generator, run.device)
 
     def discriminator(self, run):
         """``(images in [-1, 1], captions) -> logits`` from the run's latest weights (for metrics such as d-roc-auc)."""
-        state = run.load_checkpoint(prefixes=("models", "extra"))
-        if state is None:
-            raise dalle_kit.UserError(f"{run.dir}: no checkpoint yet; train first with dalle-kit run")
-        encoder, _, context = self._build(run, run.build_dataset(), state)
-        encoder.load_state_dict(state["models"]["text_encoder"])
+        state, encoder, _, context = self._load(run)
         judge = run.build("discriminator", **context)
         judge.load_state_dict(state["models"]["discriminator"])
         encoder.eval()
