@@ -58,6 +58,19 @@ per_prompt = 2
 """
 
 
+@pytest.fixture(scope="session", autouse=True)
+def isolated_cache(tmp_path_factory):
+    """A fresh dalle-kit cache for the session: no test relies on statistics or probes cached by earlier runs."""
+    root = tmp_path_factory.mktemp("dalle-kit-cache")
+    previous = os.environ.get("DALLE_KIT_CACHE")
+    os.environ["DALLE_KIT_CACHE"] = str(root)
+    yield root
+    if previous is None:
+        os.environ.pop("DALLE_KIT_CACHE", None)
+    else:
+        os.environ["DALLE_KIT_CACHE"] = previous
+
+
 @pytest.fixture
 def tiny_recipe(tmp_path) -> Path:
     path = tmp_path / "tiny.toml"
