@@ -37,15 +37,15 @@ def _flatten(node: Any, prefix: str, tensors: dict[str, torch.Tensor]) -> Any:
     raise TypeError(f"cannot store {type(node).__name__} in a checkpoint")
 
 
-def _unflatten(node: Any, tensors: dict[str, torch.Tensor]) -> Any:
+def _unflatten(node: Any, get_tensor) -> Any:
     if "__tensor__" in node:
-        return tensors[node["__tensor__"]]
+        return get_tensor(node["__tensor__"])
     if "__dict__" in node:
-        return {k: _unflatten(v, tensors) for k, v in node["__dict__"].items()}
+        return {k: _unflatten(v, get_tensor) for k, v in node["__dict__"].items()}
     if "__items__" in node:
-        return {k: _unflatten(v, tensors) for k, v in node["__items__"]}
+        return {k: _unflatten(v, get_tensor) for k, v in node["__items__"]}
     if "__list__" in node:
-        items = [_unflatten(v, tensors) for v in node["__list__"]]
+        items = [_unflatten(v, get_tensor) for v in node["__list__"]]
         return tuple(items) if node.get("tuple") else items
     return node["__value__"]
 
@@ -71,26 +71,7 @@ def load_state(path: str | Path, prefixes: tuple[str, ...] | None = None) -> dic
         tree = json.loads(f.metadata()[_TREE_KEY])
         if prefixes is not None:
             tree = {"__dict__": {k: v for k, v in tree["__dict__"].items() if k in prefixes}}
-        wanted = []
-        _collect_keys(tree, wanted)
-        tensors = {k: f.get_tensor(k) for k in wanted}
-    return _unflatten(tree, tensors)
-
-
-def _collect_keys(node: Any, out: list[str]) -> None:
-    if "__tensor__" in node:
-        out.append(node["__tensor__"])
-    for key in ("__dict__",):
-        if key in node:
-            for v in node[key].values():
-                _collect_keys(v, out)
-    for key in ("__items__",):
-        if key in node:
-            for _, v in node[key]:
-                _collect_keys(v, out)
-    if "__list__" in node:
-        for v in node["__list__"]:
-            _collect_keys(v, out)
+        return _unflatten(tree, f.get_tensor)  # reads only the tensors the (filtered) tree names
 
 
 def checkpoint_name(step: int) -> str:

@@ -28,7 +28,7 @@ from tqdm import tqdm
 from .checkpoint import checkpoint_name, latest_checkpoint, list_checkpoints, load_state, save_state
 from .errors import UserError
 from .grid import save_grid
-from .plots import plot_losses
+from .plots import plot_losses, read_jsonl
 from .recipe import RECIPE_FILE, Recipe, load_recipe
 from .registry import Registry
 
@@ -126,8 +126,6 @@ class Run:
         return row
 
     def read_metrics(self) -> list[dict[str, Any]]:
-        from .plots import read_jsonl
-
         return read_jsonl(self.dir / METRICS_FILE)
 
     def truncate_metrics(self, step: int) -> None:

@@ -41,3 +41,26 @@ class Vocabulary:
             if len(self._cache) < 100_000:
                 self._cache[text] = ids
         return ids
+
+
+class FittedVocabulary:
+    """Mixin for text encoders that learn a vocabulary from the training captions.
+
+    The encoder implements ``_build(vocab)`` (make the embedding for that vocabulary) and has
+    ``config.max_vocab`` (and optionally ``config.min_count``); the mixin fits the vocabulary and
+    saves and restores it with the checkpoint's JSON state.
+    """
+
+    vocab: Vocabulary | None = None
+
+    def fit(self, captions: Sequence[str]) -> None:
+        self._build(Vocabulary.fit(captions, self.config.max_vocab, getattr(self.config, "min_count", 1)))
+
+    def _build(self, vocab: Vocabulary) -> None:
+        raise NotImplementedError
+
+    def extra_state_json(self) -> dict:
+        return {"vocab": self.vocab.words if self.vocab else []}
+
+    def load_extra_state_json(self, state: dict) -> None:
+        self._build(Vocabulary(state["vocab"]))

@@ -10,10 +10,10 @@ from torch import nn
 
 import dalle_kit
 from dalle_kit import param
-from dalle_kit.vocab import Vocabulary
+from dalle_kit.vocab import FittedVocabulary, Vocabulary
 
 
-class BagOfWords(dalle_kit.TextEncoder):
+class BagOfWords(FittedVocabulary, dalle_kit.TextEncoder):
     """Mean of learned word embeddings, then an MLP and a LayerNorm; vocabulary fitted on the dataset's captions."""
 
     name = "bow"
@@ -37,9 +37,6 @@ class BagOfWords(dalle_kit.TextEncoder):
                                   nn.LayerNorm(config.dim, elementwise_affine=False))
         self.proj.requires_grad_(config.trainable)
 
-    def fit(self, captions: Sequence[str]) -> None:
-        self._build(Vocabulary.fit(captions, self.config.max_vocab, self.config.min_count))
-
     def _build(self, vocab: Vocabulary) -> None:
         device = self.proj[0].weight.device
         self.vocab = vocab
@@ -54,12 +51,6 @@ class BagOfWords(dalle_kit.TextEncoder):
         flat = torch.tensor([i for row in ids for i in row], dtype=torch.long, device=device)
         offsets = torch.tensor([0, *torch.tensor([len(r) for r in ids[:-1]]).cumsum(0).tolist()], dtype=torch.long, device=device)
         return self.proj(self.embedding(flat, offsets))
-
-    def extra_state_json(self) -> dict:
-        return {"vocab": self.vocab.words if self.vocab else []}
-
-    def load_extra_state_json(self, state: dict) -> None:
-        self._build(Vocabulary(state["vocab"]))
 
 
 @dalle_kit.hookimpl

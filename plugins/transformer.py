@@ -11,10 +11,10 @@ from torch import nn
 
 import dalle_kit
 from dalle_kit import param
-from dalle_kit.vocab import PAD, Vocabulary
+from dalle_kit.vocab import PAD, FittedVocabulary, Vocabulary
 
 
-class TransformerText(dalle_kit.TextEncoder):
+class TransformerText(FittedVocabulary, dalle_kit.TextEncoder):
     """Pre-norm Transformer encoder over word tokens, mean-pooled, projected and layer-normalised."""
 
     name = "transformer"
@@ -43,9 +43,6 @@ class TransformerText(dalle_kit.TextEncoder):
         self.out = nn.Sequential(nn.LayerNorm(config.width), nn.Linear(config.width, config.dim),
                                  nn.LayerNorm(config.dim, elementwise_affine=False))
 
-    def fit(self, captions: Sequence[str]) -> None:
-        self._build(Vocabulary.fit(captions, self.config.max_vocab))
-
     def _build(self, vocab: Vocabulary) -> None:
         self.vocab = vocab
         self.tokens = nn.Embedding(len(vocab), self.config.width, padding_idx=PAD).to(self.positions.device, self.positions.dtype)
@@ -63,12 +60,6 @@ class TransformerText(dalle_kit.TextEncoder):
         keep = (~pad).unsqueeze(-1).to(h.dtype)
         pooled = (h * keep).sum(1) / keep.sum(1)
         return self.out(pooled)
-
-    def extra_state_json(self) -> dict:
-        return {"vocab": self.vocab.words if self.vocab else []}
-
-    def load_extra_state_json(self, state: dict) -> None:
-        self._build(Vocabulary(state["vocab"]))
 
 
 @dalle_kit.hookimpl
