@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
+import attrs
 import torch
 
 from .errors import UserError
@@ -12,7 +13,7 @@ from .evaluation import check_metrics
 from .grid import save_grid
 from .recipe import load_recipe
 from .registry import Registry, get_registry
-from .run import Run
+from .run import Run, resolve_run_dir
 
 DEFAULT_RECIPE = "default"
 
@@ -32,6 +33,8 @@ def train(target: str | None = None, overrides: Sequence[str] = (), *, resume: s
             raise UserError(f"{resume}: has no checkpoint to resume from (checkpoints/ is empty)")
     else:
         recipe = load_recipe(target or DEFAULT_RECIPE, registry, overrides)
+        if recipe.init_from:  # record which run it starts from, not a name that a later run would change
+            recipe = attrs.evolve(recipe, init_from=str(resolve_run_dir(recipe.init_from, what="init_from")))
         # A metric that cannot run here (missing weights) stops now, before a run directory or any training.
         check_metrics(Run(Path(runs_dir), recipe, registry, quiet=True))
         run = Run.create(recipe, registry, runs_dir, stop_at=stop_at, quiet=quiet)

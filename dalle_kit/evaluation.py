@@ -228,8 +228,9 @@ class Evaluation:
 
 
 # -------------------------------------------------------------------- running metrics
-def build_metrics(names: Sequence[str], registry, source: str = "--metric") -> dict[str, Metric]:
-    """Instantiate each named metric (with its default config), failing with one line on an unknown name."""
+def build_metrics(names: Sequence[str], registry, source: str = "--metric", settings: dict[str, Any] | None = None) -> dict[str, Metric]:
+    """Instantiate each named metric with its config from `settings` (the recipe's ``[eval.<metric>]`` tables)
+    or its defaults, failing with one line on an unknown name."""
     if not names:
         raise UserError("no metrics to compute: give --metric NAME or list them in the recipe's [eval] metrics")
     metrics = {}
@@ -238,7 +239,8 @@ def build_metrics(names: Sequence[str], registry, source: str = "--metric") -> d
             info = registry.get("metric", name, source=source, key="metric")
         except RecipeError as exc:
             raise UserError(f"{source}: {exc.problem}; {exc.fix}") from None
-        metrics[name] = info.cls(info.cls.Config())
+        config = (settings or {}).get(name)
+        metrics[name] = info.cls(config if config is not None else info.cls.Config())
     return metrics
 
 
@@ -259,7 +261,7 @@ def evaluate_run(run: Run, metrics: Sequence[str] | None = None, num_samples: in
     during training with the weights in memory). Returns the results by metric name.
     """
     names = list(metrics) if metrics else list(run.recipe.eval.metrics)
-    built = build_metrics(names, run.registry)
+    built = build_metrics(names, run.registry, settings=run.recipe.metric_settings)
     num_samples = num_samples or run.recipe.eval.num_samples
     seed = run.recipe.seed if seed is None else seed
     if step is None:
@@ -291,7 +293,7 @@ def check_metrics(run: Run, metrics: Sequence[str] | None = None) -> None:
     names = list(metrics) if metrics else list(run.recipe.eval.metrics)
     if not names:
         return
-    built = build_metrics(names, run.registry, source=f"{run.dir}: [eval] metrics")
+    built = build_metrics(names, run.registry, source=f"{run.dir}: [eval] metrics", settings=run.recipe.metric_settings)
     evaluation = Evaluation(run.build_dataset(), num_samples=run.recipe.eval.num_samples, seed=run.recipe.seed,
                             device=run.device, metric_names=list(built))
     for metric in built.values():

@@ -75,11 +75,13 @@ class TextEncoder(nn.Module, Part):
 class Generator(nn.Module, Part):
     """Maps noise and a text vector to images: ``forward(z[B, latent_dim], text[B, D]) -> [B, C, H, W]`` in [-1, 1].
 
-    Context: ``text_dim``, ``image_size``, ``channels``.
+    Context: ``text_dim``, ``image_size``, ``channels``. ``conditioning_layers`` names (fnmatch patterns
+    over ``named_modules()``) the layers that read the text; parameter-efficient fine-tuning trains only those.
     """
 
     kind = "generator"
     latent_dim: int
+    conditioning_layers: ClassVar[tuple[str, ...]] = ()
 
     def __init__(self, config, *, text_dim: int, image_size: int, channels: int):
         super().__init__()
@@ -92,10 +94,11 @@ class Generator(nn.Module, Part):
 class Discriminator(nn.Module, Part):
     """Judges image-text pairs: ``forward(images[B, C, H, W], text[B, D]) -> logits[B]`` (higher = real).
 
-    Context: ``text_dim``, ``image_size``, ``channels``.
+    Context: ``text_dim``, ``image_size``, ``channels``. ``conditioning_layers``: as for `Generator`.
     """
 
     kind = "discriminator"
+    conditioning_layers: ClassVar[tuple[str, ...]] = ()
 
     def __init__(self, config, *, text_dim: int, image_size: int, channels: int):
         super().__init__()

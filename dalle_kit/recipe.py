@@ -52,7 +52,12 @@ TOP_LEVEL = {
     "seed": (int, 0, "seed for weights, data order and noise"),
     "device": (str, "auto", "'auto', 'cpu', 'cuda' or 'cuda:N'"),
     "description": (str, "", "free text"),
+    "init_from": (str, "", "start from this run's latest weights: a run directory, or runs/<name> for the newest run of that name"),
+    "finetune": (str, "full", "with init_from: 'full' trains every weight, 'conditioning' only the layers that read the text, "
+                              "'lora' low-rank adapters on those layers"),
+    "lora_rank": (int, 4, "rank of the low-rank adapters (finetune = 'lora')"),
 }
+FINETUNE_MODES = ("full", "conditioning", "lora")
 COMMON_SECTIONS = {"sample": SampleConfig, "eval": EvalConfig}
 
 
@@ -73,6 +78,10 @@ class Recipe:
     parts: dict[str, PartSpec]
     sample: SampleConfig
     eval: EvalConfig
+    metric_settings: dict[str, Any] = attrs.field(factory=dict)  # metric name -> its Config, from [eval.<metric>] tables
+    init_from: str = ""
+    finetune: str = "full"
+    lora_rank: int = 4
 
     @property
     def train(self):
@@ -83,11 +92,15 @@ class Recipe:
         data: dict[str, Any] = {"name": self.name, "pipeline": self.pipeline.info.name, "seed": self.seed, "device": self.device}
         if self.description:
             data["description"] = self.description
+        if self.init_from:
+            data.update(init_from=self.init_from, finetune=self.finetune, lora_rank=self.lora_rank)
         for section, spec in self.parts.items():
             data[section] = {"name": spec.info.name, **unstructure(spec.config)}
         data["train"] = unstructure(self.pipeline.config)
         data["sample"] = unstructure(self.sample)
         data["eval"] = unstructure(self.eval)
+        for metric, config in self.metric_settings.items():
+            data["eval"][metric] = unstructure(config)
         return data
 
     def dumps(self) -> str:
@@ -206,9 +219,25 @@ def validate(data: dict[str, Any], registry: Registry, *, source: str, base_dir:
 
     train = structure(pipeline_cls.Config, tables.get("train", {}), source=source, section="train", base_dir=base_dir)
     sample = structure(SampleConfig, tables.get("sample", {}), source=source, section="sample", base_dir=base_dir)
-    evaluation = structure(EvalConfig, tables.get("eval", {}), source=source, section="eval", base_dir=base_dir)
+    eval_table = dict(tables.get("eval", {}))
+    metric_tables = {k: eval_table.pop(k) for k in list(eval_table) if isinstance(eval_table[k], dict)}
+    evaluation = structure(EvalConfig, eval_table, source=source, section="eval", base_dir=base_dir)
     for metric in evaluation.metrics:
         registry.get("metric", metric, source=source, key="[eval] metrics")
+    metric_settings = {}
+    for metric, table in metric_tables.items():  # [eval.<metric>]: that metric's settings
+        info = registry.get("metric", metric, source=source, key=f"[eval.{metric}]")
+        metric_settings[metric] = structure(info.cls.Config, table, source=source, section=f"eval.{metric}", base_dir=base_dir)
+
+    if top["finetune"] not in FINETUNE_MODES:
+        raise RecipeError(source, "key 'finetune'", f"'{top['finetune']}' is not a fine-tuning mode{did_you_mean(top['finetune'], FINETUNE_MODES)}",
+                          f"use one of: {', '.join(FINETUNE_MODES)}")
+    if top["finetune"] != "full" and not top["init_from"]:
+        raise RecipeError(source, "key 'finetune'", f"finetune = '{top['finetune']}' trains only part of a model but there is no init_from",
+                          'add init_from = "runs/<name>" (the run to start from) or remove finetune')
+    if top["lora_rank"] < 1:
+        raise RecipeError(source, "key 'lora_rank'", f"must be >= 1, got {top['lora_rank']}", "write lora_rank = 4 (for example)")
 
     return Recipe(source=source, name=top["name"], pipeline=PartSpec(pipeline_info, train), seed=top["seed"],
-                  device=top["device"], description=top["description"], parts=parts, sample=sample, eval=evaluation)
+                  device=top["device"], description=top["description"], parts=parts, sample=sample, eval=evaluation,
+                  metric_settings=metric_settings, init_from=top["init_from"], finetune=top["finetune"], lora_rank=top["lora_rank"])

@@ -12,7 +12,9 @@ Layout of ``runs/<name>-<timestamp>/``::
 
 from __future__ import annotations
 
+import glob
 import json
+import re
 import signal
 import sys
 import time
@@ -46,6 +48,26 @@ def pick_device(name: str) -> torch.device:
     if device.type == "cuda" and not torch.cuda.is_available():
         raise UserError(f"device '{name}' asked for but CUDA is not available here; set device = \"auto\" or \"cpu\"")
     return device
+
+
+def resolve_run_dir(text: str | Path, *, what: str = "run") -> Path:
+    """A run directory, or a run's name prefix (``runs/shapes-clip-pretrain``) meaning its newest finished run.
+
+    Recipes that build on another run (``init_from``, a ``clip`` encoder's ``pretrained``) name it
+    without the timestamp, so the same recipe works after the earlier one is re-run. Raises a
+    one-line `UserError` when nothing matches.
+    """
+    path = Path(text).expanduser()
+    if (path / "recipe.toml").is_file():
+        return path
+    stamped = re.compile(re.escape(path.name) + r"-\d{8}-\d{6}(-\d+)?")
+    candidates = sorted((p for p in path.parent.glob(f"{glob.escape(path.name)}-*")
+                         if stamped.fullmatch(p.name) and latest_checkpoint(p / "checkpoints") is not None),
+                        key=lambda p: (p.name[len(path.name):len(path.name) + 16], int(p.name[len(path.name) + 17:] or 1)))
+    if not candidates:
+        raise UserError(f"{what} '{text}': no run directory there and no finished run named {path.name}-<timestamp> "
+                        f"in {path.parent}/; train it first (dalle-kit run ...) or give the run directory's path")
+    return candidates[-1]
 
 
 class Run:
@@ -138,6 +160,10 @@ class Run:
     def progress(self, total: int, initial: int = 0) -> tqdm:
         return tqdm(total=total, initial=initial, desc=self.recipe.name, unit="step", dynamic_ncols=True,
                     disable=self.quiet, file=sys.stderr, mininterval=1.0)
+
+    def say(self, text: str) -> None:
+        """A line for the user (stdout, above any progress bar)."""
+        tqdm.write(text, file=sys.stdout)
 
     def plot(self) -> None:
         plot_losses(self.dir / METRICS_FILE, self.dir / "loss_curve.png", title=self.recipe.name)

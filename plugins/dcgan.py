@@ -43,6 +43,7 @@ class DCGANGenerator(dalle_kit.Generator):
     """DCGAN generator: (noise, projected text) -> transposed convolutions -> tanh."""
 
     name = "dcgan"
+    conditioning_layers = ("text_proj",)
 
     @attrs.frozen
     class Config:
@@ -77,6 +78,7 @@ class DCGANDiscriminator(dalle_kit.Discriminator):
     """DCGAN discriminator with projection conditioning on the text vector."""
 
     name = "dcgan"
+    conditioning_layers = ("embed",)
 
     @attrs.frozen
     class Config:

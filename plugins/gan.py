@@ -1,20 +1,28 @@
 """Pipeline `gan`: text-conditional adversarial training, a D step then a G step each iteration.
 
 Wires a dataset, a text encoder, a generator, a discriminator and a loss. A trainable text
-encoder is optimised with the discriminator. Resuming restores weights, optimizers, the step
-counter and every RNG the loop draws from, so a stopped and resumed run ends where an
-uninterrupted one would.
+encoder is optimised with the discriminator. Options from the GAN literature: n_critic D steps
+per G step, an exponential moving average of the generator (sampling and metrics then use it),
+linear learning-rate decay, DiffAugment, bf16 autocast, gradient-norm and WGAN weight clipping,
+matching-aware negatives, and fine-tuning from another run (the recipe's init_from/finetune).
+Resuming restores weights, optimizers, the step counter and every RNG the loop draws from, so a
+stopped and resumed run ends where an uninterrupted one would; two runs with the same seed on
+the CPU give the same weights.
 """
 
 from __future__ import annotations
 
+import contextlib
 import math
+from typing import Literal
 
 import attrs
 import torch
+from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
 import dalle_kit
-from dalle_kit import param
+from dalle_kit import finetune, param
+from dalle_kit_plugins.diffaugment import POLICIES, diff_augment
 
 
 def _positive(_, attribute, value):
@@ -23,7 +31,7 @@ def _positive(_, attribute, value):
 
 
 class GAN(dalle_kit.Pipeline):
-    """Adversarial training: Adam, D step then G step, optional gradient-norm clipping."""
+    """Adversarial training: Adam, D step(s) then G step; EMA, lr decay, DiffAugment, bf16, clipping options."""
 
     name = "gan"
     sections = {
@@ -43,36 +51,75 @@ class GAN(dalle_kit.Pipeline):
         betas: tuple[float, float] = param((0.5, 0.999), "Adam betas")
         grad_clip: float = param(0.0, "clip each network's gradient norm to this (0: off)", validator=attrs.validators.ge(0))
         matching_aware: bool = param(False, "also show D real images with mismatched captions as negatives (GAN-INT-CLS, Reed et al. 2016)")
+        n_critic: int = param(1, "discriminator steps per generator step, each on a fresh batch (WGAN: 5)", validator=attrs.validators.gt(0))
+        d_weight_clip: float = param(0.0, "clamp every discriminator weight to [-c, c] after its step (WGAN, Arjovsky et al. 2017; 0: off)",
+                                     validator=attrs.validators.ge(0))
+        ema: float = param(0.0, "decay of an exponential moving average of the generator's weights, e.g. 0.999 (0: off); "
+                                "samples and metrics use the average", validator=[attrs.validators.ge(0), attrs.validators.lt(1)])
+        ema_start: int = param(0, "step at which the average starts (it copies the generator until then)", validator=attrs.validators.ge(0))
+        lr_decay: Literal["none", "linear"] = param("none", "'linear': both learning rates fall linearly to 0 at the last step")
+        diffaugment: list[str] = param([], f"DiffAugment policies applied to everything D sees (Zhao et al. 2020): any of {', '.join(POLICIES)}",
+                                       validator=attrs.validators.deep_iterable(attrs.validators.in_(POLICIES)))
+        precision: Literal["fp32", "bf16"] = param("fp32", "'bf16': forward passes under torch.autocast in bfloat16 (CPU and CUDA)")
         log_every: int = param(25, "write losses to metrics.jsonl every this many steps", validator=attrs.validators.gt(0))
         checkpoint_every: int = param(500, "save a checkpoint every this many steps", validator=attrs.validators.gt(0))
 
     # ------------------------------------------------------------------ building
-    def _build(self, run, data, state: dict | None, train_captions=None):
+    def _build(self, run, data, state: dict | None, train_captions=None, with_discriminator: bool = True):
+        """The text encoder, generator (and discriminator), from `state` (the run's own checkpoint), from the
+        recipe's ``init_from`` run, or fresh; with the recipe's fine-tuning mode applied."""
+        source = finetune.source_state(run) if state is None else None
         encoder = run.build("text_encoder")
         if state is not None:
             encoder.load_extra_state_json(state["extra"]["text_encoder"])
+        elif source is not None:
+            encoder.load_extra_state_json(source["extra"]["text_encoder"])
         else:
             encoder.fit(train_captions)
         encoder.to(run.device)
         context = dict(text_dim=encoder.dim, image_size=data.image_size, channels=data.channels)
-        generator = run.build("generator", **context)
-        return encoder, generator, context
+        parts = {"text_encoder": encoder, "generator": run.build("generator", **context)}
+        if with_discriminator:
+            parts["discriminator"] = run.build("discriminator", **context)
+        if source is not None:
+            finetune.load_weights(parts, source)
+        trainable, total = finetune.apply_mode(run.recipe.finetune, parts, run.recipe.lora_rank)
+        if source is not None:
+            run.say(f"finetune {run.recipe.finetune} from {source['dir']} (step {source['step']}): "
+                    f"{trainable:,} of {total:,} parameters train ({100 * trainable / total:.2f}%)")
+            run.log(0, kind="finetune", mode=run.recipe.finetune, init_from=source["dir"], trainable=trainable, total=total)
+        return parts, context
+
+    def _ema(self, generator):
+        cfg = self.config
+        if not cfg.ema:
+            return None
+        return AveragedModel(generator, multi_avg_fn=get_ema_multi_avg_fn(cfg.ema), use_buffers=True)
 
     def train(self, run) -> None:
         cfg = self.config
         state = run.load_checkpoint()
         data = run.build_dataset()
         train_set = data.load("train")
-        encoder, generator, context = self._build(run, data, state, train_set.captions)
-        discriminator = run.build("discriminator", **context)
+        parts, context = self._build(run, data, state, train_set.captions)
+        encoder, generator, discriminator = parts["text_encoder"], parts["generator"], parts["discriminator"]
         loss = run.build("loss")
-        opt_g = torch.optim.Adam(generator.parameters(), lr=cfg.lr, betas=cfg.betas)
-        d_params = list(discriminator.parameters()) + [p for p in encoder.parameters() if p.requires_grad]
+        g_params = [p for p in generator.parameters() if p.requires_grad]
+        d_own = [p for p in discriminator.parameters() if p.requires_grad]
+        d_params = d_own + [p for p in encoder.parameters() if p.requires_grad]
+        opt_g = torch.optim.Adam(g_params, lr=cfg.lr, betas=cfg.betas)
         opt_d = torch.optim.Adam(d_params, lr=cfg.lr_d or cfg.lr, betas=cfg.betas)
+        ema = self._ema(generator)
         data_rng = torch.Generator().manual_seed(run.recipe.seed + 1)
         noise_rng = torch.Generator().manual_seed(run.recipe.seed + 2)
-        modules = {"generator": generator, "discriminator": discriminator, "text_encoder": encoder}
+        aug_rng = torch.Generator().manual_seed(run.recipe.seed + 4)
+        rngs = {"data": data_rng, "noise": noise_rng, "augment": aug_rng}
+        modules = dict(parts)
+        if ema is not None:
+            modules["generator_ema"] = ema
         optimizers = {"g": opt_g, "d": opt_d}
+        device = run.device
+        autocast = (lambda: torch.autocast(device.type, dtype=torch.bfloat16)) if cfg.precision == "bf16" else contextlib.nullcontext
 
         step = 0
         if state is not None:
@@ -81,8 +128,8 @@ class GAN(dalle_kit.Pipeline):
             for key, opt in optimizers.items():
                 opt.load_state_dict(state["optim"][key])
             torch.set_rng_state(state["rng"]["torch"])
-            data_rng.set_state(state["rng"]["data"])
-            noise_rng.set_state(state["rng"]["noise"])
+            for key, rng in rngs.items():
+                rng.set_state(state["rng"][key])
             step = state["step"]
             run.truncate_metrics(step)
 
@@ -91,63 +138,92 @@ class GAN(dalle_kit.Pipeline):
                 "models": {k: m.state_dict() for k, m in modules.items()},
                 "extra": {"text_encoder": encoder.extra_state_json()},
                 "optim": {k: o.state_dict() for k, o in optimizers.items()},
-                "rng": {"torch": torch.get_rng_state(), "data": data_rng.get_state(), "noise": noise_rng.get_state()},
+                "rng": {"torch": torch.get_rng_state(), **{k: r.get_state() for k, r in rngs.items()}},
             })
 
-        prompts = run.recipe.sample.all_prompts()
-        sample_every = run.recipe.sample.every
-        device = run.device
-        bar = run.progress(cfg.steps, initial=step)
-        while step < cfg.steps:
+        def augment(images):
+            return diff_augment(images, cfg.diffaugment, aug_rng) if cfg.diffaugment else images
+
+        def set_lr():
+            factor = 1.0 - step / cfg.steps if cfg.lr_decay == "linear" else 1.0
+            for group in opt_g.param_groups:
+                group["lr"] = cfg.lr * factor
+            for group in opt_d.param_groups:
+                group["lr"] = (cfg.lr_d or cfg.lr) * factor
+
+        def d_step():
             idx = torch.randint(len(train_set), (cfg.batch_size,), generator=data_rng)
             real, captions = train_set.batch(idx)
             real = real.to(device, non_blocking=True)
             z = generator.sample_latent(cfg.batch_size, noise_rng, device)
-
-            # D step: real pairs up, generated pairs down (the text encoder learns with D).
-            text = encoder(captions)
-            fake = generator(z, text.detach())
-            d_real = discriminator(real, text)
-            d_fake = discriminator(fake.detach(), text)
-            if cfg.matching_aware:  # real images with another sample's caption count as fakes, half the negatives
-                d_wrong = discriminator(real, text.roll(1, dims=0))
-                d_loss = loss.discriminator_loss(d_real, torch.cat([d_fake, d_wrong]))
-            else:
-                d_loss = loss.discriminator_loss(d_real, d_fake)
-            penalty = loss.penalty(discriminator, real, fake.detach(), text)
-            if penalty is not None:
-                d_loss = d_loss + penalty
+            with autocast():
+                text = encoder(captions)
+                fake = generator(z, text.detach())
+                real_seen, fake_seen = augment(real), augment(fake.detach())
+                d_real = discriminator(real_seen, text)
+                d_fake = discriminator(fake_seen, text)
+                if cfg.matching_aware:  # real images with another sample's caption count as fakes, half the negatives
+                    d_wrong = discriminator(real_seen, text.roll(1, dims=0))
+                    d_loss = loss.discriminator_loss(d_real, torch.cat([d_fake, d_wrong]))
+                else:
+                    d_loss = loss.discriminator_loss(d_real, d_fake)
+                penalty = loss.penalty(discriminator, real_seen, fake_seen, text)
+                if penalty is not None:
+                    d_loss = d_loss + penalty
             opt_d.zero_grad(set_to_none=True)
             d_loss.backward()
             if cfg.grad_clip:
                 torch.nn.utils.clip_grad_norm_(d_params, cfg.grad_clip)
             opt_d.step()
+            if cfg.d_weight_clip:
+                with torch.no_grad():
+                    for p in discriminator.parameters():
+                        p.clamp_(-cfg.d_weight_clip, cfg.d_weight_clip)
+            return d_loss, d_real, d_fake, text, fake
 
-            # G step against the updated D.
+        prompts = run.recipe.sample.all_prompts()
+        sample_every = run.recipe.sample.every
+        bar = run.progress(cfg.steps, initial=step)
+        while step < cfg.steps:
+            set_lr()
+            for _ in range(cfg.n_critic):
+                d_loss, d_real, d_fake, text, fake = d_step()
+
+            # G step against the updated D, on the last D step's noise and captions.
             discriminator.requires_grad_(False)
-            g_loss = loss.generator_loss(discriminator(fake, text.detach()))
+            with autocast():
+                g_loss = loss.generator_loss(discriminator(augment(fake), text.detach()))
             opt_g.zero_grad(set_to_none=True)
             g_loss.backward()
             if cfg.grad_clip:
-                torch.nn.utils.clip_grad_norm_(generator.parameters(), cfg.grad_clip)
+                torch.nn.utils.clip_grad_norm_(g_params, cfg.grad_clip)
             opt_g.step()
-            discriminator.requires_grad_(True)
-
+            for p in d_own:
+                p.requires_grad_(True)
             step += 1
+            if ema is not None:
+                if step <= cfg.ema_start:
+                    ema.module.load_state_dict(generator.state_dict())
+                else:
+                    ema.update_parameters(generator)
+
             losses = {"loss_d": d_loss.item(), "loss_g": g_loss.item()}
             if not all(math.isfinite(v) for v in losses.values()):
                 checkpoint()
                 raise dalle_kit.UserError(f"step {step}: loss is not finite ({losses}); lower [train] lr or add grad_clip "
                                           f"(checkpoint kept in {run.dir})")
             if step % cfg.log_every == 0 or step == cfg.steps:
-                run.log(step, **losses, d_real=d_real.mean().item(), d_fake=d_fake.mean().item())
+                run.log(step, **losses, d_real=d_real.float().mean().item(), d_fake=d_fake.float().mean().item(),
+                        lr=opt_g.param_groups[0]["lr"])
             bar.set_postfix({k: f"{v:.3f}" for k, v in losses.items()}, refresh=False)
             bar.update(1)
+            sampling_generator = ema.module if ema is not None else generator
             if (sample_every and step % sample_every == 0) or step == cfg.steps:
-                self._sample_grid(run, step, encoder, generator, prompts)
+                self._sample_grid(run, step, encoder, sampling_generator, prompts)
+                generator.train()
             if run.evaluate_due(step, cfg.steps):
                 checkpoint()  # metrics that read weights (d-roc-auc) see this step's
-                run.evaluate(step, self._draw(encoder, generator, device))
+                run.evaluate(step, self._draw(encoder, sampling_generator, device))
                 generator.train()
                 encoder.train()
             stop = run.should_stop(step)
@@ -163,7 +239,6 @@ class GAN(dalle_kit.Pipeline):
         n = run.recipe.sample.per_prompt
         images = draw([p for p in prompts for _ in range(n)], torch.Generator().manual_seed(run.recipe.seed + 3))
         run.save_samples(step, images, prompts)
-        generator.train()
         encoder.train()
 
     @staticmethod
@@ -178,25 +253,28 @@ class GAN(dalle_kit.Pipeline):
 
         return draw
 
-    def _load(self, run):
-        """(checkpoint, text encoder, generator, context) with the run's latest weights."""
+    def _load(self, run, with_discriminator: bool = False):
+        """(parts, context) with the run's latest weights; the generator is the EMA one when the run keeps an average."""
         state = run.load_checkpoint(prefixes=("models", "extra"))
         if state is None:
             raise dalle_kit.UserError(f"{run.dir}: no checkpoint yet; train first with dalle-kit run")
-        encoder, generator, context = self._build(run, run.build_dataset(), state)
-        encoder.load_state_dict(state["models"]["text_encoder"])
-        generator.load_state_dict(state["models"]["generator"])
-        return state, encoder, generator, context
+        parts, context = self._build(run, run.build_dataset(), state, with_discriminator=with_discriminator)
+        for key, module in parts.items():
+            module.load_state_dict(state["models"][key])
+        if "generator_ema" in state["models"]:
+            ema = self._ema(parts["generator"]) or AveragedModel(parts["generator"], use_buffers=True)
+            ema.load_state_dict(state["models"]["generator_ema"])
+            parts["generator"] = ema.module
+        return parts, context
 
     def sampler(self, run):
-        _, encoder, generator, _ = self._load(run)
-        return self._draw(encoder, generator, run.device)
+        parts, _ = self._load(run)
+        return self._draw(parts["text_encoder"], parts["generator"], run.device)
 
     def discriminator(self, run):
         """``(images in [-1, 1], captions) -> logits`` from the run's latest weights (for metrics such as d-roc-auc)."""
-        state, encoder, _, context = self._load(run)
-        judge = run.build("discriminator", **context)
-        judge.load_state_dict(state["models"]["discriminator"])
+        parts, _ = self._load(run, with_discriminator=True)
+        encoder, judge = parts["text_encoder"], parts["discriminator"]
         encoder.eval()
         judge.eval()
 

@@ -57,6 +57,7 @@ class ResNetGenerator(dalle_kit.Generator):
     """SNGAN residual generator with text-conditioned batch norm in every block."""
 
     name = "resnet"
+    conditioning_layers = ("text_proj", "*.scale", "*.shift")
 
     @attrs.frozen
     class Config:
@@ -105,6 +106,7 @@ class ResNetSNDiscriminator(dalle_kit.Discriminator):
     """SNGAN residual discriminator, spectral norm throughout, projection conditioning on the text."""
 
     name = "resnet-sn"
+    conditioning_layers = ("embed",)
 
     @attrs.frozen
     class Config:

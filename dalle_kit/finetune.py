@@ -1,0 +1,111 @@
+"""Starting a run from another run's weights (``init_from``) and choosing what trains (``finetune``).
+
+Modes (the recipe's top-level ``finetune``):
+
+- ``full``: every weight trains.
+- ``conditioning``: only the layers that read the text train: those a generator or discriminator
+  names in ``conditioning_layers``, and the text encoder if it is trainable.
+- ``lora``: those layers' weights freeze too; each ``nn.Linear`` in them gets a low-rank update
+  W + B A (Hu et al. 2022, rank ``lora_rank``, B zero at the start so training starts from the
+  source run exactly). The update is a `torch.nn.utils.parametrize` parametrization, so it stacks
+  with spectral norm and lives in the ordinary state dict.
+
+Pipelines call `source_state` when a run starts without its own checkpoint, load it with
+`load_weights`, then call `apply_mode` (also before loading a run's own checkpoint, so the
+adapters exist when their weights are read).
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import math
+from typing import Any
+
+import torch
+from torch import nn
+from torch.nn.utils import parametrize
+
+from .checkpoint import latest_checkpoint, load_state
+from .errors import UserError
+from .parts import TextEncoder
+from .run import resolve_run_dir
+
+
+class LowRankUpdate(nn.Module):
+    """A parametrization ``W -> W + up @ down`` with ``up`` [out, rank] (zeros at the start) and ``down`` [rank, in]."""
+
+    def __init__(self, out_features: int, in_features: int, rank: int):
+        super().__init__()
+        self.down = nn.Parameter(torch.empty(rank, in_features))
+        self.up = nn.Parameter(torch.zeros(out_features, rank))
+        nn.init.kaiming_uniform_(self.down, a=math.sqrt(5))
+
+    def forward(self, weight: torch.Tensor) -> torch.Tensor:
+        return weight + self.up @ self.down
+
+
+def source_state(run) -> dict[str, Any] | None:
+    """The ``init_from`` run's latest weights and extra state (``{"step", "models", "extra", "dir"}``), or None."""
+    if not run.recipe.init_from:
+        return None
+    directory = resolve_run_dir(run.recipe.init_from, what="init_from")
+    found = latest_checkpoint(directory / "checkpoints")
+    if found is None:
+        raise UserError(f"init_from '{run.recipe.init_from}': {directory} has no checkpoint yet; train it first")
+    state = load_state(found[1], ("step", "models", "extra"))
+    state["dir"] = str(directory)
+    return state
+
+
+def load_weights(parts: dict[str, nn.Module], state: dict[str, Any]) -> None:
+    """Load the source run's weights into each part, failing with one line when a part does not fit."""
+    for key, module in parts.items():
+        weights = state["models"].get(key)
+        if weights is None:
+            raise UserError(f"init_from {state['dir']}: that run has no '{key}' weights; start from a run of the same pipeline")
+        try:
+            module.load_state_dict(weights)
+        except RuntimeError as exc:
+            detail = str(exc).splitlines()[1].strip() if len(str(exc).splitlines()) > 1 else str(exc)
+            raise UserError(f"init_from {state['dir']}: its {key} weights do not fit this recipe's [{key}] ({detail}); "
+                            f"use the same [{key}] settings as that run") from None
+
+
+def _conditioning(part: nn.Module) -> list[nn.Module]:
+    if isinstance(part, TextEncoder):
+        return [part] if part.trainable else []
+    patterns = getattr(part, "conditioning_layers", ())
+    return [m for name, m in part.named_modules() if name and any(fnmatch.fnmatchcase(name, p) for p in patterns)]
+
+
+def _unique(parts: dict[str, nn.Module]) -> list[nn.Parameter]:
+    seen: dict[int, nn.Parameter] = {}
+    for part in parts.values():
+        for p in part.parameters():
+            seen.setdefault(id(p), p)
+    return list(seen.values())
+
+
+def apply_mode(mode: str, parts: dict[str, nn.Module], rank: int = 4) -> tuple[int, int]:
+    """Freeze what the mode does not train and add adapters; returns (trainable, total) parameter counts."""
+    if mode != "full":
+        targets = [m for part in parts.values() for m in _conditioning(part)]
+        if not targets:
+            names = ", ".join(f"{k} '{getattr(p, 'name', type(p).__name__)}'" for k, p in parts.items())
+            raise UserError(f"finetune = '{mode}': none of the parts ({names}) declares conditioning layers and the text "
+                            f"encoder is frozen; use finetune = 'full'")
+        for part in parts.values():
+            part.requires_grad_(False)
+        if mode == "conditioning":
+            for m in targets:
+                m.requires_grad_(True)
+        elif mode == "lora":
+            linears = {id(lin): lin for m in targets for lin in m.modules() if isinstance(lin, nn.Linear)}
+            for lin in linears.values():
+                weight = lin.weight
+                parametrize.register_parametrization(
+                    lin, "weight", LowRankUpdate(weight.shape[0], weight.shape[1], rank).to(weight.device, weight.dtype))
+        else:
+            raise ValueError(f"unknown fine-tuning mode {mode!r}")
+    params = _unique(parts)
+    return sum(p.numel() for p in params if p.requires_grad), sum(p.numel() for p in params)

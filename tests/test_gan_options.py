@@ -1,0 +1,93 @@
+"""The `gan` pipeline's training options: n_critic, EMA, lr decay, DiffAugment, bf16, weight clipping, determinism."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from dalle_kit import api
+from dalle_kit.checkpoint import latest_checkpoint, load_state
+from dalle_kit.registry import get_registry
+from dalle_kit.run import Run
+from dalle_kit_plugins.diffaugment import color, cutout, diff_augment, translation
+
+EVERYTHING = ["train.n_critic=2", "train.ema=0.9", "train.ema_start=3", 'train.lr_decay="linear"',
+              'train.diffaugment=["color", "translation", "cutout"]', "train.grad_clip=1.0", "train.matching_aware=true",
+              "sample.every=0"]
+
+
+def final_state(run) -> dict:
+    return load_state(latest_checkpoint(run.checkpoint_dir)[1])
+
+
+def train_rows(run) -> list[dict]:
+    return [r for r in run.read_metrics() if r["kind"] == "train"]
+
+
+def test_all_options_train_and_resume_exactly(tiny_recipe, tmp_path, run_cli):
+    full = api.train(str(tiny_recipe), EVERYTHING, runs_dir=tmp_path / "full", quiet=True)
+    part = api.train(str(tiny_recipe), EVERYTHING, stop_at=13, runs_dir=tmp_path / "part", quiet=True)
+    code, _, err = run_cli("run", "--resume", part.dir, "-q")
+    assert code == 0, err
+    a, b = final_state(full), final_state(part)
+    assert set(a["models"]) == {"generator", "generator_ema", "discriminator", "text_encoder"}
+    for net, tensors in a["models"].items():
+        for key, tensor in tensors.items():
+            assert torch.equal(tensor, b["models"][net][key]), (net, key)
+    rows = train_rows(full)
+    assert rows == [{**r, "time": rows[i]["time"]} for i, r in enumerate(train_rows(Run.open(part.dir, get_registry())))]
+    assert all(math.isfinite(r["loss_d"]) and math.isfinite(r["loss_g"]) for r in rows)
+    # linear decay: the lr of step s (1-based) is lr * (1 - (s - 1) / steps)
+    assert rows[-1]["lr"] == pytest.approx(2e-4 * (1 - 29 / 30))
+    assert rows[0]["lr"] == pytest.approx(2e-4 * (1 - 4 / 30))
+    # the average differs from the raw generator, and samples come from the average
+    ema = {k[len("module."):]: v for k, v in a["models"]["generator_ema"].items() if k.startswith("module.")}
+    assert any(not torch.equal(ema[k], v) for k, v in a["models"]["generator"].items() if v.is_floating_point())
+    pipeline = full.recipe.pipeline.info.cls(full.recipe.train)
+    parts, _ = pipeline._load(Run.open(full.dir, get_registry(), quiet=True))
+    for key, tensor in parts["generator"].state_dict().items():
+        assert torch.equal(tensor, ema[key]), key
+
+
+def test_same_seed_same_weights_on_cpu(tiny_recipe, tmp_path):
+    overrides = ["train.steps=8", "sample.every=0", 'train.diffaugment=["translation"]', "train.n_critic=2"]
+    a = final_state(api.train(str(tiny_recipe), overrides, runs_dir=tmp_path / "a", quiet=True))
+    b = final_state(api.train(str(tiny_recipe), overrides, runs_dir=tmp_path / "b", quiet=True))
+    c = final_state(api.train(str(tiny_recipe), [*overrides, "seed=1"], runs_dir=tmp_path / "c", quiet=True))
+    g = "generator"
+    assert all(torch.equal(t, b["models"][g][k]) for k, t in a["models"][g].items())
+    assert not all(torch.equal(t, c["models"][g][k]) for k, t in a["models"][g].items())
+
+
+def test_wgan_weight_clipping_and_bf16(tiny_recipe, tmp_path):
+    overrides = ["train.steps=6", "sample.every=0", 'loss.name="wgan-gp"', "loss.gp_lambda=0.0", "train.d_weight_clip=0.01",
+                 "train.n_critic=3", 'discriminator.norm="none"', 'train.precision="bf16"', "train.lr=5e-5", "train.betas=[0.0, 0.9]"]
+    run = api.train(str(tiny_recipe), overrides, runs_dir=tmp_path, quiet=True)
+    d = final_state(run)["models"]["discriminator"]
+    assert max(t.abs().max().item() for t in d.values() if t.is_floating_point()) <= 0.01 + 1e-9
+    assert all(math.isfinite(r["loss_d"]) for r in train_rows(run))
+
+
+def test_diffaugment_policies():
+    x = torch.rand(6, 3, 16, 16) * 2 - 1
+    rng = lambda: torch.Generator().manual_seed(0)  # noqa: E731
+    for fn in (color, translation, cutout):
+        y = fn(x, rng())
+        assert y.shape == x.shape and not torch.equal(y, x)
+        assert torch.equal(y, fn(x, rng())), "the same generator state gives the same augmentation"
+    # translation moves content and pads with zeros; cutout zeroes a quarter of the image (a 8x8 square, clipped)
+    moved = translation(x, rng())
+    assert (moved == 0).float().mean() > 0
+    cut = cutout(torch.ones(6, 3, 16, 16), rng())
+    assert 0.05 <= (cut == 0).float().mean() <= 0.25 + 1e-6
+    # differentiable: gradients reach the input
+    x.requires_grad_(True)
+    diff_augment(x, ["color", "translation", "cutout"], rng()).sum().backward()
+    assert x.grad is not None and x.grad.abs().sum() > 0
+
+
+def test_unknown_policy_is_one_line(tiny_recipe, run_cli):
+    code, _, err = run_cli("recipe", "check", tiny_recipe, "--set", 'train.diffaugment=["flip"]')
+    assert code == 2 and len(err.strip().splitlines()) == 1 and "diffaugment" in err
