@@ -2,14 +2,16 @@
 conditioned on the text vector.
 
 The generator's residual blocks use text-conditioned batch norm: BatchNorm without affine, then a
-per-channel scale and shift predicted from the text vector (as conditional BN in SNGAN/BigGAN, and
-the affine modulation of DF-GAN). The discriminator is spectrally normalised with projection
+per-channel scale and shift predicted from the text vector (conditional BN as in SNGAN/BigGAN), or,
+with ``conditioning = "affine"``, DF-GAN's affine modulation (Tao et al. 2022): no normalisation,
+scale and shift from a two-layer MLP of the text vector. The discriminator is spectrally normalised with projection
 conditioning over globally sum-pooled features.
 """
 
 from __future__ import annotations
 
 import math
+from typing import Literal
 
 import attrs
 import torch
@@ -21,18 +23,21 @@ import dalle_kit
 from dalle_kit import param
 
 
-class TextBatchNorm(nn.Module):
-    """BatchNorm2d whose scale and shift are functions of the text vector."""
+def _modulation(text_dim: int, channels: int, mlp: bool) -> nn.Module:
+    """Text -> per-channel values, zero at the start (the identity modulation): a Linear, or DF-GAN's Linear-ReLU-Linear."""
+    last = nn.Linear(text_dim, channels)
+    nn.init.zeros_(last.weight)
+    nn.init.zeros_(last.bias)
+    return nn.Sequential(nn.Linear(text_dim, text_dim), nn.ReLU(), last) if mlp else last
 
-    def __init__(self, channels: int, text_dim: int):
+
+class TextBatchNorm(nn.Module):
+    """BatchNorm2d whose scale and shift are functions of the text vector (``affine``: DF-GAN's, without the norm)."""
+
+    def __init__(self, channels: int, text_dim: int, affine: bool = False):
         super().__init__()
-        self.norm = nn.BatchNorm2d(channels, affine=False)
-        self.scale = nn.Linear(text_dim, channels)
-        self.shift = nn.Linear(text_dim, channels)
-        nn.init.zeros_(self.scale.weight)
-        nn.init.zeros_(self.scale.bias)
-        nn.init.zeros_(self.shift.weight)
-        nn.init.zeros_(self.shift.bias)
+        self.norm = nn.Identity() if affine else nn.BatchNorm2d(channels, affine=False)
+        self.scale, self.shift = _modulation(text_dim, channels, affine), _modulation(text_dim, channels, affine)
 
     def forward(self, x, text):
         gamma = 1 + self.scale(text)[:, :, None, None]
@@ -41,9 +46,9 @@ class TextBatchNorm(nn.Module):
 
 
 class UpBlock(nn.Module):
-    def __init__(self, c_in: int, c_out: int, text_dim: int):
+    def __init__(self, c_in: int, c_out: int, text_dim: int, affine: bool = False):
         super().__init__()
-        self.bn1, self.bn2 = TextBatchNorm(c_in, text_dim), TextBatchNorm(c_out, text_dim)
+        self.bn1, self.bn2 = TextBatchNorm(c_in, text_dim, affine), TextBatchNorm(c_out, text_dim, affine)
         self.conv1, self.conv2 = nn.Conv2d(c_in, c_out, 3, 1, 1), nn.Conv2d(c_out, c_out, 3, 1, 1)
         self.skip = nn.Conv2d(c_in, c_out, 1)
 
@@ -54,16 +59,18 @@ class UpBlock(nn.Module):
 
 
 class ResNetGenerator(dalle_kit.Generator):
-    """SNGAN residual generator with text-conditioned batch norm in every block."""
+    """SNGAN residual generator with text-conditioned batch norm (or DF-GAN affine modulation) in every block."""
 
     name = "resnet"
-    conditioning_layers = ("text_proj", "*.scale", "*.shift")
+    conditioning_layers = ("text_proj", "*.scale", "*.shift")  # Sequentials: every Linear inside is conditioning
 
     @attrs.frozen
     class Config:
         latent_dim: int = param(128, "size of the noise vector z", validator=attrs.validators.gt(0))
         channels: int = param(128, "channels of every residual block", validator=attrs.validators.gt(0))
         text_embed: int = param(64, "the text vector is projected to this size before conditioning", validator=attrs.validators.gt(0))
+        conditioning: Literal["batchnorm", "affine"] = param(
+            "batchnorm", "'batchnorm': conditional BN (SNGAN/BigGAN); 'affine': DF-GAN's text-predicted scale and shift, no normalisation")
 
     def __init__(self, config, *, text_dim: int, image_size: int, channels: int):
         super().__init__(config, text_dim=text_dim, image_size=image_size, channels=channels)
@@ -75,7 +82,7 @@ class ResNetGenerator(dalle_kit.Generator):
         self.text_proj = nn.Sequential(nn.Linear(text_dim, config.text_embed), nn.LeakyReLU(0.2))
         cond = config.text_embed
         self.stem = nn.Linear(config.latent_dim + cond, 4 * 4 * ch)
-        self.blocks = nn.ModuleList([UpBlock(ch, ch, cond) for _ in range(blocks)])
+        self.blocks = nn.ModuleList([UpBlock(ch, ch, cond, config.conditioning == "affine") for _ in range(blocks)])
         self.out_bn = nn.BatchNorm2d(ch)
         self.out = nn.Conv2d(ch, channels, 3, 1, 1)
 

@@ -32,3 +32,8 @@ def test_dcgan_conforms_at_other_sizes(image_size):
 def test_dcgan_batchnorm_variant_conforms():
     cls = REGISTRY.parts["discriminator"]["dcgan"].cls
     check_part(cls, cls.Config(ndf=8, norm="batch"))
+
+
+def test_resnet_affine_modulation_variant_conforms():
+    cls = REGISTRY.parts["generator"]["resnet"].cls
+    check_part(cls, cls.Config(channels=16, latent_dim=16, conditioning="affine"))
