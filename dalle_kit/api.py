@@ -33,8 +33,7 @@ def train(target: str | None = None, overrides: Sequence[str] = (), *, resume: s
             raise UserError(f"{resume}: has no checkpoint to resume from (checkpoints/ is empty)")
     else:
         recipe = load_recipe(target or DEFAULT_RECIPE, registry, overrides)
-        if recipe.init_from:  # record which run it starts from, not a name that a later run would change
-            recipe = attrs.evolve(recipe, init_from=str(resolve_run_dir(recipe.init_from, what="init_from")))
+        recipe = pin(recipe, registry)
         # A metric that cannot run here (missing weights) stops now, before a run directory or any training.
         check_metrics(Run(Path(runs_dir), recipe, registry, quiet=True))
         run = Run.create(recipe, registry, runs_dir, stop_at=stop_at, quiet=quiet)
@@ -49,6 +48,16 @@ def train(target: str | None = None, overrides: Sequence[str] = (), *, resume: s
     if not run.interrupted and final is not None and final["step"] >= run.recipe.train.steps:
         run.results = run.evaluate()
     return run
+
+
+def pin(recipe, registry: Registry):
+    """The recipe with every reference to another run fixed to the run directory it means now (see `Part.pin`),
+    so the new run records which runs it built on, not names that a later run would change."""
+    if recipe.init_from:
+        recipe = attrs.evolve(recipe, init_from=str(resolve_run_dir(recipe.init_from, what="init_from")))
+    parts = {section: attrs.evolve(spec, config=spec.info.cls.pin(spec.config)) for section, spec in recipe.parts.items()}
+    settings = {name: registry.get("metric", name).cls.pin(config) for name, config in recipe.metric_settings.items()}
+    return attrs.evolve(recipe, parts=parts, metric_settings=settings)
 
 
 def sample(run_dir: str | Path, prompts: Sequence[str], n: int = 8, out: str | Path | None = None, seed: int = 0,

@@ -30,6 +30,13 @@ class Part:
     name: ClassVar[str] = ""
     Config: ClassVar[type] = NoConfig
 
+    @classmethod
+    def pin(cls, config: Any) -> Any:
+        """`config` with references that can change meaning replaced by what they mean now (a run-name
+        prefix by the run directory it resolves to). Called when a run starts, so that its resolved recipe
+        names exactly what it used and a resume or a later `sample` rebuilds the same part."""
+        return config
+
     def extra_state_json(self) -> dict[str, Any]:
         """JSON-able state that is not a tensor (a vocabulary); saved beside the weights."""
         return {}
