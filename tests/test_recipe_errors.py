@@ -111,3 +111,29 @@ def test_every_shipped_recipe_is_valid(run_cli):
     for path in recipes:
         code, out, err = run_cli("recipe", "check", path)
         assert code == 0, (path, err)
+
+
+@pytest.mark.parametrize("table, expected", [
+    ("[eval.text-alignment]\nmin_probe_acc = 0.9", ["[eval.text-alignment] key 'min_probe_acc'", "unknown key", "did you mean 'min_probe_accuracy'"]),
+    ("[eval.text-alignment]\nmin_probe_accuracy = 2.0", ["[eval.text-alignment] key 'min_probe_accuracy'", "invalid value"]),
+    ("[eval.fld]\nx = 1", ["[eval.fld]", "unknown metric 'fld'", "did you mean 'fid'"]),
+])
+def test_metric_settings_errors(run_cli, tmp_path, table, expected):
+    path = write_recipe(tmp_path, TINY + "\n" + table + "\n")
+    line = one_line_error(*run_cli("recipe", "check", path))
+    for part in expected:
+        assert part in line, line
+
+
+def test_metric_settings_reach_the_metric_and_the_resolved_recipe(tmp_path):
+    from dalle_kit.evaluation import build_metrics
+    from dalle_kit.recipe import load_recipe
+    from dalle_kit.registry import get_registry
+
+    path = write_recipe(tmp_path, TINY + '\n[eval]\nmetrics = ["text-alignment"]\n[eval.text-alignment]\nmin_probe_accuracy = 0.9\n')
+    recipe = load_recipe(path, get_registry())
+    metric = build_metrics(["text-alignment"], get_registry(), settings=recipe.metric_settings)["text-alignment"]
+    assert metric.config.min_probe_accuracy == 0.9
+    assert recipe.to_dict()["eval"]["text-alignment"] == {"min_probe_accuracy": 0.9}
+    (tmp_path / "resolved.toml").write_text(recipe.dumps())
+    assert load_recipe(tmp_path / "resolved.toml", get_registry()).metric_settings == recipe.metric_settings
