@@ -1,0 +1,234 @@
+"""Pipeline `vae`: a text-conditional variational autoencoder (conditional VAE, Sohn et al. 2015).
+
+An image encoder q(z | x, t) that sees the image and the caption vector gives a Gaussian over the
+latent (mean and log-variance, reparameterised as in Kingma & Welling 2014); the recipe's
+[generator] (normally `vae-decoder`) decodes z with the caption vector. The loss per image is
+
+    sum of squared errors over pixels in [-1, 1]  +  beta * KL(q(z | x, t) || N(0, I))
+
+that is, a Gaussian likelihood with variance 1/2 up to a constant, with beta optionally warmed up
+linearly from 0 over the first `kl_warmup` steps. A trainable text encoder is optimised with the
+VAE (one Adam over all three networks). Sampling draws z from the prior N(0, I) and decodes it with
+the prompt's vector. Resuming restores weights, the optimizer, the step counter and every RNG the
+loop draws from, so a stopped and resumed run ends where an uninterrupted one would.
+"""
+
+from __future__ import annotations
+
+import math
+
+import attrs
+import torch
+from torch import nn
+
+import dalle_kit
+from dalle_kit import param
+
+#: Held-out images (the first of the "test" split) whose reconstruction error is logged as recon_test.
+TEST_IMAGES = 256
+
+
+def _levels(image_size: int) -> int:
+    n = int(math.log2(image_size)) - 2
+    if 2 ** (n + 2) != image_size or n < 1:
+        raise dalle_kit.UserError(f"vae: the image encoder needs a power-of-two image size >= 8, got {image_size}")
+    return n
+
+
+class ImageEncoder(nn.Module):
+    """q(z | x, t): stride-2 convolutions down to 4x4, then an MLP over (features, text) -> (mu, logvar)."""
+
+    def __init__(self, *, channels: int, image_size: int, text_dim: int, latent_dim: int, width: int):
+        super().__init__()
+        layers: list[nn.Module] = []
+        c_in, c_out = channels, width
+        for _ in range(_levels(image_size)):
+            layers += [nn.Conv2d(c_in, c_out, 4, 2, 1), nn.LeakyReLU(0.2, True)]
+            c_in, c_out = c_out, c_out * 2
+        self.features = nn.Sequential(*layers, nn.Flatten())
+        hidden = 4 * width
+        self.head = nn.Sequential(nn.Linear(c_in * 16 + text_dim, hidden), nn.LeakyReLU(0.2, True), nn.Linear(hidden, 2 * latent_dim))
+
+    def forward(self, images: torch.Tensor, text: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        mu, logvar = self.head(torch.cat([self.features(images), text], dim=1)).chunk(2, dim=1)
+        return mu, logvar
+
+
+def kl_to_standard_normal(mu: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
+    """KL(N(mu, exp(logvar)) || N(0, I)) per row, in nats."""
+    return 0.5 * (mu.square() + logvar.exp() - 1.0 - logvar).sum(dim=1)
+
+
+class VAE(dalle_kit.Pipeline):
+    """Text-conditional VAE: image encoder + generator (decoder) + text encoder, one Adam, optional KL warm-up."""
+
+    name = "vae"
+    sections = {"data": "dataset", "text_encoder": "text_encoder", "generator": "generator"}
+
+    @attrs.frozen
+    class Config:
+        steps: int = param(3000, "training iterations", validator=attrs.validators.gt(0))
+        batch_size: int = param(64, "images per step", validator=attrs.validators.gt(0))
+        lr: float = param(1e-3, "Adam learning rate (all networks)", validator=attrs.validators.gt(0))
+        betas: tuple[float, float] = param((0.9, 0.999), "Adam betas")
+        beta: float = param(1.0, "weight of the KL term against the per-image sum of squared errors", validator=attrs.validators.ge(0))
+        kl_warmup: int = param(0, "raise the KL weight linearly from 0 to beta over this many steps (0: off)", validator=attrs.validators.ge(0))
+        encoder_width: int = param(32, "channels of the image encoder's first convolution (doubling with depth)", validator=attrs.validators.gt(0))
+        grad_clip: float = param(0.0, "clip the gradient norm of all parameters together to this (0: off)", validator=attrs.validators.ge(0))
+        log_every: int = param(25, "write losses and recon_test to metrics.jsonl every this many steps", validator=attrs.validators.gt(0))
+        checkpoint_every: int = param(500, "save a checkpoint every this many steps", validator=attrs.validators.gt(0))
+
+    # ------------------------------------------------------------------ building
+    def _build(self, run, data, state: dict | None, train_captions=None):
+        """(modules by checkpoint key, generator context): text encoder fitted or restored, fresh weights."""
+        encoder = run.build("text_encoder")
+        if state is not None:
+            encoder.load_extra_state_json(state["extra"]["text_encoder"])
+        else:
+            encoder.fit(train_captions)
+        encoder.to(run.device)
+        context = dict(text_dim=encoder.dim, image_size=data.image_size, channels=data.channels)
+        generator = run.build("generator", **context)
+        image_encoder = ImageEncoder(channels=data.channels, image_size=data.image_size, text_dim=encoder.dim,
+                                     latent_dim=generator.latent_dim, width=self.config.encoder_width).to(run.device)
+        return {"image_encoder": image_encoder, "generator": generator, "text_encoder": encoder}, context
+
+    def kl_weight(self, step: int) -> float:
+        """beta at (1-based) training step `step`, after the linear warm-up."""
+        cfg = self.config
+        return cfg.beta if not cfg.kl_warmup else cfg.beta * min(1.0, step / cfg.kl_warmup)
+
+    def train(self, run) -> None:
+        cfg = self.config
+        state = run.load_checkpoint()
+        data = run.build_dataset()
+        train_set = data.load("train")
+        modules, _ = self._build(run, data, state, train_set.captions)
+        image_encoder, generator, encoder = modules["image_encoder"], modules["generator"], modules["text_encoder"]
+        params = [p for m in modules.values() for p in m.parameters() if p.requires_grad]
+        opt = torch.optim.Adam(params, lr=cfg.lr, betas=cfg.betas)
+        data_rng = torch.Generator().manual_seed(run.recipe.seed + 1)
+        noise_rng = torch.Generator().manual_seed(run.recipe.seed + 2)
+        test_set = data.load("test")
+        test_real, test_captions = test_set.batch(torch.arange(min(TEST_IMAGES, len(test_set))))
+
+        step = 0
+        if state is not None:
+            for key, module in modules.items():
+                module.load_state_dict(state["models"][key])
+            opt.load_state_dict(state["optim"]["vae"])
+            torch.set_rng_state(state["rng"]["torch"])
+            data_rng.set_state(state["rng"]["data"])
+            noise_rng.set_state(state["rng"]["noise"])
+            step = state["step"]
+            run.truncate_metrics(step)
+
+        def checkpoint():
+            run.save_checkpoint(step, {
+                "models": {k: m.state_dict() for k, m in modules.items()},
+                "extra": {"text_encoder": encoder.extra_state_json()},
+                "optim": {"vae": opt.state_dict()},
+                "rng": {"torch": torch.get_rng_state(), "data": data_rng.get_state(), "noise": noise_rng.get_state()},
+            })
+
+        prompts = run.recipe.sample.all_prompts()
+        sample_every = run.recipe.sample.every
+        device = run.device
+        bar = run.progress(cfg.steps, initial=step)
+        while step < cfg.steps:
+            idx = torch.randint(len(train_set), (cfg.batch_size,), generator=data_rng)
+            real, captions = train_set.batch(idx)
+            real = real.to(device, non_blocking=True)
+            text = encoder(captions)
+            mu, logvar = image_encoder(real, text)
+            eps = torch.randn(mu.shape, generator=noise_rng).to(device)
+            recon_images = generator(mu + eps * (0.5 * logvar).exp(), text)
+            recon = (recon_images - real).square().flatten(1).sum(dim=1).mean()
+            kl = kl_to_standard_normal(mu, logvar).mean()
+            loss = recon + self.kl_weight(step + 1) * kl
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            if cfg.grad_clip:
+                torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
+            opt.step()
+
+            step += 1
+            losses = {"loss": loss.item(), "recon": recon.item(), "kl": kl.item()}
+            if not all(math.isfinite(v) for v in losses.values()):
+                checkpoint()
+                raise dalle_kit.UserError(f"step {step}: loss is not finite ({losses}); lower [train] lr or add grad_clip "
+                                          f"(checkpoint kept in {run.dir})")
+            if step % cfg.log_every == 0 or step == cfg.steps:
+                run.log(step, **losses, recon_test=self._recon_error(modules, test_real, test_captions, device))
+            bar.set_postfix({k: f"{v:.3f}" for k, v in losses.items()}, refresh=False)
+            bar.update(1)
+            if (sample_every and step % sample_every == 0) or step == cfg.steps:
+                self._sample_grid(run, step, modules, prompts)
+            if run.evaluate_due(step, cfg.steps):
+                with torch.random.fork_rng(devices=[]):  # metrics leave the training RNG as it was
+                    run.evaluate(step, self._draw(encoder, generator, device))
+                self._train_mode(modules)
+            stop = run.should_stop(step)
+            if step % cfg.checkpoint_every == 0 or step == cfg.steps or stop:
+                checkpoint()
+            if stop:
+                bar.write(f"stopped at step {step}; continue with: dalle-kit run --resume {run.dir}")
+                break
+        bar.close()
+
+    # ------------------------------------------------------------------ evaluation and sampling
+    @staticmethod
+    def _train_mode(modules) -> None:
+        for m in modules.values():
+            m.train()
+
+    def _recon_error(self, modules, images: torch.Tensor, captions: list[str], device) -> float:
+        """Mean squared error per pixel (in [-1, 1] units) of the held-out batch, eval mode, z = mu."""
+        for m in modules.values():
+            m.eval()
+        with torch.inference_mode():
+            images = images.to(device)
+            text = modules["text_encoder"](captions)
+            mu, _ = modules["image_encoder"](images, text)
+            error = (modules["generator"](mu, text).float() - images.float()).square().mean().item()
+        self._train_mode(modules)
+        return error
+
+    def _sample_grid(self, run, step, modules, prompts) -> None:
+        draw = self._draw(modules["text_encoder"], modules["generator"], run.device)
+        n = run.recipe.sample.per_prompt
+        images = draw([p for p in prompts for _ in range(n)], torch.Generator().manual_seed(run.recipe.seed + 3))
+        run.save_samples(step, images, prompts)
+        self._train_mode(modules)
+
+    @staticmethod
+    def _draw(encoder, generator, device):
+        """``(prompts, rng) -> images``: z from the prior N(0, I), decoded with the prompts' vectors."""
+        encoder.eval()
+        generator.eval()
+
+        @torch.inference_mode()
+        def draw(prompts, rng: torch.Generator) -> torch.Tensor:
+            z = generator.sample_latent(len(prompts), rng, device)
+            return generator(z, encoder(prompts)).float().cpu()
+
+        return draw
+
+    def _load(self, run):
+        """(checkpoint, modules, context) with the run's latest weights."""
+        state = run.load_checkpoint(prefixes=("models", "extra"))
+        if state is None:
+            raise dalle_kit.UserError(f"{run.dir}: no checkpoint yet; train first with dalle-kit run")
+        modules, context = self._build(run, run.build_dataset(), state)
+        for key, module in modules.items():
+            module.load_state_dict(state["models"][key])
+        return state, modules, context
+
+    def sampler(self, run):
+        _, modules, _ = self._load(run)
+        return self._draw(modules["text_encoder"], modules["generator"], run.device)
+
+
+@dalle_kit.hookimpl
+def register_pipelines(register):
+    register(VAE)
