@@ -10,9 +10,10 @@ Modes (the recipe's top-level ``finetune``):
   source run exactly). The update is a `torch.nn.utils.parametrize` parametrization, so it stacks
   with spectral norm and lives in the ordinary state dict.
 
-Pipelines call `source_state` when a run starts without its own checkpoint, load it with
-`load_weights`, then call `apply_mode` (also before loading a run's own checkpoint, so the
-adapters exist when their weights are read).
+Pipelines call `source_state` when a run starts without its own checkpoint (a text encoder takes
+its vocabulary from the source's extra state), then `prepare` on the built parts: it loads the
+source's weights and applies the mode. `prepare` runs also before a run's own checkpoint is loaded
+(resume, sample), so the adapters exist when their weights are read.
 """
 
 from __future__ import annotations
@@ -109,3 +110,15 @@ def apply_mode(mode: str, parts: dict[str, nn.Module], rank: int = 4) -> tuple[i
             raise ValueError(f"unknown fine-tuning mode {mode!r}")
     params = _unique(parts)
     return sum(p.numel() for p in params if p.requires_grad), sum(p.numel() for p in params)
+
+
+def prepare(run, parts: dict[str, nn.Module], source: dict[str, Any] | None) -> None:
+    """Load `source` (from `source_state`) into `parts`, apply the recipe's mode; when starting from a run,
+    print and log (``kind = "finetune"``) how many parameters train."""
+    if source is not None:
+        load_weights(parts, source)
+    trainable, total = apply_mode(run.recipe.finetune, parts, run.recipe.lora_rank)
+    if source is not None:
+        run.say(f"finetune {run.recipe.finetune} from {source['dir']} (step {source['step']}): "
+                f"{trainable:,} of {total:,} parameters train ({100 * trainable / total:.2f}%)")
+        run.log(0, kind="finetune", mode=run.recipe.finetune, init_from=source["dir"], trainable=trainable, total=total)

@@ -81,13 +81,7 @@ class GAN(dalle_kit.Pipeline):
         parts = {"text_encoder": encoder, "generator": run.build("generator", **context)}
         if with_discriminator:
             parts["discriminator"] = run.build("discriminator", **context)
-        if source is not None:
-            finetune.load_weights(parts, source)
-        trainable, total = finetune.apply_mode(run.recipe.finetune, parts, run.recipe.lora_rank)
-        if source is not None:
-            run.say(f"finetune {run.recipe.finetune} from {source['dir']} (step {source['step']}): "
-                    f"{trainable:,} of {total:,} parameters train ({100 * trainable / total:.2f}%)")
-            run.log(0, kind="finetune", mode=run.recipe.finetune, init_from=source["dir"], trainable=trainable, total=total)
+        finetune.prepare(run, parts, source)
         return parts, context
 
     def _ema(self, generator):
@@ -223,7 +217,8 @@ class GAN(dalle_kit.Pipeline):
                 generator.train()
             if run.evaluate_due(step, cfg.steps):
                 checkpoint()  # metrics that read weights (d-roc-auc) see this step's
-                run.evaluate(step, self._draw(encoder, sampling_generator, device))
+                with torch.random.fork_rng(devices=[]):  # evaluating does not change the training's random draws
+                    run.evaluate(step, self._draw(encoder, sampling_generator, device))
                 generator.train()
                 encoder.train()
             stop = run.should_stop(step)

@@ -22,7 +22,7 @@ import torch
 from torch import nn
 
 import dalle_kit
-from dalle_kit import param
+from dalle_kit import finetune, param
 
 #: Held-out images (the first of the "test" split) whose reconstruction error is logged as recon_test.
 TEST_IMAGES = 256
@@ -37,6 +37,8 @@ def _levels(image_size: int) -> int:
 
 class ImageEncoder(nn.Module):
     """q(z | x, t): stride-2 convolutions down to 4x4, then an MLP over (features, text) -> (mu, logvar)."""
+
+    conditioning_layers = ("head",)  # where the text enters: what parameter-efficient fine-tuning trains
 
     def __init__(self, *, channels: int, image_size: int, text_dim: int, latent_dim: int, width: int):
         super().__init__()
@@ -80,10 +82,12 @@ class VAE(dalle_kit.Pipeline):
 
     # ------------------------------------------------------------------ building
     def _build(self, run, data, state: dict | None, train_captions=None):
-        """(modules by checkpoint key, generator context): text encoder fitted or restored, fresh weights."""
+        """(modules by checkpoint key, generator context): text encoder fitted or restored; weights fresh or from the
+        recipe's ``init_from`` run, with its fine-tuning mode applied (see `dalle_kit.finetune`)."""
+        source = finetune.source_state(run) if state is None else None
         encoder = run.build("text_encoder")
-        if state is not None:
-            encoder.load_extra_state_json(state["extra"]["text_encoder"])
+        if state is not None or source is not None:
+            encoder.load_extra_state_json((state or source)["extra"]["text_encoder"])
         else:
             encoder.fit(train_captions)
         encoder.to(run.device)
@@ -91,7 +95,9 @@ class VAE(dalle_kit.Pipeline):
         generator = run.build("generator", **context)
         image_encoder = ImageEncoder(channels=data.channels, image_size=data.image_size, text_dim=encoder.dim,
                                      latent_dim=generator.latent_dim, width=self.config.encoder_width).to(run.device)
-        return {"image_encoder": image_encoder, "generator": generator, "text_encoder": encoder}, context
+        modules = {"image_encoder": image_encoder, "generator": generator, "text_encoder": encoder}
+        finetune.prepare(run, modules, source)
+        return modules, context
 
     def kl_weight(self, step: int) -> float:
         """beta at (1-based) training step `step`, after the linear warm-up."""

@@ -39,6 +39,7 @@ class VAEDecoder(dalle_kit.Generator):
     """(z, projected text) -> linear -> 4x4 map -> [upsample, conv, norm, ReLU] x levels -> conv -> tanh."""
 
     name = "vae-decoder"
+    conditioning_layers = ("text_proj",)
 
     @attrs.frozen
     class Config:

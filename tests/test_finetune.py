@@ -97,3 +97,18 @@ def test_init_from_a_different_architecture_is_one_line(source, tmp_path, run_cl
     code, _, err = run_cli("run", folder / "tiny.toml", "--set", f'init_from="{run.dir}"', "--set", "generator.ngf=8",
                            "--runs-dir", tmp_path, "-q")
     assert code == 2 and len(err.strip().splitlines()) == 1 and "[generator]" in err, err
+
+
+def test_vae_pipeline_finetunes_with_lora(tmp_path, capsys):
+    """init_from/finetune are the recipe's, not the gan pipeline's: the vae pipeline takes them too."""
+    small = ["data.train_size=512", "data.test_size=64", "generator.width=8", "generator.latent_dim=16", "train.encoder_width=8",
+             "train.batch_size=16", "train.steps=4", "sample.every=0", "train.log_every=2"]
+    source = api.train("shapes-vae", small, runs_dir=tmp_path / "source", quiet=True)
+    run = api.train("shapes-vae", [*small, f'init_from="{source.dir}"', 'finetune="lora"'], runs_dir=tmp_path / "ft", quiet=True)
+    row = finetune_row(run)
+    assert 0 < row["trainable"] < row["total"] / 5 and "parameters train" in capsys.readouterr().out
+    before, after = weights(source.dir), weights(run.dir)
+    assert torch.equal(after["generator"]["fc.weight"], before["generator"]["fc.weight"])  # frozen
+    assert after["generator"]["text_proj.0.parametrizations.weight.0.up"].abs().sum() > 0  # adapters trained
+    draw = run.recipe.pipeline.info.cls(run.recipe.train).sampler(Run.open(run.dir, get_registry(), quiet=True))
+    assert torch.isfinite(draw(["a red circle"], torch.Generator().manual_seed(0))).all()
