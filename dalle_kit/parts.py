@@ -232,6 +232,8 @@ class Pipeline(Part):
 
     kind = "pipeline"
     sections: ClassVar[dict[str, str]] = {}
+    #: Whether the pipeline honours the recipe's ``init_from`` and ``finetune`` (see `dalle_kit.finetune`).
+    finetunes: ClassVar[bool] = False
 
     def __init__(self, config):
         self.config = config

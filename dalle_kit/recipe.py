@@ -235,6 +235,9 @@ def validate(data: dict[str, Any], registry: Registry, *, source: str, base_dir:
     if top["finetune"] != "full" and not top["init_from"]:
         raise RecipeError(source, "key 'finetune'", f"finetune = '{top['finetune']}' trains only part of a model but there is no init_from",
                           'add init_from = "runs/<name>" (the run to start from) or remove finetune')
+    if top["init_from"] and not getattr(pipeline_cls, "finetunes", False):
+        raise RecipeError(source, "key 'init_from'", f"pipeline '{pipeline_info.name}' cannot start from another run",
+                          "remove init_from and finetune, or use a pipeline that fine-tunes (gan, vae)")
     if top["lora_rank"] < 1:
         raise RecipeError(source, "key 'lora_rank'", f"must be >= 1, got {top['lora_rank']}", "write lora_rank = 4 (for example)")
 

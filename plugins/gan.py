@@ -34,6 +34,7 @@ class GAN(dalle_kit.Pipeline):
     """Adversarial training: Adam, D step(s) then G step; EMA, lr decay, DiffAugment, bf16, clipping options."""
 
     name = "gan"
+    finetunes = True
     sections = {
         "data": "dataset",
         "text_encoder": "text_encoder",

@@ -65,6 +65,7 @@ class VAE(dalle_kit.Pipeline):
     """Text-conditional VAE: image encoder + generator (decoder) + text encoder, one Adam, optional KL warm-up."""
 
     name = "vae"
+    finetunes = True
     sections = {"data": "dataset", "text_encoder": "text_encoder", "generator": "generator"}
 
     @attrs.frozen

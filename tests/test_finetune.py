@@ -92,6 +92,11 @@ def test_bad_finetune_settings_are_one_line(tiny_recipe, tmp_path, run_cli, monk
     assert not (tmp_path / "runs").exists() or not any((tmp_path / "runs").iterdir())
 
 
+def test_a_pipeline_that_cannot_finetune_says_so(tmp_path, run_cli):
+    code, _, err = run_cli("recipe", "check", "shapes-clip-pretrain", "--set", 'init_from="runs/x"')
+    assert code == 2 and len(err.strip().splitlines()) == 1 and "pipeline 'clip-pretrain' cannot start from another run" in err, err
+
+
 def test_init_from_a_different_architecture_is_one_line(source, tmp_path, run_cli):
     folder, run = source
     code, _, err = run_cli("run", folder / "tiny.toml", "--set", f'init_from="{run.dir}"', "--set", "generator.ngf=8",
