@@ -24,6 +24,7 @@ from .parts import (
     Part,
     Pipeline,
     TextEncoder,
+    prior_sampler,
     to_float_images,
     to_uint8_images,
 )
@@ -32,6 +33,6 @@ from .schema import param
 
 __all__ = [
     "HOOK_API_VERSION", "Dataset", "Discriminator", "Generator", "ImageCaptions", "Loss", "Metric", "NoConfig",
-    "Part", "Pipeline", "RecipeError", "TextEncoder", "UserError", "hookimpl", "hookspec", "param",
+    "Part", "Pipeline", "RecipeError", "TextEncoder", "UserError", "hookimpl", "hookspec", "param", "prior_sampler",
     "to_float_images", "to_uint8_images",
 ]

@@ -98,6 +98,20 @@ class Generator(nn.Module, Part):
         return torch.randn(n, self.latent_dim, generator=generator).to(device or "cpu")
 
 
+def prior_sampler(encoder: TextEncoder, generator: Generator, device):
+    """``(prompts, rng) -> images in [-1, 1]`` (CPU, float): z from ``generator.sample_latent``, decoded with the
+    prompts' vectors. Puts both networks in eval mode; pipelines build their samplers from it."""
+    encoder.eval()
+    generator.eval()
+
+    @torch.inference_mode()
+    def draw(prompts, rng: torch.Generator) -> Tensor:
+        z = generator.sample_latent(len(prompts), rng, device)
+        return generator(z, encoder(prompts)).float().cpu()
+
+    return draw
+
+
 class Discriminator(nn.Module, Part):
     """Judges image-text pairs: ``forward(images[B, C, H, W], text[B, D]) -> logits[B]`` (higher = real).
 

@@ -189,6 +189,13 @@ class Run:
     def save_samples(self, step: int, images: torch.Tensor, prompts: list[str]) -> Path:
         return save_grid(images, prompts, self.dir / "samples" / f"step-{step:08d}.png", title=f"{self.recipe.name}  step {step}")
 
+    def sample_grid(self, step: int, draw) -> Path:
+        """Draw the recipe's [sample] prompts (``per_prompt`` each, fixed noise) with `draw` and save the grid."""
+        prompts = self.recipe.sample.all_prompts()
+        n = self.recipe.sample.per_prompt
+        images = draw([p for p in prompts for _ in range(n)], torch.Generator().manual_seed(self.recipe.seed + 3))
+        return self.save_samples(step, images, prompts)
+
     # ------------------------------------------------------------ evaluation
     def evaluate_due(self, step: int, final_step: int) -> bool:
         """Whether the recipe's [eval] asks for an evaluation at this intermediate step."""

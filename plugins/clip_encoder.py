@@ -9,7 +9,6 @@ checkpoints it restores exactly the weights it trained with, whatever `pretraine
 from __future__ import annotations
 
 from collections.abc import Sequence
-from pathlib import Path
 
 import attrs
 import torch
@@ -17,7 +16,7 @@ import torch
 import dalle_kit
 from dalle_kit import param
 
-from dalle_kit_plugins.clip_models import load_clip, resolve_source
+from dalle_kit_plugins.clip_models import load_clip, pin_pretrained
 
 
 class ClipText(dalle_kit.TextEncoder):
@@ -36,10 +35,7 @@ class ClipText(dalle_kit.TextEncoder):
     @classmethod
     def pin(cls, config):
         """A run-name prefix becomes the run directory it means now (recorded in the new run's recipe)."""
-        source = resolve_source(config.model, config.pretrained, key="[text_encoder]")
-        if source.kind == "run" and Path(config.pretrained).expanduser() != source.path:
-            return attrs.evolve(config, pretrained=str(source.path))
-        return config
+        return pin_pretrained(config, key="[text_encoder]")
 
     def __init__(self, config):
         super().__init__(config)

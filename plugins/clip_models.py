@@ -135,6 +135,14 @@ def resolve_source(model: str, pretrained: str, *, key: str) -> Source:
     return _folder(run_dir, where)
 
 
+def pin_pretrained(config, *, key: str):
+    """`config` (with ``model`` and ``pretrained``) whose run-name prefix is replaced by the run directory it means now."""
+    source = resolve_source(config.model, config.pretrained, key=key)
+    if source.kind == "run" and Path(config.pretrained).expanduser() != source.path:
+        return attrs.evolve(config, pretrained=str(source.path))
+    return config
+
+
 def _folder(path: Path, where: str) -> Source:
     if not (path / CONFIG_FILE).is_file():
         raise dalle_kit.UserError(f"{where}: {path} has no {CONFIG_FILE}; name a clip-pretrain run "

@@ -15,7 +15,6 @@ model and weights source and the sha256 of the weights file.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from pathlib import Path
 
 import attrs
 import torch
@@ -23,7 +22,7 @@ import torch
 import dalle_kit
 from dalle_kit import param
 from dalle_kit.evaluation import MetricResult
-from dalle_kit_plugins.clip_models import LoadedClip, load_clip, preprocess_images, resolve_source
+from dalle_kit_plugins.clip_models import LoadedClip, load_clip, pin_pretrained, preprocess_images, resolve_source
 
 W = 100.0  # CLIPScore's weight w (torchmetrics' CLIPScore uses 100)
 BATCH = 250
@@ -44,10 +43,7 @@ class ClipScore(dalle_kit.Metric):
     @classmethod
     def pin(cls, config):
         """A run-name prefix becomes the run directory it means now (recorded in the new run's recipe)."""
-        source = resolve_source(config.model, config.pretrained, key=KEY)
-        if source.kind == "run" and Path(config.pretrained).expanduser() != source.path:
-            return attrs.evolve(config, pretrained=str(source.path))
-        return config
+        return pin_pretrained(config, key=KEY)
 
     def check(self, evaluation) -> None:
         if not self.config.pretrained.strip():

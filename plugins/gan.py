@@ -176,7 +176,6 @@ class GAN(dalle_kit.Pipeline):
                         p.clamp_(-cfg.d_weight_clip, cfg.d_weight_clip)
             return d_loss, d_real, d_fake, text, fake
 
-        prompts = run.recipe.sample.all_prompts()
         sample_every = run.recipe.sample.every
         bar = run.progress(cfg.steps, initial=step)
         while step < cfg.steps:
@@ -214,12 +213,13 @@ class GAN(dalle_kit.Pipeline):
             bar.update(1)
             sampling_generator = ema.module if ema is not None else generator
             if (sample_every and step % sample_every == 0) or step == cfg.steps:
-                self._sample_grid(run, step, encoder, sampling_generator, prompts)
+                run.sample_grid(step, dalle_kit.prior_sampler(encoder, sampling_generator, device))
                 generator.train()
+                encoder.train()
             if run.evaluate_due(step, cfg.steps):
                 checkpoint()  # metrics that read weights (d-roc-auc) see this step's
                 with torch.random.fork_rng(devices=[]):  # evaluating does not change the training's random draws
-                    run.evaluate(step, self._draw(encoder, sampling_generator, device))
+                    run.evaluate(step, dalle_kit.prior_sampler(encoder, sampling_generator, device))
                 generator.train()
                 encoder.train()
             stop = run.should_stop(step)
@@ -229,25 +229,6 @@ class GAN(dalle_kit.Pipeline):
                 bar.write(f"stopped at step {step}; continue with: dalle-kit run --resume {run.dir}")
                 break
         bar.close()
-
-    def _sample_grid(self, run, step, encoder, generator, prompts) -> None:
-        draw = self._draw(encoder, generator, run.device)
-        n = run.recipe.sample.per_prompt
-        images = draw([p for p in prompts for _ in range(n)], torch.Generator().manual_seed(run.recipe.seed + 3))
-        run.save_samples(step, images, prompts)
-        encoder.train()
-
-    @staticmethod
-    def _draw(encoder, generator, device):
-        encoder.eval()
-        generator.eval()
-
-        @torch.inference_mode()
-        def draw(prompts, rng: torch.Generator) -> torch.Tensor:
-            z = generator.sample_latent(len(prompts), rng, device)
-            return generator(z, encoder(prompts)).float().cpu()
-
-        return draw
 
     def _load(self, run, with_discriminator: bool = False):
         """(parts, context) with the run's latest weights; the generator is the EMA one when the run keeps an average."""
@@ -265,7 +246,7 @@ class GAN(dalle_kit.Pipeline):
 
     def sampler(self, run):
         parts, _ = self._load(run)
-        return self._draw(parts["text_encoder"], parts["generator"], run.device)
+        return dalle_kit.prior_sampler(parts["text_encoder"], parts["generator"], run.device)
 
     def discriminator(self, run):
         """``(images in [-1, 1], captions) -> logits`` from the run's latest weights (for metrics such as d-roc-auc)."""

@@ -138,7 +138,6 @@ class VAE(dalle_kit.Pipeline):
                 "rng": {"torch": torch.get_rng_state(), "data": data_rng.get_state(), "noise": noise_rng.get_state()},
             })
 
-        prompts = run.recipe.sample.all_prompts()
         sample_every = run.recipe.sample.every
         device = run.device
         bar = run.progress(cfg.steps, initial=step)
@@ -170,10 +169,11 @@ class VAE(dalle_kit.Pipeline):
             bar.set_postfix({k: f"{v:.3f}" for k, v in losses.items()}, refresh=False)
             bar.update(1)
             if (sample_every and step % sample_every == 0) or step == cfg.steps:
-                self._sample_grid(run, step, modules, prompts)
+                run.sample_grid(step, dalle_kit.prior_sampler(encoder, generator, device))
+                self._train_mode(modules)
             if run.evaluate_due(step, cfg.steps):
                 with torch.random.fork_rng(devices=[]):  # metrics leave the training RNG as it was
-                    run.evaluate(step, self._draw(encoder, generator, device))
+                    run.evaluate(step, dalle_kit.prior_sampler(encoder, generator, device))
                 self._train_mode(modules)
             stop = run.should_stop(step)
             if step % cfg.checkpoint_every == 0 or step == cfg.steps or stop:
@@ -201,26 +201,6 @@ class VAE(dalle_kit.Pipeline):
         self._train_mode(modules)
         return error
 
-    def _sample_grid(self, run, step, modules, prompts) -> None:
-        draw = self._draw(modules["text_encoder"], modules["generator"], run.device)
-        n = run.recipe.sample.per_prompt
-        images = draw([p for p in prompts for _ in range(n)], torch.Generator().manual_seed(run.recipe.seed + 3))
-        run.save_samples(step, images, prompts)
-        self._train_mode(modules)
-
-    @staticmethod
-    def _draw(encoder, generator, device):
-        """``(prompts, rng) -> images``: z from the prior N(0, I), decoded with the prompts' vectors."""
-        encoder.eval()
-        generator.eval()
-
-        @torch.inference_mode()
-        def draw(prompts, rng: torch.Generator) -> torch.Tensor:
-            z = generator.sample_latent(len(prompts), rng, device)
-            return generator(z, encoder(prompts)).float().cpu()
-
-        return draw
-
     def _load(self, run):
         """(checkpoint, modules, context) with the run's latest weights."""
         state = run.load_checkpoint(prefixes=("models", "extra"))
@@ -233,7 +213,7 @@ class VAE(dalle_kit.Pipeline):
 
     def sampler(self, run):
         _, modules, _ = self._load(run)
-        return self._draw(modules["text_encoder"], modules["generator"], run.device)
+        return dalle_kit.prior_sampler(modules["text_encoder"], modules["generator"], run.device)
 
 
 @dalle_kit.hookimpl
