@@ -179,6 +179,31 @@ class Run:
             old.unlink(missing_ok=True)
         return path
 
+    def resume(self, state: dict[str, Any] | None, *, models: dict, optimizers: dict, rngs: dict) -> int:
+        """Restore a training loop from `state` (its latest checkpoint, or None for a fresh start): weights,
+        optimizers, the global torch RNG and the loop's own generators; drop metric rows logged after it.
+        Returns the step to continue from (0 when fresh)."""
+        if state is None:
+            return 0
+        for key, module in models.items():
+            module.load_state_dict(state["models"][key])
+        for key, opt in optimizers.items():
+            opt.load_state_dict(state["optim"][key])
+        torch.set_rng_state(state["rng"]["torch"])
+        for key, rng in rngs.items():
+            rng.set_state(state["rng"][key])
+        self.truncate_metrics(state["step"])
+        return int(state["step"])
+
+    def training_state(self, *, models: dict, optimizers: dict, rngs: dict, **extra: Any) -> dict[str, Any]:
+        """What `resume` reads back: the ``state`` argument of `save_checkpoint` for a training loop."""
+        return {
+            "models": {k: m.state_dict() for k, m in models.items()},
+            "optim": {k: o.state_dict() for k, o in optimizers.items()},
+            "rng": {"torch": torch.get_rng_state(), **{k: r.get_state() for k, r in rngs.items()}},
+            **extra,
+        }
+
     def load_checkpoint(self, prefixes: tuple[str, ...] | None = None) -> dict[str, Any] | None:
         found = latest_checkpoint(self.checkpoint_dir)
         if found is None:

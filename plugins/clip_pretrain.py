@@ -123,23 +123,13 @@ class ClipPretrain(dalle_kit.Pipeline):
         loss_fn = ClipLoss()
         data_rng = torch.Generator().manual_seed(run.recipe.seed + 1)
 
-        step = 0
-        if state is not None:
-            model.load_state_dict(state["models"]["clip"])
-            opt.load_state_dict(state["optim"]["clip"])
-            torch.set_rng_state(state["rng"]["torch"])
-            data_rng.set_state(state["rng"]["data"])
-            step = state["step"]
-            run.truncate_metrics(step)
+        parts = dict(models={"clip": model}, optimizers={"clip": opt}, rngs={"data": data_rng})
+        step = run.resume(state, **parts)
 
         def checkpoint():
             weights = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
             _save_weights(run.dir / WEIGHTS_FILE, weights)  # first: a run with a checkpoint always has its weights file
-            run.save_checkpoint(step, {
-                "models": {"clip": model.state_dict()},
-                "optim": {"clip": opt.state_dict()},
-                "rng": {"torch": torch.get_rng_state(), "data": data_rng.get_state()},
-            })
+            run.save_checkpoint(step, run.training_state(**parts))
 
         model.train()
         bar = run.progress(cfg.steps, initial=step)

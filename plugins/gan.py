@@ -116,25 +116,11 @@ class GAN(dalle_kit.Pipeline):
         device = run.device
         autocast = (lambda: torch.autocast(device.type, dtype=torch.bfloat16)) if cfg.precision == "bf16" else contextlib.nullcontext
 
-        step = 0
-        if state is not None:
-            for key, module in modules.items():
-                module.load_state_dict(state["models"][key])
-            for key, opt in optimizers.items():
-                opt.load_state_dict(state["optim"][key])
-            torch.set_rng_state(state["rng"]["torch"])
-            for key, rng in rngs.items():
-                rng.set_state(state["rng"][key])
-            step = state["step"]
-            run.truncate_metrics(step)
+        step = run.resume(state, models=modules, optimizers=optimizers, rngs=rngs)
 
         def checkpoint():
-            run.save_checkpoint(step, {
-                "models": {k: m.state_dict() for k, m in modules.items()},
-                "extra": {"text_encoder": encoder.extra_state_json()},
-                "optim": {k: o.state_dict() for k, o in optimizers.items()},
-                "rng": {"torch": torch.get_rng_state(), **{k: r.get_state() for k, r in rngs.items()}},
-            })
+            run.save_checkpoint(step, run.training_state(models=modules, optimizers=optimizers, rngs=rngs,
+                                                         extra={"text_encoder": encoder.extra_state_json()}))
 
         def augment(images):
             return diff_augment(images, cfg.diffaugment, aug_rng) if cfg.diffaugment else images

@@ -119,24 +119,12 @@ class VAE(dalle_kit.Pipeline):
         test_set = data.load("test")
         test_real, test_captions = test_set.batch(torch.arange(min(TEST_IMAGES, len(test_set))))
 
-        step = 0
-        if state is not None:
-            for key, module in modules.items():
-                module.load_state_dict(state["models"][key])
-            opt.load_state_dict(state["optim"]["vae"])
-            torch.set_rng_state(state["rng"]["torch"])
-            data_rng.set_state(state["rng"]["data"])
-            noise_rng.set_state(state["rng"]["noise"])
-            step = state["step"]
-            run.truncate_metrics(step)
+        rngs = {"data": data_rng, "noise": noise_rng}
+        step = run.resume(state, models=modules, optimizers={"vae": opt}, rngs=rngs)
 
         def checkpoint():
-            run.save_checkpoint(step, {
-                "models": {k: m.state_dict() for k, m in modules.items()},
-                "extra": {"text_encoder": encoder.extra_state_json()},
-                "optim": {"vae": opt.state_dict()},
-                "rng": {"torch": torch.get_rng_state(), "data": data_rng.get_state(), "noise": noise_rng.get_state()},
-            })
+            run.save_checkpoint(step, run.training_state(models=modules, optimizers={"vae": opt}, rngs=rngs,
+                                                         extra={"text_encoder": encoder.extra_state_json()}))
 
         sample_every = run.recipe.sample.every
         device = run.device
