@@ -34,8 +34,11 @@ def train(target: str | None = None, overrides: Sequence[str] = (), *, resume: s
     else:
         recipe = load_recipe(target or DEFAULT_RECIPE, registry, overrides)
         recipe = pin(recipe, registry)
-        # A metric that cannot run here (missing weights) stops now, before a run directory or any training.
-        check_metrics(Run(Path(runs_dir), recipe, registry, quiet=True))
+        # Data or a metric that cannot be had here (missing files, weights) stops now, before a run directory.
+        probe = Run(Path(runs_dir), recipe, registry, quiet=True)
+        if "data" in recipe.parts:
+            probe.build_dataset().check()
+        check_metrics(probe)
         run = Run.create(recipe, registry, runs_dir, stop_at=stop_at, quiet=quiet)
     torch.manual_seed(run.recipe.seed)
     # Denormal floats make CPU training several times slower (measured: 100 DCGAN steps 58 s -> 29 s).

@@ -78,6 +78,8 @@ def recipe_check(file, overrides):
     from .recipe import load_recipe
 
     r = load_recipe(file, _registry(), overrides)
+    if "data" in r.parts:  # data files present (or downloadable)
+        r.parts["data"].info.cls(r.parts["data"].config).check()
     parts = ", ".join(f"{s}={spec.info.name}" for s, spec in r.parts.items())
     click.echo(f"{file}: ok (pipeline {r.pipeline.info.name}: {parts})")
 

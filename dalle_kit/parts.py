@@ -231,6 +231,14 @@ class Dataset(Part):
     def channels(self) -> int:
         return 3
 
+    def check(self) -> None:
+        """Raise a one-line `dalle_kit.UserError` if the data cannot be had here (files missing, nowhere to
+        download from): what is missing, where it was looked for, the command or path that fixes it.
+
+        Called by `dalle-kit run` and `dalle-kit recipe check` before any run directory is made; keep it
+        cheap (look for files, do not decode them). The default checks nothing.
+        """
+
     def load(self, split: str) -> ImageCaptions:
         raise NotImplementedError
 

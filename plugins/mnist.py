@@ -242,6 +242,9 @@ class _IDXDataset(dalle_kit.Dataset):
             return f"download failed: {text[0][:120] if text else type(exc).__name__}"
         return None
 
+    def check(self) -> None:
+        self.locate()
+
     # -------------------------------------------------------------- loading
     def load(self, split: str) -> ImageCaptions:
         if split not in FILES:
