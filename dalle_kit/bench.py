@@ -15,6 +15,11 @@ A grid file::
     loss = ["bce", "hinge"]             # a bare table name picks its part: loss.name
     "discriminator.ndf" = [32, 64]      # a dotted key overrides any value
 
+    [[extra]]                           # optional: a cell beside the grid, from another base recipe
+    label = "vae"                       # (another pipeline, say), with the same seed and protocol; the
+    base = "shapes-vae"                 # grid's [set] is not applied (its keys may not exist there),
+    set = {"train.steps" = 600}         # only the cell's own overrides
+
 Every cell's recipe is validated before anything trains. Cells run one after the other; a failing
 cell is recorded with its one-line error and the rest continue. Progress is saved to
 ``<out>/<name>.json`` after each cell, and a re-run skips the cells already finished with the same
@@ -41,7 +46,8 @@ from .evaluation import evaluate_run
 from .recipe import TOP_LEVEL, load_recipe, read_toml
 from .registry import Registry, get_registry
 
-GRID_KEYS = {"name", "base", "seed", "metrics", "num_samples", "description", "set", "grid"}
+GRID_KEYS = {"name", "base", "seed", "metrics", "num_samples", "description", "set", "grid", "extra"}
+EXTRA_KEYS = {"label", "base", "set"}
 STATE_VERSION = 1
 PER_CELL = "per cell"
 
@@ -51,6 +57,7 @@ class Cell:
     params: dict[str, Any]  # grid key -> value, in grid order
     overrides: list[str]  # --set strings, base settings then this cell's
     run_name: str
+    base: str  # the recipe the overrides apply to
 
     @property
     def id(self) -> str:
@@ -72,16 +79,21 @@ class Grid:
     description: str
     fixed: dict[str, Any]
     axes: dict[str, list[Any]]
+    extra: list[dict[str, Any]] = attrs.field(factory=list)  # {"label", "base", "set"} cells beside the grid
 
     def cells(self) -> list[Cell]:
-        cells = []
         keys = list(self.axes)
-        for i, combo in enumerate(itertools.product(*self.axes.values())):
-            params = dict(zip(keys, combo, strict=True))
-            overrides = [_override(k, v) for k, v in {**self.fixed, **params}.items()]
+        specs = [(dict(zip(keys, combo, strict=True)), self.base, {**self.fixed, **dict(zip(keys, combo, strict=True))})
+                 for combo in itertools.product(*self.axes.values())]
+        for extra in self.extra:  # its label stands in the first axis' column, "-" in the others
+            params = {k: (extra["label"] if i == 0 else "-") for i, k in enumerate(keys)}
+            specs.append((params, extra["base"], dict(extra["set"])))
+        cells = []
+        for i, (params, base, settings) in enumerate(specs):
             run_name = f"{self.name}-{i:02d}"
+            overrides = [_override(k, v) for k, v in settings.items()]
             overrides += [_override("seed", self.seed), _override("name", run_name), _override("eval.metrics", [])]
-            cells.append(Cell(params, overrides, run_name))
+            cells.append(Cell(params, overrides, run_name, base))
         return cells
 
     def settings(self) -> dict[str, Any]:
@@ -136,16 +148,29 @@ def load_grid(target: str | Path, registry: Registry) -> Grid:
         raise RecipeError(source, "key 'metrics'", "expected a non-empty list of metric names", 'write metrics = ["fid"]')
     for metric in metrics:
         registry.get("metric", metric, source=source, key="key 'metrics'")
-    base = str(data["base"])
-    if not Path(base).exists() and (path.parent / base).exists():
-        base = str(path.parent / base)
+    def resolve_base(base: str) -> str:
+        return str(path.parent / base) if not Path(base).exists() and (path.parent / base).exists() else base
+
+    base = resolve_base(str(data["base"]))
+    extra = data.get("extra", [])
+    if not isinstance(extra, list) or not all(isinstance(e, dict) for e in extra):
+        raise RecipeError(source, "[[extra]]", "expected tables of cells beside the grid", 'write [[extra]] label = "vae" base = "shapes-vae"')
+    cells_extra = []
+    for i, e in enumerate(extra):
+        unknown = set(e) - EXTRA_KEYS
+        if unknown:
+            raise RecipeError(source, f"[[extra]] #{i + 1} key '{sorted(unknown)[0]}'", "unknown key", f"use: {', '.join(sorted(EXTRA_KEYS))}")
+        if not isinstance(e.get("label"), str) or not isinstance(e.get("base"), str) or not isinstance(e.get("set", {}), dict):
+            raise RecipeError(source, f"[[extra]] #{i + 1}", "needs a string label and base (and an optional table set)",
+                              'write label = "vae", base = "shapes-vae"')
+        cells_extra.append({"label": e["label"], "base": resolve_base(e["base"]), "set": _flatten(e.get("set", {}))})
     for key, tp in (("seed", int), ("num_samples", int), ("name", str)):
         if key in data and (not isinstance(data[key], tp) or isinstance(data[key], bool)):
             raise RecipeError(source, f"key '{key}'", f"expected {tp.__name__}, got {data[key]!r}", f"write {key} = <{tp.__name__}>")
     if data.get("num_samples", 1) < 1:
         raise RecipeError(source, "key 'num_samples'", "must be at least 1")
     return Grid(path, data["name"], base, data.get("seed", 0), metrics, data.get("num_samples", 1000),
-                str(data.get("description", "")), fixed, axes)
+                str(data.get("description", "")), fixed, axes, cells_extra)
 
 
 # ------------------------------------------------------------------ running
@@ -159,7 +184,7 @@ def run_grid(target: str | Path, out: str | Path | None = None, *, runs_dir: str
     cells = grid.cells()
     for cell in cells:  # every recipe is checked before any work
         try:
-            load_recipe(grid.base, registry, cell.overrides)
+            load_recipe(cell.base, registry, cell.overrides)
         except UserError as exc:
             raise UserError(f"{grid.source}: cell [{cell.label}]: {exc}") from None
     out.mkdir(parents=True, exist_ok=True)
@@ -218,7 +243,7 @@ def _train_cell(api, grid: Grid, cell: Cell, cell_runs: Path, registry: Registry
     existing = sorted(p for p in cell_runs.glob("*") if (p / "checkpoints").is_dir() and any((p / "checkpoints").iterdir()))
     if existing:
         return api.train(resume=existing[-1], quiet=quiet, registry=registry)
-    return api.train(grid.base, cell.overrides, runs_dir=cell_runs, quiet=quiet, registry=registry)
+    return api.train(cell.base, cell.overrides, runs_dir=cell_runs, quiet=quiet, registry=registry)
 
 
 def _one_line(exc: BaseException) -> str:

@@ -96,3 +96,35 @@ def test_bench_dry_run_lists_cells(tmp_path, capsys):
 def test_shipped_grid_is_valid(capsys):
     assert main(["bench", str(Path(__file__).parents[1] / "recipes" / "bench-shapes.toml"), "--dry-run"]) == 0
     assert "4 cells, metrics fid, kid, text-alignment, d-roc-auc on 1000 samples, seed 0" in capsys.readouterr().out
+
+
+def test_shipped_real_image_grid_is_valid(capsys):
+    grid = Path(__file__).parents[1] / "recipes" / "bench-fashion.toml"
+    assert main(["bench", str(grid), "--dry-run"]) == 0
+    out = capsys.readouterr().out
+    assert "loss=wgan-gp" in out and "loss=vae" in out
+    assert "5 cells, metrics fid, kid, prc, intra-fid, class-accuracy, cas on 10000 samples, seed 0" in out
+
+
+def test_extra_cells_use_their_own_base_and_run_beside_the_grid(tmp_path, capsys):
+    grid = tmp_path / "tiny.toml"
+    grid.write_text(GRID.replace('"data.size" = [16, 24]       # 24 passes the recipe check but dcgan refuses it: those cells fail',
+                                 '"data.size" = [16]')
+                    + '\n[[extra]]\nlabel = "vae"\nbase = "shapes-vae"\nset = {"generator.width" = 8, "train.encoder_width" = 8, "train.steps" = 2, '
+                       '"data.train_size" = 128, "data.test_size" = 32, "sample.every" = 0}\n')
+    loaded = load_grid(grid, get_registry())
+    cells = loaded.cells()
+    assert [c.base for c in cells] == ["shapes", "shapes", "shapes-vae"]
+    assert cells[2].params == {"loss": "vae", "data.size": "-"}
+    assert "generator.width=8" in cells[2].overrides and not any("ndf" in o for o in cells[2].overrides)  # its own set only
+    assert len({c.id for c in cells}) == 3
+    state = run_grid(grid, tmp_path / "out", runs_dir=tmp_path / "runs", echo=lambda _: None)
+    statuses = {c["params"]["loss"]: c["status"] for c in state["cells"]}
+    # d-roc-auc needs a discriminator, which a VAE has not: that cell fails in one line, the GAN cells pass
+    assert statuses == {"bce": "ok", "hinge": "ok", "vae": "failed"}
+    assert "no discriminator" in state["cells"][2]["error"]
+    assert "| vae | - |" in (tmp_path / "out" / "tiny.md").read_text()
+
+    grid.write_text(GRID + '\n[[extra]]\nlabel = "vae"\nbase = "shapes-vae"\ncolour = 1\n')
+    with pytest.raises(dalle_kit.RecipeError, match="unknown key"):
+        load_grid(grid, get_registry())

@@ -1,0 +1,97 @@
+"""intra-fid: per-class FID from the same Inception features as fid/kid/prc (one pass), and it can fail."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch_fidelity.registry import FEATURE_EXTRACTORS_REGISTRY
+
+import dalle_kit
+from dalle_kit.evaluation import Evaluation, build_metrics, compute_metrics
+from dalle_kit.registry import get_registry
+from dalle_kit_plugins import inception
+from dalle_kit_plugins.fidelity import IntraFIDConfig
+from dalle_kit_plugins.shapes import Shapes
+
+N = 30
+
+
+@pytest.fixture(autouse=True)
+def offline(monkeypatch, tmp_path):
+    monkeypatch.delenv(inception.WEIGHTS_ENV, raising=False)
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch-home"))
+
+
+@pytest.fixture(scope="module")
+def shapes():
+    return Shapes(Shapes.Config(train_size=N, test_size=N, partial_captions=False))
+
+
+@pytest.fixture
+def passes(monkeypatch):
+    """How many images went through the extractor's forward."""
+    inception.register_extractors()
+    cls = FEATURE_EXTRACTORS_REGISTRY[inception.FID_HELPER_NAME]
+    original, count = cls.forward, []
+
+    def counting(self, x):
+        count.append(len(x))
+        return original(self, x)
+
+    monkeypatch.setattr(cls, "forward", counting)
+    return count
+
+
+def evaluate(shapes, names, prompts, tmp_path, images=None, settings=None):
+    train = shapes.load("train")
+    evaluation = Evaluation(shapes, num_samples=N, generated=train.images if images is None else images, prompts=prompts,
+                            cache_root=tmp_path / "cache", metric_names=names)
+    return compute_metrics(evaluation, build_metrics(names, get_registry(), settings=settings))
+
+
+def test_intra_fid_shares_the_feature_pass_and_separates_right_from_wrong_classes(shapes, tmp_path, passes):
+    settings = {"intra-fid": IntraFIDConfig(attributes=["shape"], min_per_class=3)}
+    captions = shapes.load("train").captions
+    right = evaluate(shapes, ["fid", "prc", "intra-fid"], captions, tmp_path, settings=settings)
+    assert sum(passes) == 2 * N  # generated once and reference once, for three metrics
+    per_class = right["intra-fid"].details["per_class"]
+    assert set(per_class) <= {"circle", "square", "triangle"} and len(per_class) >= 2
+    assert right["intra-fid"].values["intra_fid"] == pytest.approx(sum(per_class.values()) / len(per_class))
+    counts = right["intra-fid"].details["n_generated_reference_per_class"]
+    assert all(g >= 3 and r >= 3 for g, r in counts.values())
+
+    # The same images under other shapes' prompts: every class is compared with the wrong images.
+    wrong = [c.replace("circle", "X").replace("square", "circle").replace("triangle", "square").replace("X", "triangle")
+             for c in captions]
+    swapped = evaluate(shapes, ["fid", "intra-fid"], wrong, tmp_path, settings=settings)
+    assert swapped["fid"].values["fid"] == pytest.approx(right["fid"].values["fid"])  # class-blind: unchanged
+    assert swapped["intra-fid"].values["intra_fid"] > right["intra-fid"].values["intra_fid"] * 1.05
+
+
+def test_intra_fid_refuses_what_it_cannot_score(shapes, tmp_path):
+    captions = shapes.load("train").captions
+    with pytest.raises(dalle_kit.UserError, match="no attribute 'class'"):
+        evaluate(shapes, ["intra-fid"], captions, tmp_path)  # shapes has no 'class' attribute
+    settings = {"intra-fid": IntraFIDConfig(attributes=["shape", "position"], min_per_class=3)}
+    partial = ["a red circle"] * N  # states no position
+    with pytest.raises(dalle_kit.UserError, match="does not state shape and position"):
+        evaluate(shapes, ["intra-fid"], partial, tmp_path, settings=settings)
+    settings = {"intra-fid": IntraFIDConfig(attributes=["shape"], min_per_class=1000)}
+    with pytest.raises(dalle_kit.UserError, match="raise num_samples"):
+        evaluate(shapes, ["intra-fid"], captions, tmp_path, settings=settings)
+
+
+def test_reference_features_are_cached_as_safetensors(shapes, tmp_path, passes):
+    captions = shapes.load("train").captions
+    evaluate(shapes, ["fid"], captions, tmp_path)
+    files = sorted(p.name for p in (tmp_path / "cache" / "fidelity-reference").glob("*/*"))
+    assert files == ["features.safetensors", "manifest.json"]  # nothing pickled
+    passes.clear()
+    evaluate(shapes, ["kid"], captions, tmp_path)
+    assert sum(passes) == N  # only the generated images
+    entry = next((tmp_path / "cache" / "fidelity-reference").iterdir())
+    (entry / "features.safetensors").write_bytes(b"garbage")  # a damaged entry is recomputed, not trusted
+    passes.clear()
+    result = evaluate(shapes, ["fid"], captions, tmp_path)
+    assert sum(passes) == 2 * N and result["fid"].values["fid"] > 0
+    assert torch.isfinite(torch.tensor(result["fid"].values["fid"]))
