@@ -13,9 +13,11 @@ from .evaluation import check_metrics
 from .grid import save_grid
 from .recipe import load_recipe
 from .registry import Registry, get_registry
-from .run import Run, resolve_run_dir
+from .run import Run, check_parts, resolve_run_dir
 
 DEFAULT_RECIPE = "default"
+#: The most images one `sample` call draws (prompts x -n): a grid beyond it is unreadable and may exhaust memory.
+MAX_SAMPLE_IMAGES = 1024
 
 
 def train(target: str | None = None, overrides: Sequence[str] = (), *, resume: str | Path | None = None,
@@ -29,8 +31,13 @@ def train(target: str | None = None, overrides: Sequence[str] = (), *, resume: s
         run = Run.open(resume, registry, stop_at=stop_at, quiet=quiet)
         if overrides:
             raise UserError("--set cannot change a run being resumed; start a new run with the changed recipe instead")
-        if run.load_checkpoint(prefixes=()) is None:
-            raise UserError(f"{resume}: has no checkpoint to resume from (checkpoints/ is empty)")
+        run.lock()  # one trainer per run directory
+        try:
+            if run.load_checkpoint(prefixes=()) is None:
+                raise UserError(f"{resume}: has no checkpoint to resume from (checkpoints/ is empty)")
+        except BaseException:
+            run.unlock()
+            raise
     else:
         recipe = load_recipe(target or DEFAULT_RECIPE, registry, overrides)
         recipe = pin(recipe, registry)
@@ -38,18 +45,23 @@ def train(target: str | None = None, overrides: Sequence[str] = (), *, resume: s
         probe = Run(Path(runs_dir), recipe, registry, quiet=True)
         if "data" in recipe.parts:
             probe.build_dataset().check()
+        check_parts(recipe)  # a part whose constructor fails (a size it does not support) stops here too
         check_metrics(probe)
         run = Run.create(recipe, registry, runs_dir, stop_at=stop_at, quiet=quiet)
-    torch.manual_seed(run.recipe.seed)
-    # Denormal floats make CPU training several times slower (measured: 100 DCGAN steps 58 s -> 29 s).
-    torch.set_flush_denormal(True)
-    pipeline = run.recipe.pipeline.info.cls(run.recipe.train)
-    with run.catch_interrupt():
-        pipeline.train(run)
-    run.plot()
-    final = run.load_checkpoint(prefixes=())
-    if not run.interrupted and final is not None and final["step"] >= run.recipe.train.steps:
-        run.results = run.evaluate()
+        run.lock()
+    try:
+        torch.manual_seed(run.recipe.seed)
+        # Denormal floats make CPU training several times slower (measured: 100 DCGAN steps 58 s -> 29 s).
+        torch.set_flush_denormal(True)
+        pipeline = run.recipe.pipeline.info.cls(run.recipe.train)
+        with run.catch_interrupt():
+            pipeline.train(run)
+        run.plot()
+        final = run.load_checkpoint(prefixes=())
+        if not run.interrupted and final is not None and final["step"] >= run.recipe.train.steps:
+            run.results = run.evaluate()
+    finally:
+        run.unlock()  # held while this process trains and evaluates the run (a crash or kill releases it too)
     return run
 
 
@@ -68,8 +80,16 @@ def sample(run_dir: str | Path, prompts: Sequence[str], n: int = 8, out: str | P
     """Draw `n` images per prompt from the run's latest weights into one grid PNG."""
     if not prompts:
         raise UserError("give at least one prompt, for example: dalle-kit sample RUN_DIR \"a red circle\"")
+    for i, prompt in enumerate(prompts, 1):
+        if not prompt.strip():
+            raise UserError(f"prompt {i} is empty; give some text, for example: dalle-kit sample RUN_DIR \"a red circle\"")
     if n < 1:
         raise UserError(f"-n {n}: need at least one image per prompt")
+    if n * len(prompts) > MAX_SAMPLE_IMAGES:
+        raise UserError(f"-n {n} x {len(prompts)} prompts = {n * len(prompts)} images: at most {MAX_SAMPLE_IMAGES} per call; "
+                        f"lower -n to {max(1, MAX_SAMPLE_IMAGES // len(prompts))} or split the prompts")
+    if out is not None and Path(out).is_dir():
+        raise UserError(f"-o {out}: is a directory; name a PNG file, e.g. -o {Path(out) / 'sample.png'}")
     registry = registry or get_registry()
     run = Run.open(run_dir, registry, quiet=True)
     pipeline = run.recipe.pipeline.info.cls(run.recipe.train)

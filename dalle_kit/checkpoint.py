@@ -1,12 +1,18 @@
-"""Checkpoints as safetensors files, written atomically (write to a temporary name, then rename).
+"""Checkpoints as safetensors files, written atomically (write to a temporary name, fsync, rename, fsync the folder).
 
 A checkpoint is a nested dict whose leaves are tensors or JSON values (module and optimizer state
 dicts, RNG states, counters). Tensors are stored flat under '/'-joined keys; the rest of the tree
 is kept as JSON in the file's metadata, so nothing is ever unpickled.
+
+Integrity: the metadata also carries ``dalle_kit.sha256``, a digest of every tensor (name, dtype,
+shape, bytes), checked by `verify` before a checkpoint is used. A file that cannot be read, is not
+ours, or whose digest does not match is damaged (`CheckpointDamaged`); `newest_good` skips it. Files
+written before digests existed carry none: they are accepted unverified.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import re
@@ -18,7 +24,21 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 
 _TREE_KEY = "dalle_kit.tree"
+_DIGEST_KEY = "dalle_kit.sha256"
 _STEP_RE = re.compile(r"step-(\d+)\.safetensors$")
+#: Temporary files of interrupted atomic writes: ``.<name>.tmp-<pid>`` (see `save_state`).
+TEMP_RE = re.compile(r"^\..+\.tmp-(\d+)$")
+#: Model weights (tensors under ``models/``) larger than this in absolute value make a checkpoint unusable:
+#: a network whose weights reach it has diverged even when every number is still finite.
+WEIGHT_BOUND = 1e6
+
+
+class CheckpointDamaged(Exception):
+    """A checkpoint file that cannot be used: unreadable, not a dalle-kit checkpoint, or its digest does not match."""
+
+    def __init__(self, path: Path, reason: str):
+        self.path, self.reason = Path(path), reason
+        super().__init__(f"{path}: damaged checkpoint ({reason})")
 
 
 def _flatten(node: Any, prefix: str, tensors: dict[str, torch.Tensor]) -> Any:
@@ -50,19 +70,112 @@ def _unflatten(node: Any, get_tensor) -> Any:
     return node["__value__"]
 
 
+def _tensor_digest(tensors: dict[str, torch.Tensor] | None = None, *, names=None, get_tensor=None) -> str:
+    """sha256 over every tensor in name order: its name, dtype, shape and bytes."""
+    h = hashlib.sha256()
+    keys = sorted(tensors) if tensors is not None else sorted(names)
+    for key in keys:
+        t = tensors[key] if tensors is not None else get_tensor(key)
+        t = t.detach().cpu().contiguous()
+        h.update(json.dumps([key, str(t.dtype), list(t.shape)]).encode())
+        if t.numel():
+            h.update(t.reshape(-1).view(torch.uint8).numpy().data)
+    return h.hexdigest()
+
+
+def non_finite(state: dict[str, Any], bound: float | None = WEIGHT_BOUND) -> list[str]:
+    """Names ('models/generator/fc.weight: nan') of the floating tensors in `state` that hold nan or inf, and of the
+    model weights (under ``models/``) beyond ±`bound`; empty when the state is fit to save."""
+    tensors: dict[str, torch.Tensor] = {}
+    _flatten_refs(state, "", tensors)
+    bad = []
+    for key, t in tensors.items():
+        if not (t.is_floating_point() or t.is_complex()) or not t.numel():
+            continue
+        t = t.detach()
+        if not bool(torch.isfinite(t).all()):
+            bad.append(f"{key}: {'nan' if bool(torch.isnan(t).any()) else 'inf'}")
+        elif bound is not None and key.startswith("models/") and float(t.abs().max()) > bound:
+            bad.append(f"{key}: |w| = {float(t.abs().max()):.3g} > {bound:g}")
+    return bad
+
+
+def _flatten_refs(node: Any, prefix: str, tensors: dict[str, torch.Tensor]) -> None:
+    """Like `_flatten` without copying: the tensors of `node` by their checkpoint names."""
+    if isinstance(node, torch.Tensor):
+        tensors[prefix.rstrip("/")] = node
+    elif isinstance(node, dict):
+        for k, v in node.items():
+            _flatten_refs(v, f"{prefix}{k}/", tensors)
+    elif isinstance(node, (list, tuple)):
+        for i, v in enumerate(node):
+            _flatten_refs(v, f"{prefix}{i}/", tensors)
+
+
+def _fsync_dir(directory: Path) -> None:
+    try:
+        fd = os.open(directory, os.O_RDONLY)
+    except OSError:  # a platform without directory handles
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
 def save_state(path: str | Path, state: dict[str, Any]) -> Path:
-    """Write `state` to `path` atomically: a reader never sees a half-written file."""
+    """Write `state` to `path` atomically and durably: a reader (or a machine that loses power) never sees a
+    half-written file. The file carries a digest of its tensors, checked by `verify`."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tensors: dict[str, torch.Tensor] = {}
     tree = _flatten(state, "", tensors)
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     try:
-        save_file(tensors, str(tmp), metadata={_TREE_KEY: json.dumps(tree)})
+        save_file(tensors, str(tmp), metadata={_TREE_KEY: json.dumps(tree), _DIGEST_KEY: _tensor_digest(tensors)})
+        with open(tmp, "rb") as f:
+            os.fsync(f.fileno())
         os.replace(tmp, path)
+        _fsync_dir(path.parent)
     finally:
         tmp.unlink(missing_ok=True)
     return path
+
+
+_verified: dict[tuple, bool] = {}
+
+
+def verify(path: str | Path) -> bool:
+    """Check that `path` is a readable dalle-kit checkpoint whose tensors match its digest. True: verified;
+    False: readable but written before digests (accepted unverified). Raises `CheckpointDamaged` otherwise."""
+    path = Path(path)
+    try:
+        st = path.stat()
+    except OSError as exc:
+        raise CheckpointDamaged(path, exc.strerror or type(exc).__name__) from None
+    key = (str(path.resolve()), st.st_ino, st.st_size, st.st_mtime_ns)
+    if key in _verified:
+        return _verified[key]
+    if st.st_size == 0:
+        raise CheckpointDamaged(path, "empty file")
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            meta = f.metadata() or {}
+            if _TREE_KEY not in meta:
+                raise CheckpointDamaged(path, "not a dalle-kit checkpoint: no dalle_kit.tree in its metadata")
+            json.loads(meta[_TREE_KEY])
+            expected = meta.get(_DIGEST_KEY)
+            if expected is not None and _tensor_digest(names=list(f.keys()), get_tensor=f.get_tensor) != expected:
+                raise CheckpointDamaged(path, "sha256 of its tensors does not match the digest it was written with")
+    except CheckpointDamaged:
+        raise
+    except Exception as exc:  # SafetensorError (truncated, bad header), OSError, JSON errors
+        detail = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise CheckpointDamaged(path, f"unreadable: {detail}") from None
+    _verified[key] = expected is not None
+    return expected is not None
 
 
 def load_state(path: str | Path, prefixes: tuple[str, ...] | None = None) -> dict[str, Any]:
@@ -90,5 +203,47 @@ def list_checkpoints(directory: str | Path) -> list[tuple[int, Path]]:
 
 
 def latest_checkpoint(directory: str | Path) -> tuple[int, Path] | None:
+    """The newest checkpoint file by step, damaged or not (see `newest_good`)."""
     found = list_checkpoints(directory)
     return found[-1] if found else None
+
+
+def newest_good(directory: str | Path) -> tuple[tuple[int, Path] | None, list[CheckpointDamaged]]:
+    """((step, path) of the newest checkpoint that `verify` accepts, or None; the damaged ones newer than it)."""
+    damaged = []
+    for step, path in reversed(list_checkpoints(directory)):
+        try:
+            verify(path)
+        except CheckpointDamaged as exc:
+            damaged.append(exc)
+            continue
+        return (step, path), damaged
+    return None, damaged
+
+
+def remove_stale_temporaries(directory: str | Path) -> list[Path]:
+    """Delete ``.<name>.tmp-<pid>`` files in `directory` left by writes whose process is gone; returns them."""
+    removed = []
+    directory = Path(directory)
+    if not directory.is_dir():
+        return removed
+    for p in directory.iterdir():
+        m = TEMP_RE.match(p.name)
+        if not m or not p.is_file():
+            continue
+        pid = int(m.group(1))
+        if pid != os.getpid() and _alive(pid):
+            continue  # another process is writing it now
+        p.unlink(missing_ok=True)
+        removed.append(p)
+    return removed
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OSError):
+        return True
+    return True

@@ -10,6 +10,9 @@ import click
 from . import __version__
 from .errors import UserError
 
+#: Set by the global --traceback option: errors propagate with their traceback instead of one line (for plugin authors).
+_show_traceback = False
+
 
 def _registry():
     from .registry import get_registry
@@ -19,8 +22,12 @@ def _registry():
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
 @click.version_option(__version__, prog_name="dalle-kit")
-def cli():
+@click.option("--traceback", "traceback_", is_flag=True,
+              help="Show the full traceback of an error instead of one line (for plugin authors).")
+def cli(traceback_):
     """dalle-kit: text-conditional image generation from parts assembled by TOML recipes."""
+    global _show_traceback
+    _show_traceback = traceback_
 
 
 # ---------------------------------------------------------------------------- run / sample
@@ -76,10 +83,12 @@ def recipe():
 def recipe_check(file, overrides):
     """Validate FILE against the installed parts without running anything."""
     from .recipe import load_recipe
+    from .run import check_parts
 
     r = load_recipe(file, _registry(), overrides)
     if "data" in r.parts:  # data files present (or downloadable)
         r.parts["data"].info.cls(r.parts["data"].config).check()
+    check_parts(r, prerequisites=False)  # every part can be built with these settings
     parts = ", ".join(f"{s}={spec.info.name}" for s, spec in r.parts.items())
     click.echo(f"{file}: ok (pipeline {r.pipeline.info.name}: {parts})")
 
@@ -179,10 +188,14 @@ def plugins_doctor():
 
 
 def main(argv=None) -> int:
+    global _show_traceback
+    _show_traceback = False
     warnings.formatwarning = lambda msg, cat, *a, **k: f"dalle-kit: warning: {msg}\n"
     try:
         cli.main(args=argv, prog_name="dalle-kit", standalone_mode=False)
     except UserError as exc:
+        if _show_traceback:
+            raise
         click.echo(f"dalle-kit: error: {exc}", err=True)
         return exc.exit_code
     except click.exceptions.Abort:

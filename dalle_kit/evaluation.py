@@ -28,7 +28,6 @@ import attrs
 import torch
 
 from .cache import ContentCache, default_root, file_digest
-from .checkpoint import latest_checkpoint
 from .errors import RecipeError, UserError
 from .parts import ImageCaptions, to_uint8_images
 
@@ -135,7 +134,7 @@ class Evaluation:
                                 "drop d-roc-auc from the metrics")
             judge = make(run)
             name = run.recipe.parts["discriminator"].info.name if "discriminator" in run.recipe.parts else "discriminator"
-            found = latest_checkpoint(run.checkpoint_dir)
+            found = run.good_checkpoint()
             step, digest = (found[0], file_digest(found[1])) if found else (0, "")
             return judge, f"discriminator {name} (step {step})", digest
 

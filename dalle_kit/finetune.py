@@ -20,13 +20,14 @@ from __future__ import annotations
 
 import fnmatch
 import math
+import warnings
 from typing import Any
 
 import torch
 from torch import nn
 from torch.nn.utils import parametrize
 
-from .checkpoint import latest_checkpoint, load_state
+from .checkpoint import load_state, newest_good
 from .errors import UserError
 from .parts import TextEncoder
 from .run import resolve_run_dir
@@ -50,9 +51,13 @@ def source_state(run) -> dict[str, Any] | None:
     if not run.recipe.init_from:
         return None
     directory = resolve_run_dir(run.recipe.init_from, what="init_from")
-    found = latest_checkpoint(directory / "checkpoints")
+    found, damaged = newest_good(directory / "checkpoints")
+    for exc in damaged:
+        warnings.warn(f"init_from: {exc.path}: damaged checkpoint ({exc.reason}); "
+                      + (f"using {found[1]} (step {found[0]}) instead" if found else "no good checkpoint left"), stacklevel=2)
     if found is None:
-        raise UserError(f"init_from '{run.recipe.init_from}': {directory} has no checkpoint yet; train it first")
+        raise UserError(f"init_from '{run.recipe.init_from}': {directory} has no " + ("usable " if damaged else "")
+                        + "checkpoint yet; train it first")
     state = load_state(found[1], ("step", "models", "extra"))
     state["dir"] = str(directory)
     return state

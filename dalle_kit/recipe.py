@@ -7,6 +7,7 @@ run directory and is enough, with the weights, to rebuild the run's parts.
 
 from __future__ import annotations
 
+import re
 import tomllib
 from pathlib import Path
 from typing import Any
@@ -19,6 +20,18 @@ from .registry import PartInfo, Registry
 from .schema import param, structure, unstructure
 
 RECIPE_FILE = "recipe.toml"
+#: A run's name: 1 to 100 of letters, digits, '.', '_', '-', not starting with '.' or '-' (it names a directory under
+#: the runs folder, so no path separators, NUL bytes, '..' or unicode look-alikes).
+NAME_RE = re.compile(r"[A-Za-z0-9_][A-Za-z0-9._-]{0,99}")
+#: Seeds are 0 .. 2**63 - 1: torch generators take 64 bits and pipelines derive streams as seed + k.
+MAX_SEED = 2**63 - 1
+
+
+def check_run_name(name: str, source: str) -> None:
+    if not NAME_RE.fullmatch(name):
+        shown = repr(name if len(name) <= 40 else name[:40] + "...")
+        raise RecipeError(source, "key 'name'", f"{shown} is not a usable run name ({len(name)} characters)",
+                          "use 1 to 100 letters, digits, '.', '_' or '-', not starting with '.' or '-', e.g. name = \"my-run\"")
 
 
 @attrs.frozen
@@ -167,12 +180,16 @@ def resolve_source(target: str, registry: Registry) -> Path:
     return Path(registry.recipe_path(target))
 
 
-def load_recipe(target: str | Path, registry: Registry, overrides: list[str] = ()) -> Recipe:
+def load_recipe(target: str | Path, registry: Registry, overrides: list[str] = (), *, check_name: bool = True) -> Recipe:
     path = resolve_source(str(target), registry)
-    return validate(apply_overrides(read_toml(path), list(overrides)), registry, source=str(target), base_dir=path.parent)
+    return validate(apply_overrides(read_toml(path), list(overrides)), registry, source=str(target), base_dir=path.parent,
+                    check_name=check_name)
 
 
-def validate(data: dict[str, Any], registry: Registry, *, source: str, base_dir: Path | None = None) -> Recipe:
+def validate(data: dict[str, Any], registry: Registry, *, source: str, base_dir: Path | None = None,
+             check_name: bool = True) -> Recipe:
+    """`data` (a parsed recipe) as a `Recipe`, or one `RecipeError`. ``check_name=False`` accepts any run name
+    (for a run directory that already exists: its name no longer makes a path)."""
     top: dict[str, Any] = {}
     tables = {k: v for k, v in data.items() if isinstance(v, dict)}
     for key, value in data.items():
@@ -191,6 +208,11 @@ def validate(data: dict[str, Any], registry: Registry, *, source: str, base_dir:
             if default is None:
                 raise RecipeError(source, f"key '{key}'", "is required", f'add {key} = "..." at the top of the file')
             top[key] = default
+
+    if check_name:
+        check_run_name(top["name"], source)
+    if not 0 <= top["seed"] <= MAX_SEED:
+        raise RecipeError(source, "key 'seed'", f"{top['seed']} is out of range", f"use a seed from 0 to {MAX_SEED}")
 
     device = top["device"]
     if device not in ("auto", "cpu", "cuda", "mps") and not (device.startswith("cuda:") and device[5:].isdigit()):

@@ -5,7 +5,9 @@ Layout of ``runs/<name>-<timestamp>/``::
     recipe.toml          the resolved recipe (every default filled in)
     parts.json           which distribution and version provided each part
     metrics.jsonl        one JSON object per line: step, time, losses, metric results
-    checkpoints/         step-<n>.safetensors: weights, optimizers, RNG states (atomic writes)
+    checkpoints/         step-<n>.safetensors: weights, optimizers, RNG states (atomic writes, sha256-verified,
+                         only finite states are written; a damaged newest file falls back to the newest good one)
+    .lock                held (flock) by the process training the run; a second trainer is refused
     samples/             step-<n>.png: a grid per prompt row
     loss_curve.png
 """
@@ -14,6 +16,7 @@ from __future__ import annotations
 
 import glob
 import json
+import os
 import re
 import signal
 import sys
@@ -27,7 +30,16 @@ from typing import Any
 import torch
 from tqdm import tqdm
 
-from .checkpoint import checkpoint_name, latest_checkpoint, list_checkpoints, load_state, save_state
+from .checkpoint import (
+    checkpoint_name,
+    latest_checkpoint,
+    list_checkpoints,
+    load_state,
+    newest_good,
+    non_finite,
+    remove_stale_temporaries,
+    save_state,
+)
 from .errors import UserError
 from .grid import save_grid
 from .plots import plot_losses, read_jsonl
@@ -36,6 +48,59 @@ from .registry import Registry
 
 PARTS_FILE = "parts.json"
 METRICS_FILE = "metrics.jsonl"
+LOCK_FILE = ".lock"
+#: Signals that stop training at the end of the current step with a checkpoint (a second one stops at once).
+STOP_SIGNALS = tuple(getattr(signal, name) for name in ("SIGINT", "SIGTERM", "SIGHUP") if hasattr(signal, name))
+
+
+def build_part(spec, section: str, **context: Any):
+    """``spec.info.cls(spec.config, **context)``; an exception other than a `UserError` becomes one line naming
+    the section, the part, the distribution that provides it and the cause (the original stays as __cause__)."""
+    try:
+        return spec.info.cls(spec.config, **context)
+    except UserError:
+        raise
+    except Exception as exc:
+        info = spec.info
+        cause = str(exc).splitlines()[0] if str(exc) else ""
+        raise UserError(f"[{section}] {info.kind.replace('_', ' ')} '{info.name}' (from {info.origin}) could not be built: "
+                        f"{type(exc).__name__}: {cause}; check its settings with `dalle-kit plugins show {info.name}` "
+                        f"(--traceback shows where it failed)") from exc
+
+
+def check_parts(recipe: Recipe, *, prerequisites: bool = True) -> None:
+    """Build every part the recipe names once, on the CPU, and discard it: a part whose constructor fails (a size it
+    does not support) is reported now, in one line, before any run directory exists. Datasets are only asked for
+    their image size and channels; text encoders, generators, discriminators and losses are built with the context
+    pipelines give them (kinds other than these are left to the pipeline).
+
+    ``prerequisites=False`` (``recipe check``) lets a part's own `UserError` pass, such as a text encoder whose
+    ``pretrained`` run has not been trained yet: the recipe can be checked before the runs it builds on exist."""
+    sections = recipe.pipeline.info.cls.sections
+    data = build_part(recipe.parts["data"], "data") if "data" in recipe.parts else None
+    text_dim = None
+    for section, kind in sections.items():
+        spec = recipe.parts.get(section)
+        if spec is None or kind in ("dataset", "generator", "discriminator"):
+            continue
+        try:
+            part = build_part(spec, section)
+        except UserError as exc:
+            if prerequisites or exc.__cause__ is not None:  # a constructor that crashed is always reported
+                raise
+            if kind == "text_encoder":
+                text_dim = 32  # a stand-in: the generator and discriminator are still built once with it
+            continue
+        if kind == "text_encoder":
+            text_dim = getattr(part, "dim", None)
+        del part
+    if data is None or text_dim is None:
+        return
+    context = dict(text_dim=text_dim, image_size=data.image_size, channels=data.channels)
+    for section, kind in sections.items():
+        if kind in ("generator", "discriminator") and section in recipe.parts:
+            part = build_part(recipe.parts[section], section, **context)
+            del part
 
 
 def pick_device(name: str) -> torch.device:
@@ -80,6 +145,8 @@ class Run:
         self.device = pick_device(recipe.device)
         self.interrupted = False
         self.results: dict = {}  # metric name -> MetricResult of the final evaluation
+        self._reported: set[Path] = set()  # damaged checkpoints already reported
+        self._lock_file = None  # the open .lock while this process trains the run
         self._t0 = time.monotonic()
         self._time_offset = 0.0
 
@@ -88,6 +155,10 @@ class Run:
     def create(cls, recipe: Recipe, registry: Registry, runs_dir: str | Path = "runs", **kw) -> Run:
         stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
         base = Path(runs_dir) / f"{recipe.name}-{stamp}"
+        root = Path(runs_dir).resolve()
+        if base.resolve().parent != root:  # validate() allows only safe names; this is the last line of defence
+            raise UserError(f"name '{recipe.name}': the run directory {base} would lie outside {runs_dir}/; "
+                            "use letters, digits, '.', '_' and '-' only")
         directory, n = base, 1
         while True:
             try:
@@ -105,8 +176,10 @@ class Run:
         directory = Path(directory)
         if not (directory / RECIPE_FILE).is_file():
             raise UserError(f"{directory}: not a run directory (no {RECIPE_FILE}); name a directory under runs/ made by `dalle-kit run`")
-        recipe = load_recipe(directory / RECIPE_FILE, registry)
+        recipe = load_recipe(directory / RECIPE_FILE, registry, check_name=False)
         run = cls(directory, recipe, registry, **kw)
+        for folder in (directory, run.checkpoint_dir):  # left by a process killed while writing
+            remove_stale_temporaries(folder)
         run.warn_if_parts_changed()
         rows = [r for r in run.read_metrics() if "time" in r]
         run._time_offset = rows[-1]["time"] if rows else 0.0
@@ -125,9 +198,10 @@ class Run:
 
     # ------------------------------------------------------------ parts
     def build(self, section: str, **context: Any):
-        """Instantiate the part named in `[section]` with its config and the given context."""
+        """Instantiate the part named in `[section]` with its config and the given context (a constructor that
+        raises becomes a one-line `UserError` naming the part, see `build_part`)."""
         spec = self.recipe.parts[section]
-        part = spec.info.cls(spec.config, **context)
+        part = build_part(spec, section, **context)
         if isinstance(part, torch.nn.Module):
             part = part.to(self.device)
         return part
@@ -153,7 +227,7 @@ class Run:
     def truncate_metrics(self, step: int) -> None:
         """Drop rows logged after `step` (they belong to an interrupted stretch that is replayed on resume)."""
         rows = [r for r in self.read_metrics() if r.get("step", 0) <= step]
-        tmp = self.dir / f".{METRICS_FILE}.tmp"
+        tmp = self.dir / f".{METRICS_FILE}.tmp-{os.getpid()}"
         tmp.write_text("".join(json.dumps(r) + "\n" for r in rows))
         tmp.replace(self.dir / METRICS_FILE)
 
@@ -174,10 +248,41 @@ class Run:
         return self.dir / "checkpoints"
 
     def save_checkpoint(self, step: int, state: dict[str, Any], keep_last: int = 2) -> Path:
+        """Write the checkpoint of `step`, then delete all but the newest `keep_last`. A state with a non-finite
+        tensor (or model weights beyond ``checkpoint.WEIGHT_BOUND``) is refused with a one-line `UserError` and
+        nothing is written or deleted, so the newest checkpoint on disk is always finite."""
+        self.check_finite(step, state)
         path = save_state(self.checkpoint_dir / checkpoint_name(step), {"step": step, **state})
         for _, old in list_checkpoints(self.checkpoint_dir)[:-keep_last]:
-            old.unlink(missing_ok=True)
+            if old != path:
+                old.unlink(missing_ok=True)
         return path
+
+    def check_finite(self, step: int, state: dict[str, Any]) -> None:
+        """Raise a one-line `UserError` when `state` holds nan/inf or model weights beyond ``checkpoint.WEIGHT_BOUND``."""
+        bad = non_finite(state)
+        if bad:
+            more = f" and {len(bad) - 3} more" if len(bad) > 3 else ""
+            raise UserError(f"step {step}: the training state has diverged ({'; '.join(bad[:3])}{more}); not saved. "
+                            f"{self.last_good_text()}; lower [train] lr or add grad_clip, then dalle-kit run --resume {self.dir}")
+
+    def last_good_checkpoint(self) -> tuple[int, Path] | None:
+        """(step, path) of the newest checkpoint that verifies, or None."""
+        return newest_good(self.checkpoint_dir)[0]
+
+    def last_good_text(self) -> str:
+        found = self.last_good_checkpoint()
+        if found is None:
+            return "there is no good checkpoint yet"
+        return f"the last good checkpoint is {found[1]} (step {found[0]})"
+
+    def diverged(self, step: int, losses: Any, fix: str = "lower [train] lr or add grad_clip") -> UserError:
+        """The error a pipeline raises when a loss turns non-finite: names the step, the losses and the last good
+        checkpoint; nothing is saved (``raise run.diverged(step, losses)``)."""
+        if isinstance(losses, dict):
+            losses = ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in losses.items())
+        return UserError(f"step {step}: loss is not finite ({losses}); stopped without saving. {self.last_good_text()}; "
+                         f"{fix}, then dalle-kit run --resume {self.dir}")
 
     def resume(self, state: dict[str, Any] | None, *, models: dict, optimizers: dict, rngs: dict) -> int:
         """Restore a training loop from `state` (its latest checkpoint, or None for a fresh start): weights,
@@ -204,11 +309,58 @@ class Run:
             **extra,
         }
 
+    def good_checkpoint(self) -> tuple[int, Path] | None:
+        """(step, path) of the newest checkpoint that verifies, or None when there is none at all. Each damaged newer
+        file is reported once as a warning line naming the one used instead; a folder of only damaged files is a
+        one-line `UserError`."""
+        found, damaged = newest_good(self.checkpoint_dir)
+        for exc in damaged:
+            if exc.path in self._reported:
+                continue
+            self._reported.add(exc.path)
+            instead = f"using {found[1]} (step {found[0]}) instead" if found else "no good checkpoint left"
+            warnings.warn(f"{exc.path}: damaged checkpoint ({exc.reason}); {instead}", stacklevel=3)
+        if found is None and damaged:
+            listed = "; ".join(f"{e.path.name}: {e.reason}" for e in damaged)
+            raise UserError(f"{self.checkpoint_dir}: no usable checkpoint, every one is damaged ({listed}); "
+                            "restore one from a backup or train again")
+        return found
+
     def load_checkpoint(self, prefixes: tuple[str, ...] | None = None) -> dict[str, Any] | None:
-        found = latest_checkpoint(self.checkpoint_dir)
+        """The newest good checkpoint (see `good_checkpoint`), or None when the run has none yet."""
+        found = self.good_checkpoint()
         if found is None:
             return None
         return load_state(found[1], None if prefixes is None else ("step", *prefixes))
+
+    # ------------------------------------------------------------ one trainer at a time
+    def lock(self) -> None:
+        """Hold ``.lock`` (flock) until `unlock` or the process ends (the kernel drops it with the process, even when
+        killed); a run whose lock another holder has is a one-line `UserError`."""
+        import fcntl
+
+        if self._lock_file is not None:
+            return
+        path = self.dir / LOCK_FILE
+        f = open(path, "a+")
+        try:
+            fcntl.flock(f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            f.seek(0)
+            holder = f.read().strip() or "?"
+            f.close()
+            raise UserError(f"{self.dir}: is being trained by another process (pid {holder}, it holds {path}); "
+                            "wait for it to finish or stop it (Ctrl-C / kill PID), then resume") from None
+        f.seek(0)
+        f.truncate()
+        f.write(f"{os.getpid()}\n")
+        f.flush()
+        self._lock_file = f
+
+    def unlock(self) -> None:
+        if self._lock_file is not None:
+            self._lock_file.close()  # closing the file releases the flock
+            self._lock_file = None
 
     # ------------------------------------------------------------ samples
     def save_samples(self, step: int, images: torch.Tensor, prompts: list[str]) -> Path:
@@ -239,19 +391,25 @@ class Run:
 
     @contextmanager
     def catch_interrupt(self):
-        """Ctrl-C asks the pipeline to stop at the end of the current step (it then saves a checkpoint)."""
+        """Ctrl-C, SIGTERM (kill, a batch scheduler) and SIGHUP (a closed terminal) ask the pipeline to stop at the end
+        of the current step; it then saves a checkpoint. A second signal stops at once."""
 
         def handler(signum, frame):
-            if self.interrupted:  # second Ctrl-C: stop now
+            if self.interrupted:  # second signal: stop now
                 raise KeyboardInterrupt
             self.interrupted = True
 
+        previous = {}
         try:
-            previous = signal.signal(signal.SIGINT, handler)
+            for sig in STOP_SIGNALS:
+                previous[sig] = signal.signal(sig, handler)
         except ValueError:  # not in the main thread
+            for sig, old in previous.items():
+                signal.signal(sig, old)
             yield
             return
         try:
             yield
         finally:
-            signal.signal(signal.SIGINT, previous)
+            for sig, old in previous.items():
+                signal.signal(sig, old)

@@ -13,6 +13,7 @@ fields for humans.
 
 from __future__ import annotations
 
+import math
 import types
 import typing
 from pathlib import Path
@@ -40,6 +41,25 @@ def param(default: Any = _MISSING, doc: str = "", *, validator=None, path: str |
         value = default
         return attrs.field(factory=lambda: type(value)(value), metadata=metadata, validator=validator)
     return attrs.field(default=default, metadata=metadata, validator=validator)
+
+
+# Validators for numbers that torch would reject or that would poison training (nan, inf, out of range).
+def finite_positive(_, attribute, value):
+    """attrs validator: a finite number > 0 (learning rates); None passes (an optional field left unset)."""
+    if value is not None and not (math.isfinite(value) and value > 0):
+        raise ValueError(f"'{attribute.name}' must be a finite number > 0, got {value}")
+
+
+def finite_nonnegative(_, attribute, value):
+    """attrs validator: a finite number >= 0 (weight decay, clipping thresholds)."""
+    if value is not None and not (math.isfinite(value) and value >= 0):
+        raise ValueError(f"'{attribute.name}' must be a finite number >= 0, got {value}")
+
+
+def adam_betas(_, attribute, value):
+    """attrs validator: Adam's (beta1, beta2), each in [0, 1) as torch.optim.Adam requires."""
+    if not all(math.isfinite(b) and 0.0 <= b < 1.0 for b in value):
+        raise ValueError(f"'{attribute.name}' must be two numbers in [0, 1), got {list(value)}")
 
 
 def type_name(tp: Any) -> str:
