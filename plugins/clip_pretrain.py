@@ -26,6 +26,7 @@ from safetensors.torch import save_file
 
 import dalle_kit
 from dalle_kit import param
+from dalle_kit.schema import finite_nonnegative, finite_positive
 from dalle_kit_plugins.clip_models import (
     CONFIG_FILE,
     WEIGHTS_FILE,
@@ -57,9 +58,9 @@ class ClipPretrain(dalle_kit.Pipeline):
         context_length: int = param(16, "tiny CLIP: caption tokens, longer captions are cut (shapes needs 11)", validator=_gt0)
         steps: int = param(500, "optimizer steps", validator=_gt0)
         batch_size: int = param(128, "image-text pairs per step (the contrastive negatives)", validator=attrs.validators.gt(1))
-        lr: float = param(1e-3, "peak AdamW learning rate", validator=_gt0)
+        lr: float = param(1e-3, "peak AdamW learning rate", validator=finite_positive)
         weight_decay: float = param(0.1, "AdamW weight decay (not on gains, biases, embeddings, logit scale)",
-                                    validator=attrs.validators.ge(0))
+                                    validator=finite_nonnegative)
         warmup: int = param(50, "steps of linear learning-rate warmup before the cosine decay", validator=attrs.validators.ge(0))
         eval_pairs: int = param(256, "held-out test pairs for contrastive_acc", validator=attrs.validators.gt(1))
         log_every: int = param(25, "log loss and contrastive_acc every this many steps", validator=_gt0)
@@ -127,9 +128,11 @@ class ClipPretrain(dalle_kit.Pipeline):
         step = run.resume(state, **parts)
 
         def checkpoint():
+            state = run.training_state(**parts)
+            run.check_finite(step, state)  # a diverged model overwrites neither the weights file nor a checkpoint
             weights = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
             _save_weights(run.dir / WEIGHTS_FILE, weights)  # first: a run with a checkpoint always has its weights file
-            run.save_checkpoint(step, run.training_state(**parts))
+            run.save_checkpoint(step, state)
 
         model.train()
         bar = run.progress(cfg.steps, initial=step)
@@ -151,9 +154,7 @@ class ClipPretrain(dalle_kit.Pipeline):
 
             value = loss.item()
             if not math.isfinite(value):
-                checkpoint()
-                raise dalle_kit.UserError(f"step {step}: loss is not finite ({value}); lower [train] lr "
-                                          f"(checkpoint kept in {run.dir})")
+                raise run.diverged(step, {"loss": value}, fix="lower [train] lr")  # nothing saved
             if step % cfg.log_every == 0 or step == cfg.steps:
                 acc = contrastive_accuracy(model, eval_images, eval_tokens, eval_ids)
                 model.train()

@@ -4,7 +4,8 @@ Wires a dataset, a text encoder, a generator, a discriminator and a loss. A trai
 encoder is optimised with the discriminator. Options from the GAN literature: n_critic D steps
 per G step, an exponential moving average of the generator (sampling and metrics then use it),
 linear learning-rate decay, DiffAugment, bf16 autocast, gradient-norm and WGAN weight clipping,
-matching-aware negatives, and fine-tuning from another run (the recipe's init_from/finetune).
+matching-aware negatives, the mode-seeking regulariser against a generator that ignores its noise
+(MSGAN, Mao et al. 2019), and fine-tuning from another run (the recipe's init_from/finetune).
 Resuming restores weights, optimizers, the step counter and every RNG the loop draws from, so a
 stopped and resumed run ends where an uninterrupted one would; two runs with the same seed on
 the CPU give the same weights.
@@ -22,12 +23,13 @@ from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
 import dalle_kit
 from dalle_kit import finetune, param
+from dalle_kit.schema import adam_betas
 from dalle_kit_plugins.diffaugment import POLICIES, diff_augment
 
 
 def _positive(_, attribute, value):
-    if value is not None and value <= 0:
-        raise ValueError(f"'{attribute.name}' must be > 0, got {value}")
+    if value is not None and not (math.isfinite(value) and value > 0):  # nan, inf: Adam would poison every weight
+        raise ValueError(f"'{attribute.name}' must be a finite number > 0, got {value}")
 
 
 class GAN(dalle_kit.Pipeline):
@@ -49,9 +51,13 @@ class GAN(dalle_kit.Pipeline):
         batch_size: int = param(64, "images per step", validator=attrs.validators.gt(0))
         lr: float = param(2e-4, "Adam learning rate of the generator", validator=_positive)
         lr_d: float | None = param(None, "Adam learning rate of the discriminator (default: lr)", validator=_positive)
-        betas: tuple[float, float] = param((0.5, 0.999), "Adam betas")
+        betas: tuple[float, float] = param((0.5, 0.999), "Adam betas, each in [0, 1)", validator=adam_betas)
         grad_clip: float = param(0.0, "clip each network's gradient norm to this (0: off)", validator=attrs.validators.ge(0))
         matching_aware: bool = param(False, "also show D real images with mismatched captions as negatives (GAN-INT-CLS, Reed et al. 2016)")
+        mode_seeking: float = param(0.0, "weight of the mode-seeking regulariser (MSGAN, Mao et al. 2019; 0: off): G also draws a "
+                                         "second noise z2 for the same captions and adds weight / (|G(z,t) - G(z2,t)|_1 / |z - z2|_1 + 1e-5) "
+                                         "to its loss, so that different noises give different images (try 1.0)",
+                                    validator=attrs.validators.ge(0))
         n_critic: int = param(1, "discriminator steps per generator step, each on a fresh batch (WGAN: 5)", validator=attrs.validators.gt(0))
         d_weight_clip: float = param(0.0, "clamp every discriminator weight to [-c, c] after its step (WGAN, Arjovsky et al. 2017; 0: off)",
                                      validator=attrs.validators.ge(0))
@@ -160,21 +166,28 @@ class GAN(dalle_kit.Pipeline):
                 with torch.no_grad():
                     for p in discriminator.parameters():
                         p.clamp_(-cfg.d_weight_clip, cfg.d_weight_clip)
-            return d_loss, d_real, d_fake, text, fake
+            return d_loss, d_real, d_fake, text, fake, z
 
         sample_every = run.recipe.sample.every
         bar = run.progress(cfg.steps, initial=step)
         while step < cfg.steps:
             set_lr()
             for _ in range(cfg.n_critic):
-                d_loss, d_real, d_fake, text, fake = d_step()
+                d_loss, d_real, d_fake, text, fake, z = d_step()
 
             # G step against the updated D, on the last D step's noise and captions.
             discriminator.requires_grad_(False)
             with autocast():
                 g_loss = loss.generator_loss(discriminator(augment(fake), text.detach()))
+                if cfg.mode_seeking:  # a second noise for the same captions; its draw comes from noise_rng (resumable)
+                    z2 = generator.sample_latent(len(z), noise_rng, device)
+                    fake2 = generator(z2, text.detach())
+                    ms_ratio = (fake - fake2).float().abs().mean() / (z - z2).float().abs().mean()
+                    g_total = g_loss + cfg.mode_seeking / (ms_ratio + 1e-5)
+                else:
+                    g_total = g_loss
             opt_g.zero_grad(set_to_none=True)
-            g_loss.backward()
+            g_total.backward()
             if cfg.grad_clip:
                 torch.nn.utils.clip_grad_norm_(g_params, cfg.grad_clip)
             opt_g.step()
@@ -188,15 +201,18 @@ class GAN(dalle_kit.Pipeline):
                     ema.update_parameters(generator)
 
             losses = {"loss_d": d_loss.item(), "loss_g": g_loss.item()}
+            if cfg.mode_seeking:
+                losses["ms_ratio"] = ms_ratio.item()  # image L1 / noise L1 between the two draws; higher: more diverse
             if not all(math.isfinite(v) for v in losses.values()):
-                checkpoint()
-                raise dalle_kit.UserError(f"step {step}: loss is not finite ({losses}); lower [train] lr or add grad_clip "
-                                          f"(checkpoint kept in {run.dir})")
+                raise run.diverged(step, losses)  # nothing saved: the checkpoints on disk stay the good ones
             if step % cfg.log_every == 0 or step == cfg.steps:
                 run.log(step, **losses, d_real=d_real.float().mean().item(), d_fake=d_fake.float().mean().item(),
                         lr=opt_g.param_groups[0]["lr"])
             bar.set_postfix({k: f"{v:.3f}" for k, v in losses.items()}, refresh=False)
             bar.update(1)
+            stop = run.should_stop(step)
+            if step % cfg.checkpoint_every == 0 or step == cfg.steps or stop:
+                checkpoint()  # before the sample grid and evaluation: an error there loses no training
             sampling_generator = ema.module if ema is not None else generator
             if (sample_every and step % sample_every == 0) or step == cfg.steps:
                 run.sample_grid(step, dalle_kit.prior_sampler(encoder, sampling_generator, device))
@@ -208,9 +224,6 @@ class GAN(dalle_kit.Pipeline):
                     run.evaluate(step, dalle_kit.prior_sampler(encoder, sampling_generator, device))
                 generator.train()
                 encoder.train()
-            stop = run.should_stop(step)
-            if step % cfg.checkpoint_every == 0 or step == cfg.steps or stop:
-                checkpoint()
             if stop:
                 bar.write(f"stopped at step {step}; continue with: dalle-kit run --resume {run.dir}")
                 break

@@ -23,6 +23,7 @@ from torch import nn
 
 import dalle_kit
 from dalle_kit import finetune, param
+from dalle_kit.schema import adam_betas, finite_positive
 
 #: Held-out images (the first of the "test" split) whose reconstruction error is logged as recon_test.
 TEST_IMAGES = 256
@@ -72,8 +73,8 @@ class VAE(dalle_kit.Pipeline):
     class Config:
         steps: int = param(3000, "training iterations", validator=attrs.validators.gt(0))
         batch_size: int = param(64, "images per step", validator=attrs.validators.gt(0))
-        lr: float = param(1e-3, "Adam learning rate (all networks)", validator=attrs.validators.gt(0))
-        betas: tuple[float, float] = param((0.9, 0.999), "Adam betas")
+        lr: float = param(1e-3, "Adam learning rate (all networks)", validator=finite_positive)
+        betas: tuple[float, float] = param((0.9, 0.999), "Adam betas, each in [0, 1)", validator=adam_betas)
         beta: float = param(1.0, "weight of the KL term against the per-image sum of squared errors", validator=attrs.validators.ge(0))
         kl_warmup: int = param(0, "raise the KL weight linearly from 0 to beta over this many steps (0: off)", validator=attrs.validators.ge(0))
         encoder_width: int = param(32, "channels of the image encoder's first convolution (doubling with depth)", validator=attrs.validators.gt(0))
@@ -149,13 +150,14 @@ class VAE(dalle_kit.Pipeline):
             step += 1
             losses = {"loss": loss.item(), "recon": recon.item(), "kl": kl.item()}
             if not all(math.isfinite(v) for v in losses.values()):
-                checkpoint()
-                raise dalle_kit.UserError(f"step {step}: loss is not finite ({losses}); lower [train] lr or add grad_clip "
-                                          f"(checkpoint kept in {run.dir})")
+                raise run.diverged(step, losses)  # nothing saved: the checkpoints on disk stay the good ones
             if step % cfg.log_every == 0 or step == cfg.steps:
                 run.log(step, **losses, recon_test=self._recon_error(modules, test_real, test_captions, device))
             bar.set_postfix({k: f"{v:.3f}" for k, v in losses.items()}, refresh=False)
             bar.update(1)
+            stop = run.should_stop(step)
+            if step % cfg.checkpoint_every == 0 or step == cfg.steps or stop:
+                checkpoint()  # before the sample grid and evaluation: an error there loses no training
             if (sample_every and step % sample_every == 0) or step == cfg.steps:
                 run.sample_grid(step, dalle_kit.prior_sampler(encoder, generator, device))
                 self._train_mode(modules)
@@ -163,9 +165,6 @@ class VAE(dalle_kit.Pipeline):
                 with torch.random.fork_rng(devices=[]):  # metrics leave the training RNG as it was
                     run.evaluate(step, dalle_kit.prior_sampler(encoder, generator, device))
                 self._train_mode(modules)
-            stop = run.should_stop(step)
-            if step % cfg.checkpoint_every == 0 or step == cfg.steps or stop:
-                checkpoint()
             if stop:
                 bar.write(f"stopped at step {step}; continue with: dalle-kit run --resume {run.dir}")
                 break

@@ -15,7 +15,7 @@ from dalle_kit_plugins.diffaugment import color, cutout, diff_augment, translati
 
 EVERYTHING = ["train.n_critic=2", "train.ema=0.9", "train.ema_start=3", 'train.lr_decay="linear"',
               'train.diffaugment=["color", "translation", "cutout"]', "train.grad_clip=1.0", "train.matching_aware=true",
-              "sample.every=0"]
+              "train.mode_seeking=1.0", "sample.every=0"]
 
 
 def final_state(run) -> dict:
@@ -39,6 +39,7 @@ def test_all_options_train_and_resume_exactly(tiny_recipe, tmp_path, run_cli):
     rows = train_rows(full)
     assert rows == [{**r, "time": rows[i]["time"]} for i, r in enumerate(train_rows(Run.open(part.dir, get_registry())))]
     assert all(math.isfinite(r["loss_d"]) and math.isfinite(r["loss_g"]) for r in rows)
+    assert all(math.isfinite(r["ms_ratio"]) and r["ms_ratio"] > 0 for r in rows)  # the mode-seeking term ran
     # linear decay: the lr of step s (1-based) is lr * (1 - (s - 1) / steps)
     assert rows[-1]["lr"] == pytest.approx(2e-4 * (1 - 29 / 30))
     assert rows[0]["lr"] == pytest.approx(2e-4 * (1 - 4 / 30))
@@ -59,6 +60,28 @@ def test_same_seed_same_weights_on_cpu(tiny_recipe, tmp_path):
     g = "generator"
     assert all(torch.equal(t, b["models"][g][k]) for k, t in a["models"][g].items())
     assert not all(torch.equal(t, c["models"][g][k]) for k, t in a["models"][g].items())
+
+
+def _noise_spread(run) -> float:
+    """Mean L1 distance between two images of the same prompt drawn with different noise (training-mode batch norm)."""
+    pipeline = run.recipe.pipeline.info.cls(run.recipe.train)
+    parts, _ = pipeline._load(run)
+    encoder, generator = parts["text_encoder"], parts["generator"]
+    g = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        text = encoder(["a red circle"] * 16)
+        z1, z2 = generator.sample_latent(16, g, "cpu"), generator.sample_latent(16, g, "cpu")
+        return (generator(z1, text) - generator(z2, text)).abs().mean().item()
+
+
+def test_mode_seeking_makes_noise_matter(tiny_recipe, tmp_path):
+    overrides = ["train.steps=12", "sample.every=0", "train.lr=1e-3"]
+    off = api.train(str(tiny_recipe), overrides, runs_dir=tmp_path / "off", quiet=True)
+    on = api.train(str(tiny_recipe), [*overrides, "train.mode_seeking=1.0"], runs_dir=tmp_path / "on", quiet=True)
+    assert "ms_ratio" not in train_rows(off)[-1]
+    ratios = [r["ms_ratio"] for r in train_rows(on)]
+    assert ratios and all(math.isfinite(r) and r > 0 for r in ratios)
+    assert _noise_spread(Run.open(on.dir, get_registry(), quiet=True)) > 1.5 * _noise_spread(Run.open(off.dir, get_registry(), quiet=True))
 
 
 def test_wgan_weight_clipping_and_bf16(tiny_recipe, tmp_path):
