@@ -213,7 +213,18 @@ def register_extractors() -> None:
                 return super().forward(x)
 
     class FastInceptionV3(Fast, FeatureExtractorInceptionV3):
-        """torch-fidelity's InceptionV3 (weights from a file), run fast."""
+        """torch-fidelity's InceptionV3 (weights from a file), run fast.
+
+        torch-fidelity unpickles its weights file (``torch.load(weights_only=False)``); a file named by a
+        setting or an environment variable could then run code. So the file is read here with
+        ``weights_only=True`` (tensors only; anything else is refused in one line) and handed on re-serialised.
+        """
+
+        def __init__(self, name, features_list, **kwargs):
+            path = kwargs.get("feature_extractor_weights_path")
+            if isinstance(path, (str, os.PathLike)):
+                kwargs["feature_extractor_weights_path"] = tensors_only(path)
+            super().__init__(name, features_list, **kwargs)
 
     class FastFidHelperInceptionV3(Fast, FidHelperInceptionV3):
         """FidHelperInceptionV3, run fast."""
@@ -222,6 +233,20 @@ def register_extractors() -> None:
         if name not in FEATURE_EXTRACTORS_REGISTRY:
             torch_fidelity.register_feature_extractor(name, cls)
     _classes.update(fid_helper=FidHelperInceptionV3, fast=FastInceptionV3, fast_fid_helper=FastFidHelperInceptionV3)
+
+
+def tensors_only(path: str | os.PathLike) -> io.BytesIO:
+    """The state dict in `path`, loaded without unpickling code, as an in-memory file torch-fidelity can read."""
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # pickled code, a damaged file, not a torch file at all
+        cause = str(exc).strip().splitlines()[0][:160] if str(exc).strip() else type(exc).__name__
+        raise dalle_kit.UserError(f"{path}: not a plain file of Inception weights ({cause}); point the metric's weights "
+                                  f"setting or ${WEIGHTS_ENV} at {STANDARD_WEIGHTS}") from None
+    buffer = io.BytesIO()
+    torch.save(state, buffer)
+    buffer.seek(0)
+    return buffer
 
 
 def build(extractor: Extractor, features: list[str]) -> torch.nn.Module:

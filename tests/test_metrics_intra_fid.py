@@ -95,3 +95,24 @@ def test_reference_features_are_cached_as_safetensors(shapes, tmp_path, passes):
     result = evaluate(shapes, ["fid"], captions, tmp_path)
     assert sum(passes) == 2 * N and result["fid"].values["fid"] > 0
     assert torch.isfinite(torch.tensor(result["fid"].values["fid"]))
+
+
+class Payload:
+    """Unpickling this runs code: it would write a file."""
+
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (open, (self.marker, "w"))
+
+
+def test_a_crafted_inception_weights_file_is_refused_without_running_code(shapes, tmp_path, monkeypatch):
+    marker = tmp_path / "pwned"
+    weights = tmp_path / "weights-inception-2015-12-05-6726825d.pth"
+    torch.save({"conv.weight": torch.zeros(1), "evil": Payload(str(marker))}, weights)
+    monkeypatch.setenv(inception.WEIGHTS_ENV, str(weights))
+    with pytest.raises(dalle_kit.UserError) as exc:
+        evaluate(shapes, ["fid"], shapes.load("train").captions, tmp_path)
+    assert not marker.exists(), "the crafted pickle ran"
+    assert str(weights) in str(exc.value) and "\n" not in str(exc.value)
