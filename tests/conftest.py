@@ -72,6 +72,13 @@ def isolated_cache(tmp_path_factory):
 
 
 @pytest.fixture
+def offline_inception(monkeypatch, tmp_path):
+    """No standard Inception weights anywhere: an empty torch home, no configured file (fid-helper's are used)."""
+    monkeypatch.delenv("DALLE_KIT_INCEPTION_WEIGHTS", raising=False)
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch-home"))
+
+
+@pytest.fixture
 def tiny_recipe(tmp_path) -> Path:
     path = tmp_path / "tiny.toml"
     path.write_text(TINY)

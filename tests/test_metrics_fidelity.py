@@ -27,11 +27,7 @@ from dalle_kit_plugins.shapes import Shapes
 N = 16
 
 
-@pytest.fixture(autouse=True)
-def offline(monkeypatch, tmp_path):
-    """No standard weights anywhere: an empty torch home, no configured file."""
-    monkeypatch.delenv(inception.WEIGHTS_ENV, raising=False)
-    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch-home"))
+pytestmark = pytest.mark.usefixtures("offline_inception")
 
 
 @pytest.fixture(scope="module")

@@ -16,10 +16,7 @@ from dalle_kit_plugins.shapes import Shapes
 N = 30
 
 
-@pytest.fixture(autouse=True)
-def offline(monkeypatch, tmp_path):
-    monkeypatch.delenv(inception.WEIGHTS_ENV, raising=False)
-    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch-home"))
+pytestmark = pytest.mark.usefixtures("offline_inception")
 
 
 @pytest.fixture(scope="module")
