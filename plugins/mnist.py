@@ -157,8 +157,8 @@ FASHION_TEXT = ClassText(
 
 # ---------------------------------------------------------------------------------------- datasets
 def _size_ok(_, attribute, value):
-    if value < 8:
-        raise ValueError(f"'{attribute.name}' must be at least 8, got {value}")
+    if not 8 <= value <= 1024:
+        raise ValueError(f"'{attribute.name}' must be between 8 and 1024, got {value}")
 
 
 @attrs.frozen

@@ -102,10 +102,13 @@ class Shapes(dalle_kit.Dataset):
 
     @attrs.frozen
     class Config:
-        size: int = param(32, "image side in pixels", validator=attrs.validators.ge(16))
-        train_size: int = param(20000, "images in the train split", validator=attrs.validators.gt(0))
-        test_size: int = param(2000, "images in the test split", validator=attrs.validators.gt(0))
-        seed: int = param(0, "seed of the drawing; the same seed gives the same images")
+        size: int = param(32, "image side in pixels (16-1024)", validator=[attrs.validators.ge(16), attrs.validators.le(1024)])
+        train_size: int = param(20000, "images in the train split (at most 10 million)",
+                                validator=[attrs.validators.gt(0), attrs.validators.le(10**7)])
+        test_size: int = param(2000, "images in the test split (at most 10 million)",
+                               validator=[attrs.validators.gt(0), attrs.validators.le(10**7)])
+        seed: int = param(0, "seed of the drawing; the same seed gives the same images (0 to 2**53)",
+                          validator=[attrs.validators.ge(0), attrs.validators.le(2**53)])
         partial_captions: bool = param(True, "also caption with some attributes left out ('a red circle')")
 
     @property
