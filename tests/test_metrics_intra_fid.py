@@ -91,6 +91,16 @@ def test_reference_features_are_cached_as_safetensors(shapes, tmp_path, passes):
     passes.clear()
     result = evaluate(shapes, ["fid"], captions, tmp_path)
     assert sum(passes) == 2 * N and result["fid"].values["fid"] > 0
+    # A crafted pickle swapped into the cache folder (as the features file, and under torch-fidelity's own
+    # cache names) is never unpickled: the entry is recomputed and the payload does not run.
+    marker = tmp_path / "pwned"
+    torch.save({"features": Payload(str(marker))}, entry / "features.safetensors")
+    for name in ("reference-inception-v3-compat-features-2048.pt", "reference-stat-fid-2048.pt"):
+        torch.save(Payload(str(marker)), entry / name)
+    passes.clear()
+    again = evaluate(shapes, ["fid"], captions, tmp_path)
+    assert not marker.exists(), "a pickle in the cache folder ran"
+    assert sum(passes) == 2 * N and again["fid"].values["fid"] == pytest.approx(result["fid"].values["fid"])
     assert torch.isfinite(torch.tensor(result["fid"].values["fid"]))
 
 
