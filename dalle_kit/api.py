@@ -11,7 +11,8 @@ import torch
 from .errors import UserError
 from .evaluation import check_metrics
 from .grid import save_grid
-from .recipe import load_recipe
+from .checkpoint import atomic_write_text
+from .recipe import RECIPE_FILE, load_recipe, parse_override
 from .registry import Registry, get_registry
 from .run import Run, check_parts, resolve_run_dir
 
@@ -29,12 +30,14 @@ def train(target: str | None = None, overrides: Sequence[str] = (), *, resume: s
         if target is not None:
             raise UserError("give either a recipe or --resume RUN_DIR, not both")
         run = Run.open(resume, registry, stop_at=stop_at, quiet=quiet)
-        if overrides:
-            raise UserError("--set cannot change a run being resumed; start a new run with the changed recipe instead")
+        check_extension(overrides)
         run.lock()  # one trainer per run directory
         try:
-            if run.load_checkpoint(prefixes=()) is None:
+            last = run.load_checkpoint(prefixes=())
+            if last is None:
                 raise UserError(f"{resume}: has no checkpoint to resume from (checkpoints/ is empty)")
+            if overrides:
+                extend(run, overrides, last["step"], registry)
         except BaseException:
             run.unlock()
             raise
@@ -63,6 +66,35 @@ def train(target: str | None = None, overrides: Sequence[str] = (), *, resume: s
     finally:
         run.unlock()  # held while this process trains and evaluates the run (a crash or kill releases it too)
     return run
+
+
+#: What ``--set`` may change in a run being resumed: how long it trains. Any other change would make the
+#: saved state mean something it was not trained for; that is a new run (``init_from`` to start from it).
+EXTENDABLE = (["train", "steps"],)
+
+
+def check_extension(overrides: Sequence[str]) -> None:
+    for text in overrides:
+        if parse_override(text)[0] not in EXTENDABLE:
+            raise UserError(f"--set {text!r}: a run being resumed can only be trained for longer (--set train.steps=N); "
+                            "start a new run with the changed recipe instead")
+
+
+def extend(run: Run, overrides: Sequence[str], done: int, registry: Registry) -> None:
+    """Train the resumed `run` for longer: check the new ``[train] steps`` and rewrite its recipe.toml.
+    Training 5000 steps and extending to 15000 gives the same weights as a run made with 15000 (the
+    checkpoint holds every optimiser and random state), unless the schedule is a function of the steps."""
+    recipe = load_recipe(run.dir / RECIPE_FILE, registry, list(overrides), check_name=False)
+    steps = recipe.train.steps
+    if steps <= done:
+        raise UserError(f"--set train.steps={steps}: {run.dir} already has a checkpoint at step {done}; "
+                        f"give more steps than {done}")
+    if recipe.pipeline.info.cls(recipe.train).schedule_depends_on_steps():
+        raise UserError(f"--set train.steps={steps}: {run.dir / RECIPE_FILE} has a learning-rate schedule that "
+                        "ends at [train] steps, so a longer run would not match one made with that many steps; "
+                        "start a new run (init_from = this run) instead")
+    atomic_write_text(run.dir / RECIPE_FILE, recipe.dumps())
+    run.recipe = recipe
 
 
 def pin(recipe, registry: Registry):

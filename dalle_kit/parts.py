@@ -266,6 +266,12 @@ class Pipeline(Part):
     def sampler(self, run: Run):
         raise NotImplementedError
 
+    def schedule_depends_on_steps(self) -> bool:
+        """Whether anything in training (a learning-rate decay, a warmup-cosine) is a function of
+        ``[train] steps``. A run whose schedule is cannot be trained for longer by ``--resume --set
+        train.steps=N`` (the rest of the schedule would differ from a run made with N steps)."""
+        return False
+
 
 KINDS: dict[str, type[Part]] = {
     "text_encoder": TextEncoder,

@@ -169,6 +169,9 @@ class ClipPretrain(dalle_kit.Pipeline):
                 break
         bar.close()
 
+    def schedule_depends_on_steps(self) -> bool:
+        return True  # warmup then cosine decay to the last step
+
     def sampler(self, run):
         raise dalle_kit.UserError(
             f"{run.dir}: a clip-pretrain run draws no images; use it as a text encoder ([text_encoder] name = \"clip\", "

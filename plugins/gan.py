@@ -243,6 +243,9 @@ class GAN(dalle_kit.Pipeline):
             parts["generator"] = ema.module
         return parts, context
 
+    def schedule_depends_on_steps(self) -> bool:
+        return self.config.lr_decay != "none"
+
     def sampler(self, run):
         parts, _ = self._load(run)
         return dalle_kit.prior_sampler(parts["text_encoder"], parts["generator"], run.device)

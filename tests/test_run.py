@@ -93,3 +93,43 @@ def test_resume_without_checkpoint_is_one_line(run_cli, tiny_recipe, tmp_path):
     run = Run.create(load_recipe(tiny_recipe, get_registry()), get_registry(), tmp_path / "runs")
     code, out, err = run_cli("run", "--resume", run.dir)
     assert code == 2 and "no checkpoint to resume from" in err and "Traceback" not in err
+
+
+def test_extending_a_finished_run_matches_a_longer_one(tiny_recipe, tmp_path, run_cli):
+    """`run --resume RUN --set train.steps=N` trains a finished run for longer; the weights equal a run made with N."""
+    runs = tmp_path / "runs"
+    full = api.train(str(tiny_recipe), runs_dir=runs / "full", quiet=True)
+    short = api.train(str(tiny_recipe), ["train.steps=10"], runs_dir=runs / "short", quiet=True)
+    assert latest_checkpoint(short.checkpoint_dir)[0] == 10
+    code, out, err = run_cli("run", "--resume", short.dir, "--set", "train.steps=30", "-q")
+    assert code == 0, err
+    assert load_recipe(short.dir / "recipe.toml", get_registry(), check_name=False).train.steps == 30
+    a = load_state(latest_checkpoint(full.checkpoint_dir)[1])
+    b = load_state(latest_checkpoint(short.checkpoint_dir)[1])
+    assert a["step"] == b["step"] == 30
+    for net in ("generator", "discriminator", "text_encoder"):
+        for key, tensor in a["models"][net].items():
+            assert torch.equal(tensor, b["models"][net][key]), f"{net}.{key} differs after extending"
+
+
+def test_extending_refuses_other_changes_and_fewer_steps(tiny_recipe, tmp_path, run_cli):
+    run = api.train(str(tiny_recipe), ["train.steps=10"], runs_dir=tmp_path / "runs", quiet=True)
+    recipe_before = (run.dir / "recipe.toml").read_bytes()
+    for args, message in [
+        (["--set", "train.lr=1e-3"], "can only be trained for longer"),
+        (["--set", "train.steps=10"], "already has a checkpoint at step 10"),
+        (["--set", "train.steps=-3"], "steps"),
+        (["--set", "train.lr_decay=linear", "--set", "train.steps=20"], "can only be trained for longer"),
+    ]:
+        code, out, err = run_cli("run", "--resume", run.dir, *args, "-q")
+        assert code == 2 and message in err and "Traceback" not in err, (args, err)
+        assert len(err.strip().splitlines()) == 1, err
+    assert (run.dir / "recipe.toml").read_bytes() == recipe_before  # nothing rewritten by a refused extension
+    assert latest_checkpoint(run.checkpoint_dir)[0] == 10
+
+
+def test_extending_refuses_a_schedule_tied_to_steps(tiny_recipe, tmp_path, run_cli):
+    run = api.train(str(tiny_recipe), ["train.steps=10", "train.lr_decay=linear"], runs_dir=tmp_path / "runs", quiet=True)
+    code, out, err = run_cli("run", "--resume", run.dir, "--set", "train.steps=20", "-q")
+    assert code == 2 and "learning-rate schedule" in err and "init_from" in err, err
+    assert latest_checkpoint(run.checkpoint_dir)[0] == 10
