@@ -266,6 +266,11 @@ class Pipeline(Part):
     def sampler(self, run: Run):
         raise NotImplementedError
 
+    def check(self, image_size: int, channels: int, text_dim: int | None) -> None:
+        """Raise `UserError` (one line, naming the recipe key and the fix) when the models this pipeline builds
+        itself cannot take the dataset's images; called by ``run`` and ``recipe check`` before any run directory
+        exists. The parts the recipe names are checked by building them; this covers what the pipeline adds."""
+
     def schedule_depends_on_steps(self) -> bool:
         """Whether anything in training (a learning-rate decay, a warmup-cosine) is a function of
         ``[train] steps``. A run whose schedule is cannot be trained for longer by ``--resume --set

@@ -94,13 +94,15 @@ def check_parts(recipe: Recipe, *, prerequisites: bool = True) -> None:
         if kind == "text_encoder":
             text_dim = getattr(part, "dim", None)
         del part
-    if data is None or text_dim is None:
+    if data is None:
         return
-    context = dict(text_dim=text_dim, image_size=data.image_size, channels=data.channels)
-    for section, kind in sections.items():
-        if kind in ("generator", "discriminator") and section in recipe.parts:
-            part = build_part(recipe.parts[section], section, **context)
-            del part
+    if text_dim is not None:
+        context = dict(text_dim=text_dim, image_size=data.image_size, channels=data.channels)
+        for section, kind in sections.items():
+            if kind in ("generator", "discriminator") and section in recipe.parts:
+                part = build_part(recipe.parts[section], section, **context)
+                del part
+    recipe.pipeline.info.cls(recipe.train).check(data.image_size, data.channels, text_dim)  # the models it adds itself
 
 
 def pick_device(name: str) -> torch.device:

@@ -83,6 +83,13 @@ class VAE(dalle_kit.Pipeline):
         checkpoint_every: int = param(500, "save a checkpoint every this many steps", validator=attrs.validators.gt(0))
 
     # ------------------------------------------------------------------ building
+    def check(self, image_size: int, channels: int, text_dim: int | None) -> None:
+        try:
+            _levels(image_size)
+        except dalle_kit.UserError:
+            raise dalle_kit.UserError(f"[data] size = {image_size}: the vae pipeline's image encoder halves the image down to "
+                                      "4x4, so it needs a power of two >= 8; use size = 32 (or 8, 16, 64, ...)") from None
+
     def _build(self, run, data, state: dict | None, train_captions=None):
         """(modules by checkpoint key, generator context): text encoder fitted or restored; weights fresh or from the
         recipe's ``init_from`` run, with its fine-tuning mode applied (see `dalle_kit.finetune`)."""

@@ -396,6 +396,29 @@ def test_part_that_fails_to_build_is_one_line_before_any_directory(run_cli, tiny
     assert not (tmp_path / "runs").exists()
 
 
+def test_models_the_pipeline_builds_itself_are_checked_before_any_directory(run_cli, tmp_path, monkeypatch):
+    """A pipeline's own models (the vae's image encoder) are not parts the recipe names; `Pipeline.check` covers them."""
+    from dalle_kit_plugins.vae import VAE
+
+    config = load_recipe(RECIPES / "shapes-vae.toml", get_registry()).train
+    with pytest.raises(UserError, match=r"\[data\] size = 48: the vae pipeline's image encoder .* power of two"):
+        VAE(config).check(48, 3, 32)
+    VAE(config).check(32, 3, 32)
+    # run and recipe check both ask the pipeline, after the parts the recipe names were built
+    calls = []
+
+    def refuse(self, image_size, channels, text_dim):
+        calls.append((image_size, channels, text_dim))
+        raise UserError(f"[data] size = {image_size}: refused by the pipeline")
+
+    monkeypatch.setattr(VAE, "check", refuse)
+    line = one_line_error(*run_cli("recipe", "check", RECIPES / "shapes-vae.toml"))
+    assert "refused by the pipeline" in line
+    line = one_line_error(*run_cli("run", RECIPES / "shapes-vae.toml", "--runs-dir", tmp_path / "runs"))
+    assert "refused by the pipeline" in line and not (tmp_path / "runs").exists()
+    assert calls and calls[0][:2] == (32, 3)
+
+
 def test_traceback_flag_reraises(tiny_recipe, tmp_path):
     from dalle_kit.cli import main
 
