@@ -176,7 +176,7 @@ def plugins_show(name):
 
 @plugins.command("doctor")
 def plugins_doctor():
-    """Explain each plugin problem and how to fix it."""
+    """Explain each plugin problem and how to fix it (exit status 1 when there is one)."""
     reg = _registry()
     click.echo(f"{len(reg.plugins)} plugins loaded: " + ", ".join(f"{p.name} ({p.distribution} {p.version})" for p in reg.plugins))
     if not reg.problems:
@@ -185,14 +185,17 @@ def plugins_doctor():
     for p in reg.problems:
         click.echo(f"- {p.line()}\n  fix: {p.fix}")
     click.echo("Set DALLE_KIT_PLUGINS=name,name to load only some plugins (empty: built-ins only).")
+    raise click.exceptions.Exit(1)  # problems found: a script or CI step running the doctor must see it fail
 
 
 def main(argv=None) -> int:
     global _show_traceback
     _show_traceback = False
     warnings.formatwarning = lambda msg, cat, *a, **k: f"dalle-kit: warning: {msg}\n"
+    # numpy's notice when it meets the flush-to-zero mode training sets (torch.set_flush_denormal) is not the user's concern
+    warnings.filterwarnings("ignore", message="The value of the smallest subnormal", category=UserWarning)
     try:
-        cli.main(args=argv, prog_name="dalle-kit", standalone_mode=False)
+        code = cli.main(args=argv, prog_name="dalle-kit", standalone_mode=False)
     except UserError as exc:
         if _show_traceback:
             raise
@@ -209,7 +212,7 @@ def main(argv=None) -> int:
     except KeyboardInterrupt:
         click.echo("interrupted", err=True)
         return 130
-    return 0
+    return code if isinstance(code, int) else 0  # click returns a command's Exit code here instead of raising it
 
 
 if __name__ == "__main__":

@@ -68,7 +68,7 @@ def test_cli_keeps_working_with_broken_plugins(plugin_site, tmp_path):
     assert "broken (dalle-kit-broken 0.0.1): failed to import" in listing.stdout
     assert "loss 'hinge' is already registered" in listing.stdout
     doctor = cli_subprocess("plugins", "doctor", site=plugin_site)
-    assert doctor.returncode == 0 and "fix: fix the plugin or uninstall it: pip uninstall dalle-kit-broken" in doctor.stdout
+    assert doctor.returncode == 1 and "fix: fix the plugin or uninstall it: pip uninstall dalle-kit-broken" in doctor.stdout
     recipe = write_recipe(tmp_path, TINY)
     check = cli_subprocess("recipe", "check", str(recipe), site=plugin_site)
     assert check.returncode == 0, check.stderr
@@ -110,7 +110,7 @@ def test_each_isolation_case(plugin, third_party, monkeypatch, run_cli, tmp_path
     assert code == 0, err
     assert ISOLATION_CASES[plugin] in out and "dcgan" in out
     code, out, err = run_cli("plugins", "doctor")
-    assert code == 0 and "fix:" in out
+    assert code == 1 and "fix:" in out
     run = api.train(str(write_recipe(tmp_path, TINY)), ["train.steps=3"], runs_dir=tmp_path / "runs", quiet=True, registry=registry)
     assert (run.dir / "checkpoints" / "step-00000003.safetensors").exists()
 

@@ -1,0 +1,41 @@
+"""Run directories written by an older dalle-kit (tests/fixtures/runs-0.1.0) still sample, evaluate and resume."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+from dalle_kit.checkpoint import latest_checkpoint
+
+FIXTURES = Path(__file__).parent / "fixtures" / "runs-0.1.0"
+
+
+@pytest.fixture(params=["gan", "vae"])
+def old_run(request, tmp_path) -> Path:
+    """A copy (the committed files are never written to)."""
+    return Path(shutil.copytree(FIXTURES / request.param, tmp_path / request.param))
+
+
+def test_old_run_samples(old_run, run_cli, tmp_path):
+    out = tmp_path / "grid.png"
+    code, _, err = run_cli("sample", old_run, "a red circle", "a blue square", "-n", "2", "-o", out)
+    assert code == 0, err
+    assert Image.open(out).size[1] >= 2 * 32
+
+
+def test_old_run_evaluates(old_run, run_cli):
+    code, out, err = run_cli("eval", old_run, "-m", "fid", "-n", "16", "--json")
+    assert code == 0, err
+    row = json.loads(out)["fid"]
+    assert row["fid"] > 0 and row["protocol"]["n_generated"] == 16
+
+
+def test_old_run_trains_for_longer(old_run, run_cli):
+    assert latest_checkpoint(old_run / "checkpoints")[0] == 4
+    code, _, err = run_cli("run", "--resume", old_run, "--set", "train.steps=6", "-q")
+    assert code == 0, err
+    assert latest_checkpoint(old_run / "checkpoints")[0] == 6
