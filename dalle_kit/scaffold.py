@@ -205,6 +205,15 @@ Publish with `python -m build && twine upload dist/*`.
 SECTION = {"generator": "generator", "discriminator": "discriminator", "text_encoder": "text_encoder", "loss": "loss", "dataset": "data"}
 
 
+#: The suffix of a part's name in a package that makes several kinds (toy-generator, toy-loss, ...).
+PART_SUFFIX = {"generator": "generator", "discriminator": "discriminator", "text_encoder": "text", "loss": "loss", "dataset": "data"}
+
+
+def part_name(name: str, kind: str, kinds: list[str]) -> str:
+    """The name a part is registered under: the plugin's name for a one-part package, else name-suffix by kind."""
+    return name if len(kinds) == 1 else f"{name}-{PART_SUFFIX[kind]}"
+
+
 def new_plugin(name: str, kinds: list[str], directory: str | Path = ".", api: int = 1) -> Path:
     """Write the package for plugin `name` under `directory`; returns its folder."""
     if not re.fullmatch(r"[a-z][a-z0-9-]*", name):
@@ -213,6 +222,9 @@ def new_plugin(name: str, kinds: list[str], directory: str | Path = ".", api: in
     unknown = [k for k in kinds if k not in PARTS]
     if unknown:
         raise UserError(f"new-plugin: cannot make an example of kind {unknown[0]!r}; choose from: {', '.join(PARTS)}")
+    name = name.removeprefix("dalle-kit-")  # the package gets the prefix once: new-plugin dalle-kit-x makes dalle-kit-x
+    if not name:
+        raise UserError("new-plugin: give the plugin's own name after 'dalle-kit-', for example dalle-kit-my-gan")
     dist = f"dalle-kit-{name}"
     module = f"dalle_kit_{name.replace('-', '_')}"
     root = Path(directory) / dist
@@ -220,17 +232,18 @@ def new_plugin(name: str, kinds: list[str], directory: str | Path = ".", api: in
         raise UserError(f"new-plugin: {root} already exists; choose another name or --dir (nothing was written)")
     classes = [PARTS[k][1] for k in kinds]
     body = HEADER.format(dist=dist, api=api)
-    body += "".join(PARTS[k][2].format(name=name) for k in kinds)
+    part_names = {k: part_name(name, k, kinds) for k in kinds}
+    body += "".join(PARTS[k][2].format(name=part_names[k]) for k in kinds)
     for kind in kinds:
         hook, cls, _ = PARTS[kind]
         body += f"\n\n@dalle_kit.hookimpl\ndef {hook}(register):\n    register({cls})\n"
-    usage = "\n".join(f'[{SECTION[k]}]\nname = "{name}"' for k in kinds)
+    usage = "\n".join(f'[{SECTION[k]}]\nname = "{part_names[k]}"' for k in kinds)
     files = {
         root / "pyproject.toml": PYPROJECT.format(dist=dist, name=name, module=module, kinds=", ".join(kinds)),
         root / module / "__init__.py": body,
         root / "tests" / f"test_{module}.py": TESTS.format(dist=dist, module=module, classes=", ".join(classes)),
         root / "README.md": README.format(dist=dist, module=module, usage=usage,
-                                          parts=", ".join(f"{k.replace('_', ' ')} `{name}`" for k in kinds)),
+                                          parts=", ".join(f"{k.replace('_', ' ')} `{part_names[k]}`" for k in kinds)),
     }
     for path, text in files.items():
         path.parent.mkdir(parents=True, exist_ok=True)

@@ -32,24 +32,27 @@ def test_new_plugin_end_to_end(run_cli, tmp_path, monkeypatch):
     monkeypatch.syspath_prepend(str(site))
     registry = Registry.discover(select="toy")
     assert registry.problems == []
-    for kind in KINDS:
-        assert registry.parts[kind]["toy"].plugin.distribution == "dalle-kit-toy"
+    names = {"generator": "toy-generator", "discriminator": "toy-discriminator", "text_encoder": "toy-text",
+             "loss": "toy-loss", "dataset": "toy-data"}
+    for kind in KINDS:  # each part named for what it is, not all after the package
+        assert registry.parts[kind][names[kind]].plugin.distribution == "dalle-kit-toy"
+    assert all(f'name = "{n}"' in (root / "README.md").read_text() for n in names.values())
     # and a recipe made only of its parts trains
     body = f"""
 name = "toy-run"
 pipeline = "gan"
 [data]
-name = "toy"
+name = "toy-data"
 train_size = 64
 test_size = 16
 [text_encoder]
-name = "toy"
+name = "toy-text"
 [generator]
-name = "toy"
+name = "toy-generator"
 [discriminator]
-name = "toy"
+name = "toy-discriminator"
 [loss]
-name = "toy"
+name = "toy-loss"
 [train]
 steps = 4
 batch_size = 8
@@ -62,7 +65,7 @@ per_prompt = 2
     assert (run.dir / "checkpoints" / "step-00000004.safetensors").exists()
     # a generated generator also slots into the built-in recipe
     tiny = write_recipe(tmp_path, TINY.replace('[generator]\nname = "dcgan"\nngf = 16\nlatent_dim = 32\ntext_embed = 16',
-                                               '[generator]\nname = "toy"'), "tiny-toy.toml")
+                                               '[generator]\nname = "toy-generator"'), "tiny-toy.toml")
     api.train(str(tiny), ["train.steps=3"], runs_dir=tmp_path / "runs", quiet=True, registry=registry)
 
 
@@ -74,3 +77,14 @@ def test_new_plugin_refuses_bad_input(run_cli, tmp_path):
     assert run_cli("new-plugin", "ok", "--dir", tmp_path)[0] == 0
     code, _, err = run_cli("new-plugin", "ok", "--dir", tmp_path)
     assert code == 2 and "already exists" in err and "nothing was written" in err
+
+
+def test_new_plugin_names(run_cli, tmp_path):
+    """A one-part package's part takes the plugin's name; a 'dalle-kit-' prefix given by the user is not doubled."""
+    assert run_cli("new-plugin", "dalle-kit-solo", "--dir", tmp_path)[0] == 0
+    root = tmp_path / "dalle-kit-solo"
+    assert root.is_dir() and not (tmp_path / "dalle-kit-dalle-kit-solo").exists()
+    assert 'name = "solo"' in (root / "dalle_kit_solo" / "__init__.py").read_text()
+    assert 'name = "dalle-kit-solo"' in (root / "pyproject.toml").read_text()
+    code, _, err = run_cli("new-plugin", "dalle-kit-", "--dir", tmp_path)
+    assert code == 2 and "own name" in err
