@@ -22,6 +22,7 @@ from . import hookspecs
 from .errors import RecipeError, UserError, did_you_mean
 from .markers import PROJECT
 from .parts import KINDS
+from .schema import bad_defaults
 
 ENTRY_POINT_GROUP = "dalle_kit"
 BUILTIN_DISTRIBUTION = "dalle-kit"
@@ -167,6 +168,11 @@ class Registry:
                 return
             if not attrs.has(cls.Config):
                 self._problem(info, f"{kind} '{name}': Config is not an attrs class", "declare Config with @attrs.frozen")
+                return
+            wrong = bad_defaults(cls.Config)
+            if wrong:
+                self._problem(info, f"{kind} '{name}': Config default {wrong[0]}",
+                              "make the default match the annotation (or the annotation the default)")
                 return
             taken = self.parts[kind].get(name)
             if taken is not None:

@@ -158,6 +158,31 @@ def fields_of(cls: type) -> tuple[attrs.Attribute, ...]:
     return attrs.fields(cls)
 
 
+def bad_defaults(cls: type) -> list[str]:
+    """The fields of attrs class `cls` whose default does not fit its own annotation (``lr: float = "2e-4"``), each
+    as one phrase; checked when a part registers, so a recipe that leaves the key out never gets a wrong type."""
+    try:
+        fields = fields_of(cls)
+    except Exception as exc:  # an annotation that does not resolve
+        return [f"its annotations do not resolve ({type(exc).__name__}: {exc})"]
+    problems = []
+    for field in fields:
+        default = field.default
+        if default is attrs.NOTHING:
+            continue
+        if isinstance(default, attrs.Factory):
+            if default.takes_self:
+                continue
+            default = default.factory()
+        try:
+            _convert(default, field.type)
+        except _Mismatch:
+            problems.append(f"{field.name} = {default!r} is not a {type_name(field.type)}")
+        except Exception:  # a type the recipe machinery does not know: nothing to check it against here
+            continue
+    return problems
+
+
 def structure(cls: type, data: dict[str, Any], *, source: str, section: str, base_dir: Path | None = None):
     """Build `cls` from a recipe table, failing with one `RecipeError` line naming the key and fix."""
     fields = {f.name: f for f in fields_of(cls)}

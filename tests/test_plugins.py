@@ -10,7 +10,7 @@ import pytest
 from conftest import TINY, cli_subprocess, write_recipe
 
 from dalle_kit import api
-from dalle_kit.registry import Registry
+from dalle_kit.registry import Registry, get_registry
 
 
 def test_builtins_come_through_entry_points():
@@ -124,3 +124,37 @@ def test_changed_part_versions_warn(tiny_recipe, tmp_path, run_cli):
     (run.dir / "parts.json").write_text(json.dumps(parts))
     with pytest.warns(UserWarning, match=r"\[generator\] 'dcgan' was made with dalle-kit 0.0.0-old, now provided by dalle-kit"):
         api.sample(run.dir, ["a red circle"], n=1, out=tmp_path / "x.png")
+
+
+def test_config_default_of_the_wrong_type_is_a_problem_at_registration():
+    """`lr: float = "2e-4"` would reach every recipe that leaves lr out; the registry refuses the part instead."""
+    import types
+
+    import attrs
+    import torch
+
+    import dalle_kit
+
+    class Sloppy(dalle_kit.Loss):
+        name = "sloppy"
+
+        @attrs.frozen
+        class Config:
+            margin: float = dalle_kit.param("1.0", "a string where a float is declared")
+            mode: str = dalle_kit.param("hinge", "fine")
+
+        def discriminator_loss(self, real, fake):
+            return torch.relu(1 - real).mean() + torch.relu(1 + fake).mean()
+
+        def generator_loss(self, fake):
+            return -fake.mean()
+
+    module = types.ModuleType("sloppy_plugin")
+    module.register_losses = dalle_kit.hookimpl(lambda register: register(Sloppy))
+    registry = Registry.discover(select="", extra=[("sloppy", module)])
+    assert "sloppy" not in registry.parts["loss"]
+    (problem,) = [p for p in registry.problems if p.plugin.name == "sloppy"]
+    assert "loss 'sloppy': Config default margin = '1.0' is not a float" in problem.line()
+    assert "make the default match the annotation" in problem.fix
+    # every built-in part's defaults fit their annotations
+    assert get_registry().problems == []
