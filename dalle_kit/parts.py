@@ -129,10 +129,23 @@ class Discriminator(nn.Module, Part):
 class Loss(Part):
     """Adversarial objective from logits; optionally a regulariser that needs the images.
 
-    Context: none.
+    Context: none. What the ``gan`` pipeline calls, in order, each step (B = ``[train] batch_size``):
+
+    1. ``n_critic`` times: ``discriminator_loss(real_logits, fake_logits)`` with ``real_logits`` = D(real, t), shape
+       [B], and ``fake_logits`` = D(G(z, t), t), shape [B]; with ``[train] matching_aware`` it is
+       ``cat([D(G(z, t), t), D(real, t')])``, shape [2B] (the second half: real images with another sample's
+       caption), so a loss must not pair real and fake logits by index. Then ``penalty(discriminator, real,
+       fake, text)``: the images D just saw (after any augmentation), [B, C, H, W] in [-1, 1], ``fake``
+       detached, and the captions' embeddings [B, text_dim]; its result is added to the discriminator's loss.
+    2. ``generator_loss(fake_logits)`` with ``fake_logits`` = D(G(z, t), t), [B], from the updated D (whose
+       parameters take no gradient here). A loss with ``needs_real_logits = True`` is called as
+       ``generator_loss(fake_logits, real_logits)``, ``real_logits`` = D(real, t) on the same batch, [B]
+       (relativistic losses need both; this costs one more D forward per step).
     """
 
     kind = "loss"
+    #: Whether `generator_loss` takes the discriminator's logits on real images too (see the class docstring).
+    needs_real_logits: ClassVar[bool] = False
 
     def __init__(self, config):
         self.config = config
@@ -140,7 +153,7 @@ class Loss(Part):
     def discriminator_loss(self, real_logits: Tensor, fake_logits: Tensor) -> Tensor:
         raise NotImplementedError
 
-    def generator_loss(self, fake_logits: Tensor) -> Tensor:
+    def generator_loss(self, fake_logits: Tensor, real_logits: Tensor | None = None) -> Tensor:
         raise NotImplementedError
 
     def penalty(self, discriminator: Discriminator, real: Tensor, fake: Tensor, text: Tensor) -> Tensor | None:

@@ -228,15 +228,22 @@ def check_dtype_device(cls: type, config: Any = None, **kw: Any) -> None:
 def check_loss_contract(cls: type[Loss], config: Any = None, **_: Any) -> None:
     loss = cls(config if config is not None else cls.Config())
     high, low = torch.full((8,), 3.0), torch.full((8,), -3.0)
-    for name, value in [("discriminator_loss", loss.discriminator_loss(high, low)), ("generator_loss", loss.generator_loss(low))]:
+    real = torch.linspace(-1, 1, 8)  # what D says of the batch's real images, for a loss with needs_real_logits
+
+    def generator_loss(fake):
+        return loss.generator_loss(fake, real) if cls.needs_real_logits else loss.generator_loss(fake)
+
+    for name, value in [("discriminator_loss", loss.discriminator_loss(high, low)), ("generator_loss", generator_loss(low)),
+                        ("discriminator_loss with matching_aware (twice as many fake logits)",
+                         loss.discriminator_loss(high, torch.cat([low, low])))]:
         if not isinstance(value, torch.Tensor) or value.dim() != 0 or not torch.isfinite(value):
             _fail(cls, "output shape", f"{name} must return a finite scalar tensor, got {value!r}")
     if not loss.discriminator_loss(high, low) < loss.discriminator_loss(low, high):
         _fail(cls, "direction", "discriminator_loss must be lower when real logits are high and fake logits low")
-    if not loss.generator_loss(high) < loss.generator_loss(low):
+    if not generator_loss(high) < generator_loss(low):
         _fail(cls, "direction", "generator_loss must be lower when the discriminator rates fakes as real")
     logits = torch.zeros(8, requires_grad=True)
-    loss.generator_loss(logits).backward()
+    generator_loss(logits).backward()
     if logits.grad is None or logits.grad.abs().sum() == 0:
         _fail(cls, "gradients", "generator_loss gives no gradient to the logits")
     judge = _LinearJudge()

@@ -166,19 +166,23 @@ class GAN(dalle_kit.Pipeline):
                 with torch.no_grad():
                     for p in discriminator.parameters():
                         p.clamp_(-cfg.d_weight_clip, cfg.d_weight_clip)
-            return d_loss, d_real, d_fake, text, fake, z
+            return d_loss, d_real, d_fake, text, fake, z, real
 
         sample_every = run.recipe.sample.every
         bar = run.progress(cfg.steps, initial=step)
         while step < cfg.steps:
             set_lr()
             for _ in range(cfg.n_critic):
-                d_loss, d_real, d_fake, text, fake, z = d_step()
+                d_loss, d_real, d_fake, text, fake, z, real = d_step()
 
             # G step against the updated D, on the last D step's noise and captions.
             discriminator.requires_grad_(False)
             with autocast():
-                g_loss = loss.generator_loss(discriminator(augment(fake), text.detach()))
+                fake_logits = discriminator(augment(fake), text.detach())
+                if loss.needs_real_logits:  # relativistic losses: D on this batch's real images too (no graph to G)
+                    g_loss = loss.generator_loss(fake_logits, discriminator(augment(real), text.detach()))
+                else:
+                    g_loss = loss.generator_loss(fake_logits)
                 if cfg.mode_seeking:  # a second noise for the same captions; its draw comes from noise_rng (resumable)
                     z2 = generator.sample_latent(len(z), noise_rng, device)
                     fake2 = generator(z2, text.detach())

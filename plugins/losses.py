@@ -1,4 +1,4 @@
-"""Adversarial losses `bce` (non-saturating), `hinge`, `lsgan` and `wgan-gp`, with an optional R1 penalty.
+"""Adversarial losses `bce` (non-saturating), `hinge`, `lsgan`, `wgan-gp` and `ragan`, with an optional R1 penalty.
 
 Every loss takes ``r1_gamma``: the R1 regulariser (Mescheder et al. 2018), gamma/2 * E ||grad_x D(x, t)||^2
 on real pairs, added to the discriminator's loss. `wgan-gp` adds its own gradient penalty on
@@ -96,9 +96,26 @@ class WassersteinGP(dalle_kit.Loss):
         return self.config.gp_lambda * (grad.norm(2, dim=1) - 1).square().mean()
 
 
+class RelativisticAverage(_R1):
+    """Relativistic average GAN (Jolicoeur-Martineau 2019, RaSGAN): D rates how much more real a real image is than
+    the average fake, and the generator the reverse, so G's loss needs D's logits on real images too."""
+
+    name = "ragan"
+    needs_real_logits = True
+
+    def discriminator_loss(self, real_logits, fake_logits):
+        return F.softplus(-(real_logits - fake_logits.mean())).mean() + F.softplus(fake_logits - real_logits.mean()).mean()
+
+    def generator_loss(self, fake_logits, real_logits=None):
+        if real_logits is None:
+            raise ValueError("ragan's generator loss needs the real logits (needs_real_logits = True)")
+        return F.softplus(-(fake_logits - real_logits.mean())).mean() + F.softplus(real_logits - fake_logits.mean()).mean()
+
+
 @dalle_kit.hookimpl
 def register_losses(register):
     register(NonSaturatingBCE)
     register(Hinge)
     register(LeastSquares)
     register(WassersteinGP)
+    register(RelativisticAverage)

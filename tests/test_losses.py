@@ -44,3 +44,35 @@ def test_wgan_and_lsgan_values():
     assert w.discriminator_loss(real, fake).item() == pytest.approx(0.0 - 3.0)
     assert ls.discriminator_loss(real, fake).item() == pytest.approx(0.5 * (1 + 9) / 2 + 0.5 * 1.0)
     assert ls.generator_loss(fake).item() == pytest.approx(0.5 * (0 + 4) / 2)
+
+
+def test_ragan_values_and_training_gets_real_logits(tiny_recipe, tmp_path, monkeypatch):
+    """RaSGAN's closed form; and the gan pipeline hands its generator loss D's logits on the batch's real images."""
+    import math
+
+    from dalle_kit import api
+    from dalle_kit_plugins.losses import RelativisticAverage
+
+    ra = RelativisticAverage(RelativisticAverage.Config())
+    real, fake = torch.tensor([2.0, 4.0]), torch.tensor([1.0, -1.0])  # means 3 and 0
+
+    def sp(x):
+        return math.log1p(math.exp(x))
+
+    d = (sp(-(2 - 0)) + sp(-(4 - 0))) / 2 + (sp(1 - 3) + sp(-1 - 3)) / 2
+    g = (sp(-(1 - 3)) + sp(-(-1 - 3))) / 2 + (sp(2 - 0) + sp(4 - 0)) / 2
+    assert ra.discriminator_loss(real, fake).item() == pytest.approx(d)
+    assert ra.generator_loss(fake, real).item() == pytest.approx(g)
+    seen = []
+    original = RelativisticAverage.generator_loss
+
+    def spy(self, fake_logits, real_logits=None):
+        seen.append((fake_logits.shape, None if real_logits is None else real_logits.shape))
+        return original(self, fake_logits, real_logits)
+
+    monkeypatch.setattr(RelativisticAverage, "generator_loss", spy)
+    run = api.train(str(tiny_recipe), ["loss.name=ragan", "train.steps=4", "train.matching_aware=true", "sample.every=0"],
+                    runs_dir=tmp_path / "runs", quiet=True)
+    assert seen == [(torch.Size([32]), torch.Size([32]))] * 4
+    rows = [r for r in run.read_metrics() if r.get("kind") == "train"]
+    assert rows and all(math.isfinite(r["loss_g"]) for r in rows)
