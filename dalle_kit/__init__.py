@@ -13,23 +13,30 @@ __version__ = "0.1.0"
 
 from .errors import RecipeError, UserError
 from .markers import hookimpl, hookspec
-from .parts import (
-    Dataset,
-    Discriminator,
-    Generator,
-    ImageCaptions,
-    Loss,
-    Metric,
-    NoConfig,
-    Part,
-    Pipeline,
-    TextEncoder,
-    prior_sampler,
-    to_float_images,
-    to_uint8_images,
-)
-from .registry import HOOK_API_VERSION
-from .schema import param
+
+#: Names imported on first use (PEP 562): they need torch, and `dalle-kit --help` or `--version` should not.
+_LAZY = {
+    **{name: "parts" for name in ("Dataset", "Discriminator", "Generator", "ImageCaptions", "Loss", "Metric", "NoConfig",
+                                  "Part", "Pipeline", "TextEncoder", "prior_sampler", "to_float_images", "to_uint8_images")},
+    "HOOK_API_VERSION": "registry",
+    "param": "schema",
+}
+
+
+def __getattr__(name: str):
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'dalle_kit' has no attribute {name!r}")
+    import importlib
+
+    value = getattr(importlib.import_module(f".{module}", __name__), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__():
+    return sorted(set(globals()) | set(_LAZY))
+
 
 __all__ = [
     "HOOK_API_VERSION", "Dataset", "Discriminator", "Generator", "ImageCaptions", "Loss", "Metric", "NoConfig",

@@ -3,6 +3,8 @@ broken ones are reported with their distribution and cause while everything else
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from importlib import metadata
 
 import pytest
@@ -158,3 +160,23 @@ def test_config_default_of_the_wrong_type_is_a_problem_at_registration():
     assert "make the default match the annotation" in problem.fix
     # every built-in part's defaults fit their annotations
     assert get_registry().problems == []
+
+
+@pytest.mark.parametrize("args", [["--help"], ["--version"], ["run", "--help"], ["plugins", "--help"]])
+def test_help_and_version_do_not_import_torch(args):
+    """The CLI's help and version answer at once: torch (about 3 s and 650 MB to import) is not loaded for them."""
+    code = ("import sys\nfrom dalle_kit.cli import main\ncode = main(%r)\n"
+            "heavy = sorted(m for m in ('torch', 'numpy', 'torchvision', 'torch_fidelity') if m in sys.modules)\n"
+            "assert code == 0 and not heavy, (code, heavy)\n") % (args,)
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+
+
+def test_lazy_public_api_resolves_every_name():
+    import dalle_kit
+
+    for name in dalle_kit.__all__:
+        assert getattr(dalle_kit, name) is not None, name
+    assert "Generator" in dir(dalle_kit)
+    with pytest.raises(AttributeError):
+        dalle_kit.NotAThing  # noqa: B018
