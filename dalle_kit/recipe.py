@@ -69,7 +69,15 @@ TOP_LEVEL = {
     "finetune": (str, "full", "with init_from: 'full' trains every weight, 'conditioning' only the layers that read the text, "
                               "'lora' low-rank adapters on those layers"),
     "lora_rank": (int, 4, "rank of the low-rank adapters (finetune = 'lora')"),
+    "recipe_format": (int, 0, "written into a run's recipe.toml: the format of recipes it follows (0: before formats "
+                              "were recorded); older formats are upgraded when read, newer ones refused"),
+    "written_by": (str, "", "written into a run's recipe.toml: the dalle-kit version that made the run"),
 }
+#: The recipe format this dalle-kit writes. Raise it with an entry in `UPGRADES` when a key is renamed or removed.
+RECIPE_FORMAT = 1
+#: format -> function upgrading a parsed recipe of that format to the next one (a renamed key moved, a removed one
+#: dropped), so run directories written by older versions keep loading for sample, eval and --resume.
+UPGRADES: dict[int, Any] = {0: lambda data: data}  # 0 -> 1 only started recording the format
 FINETUNE_MODES = ("full", "conditioning", "lora")
 COMMON_SECTIONS = {"sample": SampleConfig, "eval": EvalConfig}
 
@@ -102,7 +110,10 @@ class Recipe:
 
     def to_dict(self) -> dict[str, Any]:
         """The resolved recipe: every default filled in, ready for TOML."""
-        data: dict[str, Any] = {"name": self.name, "pipeline": self.pipeline.info.name, "seed": self.seed, "device": self.device}
+        from . import __version__
+
+        data: dict[str, Any] = {"recipe_format": RECIPE_FORMAT, "written_by": f"dalle-kit {__version__}",
+                                "name": self.name, "pipeline": self.pipeline.info.name, "seed": self.seed, "device": self.device}
         if self.description:
             data["description"] = self.description
         if self.init_from:
@@ -186,10 +197,29 @@ def load_recipe(target: str | Path, registry: Registry, overrides: list[str] = (
                     check_name=check_name)
 
 
+def upgrade(data: dict[str, Any], source: str) -> dict[str, Any]:
+    """`data` brought to `RECIPE_FORMAT` through `UPGRADES`; a recipe from a newer dalle-kit is one line."""
+    fmt = data.get("recipe_format", 0)
+    if not isinstance(fmt, int) or isinstance(fmt, bool) or fmt < 0:
+        raise RecipeError(source, "key 'recipe_format'", f"expected a format number, got {fmt!r}",
+                          f"remove the key (it is written by dalle-kit) or set recipe_format = {RECIPE_FORMAT}")
+    if fmt > RECIPE_FORMAT:
+        by = data.get("written_by") or "a newer dalle-kit"
+        raise RecipeError(source, "key 'recipe_format'", f"format {fmt} was written by {by}; this dalle-kit reads "
+                          f"formats up to {RECIPE_FORMAT}", "upgrade dalle-kit: pip install -U dalle-kit")
+    data = dict(data)
+    while fmt < RECIPE_FORMAT:
+        data = UPGRADES[fmt](data)
+        fmt += 1
+    data["recipe_format"] = fmt
+    return data
+
+
 def validate(data: dict[str, Any], registry: Registry, *, source: str, base_dir: Path | None = None,
              check_name: bool = True) -> Recipe:
     """`data` (a parsed recipe) as a `Recipe`, or one `RecipeError`. ``check_name=False`` accepts any run name
     (for a run directory that already exists: its name no longer makes a path)."""
+    data = upgrade(data, source)
     top: dict[str, Any] = {}
     tables = {k: v for k, v in data.items() if isinstance(v, dict)}
     for key, value in data.items():

@@ -39,3 +39,18 @@ def test_old_run_trains_for_longer(old_run, run_cli):
     code, _, err = run_cli("run", "--resume", old_run, "--set", "train.steps=6", "-q")
     assert code == 0, err
     assert latest_checkpoint(old_run / "checkpoints")[0] == 6
+
+
+def test_saved_recipes_record_their_format_and_version(old_run, tmp_path, run_cli):
+    from dalle_kit import __version__
+    from dalle_kit.recipe import RECIPE_FORMAT
+
+    assert "recipe_format" not in (old_run / "recipe.toml").read_text()  # written before formats were recorded
+    code, out, err = run_cli("recipe", "show", old_run / "recipe.toml")
+    assert code == 0, err
+    assert f"recipe_format = {RECIPE_FORMAT}" in out and f'written_by = "dalle-kit {__version__}"' in out
+    newer = tmp_path / "newer.toml"
+    newer.write_text(f'recipe_format = {RECIPE_FORMAT + 1}\nwritten_by = "dalle-kit 9.0"\n' + (old_run / "recipe.toml").read_text())
+    code, out, err = run_cli("recipe", "check", newer)
+    assert code == 2 and "written by dalle-kit 9.0" in err and "pip install -U dalle-kit" in err
+    assert len(err.strip().splitlines()) == 1
