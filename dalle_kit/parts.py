@@ -24,7 +24,13 @@ class NoConfig:
 
 
 class Part:
-    """Mixin shared by every kind: a registered name, a kind and a typed config."""
+    """Mixin shared by every kind: a registered name, a kind and a typed config.
+
+    ``name`` is unique within its kind (the recipe's ``name = "..."``). ``Config`` is an attrs class whose
+    fields are the keys of the part's recipe table, declared with ``dalle_kit.param(default, "doc")`` (and
+    attrs validators); each default must fit its annotation, which registration checks. The part is built
+    with an instance of it, plus the context its kind documents.
+    """
 
     kind: ClassVar[str] = ""
     name: ClassVar[str] = ""
@@ -227,7 +233,13 @@ def to_uint8_images(images: Tensor) -> Tensor:
 class Dataset(Part):
     """A captioned image source with fixed splits: ``load(split) -> ImageCaptions``.
 
-    Context: none. Declares ``image_size`` and ``channels``; splits are at least "train" and "test".
+    Context: none. Declares ``image_size`` (the side of the square images the recipe asked for) and
+    ``channels`` (3, or 1 for grey data such as MNIST: metrics repeat it to RGB); splits are at least
+    "train" and "test", and ``load`` gives the same data every time (uint8 images [N, C, size, size],
+    one caption each). Optional, used by the metrics that read captions back: a ``parse_caption(text)
+    -> {attribute: value}`` method (or a function of the dataset's module) and, on the loaded split,
+    ``ImageCaptions.attributes`` / ``attribute_names`` with the ground truth (text-alignment,
+    class-accuracy, cas, intra-fid). Sample prompts are the recipe's ``[sample] prompts``.
     """
 
     kind = "dataset"

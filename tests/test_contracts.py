@@ -42,3 +42,16 @@ def test_dcgan_batchnorm_variant_conforms():
 def test_resnet_affine_modulation_variant_conforms():
     cls = REGISTRY.parts["generator"]["resnet"].cls
     check_part(cls, cls.Config(channels=16, latent_dim=16, conditioning="affine"))
+
+
+def test_contract_reference_is_generated_from_the_code():
+    """docs/contracts.md is `python -m dalle_kit.contracts`'s output: the code is the one source of the contracts."""
+    from pathlib import Path
+
+    from dalle_kit.contracts import render
+
+    committed = (Path(__file__).parent.parent / "docs" / "contracts.md").read_text()
+    assert committed == render(), "docs/contracts.md is stale: python -m dalle_kit.contracts > docs/contracts.md"
+    for needle in ("register_generators(register)", "needs_real_logits", "generator_loss(fake_logits: Tensor, real_logits",
+                   "parse_caption", "schedule_depends_on_steps", "check(image_size: int, channels: int, text_dim"):
+        assert needle in committed, needle

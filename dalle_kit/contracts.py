@@ -1,0 +1,91 @@
+"""The plugin reference, rendered from the code: the hooks (`dalle_kit.hookspecs`) and each kind's base class
+(`dalle_kit.parts`), with their docstrings and signatures. One source: docs/contracts.md is this module's
+output, and a test fails when the two differ.
+
+    python -m dalle_kit.contracts > docs/contracts.md
+"""
+
+from __future__ import annotations
+
+import inspect
+import typing
+
+from . import hookspecs
+from .parts import KINDS, Part
+
+HEADER = """\
+# Plugin contracts (generated)
+
+Generated from the code by `python -m dalle_kit.contracts > docs/contracts.md`; do not edit by hand
+(a test compares the two). The guide with examples is [plugins.md](plugins.md).
+"""
+
+
+def _doc(obj) -> str:
+    return inspect.cleandoc(obj.__doc__ or "").strip()
+
+
+def _signature(func) -> str:
+    try:
+        sig = inspect.signature(func)
+    except (TypeError, ValueError):
+        return "(...)"
+    params = [p for p in sig.parameters.values() if p.name not in ("self", "cls")]
+    return str(sig.replace(parameters=params)).replace("'", "")  # annotations are strings (postponed evaluation)
+
+
+def _own_members(cls: type):
+    """Public methods, properties and class attributes that `cls` itself declares, in source order."""
+    hints = typing.get_type_hints(cls, include_extras=False) if hasattr(cls, "__annotations__") else {}
+    own_hints = getattr(cls, "__annotations__", {})
+    for name, value in vars(cls).items():
+        if name.startswith("_") and name != "__init__":
+            continue
+        if name in ("Config",):
+            continue
+        if isinstance(value, property):
+            yield "property", name, value.fget, None
+        elif inspect.isfunction(value):
+            yield "method", name, value, None
+        elif isinstance(value, classmethod):
+            yield "method", name, value.__func__, None
+        elif name in own_hints:
+            yield "attribute", name, None, (hints.get(name, own_hints[name]), value)
+
+
+def _type_text(tp) -> str:
+    text = getattr(tp, "__name__", None) if not typing.get_args(tp) else None
+    return text or str(tp).replace("typing.", "")
+
+
+def render() -> str:
+    out = [HEADER, "## Hooks", "", inspect.cleandoc(hookspecs.__doc__ or ""), ""]
+    for name, func in vars(hookspecs).items():
+        if inspect.isfunction(func) and name.startswith("register_"):
+            out += [f"### `{name}{_signature(func)}`", "", _doc(func), ""]
+    out += ["## Every part: `dalle_kit.Part`", "", _doc(Part), ""]
+    for what, name, func, attr in _own_members(Part):
+        if what == "attribute":
+            out.append(f"- `{name}: {_type_text(attr[0])} = {attr[1]!r}`")
+        elif what == "method" and name != "__init__":
+            doc = _doc(func)
+            out.append(f"- `{name}{_signature(func)}`" + (": " + " ".join(doc.split()) if doc else ""))
+    out += ["", "## Kinds of part", ""]
+    for kind, cls in KINDS.items():
+        out += [f"### {kind}: `dalle_kit.{cls.__name__}`", "", _doc(cls), ""]
+        for what, name, func, attr in _own_members(cls):
+            if what == "attribute":
+                tp, value = attr
+                out.append(f"- `{name}: {_type_text(tp)} = {value!r}`")
+            elif what == "property":
+                out.append(f"- property `{name}`" + (f": {_doc(func).splitlines()[0]}" if _doc(func) else ""))
+            else:
+                label = f"`{name}{_signature(func)}`" if name != "__init__" else f"built as `{cls.__name__}{_signature(func)}`"
+                doc = _doc(func)
+                out.append(f"- {label}" + (": " + " ".join(doc.split()) if doc else ""))
+        out.append("")
+    return "\n".join(out).rstrip() + "\n"
+
+
+if __name__ == "__main__":
+    print(render(), end="")
