@@ -281,6 +281,9 @@ class Pipeline(Part):
     sections: ClassVar[dict[str, str]] = {}
     #: Whether the pipeline honours the recipe's ``init_from`` and ``finetune`` (see `dalle_kit.finetune`).
     finetunes: ClassVar[bool] = False
+    #: Whether the pipeline's runs draw images (``sampler``): metrics of generated images need it, so ``[eval] metrics``
+    #: on a pipeline that draws none (``clip-pretrain``) is refused when the recipe is read.
+    draws_images: ClassVar[bool] = True
 
     def __init__(self, config):
         self.config = config

@@ -46,6 +46,7 @@ class ClipPretrain(dalle_kit.Pipeline):
 
     name = "clip-pretrain"
     sections = {"data": "dataset"}
+    draws_images = False
 
     @attrs.frozen
     class Config:

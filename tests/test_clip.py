@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import math
 import socket
+from pathlib import Path
 
 import open_clip
 import pytest
@@ -185,3 +186,13 @@ def test_gan_trains_on_the_pretrained_encoder(pretrained, runs):
     assert all(torch.equal(v, exported[k.removeprefix("clip.")]) for k, v in saved.items())
     images = api.sample(run.dir, ["a red circle"], n=2, out=runs / "gan" / "sample.png")
     assert images.is_file()
+
+
+def test_eval_metrics_on_clip_pretrain_are_refused_before_any_work(run_cli, tmp_path):
+    """It draws no images: [eval] metrics used to train to the end and then fail; now the recipe is refused."""
+    recipe = Path(__file__).parent.parent / "recipes" / "shapes-clip-pretrain.toml"
+    for command in (["recipe", "check", recipe], ["run", recipe, "--runs-dir", tmp_path / "runs"]):
+        code, out, err = run_cli(*command, "--set", 'eval.metrics=["fid"]')
+        assert code == 2 and "[eval] metrics: pipeline 'clip-pretrain' draws no images" in err, err
+        assert len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "runs").exists()
