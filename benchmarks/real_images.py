@@ -78,7 +78,9 @@ def score_run(run_dir: Path, n: int) -> dict:
         for name, result in evaluate_run(run, missing, num_samples=n).items():
             have[name] = result.row(name)
     train = [r for r in run.read_metrics() if r.get("kind") == "train"]
-    return {"run": str(run_dir), "recipe": run.recipe.name, "step": step, "train_s": train[-1]["time"] if train else None,
+    ms = getattr(run.recipe.train, "mode_seeking", 0)
+    label = f"{run.recipe.name}, {step} steps" + (f", mode_seeking {ms:g}" if ms else "")
+    return {"run": str(run_dir), "recipe": label, "step": step, "train_s": train[-1]["time"] if train else None,
             "loss": run.recipe.parts["loss"].info.name if "loss" in run.recipe.parts else run.recipe.pipeline.info.name,
             "pipeline": run.recipe.pipeline.info.name, "scores": have}
 
