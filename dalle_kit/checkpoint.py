@@ -132,32 +132,30 @@ def save_state(path: str | Path, state: dict[str, Any]) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     tensors: dict[str, torch.Tensor] = {}
     tree = _flatten(state, "", tensors)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
-        save_file(tensors, str(tmp), metadata={_TREE_KEY: json.dumps(tree), _DIGEST_KEY: _tensor_digest(tensors)})
-        with open(tmp, "rb") as f:
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-        _fsync_dir(path.parent)
-    finally:
-        tmp.unlink(missing_ok=True)
+    _atomic(path, lambda tmp: save_file(tensors, str(tmp), metadata={_TREE_KEY: json.dumps(tree),
+                                                                    _DIGEST_KEY: _tensor_digest(tensors)}))
     return path
 
 
 def atomic_write_text(path: str | Path, text: str) -> Path:
     """Replace `path` with `text` atomically and durably (the same temporary-file convention as `save_state`)."""
     path = Path(path)
+    _atomic(path, lambda tmp: tmp.write_text(text, encoding="utf-8"))
+    return path
+
+
+def _atomic(path: Path, write) -> None:
+    """Call ``write(tmp)`` for ``.<name>.tmp-<pid>`` beside `path`, sync it, then rename it over `path` and sync the
+    folder: a reader (or a machine that loses power) sees the old file or the new one, never half of one."""
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     try:
-        with open(tmp, "w", encoding="utf-8") as f:
-            f.write(text)
-            f.flush()
+        write(tmp)
+        with open(tmp, "rb") as f:
             os.fsync(f.fileno())
         os.replace(tmp, path)
         _fsync_dir(path.parent)
     finally:
         tmp.unlink(missing_ok=True)
-    return path
 
 
 _verified: dict[tuple, bool] = {}

@@ -290,7 +290,7 @@ def validate(data: dict[str, Any], registry: Registry, *, source: str, base_dir:
     if top["init_from"] and not getattr(pipeline_cls, "finetunes", False):
         raise RecipeError(source, "key 'init_from'", f"pipeline '{pipeline_info.name}' cannot start from another run",
                           "remove init_from and finetune, or use a pipeline that fine-tunes (gan, vae)")
-    if evaluation.metrics and not getattr(pipeline_cls, "draws_images", True):
+    if evaluation.metrics and not pipeline_cls.draws_images:
         raise RecipeError(source, "[eval] metrics", f"pipeline '{pipeline_info.name}' draws no images, so there is nothing for "
                           f"{', '.join(evaluation.metrics)} to score",
                           "remove [eval] metrics (score what it trains through a recipe that uses it, e.g. clip-score)")

@@ -66,6 +66,17 @@ def test_conditioning_red_vs_blue(tiny_recipe, tmp_path):
     assert (red > 0).float().mean() > 0.7 and (blue < 0).float().mean() > 0.7
 
 
+def same_models(run_a: Run, run_b: Run, *, step: int) -> tuple[dict, dict]:
+    """Assert both runs' latest checkpoints are at `step` with bit-identical networks; returns the two states."""
+    a = load_state(latest_checkpoint(run_a.checkpoint_dir)[1])
+    b = load_state(latest_checkpoint(run_b.checkpoint_dir)[1])
+    assert a["step"] == b["step"] == step
+    for net in ("generator", "discriminator", "text_encoder"):
+        for key, tensor in a["models"][net].items():
+            assert torch.equal(tensor, b["models"][net][key]), f"{net}.{key} differs"
+    return a, b
+
+
 def test_resume_matches_uninterrupted(tiny_recipe, tmp_path, run_cli):
     runs = tmp_path / "runs"
     full = api.train(str(tiny_recipe), runs_dir=runs / "full", quiet=True)
@@ -73,12 +84,7 @@ def test_resume_matches_uninterrupted(tiny_recipe, tmp_path, run_cli):
     assert latest_checkpoint(part.checkpoint_dir)[0] == 12
     code, out, err = run_cli("run", "--resume", part.dir, "-q")
     assert code == 0, err
-    a = load_state(latest_checkpoint(full.checkpoint_dir)[1])
-    b = load_state(latest_checkpoint(part.checkpoint_dir)[1])
-    assert a["step"] == b["step"] == 30
-    for net in ("generator", "discriminator", "text_encoder"):
-        for key, tensor in a["models"][net].items():
-            assert torch.equal(tensor, b["models"][net][key]), f"{net}.{key} differs after resume"
+    a, b = same_models(full, part, step=30)
     for key, tensor in a["optim"]["g"]["state"].items():
         for name, value in tensor.items():
             assert torch.equal(value, b["optim"]["g"]["state"][key][name])
@@ -104,12 +110,7 @@ def test_extending_a_finished_run_matches_a_longer_one(tiny_recipe, tmp_path, ru
     code, out, err = run_cli("run", "--resume", short.dir, "--set", "train.steps=30", "-q")
     assert code == 0, err
     assert load_recipe(short.dir / "recipe.toml", get_registry(), check_name=False).train.steps == 30
-    a = load_state(latest_checkpoint(full.checkpoint_dir)[1])
-    b = load_state(latest_checkpoint(short.checkpoint_dir)[1])
-    assert a["step"] == b["step"] == 30
-    for net in ("generator", "discriminator", "text_encoder"):
-        for key, tensor in a["models"][net].items():
-            assert torch.equal(tensor, b["models"][net][key]), f"{net}.{key} differs after extending"
+    same_models(full, short, step=30)
 
 
 def test_extending_refuses_other_changes_and_fewer_steps(tiny_recipe, tmp_path, run_cli):
