@@ -17,8 +17,10 @@ from .markers import hookimpl, hookspec
 #: Names imported on first use (PEP 562): they need torch, and `dalle-kit --help` or `--version` should not.
 _LAZY = {
     **{name: "parts" for name in ("Dataset", "Discriminator", "Generator", "ImageCaptions", "Loss", "Metric", "NoConfig",
-                                  "Part", "Pipeline", "TextEncoder", "prior_sampler", "to_float_images", "to_uint8_images")},
+                                  "Part", "Pipeline", "TextEncoder", "TrainConfig", "prior_sampler", "to_float_images", "to_uint8_images")},
     "HOOK_API_VERSION": "registry",
+    "Trainer": "trainer",
+    "Training": "trainer",
     "param": "schema",
 }
 
@@ -40,6 +42,6 @@ def __dir__():
 
 __all__ = [
     "HOOK_API_VERSION", "Dataset", "Discriminator", "Generator", "ImageCaptions", "Loss", "Metric", "NoConfig",
-    "Part", "Pipeline", "RecipeError", "TextEncoder", "UserError", "hookimpl", "hookspec", "param", "prior_sampler",
+    "Part", "Pipeline", "RecipeError", "TextEncoder", "TrainConfig", "Trainer", "Training", "UserError", "hookimpl", "hookspec", "param", "prior_sampler",
     "to_float_images", "to_uint8_images",
 ]

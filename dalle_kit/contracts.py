@@ -10,8 +10,11 @@ from __future__ import annotations
 import inspect
 import typing
 
-from . import hookspecs
-from .parts import KINDS, Part
+import attrs
+
+from . import hookspecs, trainer
+from .parts import KINDS, Part, TrainConfig
+from .registry import EVENT_HOOKS
 
 HEADER = """\
 # Plugin contracts (generated)
@@ -63,7 +66,15 @@ def render() -> str:
     for name, func in vars(hookspecs).items():
         if inspect.isfunction(func) and name.startswith("register_"):
             out += [f"### `{name}{_signature(func)}`", "", _doc(func), ""]
-    out += ["## Every part: `dalle_kit.Part`", "", _doc(Part), ""]
+    out += ["## Training events", "", _doc(trainer), ""]
+    for name in EVENT_HOOKS:
+        func = getattr(hookspecs, name)
+        out += [f"### `{name}{_signature(func)}`", "", _doc(func), ""]
+    out += ["## What a pipeline's setup returns: `dalle_kit.Training`", "", _doc(trainer.Training), ""]
+    out += [f"- `{f.name}: {_type_text(f.type)}`" for f in attrs.fields(trainer.Training)]
+    out += ["", "## The [train] settings of every pipeline: `dalle_kit.TrainConfig`", "", _doc(TrainConfig), ""]
+    out += [f"- `{f.name}` (default {f.default!r}): {f.metadata.get('doc', '')}" for f in attrs.fields(TrainConfig)]
+    out += ["", "## Every part: `dalle_kit.Part`", "", _doc(Part), ""]
     for what, name, func, attr in _own_members(Part):
         if what == "attribute":
             out.append(f"- `{name}: {_type_text(attr[0])} = {attr[1]!r}`")

@@ -273,6 +273,7 @@ def evaluate_run(run: Run, metrics: Sequence[str] | None = None, num_samples: in
     results = compute_metrics(evaluation, built)
     for name, result in results.items():
         run.log(step, kind="eval", **result.row(name))
+    run.registry.hook.run_evaluated(run=run, step=step, results=results)
     return results
 
 

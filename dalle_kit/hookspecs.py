@@ -48,5 +48,65 @@ def register_pipelines(register):
 
 
 @hookspec
+def register_kinds(register):
+    """Register a new kind of part: ``register(Base, checks=[...])``, so that a new model family needs no core change.
+
+    ``Base`` subclasses `dalle_kit.Part` (and `torch.nn.Module` for a network) and sets ``kind = "<name>"``; its
+    docstring is the kind's contract. Its parts register through `register_parts`; a pipeline names the kind in
+    its ``sections`` (the recipe table); they are built as ``cls(config, **context)`` with the keys that
+    ``Base.build_context`` lists among ``text_dim``, ``image_size`` and ``channels`` (``recipe check`` builds them
+    once, before any run directory). ``checks`` are conformance functions ``check(cls, config, **kw)`` that
+    `dalle_kit.testing.check_part` runs on each part of the kind."""
+
+
+@hookspec
+def register_parts(register):
+    """Register parts of any kind, the kind read from the class's ``kind`` (``register(MyPart)``): the way to
+    register parts of a kind that a plugin added with `register_kinds`."""
+
+
+@hookspec
 def register_recipes(register):
     """Register recipes shipped with a plugin: ``register(name, path_to_toml)``."""
+
+
+# ---------------------------------------------------------------------------- training events
+# Called by `dalle_kit.trainer.Trainer` for every pipeline built on it, in this order. ``trainer`` gives
+# ``run`` (the run directory's services), ``pipeline``, ``config`` (the recipe's [train] table), ``step``,
+# ``training`` (the pipeline's modules, optimizers and RNGs), ``sampling_modules``, ``checkpoint()``,
+# ``drawing()`` and ``request_stop(reason)``. EMA, sample grids and mid-run evaluation are built-in
+# plugins on these events.
+
+
+@hookspec
+def train_start(trainer):
+    """Once, after the pipeline's setup and before the checkpoint is restored: add modules to
+    ``trainer.training.modules`` (saved and restored with the run, as EMA's average is) or prepare state."""
+
+
+@hookspec
+def train_step_end(trainer, step, values):
+    """After each training step (``step`` counts finished steps from 1; ``values`` are its finite losses),
+    before logging and checkpointing: update averages, or call ``trainer.request_stop(reason)``."""
+
+
+@hookspec
+def train_checkpoint(trainer, step):
+    """After the checkpoint of ``step`` is written (``trainer.run.checkpoint_dir``)."""
+
+
+@hookspec
+def train_step_saved(trainer, step):
+    """After the step is logged and any checkpoint is written: draw sample grids, evaluate. Wrap drawing in
+    ``with trainer.drawing() as draw:`` so that it never changes the training's random draws or modes."""
+
+
+@hookspec
+def train_end(trainer, step, finished):
+    """After the loop: ``finished`` is false when it stopped early (a signal, ``--stop-at``, a request)."""
+
+
+@hookspec
+def run_evaluated(run, step, results):
+    """After metrics are computed and logged for ``run`` (mid-run, at the end of training, or by ``dalle-kit
+    eval``): ``results`` maps each metric's name to its `dalle_kit.parts.MetricResult`."""

@@ -14,8 +14,11 @@ import attrs
 import torch
 from torch import Tensor, nn
 
+from .schema import param
+
 if TYPE_CHECKING:  # pragma: no cover
     from .run import Run
+    from .trainer import Training
 
 
 @attrs.frozen
@@ -35,6 +38,8 @@ class Part:
     kind: ClassVar[str] = ""
     name: ClassVar[str] = ""
     Config: ClassVar[type] = NoConfig
+    #: For kinds that plugins add: the context keywords (of text_dim, image_size, channels) parts are built with.
+    build_context: ClassVar[tuple[str, ...]] = ()
 
     @classmethod
     def pin(cls, config: Any) -> Any:
@@ -268,17 +273,35 @@ class Dataset(Part):
         raise NotImplementedError
 
 
-class Pipeline(Part):
-    """A training procedure that wires parts. ``Config`` is the schema of the recipe's ``[train]`` table.
+@attrs.frozen
+class TrainConfig:
+    """The ``[train]`` settings every pipeline has (the trainer reads them): subclass it for a pipeline's
+    ``Config`` and add fields; redeclare a field to change its default or its doc."""
 
-    ``sections`` maps each recipe table the pipeline needs to the kind of part it names.
-    `train(run)` trains (resuming if the run has a checkpoint); `sampler(run)` returns a callable
-    ``(prompts, generator) -> images in [-1, 1]`` built from the run's latest weights. A pipeline with a
-    discriminator may also offer ``discriminator(run) -> (images, captions) -> logits`` (used by d-roc-auc).
+    steps: int = param(1000, "training iterations", validator=attrs.validators.gt(0))
+    batch_size: int = param(64, "images per step", validator=attrs.validators.gt(0))
+    log_every: int = param(25, "write losses to metrics.jsonl every this many steps", validator=attrs.validators.gt(0))
+    checkpoint_every: int = param(500, "save a checkpoint every this many steps", validator=attrs.validators.gt(0))
+
+
+class Pipeline(Part):
+    """A training procedure that wires parts. ``Config`` is the schema of the recipe's ``[train]`` table: a
+    `TrainConfig` subclass (registration refuses a Config without its fields).
+
+    ``sections`` maps each recipe table the pipeline needs to the kind of part it names. A pipeline
+    supplies ``setup(run, state) -> dalle_kit.trainer.Training`` (its networks, optimizers, RNGs, one training
+    step and how to draw) and the core `Trainer` runs the loop; `train(run)` may instead be overridden to run
+    a loop of its own. `sampler(run)` returns a callable ``(prompts, generator) -> images in [-1, 1]`` built
+    from the run's latest weights. A pipeline with a discriminator may also offer ``discriminator(run) ->
+    (images, captions) -> logits`` (used by d-roc-auc).
     """
 
     kind = "pipeline"
+    Config: ClassVar[type] = TrainConfig
     sections: ClassVar[dict[str, str]] = {}
+    #: The module in ``Training.modules`` whose average the built-in EMA keeps when the [train] table has
+    #: ``ema`` > 0 (saved as ``<name>_ema``, used for samples and metrics); None: no EMA.
+    ema_module: ClassVar[str | None] = None
     #: Whether the pipeline honours the recipe's ``init_from`` and ``finetune`` (see `dalle_kit.finetune`).
     finetunes: ClassVar[bool] = False
     #: Whether the pipeline's runs draw images (``sampler``): metrics of generated images need it, so ``[eval] metrics``
@@ -288,8 +311,16 @@ class Pipeline(Part):
     def __init__(self, config):
         self.config = config
 
+    def setup(self, run: Run, state: dict[str, Any] | None) -> Training:
+        """Build the networks (restoring a fitted text encoder's vocabulary from ``state["extra"]`` when resuming;
+        the trainer then loads the weights, optimizers and RNGs), and return them with the training step."""
+        raise NotImplementedError(f"pipeline '{self.name}' defines neither setup() nor train()")
+
     def train(self, run: Run) -> None:
-        raise NotImplementedError
+        """Train the run to ``[train] steps`` (resuming from its checkpoint): the core `Trainer` on `setup`."""
+        from .trainer import Trainer
+
+        Trainer(run, self).fit()
 
     def sampler(self, run: Run):
         raise NotImplementedError

@@ -260,7 +260,7 @@ def validate(data: dict[str, Any], registry: Registry, *, source: str, base_dir:
     for section, kind in pipeline_cls.sections.items():
         table = dict(tables.get(section, {}))
         if "name" not in table:
-            choices = ", ".join(sorted(registry.parts[kind])) or "(none installed)"
+            choices = ", ".join(sorted(registry.parts.get(kind, {}))) or "(none installed)"
             raise RecipeError(source, f"[{section}] name", f"missing: pipeline '{pipeline_info.name}' needs a {kind.replace('_', ' ')}",
                               f"add [{section}] with name = one of: {choices}")
         name = table.pop("name")

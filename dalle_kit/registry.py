@@ -21,7 +21,7 @@ import pluggy
 from . import hookspecs
 from .errors import RecipeError, UserError, did_you_mean
 from .markers import PROJECT
-from .parts import KINDS
+from .parts import KINDS, Part, TrainConfig
 from .schema import bad_defaults
 
 ENTRY_POINT_GROUP = "dalle_kit"
@@ -40,7 +40,10 @@ HOOK_KINDS = {
     "register_datasets": "dataset",
     "register_pipelines": "pipeline",
 }
-HOOK_NAMES = [*HOOK_KINDS, "register_recipes"]
+REGISTER_HOOKS = ["register_kinds", *HOOK_KINDS, "register_parts", "register_recipes"]
+#: Events of a run (see `dalle_kit.trainer`); called while training and evaluating, not at discovery.
+EVENT_HOOKS = ["train_start", "train_step_end", "train_checkpoint", "train_step_saved", "train_end", "run_evaluated"]
+HOOK_NAMES = [*REGISTER_HOOKS, *EVENT_HOOKS]
 
 
 @attrs.frozen
@@ -77,6 +80,10 @@ class Registry:
     """Every part by kind and name, the recipes plugins ship, and the problems met while loading."""
 
     def __init__(self) -> None:
+        #: Every kind of part: the core's (`dalle_kit.parts.KINDS`) and those plugins add through ``register_kinds``.
+        self.kinds: dict[str, type] = dict(KINDS)
+        self.kind_checks: dict[str, list] = {}
+        self.kind_plugins: dict[str, PluginInfo] = {}
         self.parts: dict[str, dict[str, PartInfo]] = {kind: {} for kind in KINDS}
         self.recipes: dict[str, tuple[str, PluginInfo]] = {}
         self.plugins: list[PluginInfo] = []
@@ -129,7 +136,7 @@ class Registry:
             elif not marked and attr in HOOK_NAMES and inspect.isfunction(obj):
                 self._problem(info, f"'{attr}' lacks the @dalle_kit.hookimpl decorator and is ignored",
                               "decorate it with @dalle_kit.hookimpl")
-            elif marked and attr in HOOK_NAMES:
+            elif marked and attr in REGISTER_HOOKS:
                 extra = [p for p in inspect.signature(obj).parameters if p != "register"]
                 if extra:
                     self._problem(info, f"invalid hook: {attr}() takes {', '.join(repr(p) for p in extra)}, but the hook passes only 'register'",
@@ -144,20 +151,48 @@ class Registry:
 
     def _call_hooks(self) -> None:
         by_module = {id(self._pm.get_plugin(p.name)): p for p in self.plugins}
-        for hook_name in HOOK_NAMES:
+        for hook_name in REGISTER_HOOKS:
             hook = getattr(self._pm.hook, hook_name)
             for impl in hook.get_hookimpls():
                 info = by_module[id(impl.plugin)]
-                register = self._recipe_register(info) if hook_name == "register_recipes" else self._part_register(info, HOOK_KINDS[hook_name])
+                if hook_name == "register_recipes":
+                    register = self._recipe_register(info)
+                elif hook_name == "register_kinds":
+                    register = self._kind_register(info)
+                else:
+                    register = self._part_register(info, HOOK_KINDS.get(hook_name))
                 try:
                     impl.function(**{arg: register for arg in impl.argnames})
                 except Exception as exc:
                     self._problem(info, f"{hook_name} raised {type(exc).__name__}: {_one_line(exc)}", "fix the plugin")
 
-    def _part_register(self, info: PluginInfo, kind: str):
-        base = KINDS[kind]
+    def _kind_register(self, info: PluginInfo):
+        def register(base: type, checks=()) -> None:
+            kind = getattr(base, "kind", "") if isinstance(base, type) else ""
+            if not (isinstance(base, type) and issubclass(base, Part)) or not kind:
+                self._problem(info, f"{getattr(base, '__name__', base)!r} registered as a kind is not a dalle_kit.Part subclass "
+                                    "with a `kind`", "subclass dalle_kit.Part and set kind = '<name>'")
+                return
+            if kind in self.kinds:
+                owner = self.kind_plugins.get(kind)
+                by = f"{owner.name} ({owner.distribution})" if owner else "dalle-kit's core"
+                self._problem(info, f"kind '{kind}' is already defined by {by}; this one is ignored", f"rename the kind in {info.distribution}")
+                return
+            self.kinds[kind] = base
+            self.kind_checks[kind] = list(checks)
+            self.kind_plugins[kind] = info
+            self.parts[kind] = {}
 
+        return register
+
+    def _part_register(self, info: PluginInfo, hook_kind: str | None):
         def register(cls: type, name: str | None = None) -> None:
+            kind = hook_kind or getattr(cls, "kind", "")
+            base = self.kinds.get(kind)
+            if base is None:
+                self._problem(info, f"{getattr(cls, '__name__', cls)!r} has kind {kind!r}, which no installed plugin defines",
+                              "register the kind with register_kinds, or install the plugin that defines it")
+                return
             if not (isinstance(cls, type) and issubclass(cls, base)):
                 self._problem(info, f"{getattr(cls, '__name__', cls)!r} registered as a {kind} is not a subclass of dalle_kit.{base.__name__}",
                               f"subclass dalle_kit.{base.__name__}")
@@ -174,6 +209,12 @@ class Registry:
                 self._problem(info, f"{kind} '{name}': Config default {wrong[0]}",
                               "make the default match the annotation (or the annotation the default)")
                 return
+            if kind == "pipeline":
+                missing = [f.name for f in attrs.fields(TrainConfig) if f.name not in attrs.fields_dict(cls.Config)]
+                if missing:
+                    self._problem(info, f"pipeline '{name}': Config lacks the [train] settings {', '.join(missing)} that "
+                                        "every pipeline has", "subclass dalle_kit.TrainConfig for the pipeline's Config")
+                    return
             taken = self.parts[kind].get(name)
             if taken is not None:
                 self._problem(info, f"{kind} '{name}' is already registered by {taken.plugin.name} ({taken.origin}); this one is ignored",
@@ -195,9 +236,17 @@ class Registry:
     def _problem(self, info: PluginInfo, cause: str, fix: str) -> None:
         self.problems.append(Problem(info, cause, fix))
 
+    @property
+    def hook(self):
+        """The event hooks of every loaded plugin (``registry.hook.train_step_end(trainer=..., ...)``)."""
+        return self._pm.hook
+
     # ---------------------------------------------------------------- lookup
     def get(self, kind: str, name: str, *, source: str = "recipe", key: str = "name") -> PartInfo:
         """The part `name` of `kind`, or a one-line error with a "did you mean" and the choices."""
+        if kind not in self.parts:
+            raise RecipeError(source, key, f"kind of part '{kind}' is not defined by any installed plugin",
+                              "install the plugin that defines it (see `dalle-kit plugins list`)")
         parts = self.parts[kind]
         if name in parts:
             return parts[name]

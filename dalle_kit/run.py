@@ -72,7 +72,7 @@ def check_parts(recipe: Recipe, *, prerequisites: bool = True) -> None:
     """Build every part the recipe names once, on the CPU, and discard it: a part whose constructor fails (a size it
     does not support) is reported now, in one line, before any run directory exists. Datasets are only asked for
     their image size and channels; text encoders, generators, discriminators and losses are built with the context
-    pipelines give them (kinds other than these are left to the pipeline).
+    pipelines give them, parts of kinds that plugins add with the context their kind's ``build_context`` names.
 
     ``prerequisites=False`` (``recipe check``) lets a part's own `UserError` pass, such as a text encoder whose
     ``pretrained`` run has not been trained yet: the recipe can be checked before the runs it builds on exist."""
@@ -81,7 +81,7 @@ def check_parts(recipe: Recipe, *, prerequisites: bool = True) -> None:
     text_dim = None
     for section, kind in sections.items():
         spec = recipe.parts.get(section)
-        if spec is None or kind in ("dataset", "generator", "discriminator"):
+        if spec is None or kind in ("dataset", "generator", "discriminator") or spec.info.cls.build_context:
             continue
         try:
             part = build_part(spec, section)
@@ -99,9 +99,16 @@ def check_parts(recipe: Recipe, *, prerequisites: bool = True) -> None:
     if text_dim is not None:
         context = dict(text_dim=text_dim, image_size=data.image_size, channels=data.channels)
         for section, kind in sections.items():
-            if kind in ("generator", "discriminator") and section in recipe.parts:
-                part = build_part(recipe.parts[section], section, **context)
-                del part
+            spec = recipe.parts.get(section)
+            if spec is None:
+                continue
+            if kind in ("generator", "discriminator"):
+                part = build_part(spec, section, **context)
+            elif kind != "dataset" and spec.info.cls.build_context:  # a kind a plugin added
+                part = build_part(spec, section, **{key: context[key] for key in spec.info.cls.build_context})
+            else:
+                continue
+            del part
     recipe.pipeline.info.cls(recipe.train).check(data.image_size, data.channels, text_dim)  # the models it adds itself
 
 

@@ -102,10 +102,11 @@ class Harness:
 
 
 # --------------------------------------------------------------------------- checks for every kind
-def check_registration(cls: type, config: Any = None, **_: Any) -> None:
+def check_registration(cls: type, config: Any = None, registry=None, **_: Any) -> None:
     """A subclass of its kind's base, with a `name` and an attrs `Config` that constructs."""
-    if not (isinstance(cls, type) and issubclass(cls, Part) and cls.kind in KINDS and issubclass(cls, KINDS[cls.kind])):
-        raise ConformanceError(f"{cls!r} is not a subclass of one of dalle_kit's part kinds ({', '.join(KINDS)})")
+    kinds = _kinds(registry)
+    if not (isinstance(cls, type) and issubclass(cls, Part) and cls.kind in kinds and issubclass(cls, kinds[cls.kind])):
+        raise ConformanceError(f"{cls!r} is not a subclass of one of the installed part kinds ({', '.join(kinds)})")
     if not cls.name:
         _fail(cls, "registration", "class attribute `name` is empty")
     if not attrs.has(cls.Config):
@@ -297,9 +298,20 @@ def check_dataset_contract(cls: type[Dataset], config: Any = None, splits: Seque
         _fail(cls, "fixed splits", f"splits '{splits[0]}' and '{splits[1]}' start with the same images")
 
 
+def _registry(registry=None):
+    from .registry import get_registry
+
+    return registry if registry is not None else get_registry()
+
+
+def _kinds(registry=None) -> dict[str, type]:
+    """The core's kinds and those the installed plugins add (``register_kinds``)."""
+    return {**KINDS, **_registry(registry).kinds}
+
+
 def check_pipeline_contract(cls: type[Pipeline], config: Any = None, **_: Any) -> None:
     for section, kind in cls.sections.items():
-        if kind not in KINDS or kind == "pipeline":
+        if kind not in _kinds() or kind == "pipeline":
             _fail(cls, "sections", f"section [{section}] names kind '{kind}', which is not a part kind")
 
 
@@ -316,9 +328,12 @@ CHECKS: dict[str, list[Callable[..., None]]] = {
 }
 
 
-def check_part(cls: type, config: Any = None, **kwargs: Any) -> None:
-    """Run every check that applies to `cls`'s kind (keyword arguments go to the harness: image_size, captions, ...)."""
-    check_registration(cls)
-    for check in CHECKS[cls.kind]:
+def check_part(cls: type, config: Any = None, *, registry=None, **kwargs: Any) -> None:
+    """Run every check that applies to `cls`'s kind (keyword arguments go to the harness: image_size, captions, ...).
+    For a kind that a plugin adds, its own checks (``register_kinds``) from `registry` (default: the installed
+    plugins)."""
+    check_registration(cls, registry=registry)
+    checks = CHECKS[cls.kind] if cls.kind in CHECKS else _registry(registry).kind_checks.get(cls.kind, [])
+    for check in checks:
         check(cls, config, **kwargs)
     check_schema_roundtrip(cls, config)

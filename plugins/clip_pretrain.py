@@ -26,6 +26,7 @@ from safetensors.torch import save_file
 
 import dalle_kit
 from dalle_kit import param
+from dalle_kit.checkpoint import atomic_write_text
 from dalle_kit.schema import finite_nonnegative, finite_positive
 from dalle_kit_plugins.clip_models import (
     CONFIG_FILE,
@@ -49,7 +50,7 @@ class ClipPretrain(dalle_kit.Pipeline):
     draws_images = False
 
     @attrs.frozen
-    class Config:
+    class Config(dalle_kit.TrainConfig):
         model: str = param("", "open_clip architecture name or JSON model config; '' = the tiny CLIP set by the fields below")
         embed_dim: int = param(128, "tiny CLIP: size of the joint embedding (the text encoder's dim)", validator=_gt0)
         width: int = param(128, "tiny CLIP: width of both transformers", validator=_gt0)
@@ -94,15 +95,14 @@ class ClipPretrain(dalle_kit.Pipeline):
         return 0.5 * cfg.lr * (1 + math.cos(math.pi * progress))
 
     # ------------------------------------------------------------------ training
-    def train(self, run) -> None:
+    def setup(self, run, state: dict | None) -> dalle_kit.Training:
         from open_clip import ClipLoss
 
         cfg = self.config
-        state = run.load_checkpoint()
         data = run.build_dataset()
         train_set, test_set = data.load("train"), data.load("test")
         model_cfg, preprocess = self.architecture(data.image_size)
-        _write_atomic(run.dir / CONFIG_FILE, json.dumps({"model_cfg": model_cfg, "preprocess_cfg": preprocess}, indent=2) + "\n")
+        atomic_write_text(run.dir / CONFIG_FILE, json.dumps({"model_cfg": model_cfg, "preprocess_cfg": preprocess}, indent=2) + "\n")
         device = run.device
         model = instantiate(model_cfg, preprocess).to(device)
         tokenize = tokenizer_for(model_cfg)
@@ -124,22 +124,11 @@ class ClipPretrain(dalle_kit.Pipeline):
                                 lr=cfg.lr, betas=(0.9, 0.98), eps=1e-6)
         loss_fn = ClipLoss()
         data_rng = torch.Generator().manual_seed(run.recipe.seed + 1)
-
-        parts = dict(models={"clip": model}, optimizers={"clip": opt}, rngs={"data": data_rng})
-        step = run.resume(state, **parts)
-
-        def checkpoint():
-            state = run.training_state(**parts)
-            run.check_finite(step, state)  # a diverged model overwrites neither the weights file nor a checkpoint
-            weights = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
-            _save_weights(run.dir / WEIGHTS_FILE, weights)  # first: a run with a checkpoint always has its weights file
-            run.save_checkpoint(step, state)
-
         model.train()
-        bar = run.progress(cfg.steps, initial=step)
-        while step < cfg.steps:
+
+        def train_step(done: int) -> dict[str, float]:
             for group in opt.param_groups:
-                group["lr"] = self.lr_at(step)
+                group["lr"] = self.lr_at(done)
             idx = torch.randint(len(train_set), (cfg.batch_size,), generator=data_rng)
             images = preprocess_images(train_set.images[idx], preprocess).to(device, non_blocking=True)
             tokens = train_tokens[train_ids[idx]].to(device)
@@ -151,24 +140,19 @@ class ClipPretrain(dalle_kit.Pipeline):
             opt.step()
             with torch.no_grad():
                 model.logit_scale.clamp_(0, math.log(100))
-            step += 1
+            return {"loss": loss.item()}
 
-            value = loss.item()
-            if not math.isfinite(value):
-                raise run.diverged(step, {"loss": value}, fix="lower [train] lr")  # nothing saved
-            if step % cfg.log_every == 0 or step == cfg.steps:
-                acc = contrastive_accuracy(model, eval_images, eval_tokens, eval_ids)
-                model.train()
-                run.log(step, loss=value, contrastive_acc=acc, logit_scale=model.logit_scale.exp().item(), lr=self.lr_at(step - 1))
-                bar.set_postfix({"loss": f"{value:.3f}", "acc": f"{acc:.3f}"}, refresh=False)
-            bar.update(1)
-            stop = run.should_stop(step)
-            if step % cfg.checkpoint_every == 0 or step == cfg.steps or stop:
-                checkpoint()
-            if stop:
-                bar.write(f"stopped at step {step}; continue with: dalle-kit run --resume {run.dir}")
-                break
-        bar.close()
+        def log_values(step: int) -> dict[str, float]:
+            acc = contrastive_accuracy(model, eval_images, eval_tokens, eval_ids)
+            model.train()
+            return {"contrastive_acc": acc, "logit_scale": model.logit_scale.exp().item(), "lr": self.lr_at(step - 1)}
+
+        def export(step: int, state: dict) -> None:  # first: a run with a checkpoint always has its weights file
+            _save_weights(run.dir / WEIGHTS_FILE, {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()})
+
+        return dalle_kit.Training(modules={"clip": model}, optimizers={"clip": opt}, rngs={"data": data_rng},
+                                  train_step=train_step, log_values=log_values, before_save=export,
+                                  divergence_fix="lower [train] lr")
 
     def schedule_depends_on_steps(self) -> bool:
         return True  # warmup then cosine decay to the last step
@@ -186,12 +170,6 @@ def contrastive_accuracy(model, images: torch.Tensor, tokens: torch.Tensor, capt
     similarity = model.encode_image(images, normalize=True) @ model.encode_text(tokens, normalize=True).T
     retrieved = similarity.argmax(dim=1).cpu()
     return float((caption_ids[retrieved] == caption_ids).float().mean())
-
-
-def _write_atomic(path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(text)
-    os.replace(tmp, path)
 
 
 def _save_weights(path, tensors: dict) -> None:

@@ -19,12 +19,12 @@ from typing import Literal
 
 import attrs
 import torch
-from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
 import dalle_kit
 from dalle_kit import finetune, param
 from dalle_kit.schema import adam_betas
 from dalle_kit_plugins.diffaugment import POLICIES, diff_augment
+from dalle_kit_plugins.ema import use_average
 
 
 def _positive(_, attribute, value):
@@ -37,6 +37,7 @@ class GAN(dalle_kit.Pipeline):
 
     name = "gan"
     finetunes = True
+    ema_module = "generator"
     sections = {
         "data": "dataset",
         "text_encoder": "text_encoder",
@@ -46,9 +47,8 @@ class GAN(dalle_kit.Pipeline):
     }
 
     @attrs.frozen
-    class Config:
+    class Config(dalle_kit.TrainConfig):
         steps: int = param(3000, "training iterations (one D step and one G step each)", validator=attrs.validators.gt(0))
-        batch_size: int = param(64, "images per step", validator=attrs.validators.gt(0))
         lr: float = param(2e-4, "Adam learning rate of the generator", validator=_positive)
         lr_d: float | None = param(None, "Adam learning rate of the discriminator (default: lr)", validator=_positive)
         betas: tuple[float, float] = param((0.5, 0.999), "Adam betas, each in [0, 1)", validator=adam_betas)
@@ -68,8 +68,6 @@ class GAN(dalle_kit.Pipeline):
         diffaugment: list[str] = param([], f"DiffAugment policies applied to everything D sees (Zhao et al. 2020): any of {', '.join(POLICIES)}",
                                        validator=attrs.validators.deep_iterable(attrs.validators.in_(POLICIES)))
         precision: Literal["fp32", "bf16"] = param("fp32", "'bf16': forward passes under torch.autocast in bfloat16 (CPU and CUDA)")
-        log_every: int = param(25, "write losses to metrics.jsonl every this many steps", validator=attrs.validators.gt(0))
-        checkpoint_every: int = param(500, "save a checkpoint every this many steps", validator=attrs.validators.gt(0))
 
     # ------------------------------------------------------------------ building
     def _build(self, run, data, state: dict | None, train_captions=None, with_discriminator: bool = True):
@@ -91,18 +89,11 @@ class GAN(dalle_kit.Pipeline):
         finetune.prepare(run, parts, source)
         return parts, context
 
-    def _ema(self, generator):
+    def setup(self, run, state: dict | None) -> dalle_kit.Training:
         cfg = self.config
-        if not cfg.ema:
-            return None
-        return AveragedModel(generator, multi_avg_fn=get_ema_multi_avg_fn(cfg.ema), use_buffers=True)
-
-    def train(self, run) -> None:
-        cfg = self.config
-        state = run.load_checkpoint()
         data = run.build_dataset()
         train_set = data.load("train")
-        parts, context = self._build(run, data, state, train_set.captions)
+        parts, _ = self._build(run, data, state, train_set.captions)
         encoder, generator, discriminator = parts["text_encoder"], parts["generator"], parts["discriminator"]
         loss = run.build("loss")
         g_params = [p for p in generator.parameters() if p.requires_grad]
@@ -110,29 +101,17 @@ class GAN(dalle_kit.Pipeline):
         d_params = d_own + [p for p in encoder.parameters() if p.requires_grad]
         opt_g = torch.optim.Adam(g_params, lr=cfg.lr, betas=cfg.betas)
         opt_d = torch.optim.Adam(d_params, lr=cfg.lr_d or cfg.lr, betas=cfg.betas)
-        ema = self._ema(generator)
         data_rng = torch.Generator().manual_seed(run.recipe.seed + 1)
         noise_rng = torch.Generator().manual_seed(run.recipe.seed + 2)
         aug_rng = torch.Generator().manual_seed(run.recipe.seed + 4)
-        rngs = {"data": data_rng, "noise": noise_rng, "augment": aug_rng}
-        modules = dict(parts)
-        if ema is not None:
-            modules["generator_ema"] = ema
-        optimizers = {"g": opt_g, "d": opt_d}
         device = run.device
         autocast = (lambda: torch.autocast(device.type, dtype=torch.bfloat16)) if cfg.precision == "bf16" else contextlib.nullcontext
-
-        step = run.resume(state, models=modules, optimizers=optimizers, rngs=rngs)
-
-        def checkpoint():
-            run.save_checkpoint(step, run.training_state(models=modules, optimizers=optimizers, rngs=rngs,
-                                                         extra={"text_encoder": encoder.extra_state_json()}))
 
         def augment(images):
             return diff_augment(images, cfg.diffaugment, aug_rng) if cfg.diffaugment else images
 
-        def set_lr():
-            factor = 1.0 - step / cfg.steps if cfg.lr_decay == "linear" else 1.0
+        def set_lr(done: int):
+            factor = 1.0 - done / cfg.steps if cfg.lr_decay == "linear" else 1.0
             for group in opt_g.param_groups:
                 group["lr"] = cfg.lr * factor
             for group in opt_d.param_groups:
@@ -168,10 +147,8 @@ class GAN(dalle_kit.Pipeline):
                         p.clamp_(-cfg.d_weight_clip, cfg.d_weight_clip)
             return d_loss, d_real, d_fake, text, fake, z, real
 
-        sample_every = run.recipe.sample.every
-        bar = run.progress(cfg.steps, initial=step)
-        while step < cfg.steps:
-            set_lr()
+        def train_step(done: int) -> dict[str, float]:
+            set_lr(done)
             for _ in range(cfg.n_critic):
                 d_loss, d_real, d_fake, text, fake, z, real = d_step()
 
@@ -197,41 +174,16 @@ class GAN(dalle_kit.Pipeline):
             opt_g.step()
             for p in d_own:
                 p.requires_grad_(True)
-            step += 1
-            if ema is not None:
-                if step <= cfg.ema_start:
-                    ema.module.load_state_dict(generator.state_dict())
-                else:
-                    ema.update_parameters(generator)
-
-            losses = {"loss_d": d_loss.item(), "loss_g": g_loss.item()}
+            values = {"loss_d": d_loss.item(), "loss_g": g_loss.item()}
             if cfg.mode_seeking:
-                losses["ms_ratio"] = ms_ratio.item()  # image L1 / noise L1 between the two draws; higher: more diverse
-            if not all(math.isfinite(v) for v in losses.values()):
-                raise run.diverged(step, losses)  # nothing saved: the checkpoints on disk stay the good ones
-            if step % cfg.log_every == 0 or step == cfg.steps:
-                run.log(step, **losses, d_real=d_real.float().mean().item(), d_fake=d_fake.float().mean().item(),
-                        lr=opt_g.param_groups[0]["lr"])
-            bar.set_postfix({k: f"{v:.3f}" for k, v in losses.items()}, refresh=False)
-            bar.update(1)
-            stop = run.should_stop(step)
-            if step % cfg.checkpoint_every == 0 or step == cfg.steps or stop:
-                checkpoint()  # before the sample grid and evaluation: an error there loses no training
-            sampling_generator = ema.module if ema is not None else generator
-            if (sample_every and step % sample_every == 0) or step == cfg.steps:
-                run.sample_grid(step, dalle_kit.prior_sampler(encoder, sampling_generator, device))
-                generator.train()
-                encoder.train()
-            if run.evaluate_due(step, cfg.steps):
-                checkpoint()  # metrics that read weights (d-roc-auc) see this step's
-                with torch.random.fork_rng(devices=[]):  # evaluating does not change the training's random draws
-                    run.evaluate(step, dalle_kit.prior_sampler(encoder, sampling_generator, device))
-                generator.train()
-                encoder.train()
-            if stop:
-                bar.write(f"stopped at step {step}; continue with: dalle-kit run --resume {run.dir}")
-                break
-        bar.close()
+                values["ms_ratio"] = ms_ratio.item()  # image L1 / noise L1 between the two draws; higher: more diverse
+            values.update(d_real=d_real.float().mean().item(), d_fake=d_fake.float().mean().item(), lr=opt_g.param_groups[0]["lr"])
+            return values
+
+        return dalle_kit.Training(
+            modules=dict(parts), optimizers={"g": opt_g, "d": opt_d}, rngs={"data": data_rng, "noise": noise_rng, "augment": aug_rng},
+            train_step=train_step, draw=lambda m: dalle_kit.prior_sampler(m["text_encoder"], m["generator"], device),
+            extra_state=lambda: {"text_encoder": encoder.extra_state_json()})
 
     def _load(self, run, with_discriminator: bool = False):
         """(parts, context) with the run's latest weights; the generator is the EMA one when the run keeps an average."""
@@ -241,11 +193,7 @@ class GAN(dalle_kit.Pipeline):
         parts, context = self._build(run, run.build_dataset(), state, with_discriminator=with_discriminator)
         for key, module in parts.items():
             module.load_state_dict(state["models"][key])
-        if "generator_ema" in state["models"]:
-            ema = self._ema(parts["generator"]) or AveragedModel(parts["generator"], use_buffers=True)
-            ema.load_state_dict(state["models"]["generator_ema"])
-            parts["generator"] = ema.module
-        return parts, context
+        return use_average(parts, state["models"]), context
 
     def schedule_depends_on_steps(self) -> bool:
         return self.config.lr_decay != "none"

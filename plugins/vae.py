@@ -70,9 +70,8 @@ class VAE(dalle_kit.Pipeline):
     sections = {"data": "dataset", "text_encoder": "text_encoder", "generator": "generator"}
 
     @attrs.frozen
-    class Config:
+    class Config(dalle_kit.TrainConfig):
         steps: int = param(3000, "training iterations", validator=attrs.validators.gt(0))
-        batch_size: int = param(64, "images per step", validator=attrs.validators.gt(0))
         lr: float = param(1e-3, "Adam learning rate (all networks)", validator=finite_positive)
         betas: tuple[float, float] = param((0.9, 0.999), "Adam betas, each in [0, 1)", validator=adam_betas)
         beta: float = param(1.0, "weight of the KL term against the per-image sum of squared errors", validator=attrs.validators.ge(0))
@@ -80,7 +79,6 @@ class VAE(dalle_kit.Pipeline):
         encoder_width: int = param(32, "channels of the image encoder's first convolution (doubling with depth)", validator=attrs.validators.gt(0))
         grad_clip: float = param(0.0, "clip the gradient norm of all parameters together to this (0: off)", validator=attrs.validators.ge(0))
         log_every: int = param(25, "write losses and recon_test to metrics.jsonl every this many steps", validator=attrs.validators.gt(0))
-        checkpoint_every: int = param(500, "save a checkpoint every this many steps", validator=attrs.validators.gt(0))
 
     # ------------------------------------------------------------------ building
     def check(self, image_size: int, channels: int, text_dim: int | None) -> None:
@@ -113,9 +111,8 @@ class VAE(dalle_kit.Pipeline):
         cfg = self.config
         return cfg.beta if not cfg.kl_warmup else cfg.beta * min(1.0, step / cfg.kl_warmup)
 
-    def train(self, run) -> None:
+    def setup(self, run, state: dict | None) -> dalle_kit.Training:
         cfg = self.config
-        state = run.load_checkpoint()
         data = run.build_dataset()
         train_set = data.load("train")
         modules, _ = self._build(run, data, state, train_set.captions)
@@ -126,18 +123,9 @@ class VAE(dalle_kit.Pipeline):
         noise_rng = torch.Generator().manual_seed(run.recipe.seed + 2)
         test_set = data.load("test")
         test_real, test_captions = test_set.batch(torch.arange(min(TEST_IMAGES, len(test_set))))
-
-        rngs = {"data": data_rng, "noise": noise_rng}
-        step = run.resume(state, models=modules, optimizers={"vae": opt}, rngs=rngs)
-
-        def checkpoint():
-            run.save_checkpoint(step, run.training_state(models=modules, optimizers={"vae": opt}, rngs=rngs,
-                                                         extra={"text_encoder": encoder.extra_state_json()}))
-
-        sample_every = run.recipe.sample.every
         device = run.device
-        bar = run.progress(cfg.steps, initial=step)
-        while step < cfg.steps:
+
+        def train_step(done: int) -> dict[str, float]:
             idx = torch.randint(len(train_set), (cfg.batch_size,), generator=data_rng)
             real, captions = train_set.batch(idx)
             real = real.to(device, non_blocking=True)
@@ -147,44 +135,24 @@ class VAE(dalle_kit.Pipeline):
             recon_images = generator(mu + eps * (0.5 * logvar).exp(), text)
             recon = (recon_images - real).square().flatten(1).sum(dim=1).mean()
             kl = kl_to_standard_normal(mu, logvar).mean()
-            loss = recon + self.kl_weight(step + 1) * kl
+            loss = recon + self.kl_weight(done + 1) * kl
             opt.zero_grad(set_to_none=True)
             loss.backward()
             if cfg.grad_clip:
                 torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
             opt.step()
+            return {"loss": loss.item(), "recon": recon.item(), "kl": kl.item()}
 
-            step += 1
-            losses = {"loss": loss.item(), "recon": recon.item(), "kl": kl.item()}
-            if not all(math.isfinite(v) for v in losses.values()):
-                raise run.diverged(step, losses)  # nothing saved: the checkpoints on disk stay the good ones
-            if step % cfg.log_every == 0 or step == cfg.steps:
-                run.log(step, **losses, recon_test=self._recon_error(modules, test_real, test_captions, device))
-            bar.set_postfix({k: f"{v:.3f}" for k, v in losses.items()}, refresh=False)
-            bar.update(1)
-            stop = run.should_stop(step)
-            if step % cfg.checkpoint_every == 0 or step == cfg.steps or stop:
-                checkpoint()  # before the sample grid and evaluation: an error there loses no training
-            if (sample_every and step % sample_every == 0) or step == cfg.steps:
-                run.sample_grid(step, dalle_kit.prior_sampler(encoder, generator, device))
-                self._train_mode(modules)
-            if run.evaluate_due(step, cfg.steps):
-                with torch.random.fork_rng(devices=[]):  # metrics leave the training RNG as it was
-                    run.evaluate(step, dalle_kit.prior_sampler(encoder, generator, device))
-                self._train_mode(modules)
-            if stop:
-                bar.write(f"stopped at step {step}; continue with: dalle-kit run --resume {run.dir}")
-                break
-        bar.close()
+        return dalle_kit.Training(
+            modules=modules, optimizers={"vae": opt}, rngs={"data": data_rng, "noise": noise_rng}, train_step=train_step,
+            draw=lambda m: dalle_kit.prior_sampler(m["text_encoder"], m["generator"], device),
+            extra_state=lambda: {"text_encoder": encoder.extra_state_json()},
+            log_values=lambda step: {"recon_test": self._recon_error(modules, test_real, test_captions, device)})
 
     # ------------------------------------------------------------------ evaluation and sampling
-    @staticmethod
-    def _train_mode(modules) -> None:
-        for m in modules.values():
-            m.train()
-
     def _recon_error(self, modules, images: torch.Tensor, captions: list[str], device) -> float:
         """Mean squared error per pixel (in [-1, 1] units) of the held-out batch, eval mode, z = mu."""
+        modes = {key: m.training for key, m in modules.items()}
         for m in modules.values():
             m.eval()
         with torch.inference_mode():
@@ -192,7 +160,8 @@ class VAE(dalle_kit.Pipeline):
             text = modules["text_encoder"](captions)
             mu, _ = modules["image_encoder"](images, text)
             error = (modules["generator"](mu, text).float() - images.float()).square().mean().item()
-        self._train_mode(modules)
+        for key, m in modules.items():
+            m.train(modes[key])
         return error
 
     def _load(self, run):

@@ -93,7 +93,7 @@ def test_schema_roundtrip_catches_lossy_config():
 def test_registration_catches_missing_name_and_base():
     with pytest.raises(kit.ConformanceError, match="fails registration: class attribute `name` is empty"):
         kit.check_registration(type("Nameless", (GoodGenerator,), {"name": ""}))
-    with pytest.raises(kit.ConformanceError, match="is not a subclass of one of dalle_kit's part kinds"):
+    with pytest.raises(kit.ConformanceError, match="is not a subclass of one of the installed part kinds"):
         kit.check_registration(nn.Linear)
 
 
