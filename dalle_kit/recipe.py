@@ -220,6 +220,9 @@ def validate(data: dict[str, Any], registry: Registry, *, source: str, base_dir:
     """`data` (a parsed recipe) as a `Recipe`, or one `RecipeError`. ``check_name=False`` accepts any run name
     (for a run directory that already exists: its name no longer makes a path)."""
     data = upgrade(data, source)
+    if "base" in data and "grid" in data:  # a bench grid handed to a command that reads recipes
+        raise RecipeError(source, "key 'base'", "this file is a bench grid (base + [grid]), not a recipe",
+                          f"run it with dalle-kit bench {source} (add --dry-run to check it without training)")
     top: dict[str, Any] = {}
     tables = {k: v for k, v in data.items() if isinstance(v, dict)}
     for key, value in data.items():

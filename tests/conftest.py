@@ -17,6 +17,20 @@ HERE = Path(__file__).parent
 PLUGIN_PACKAGES = HERE / "plugins"
 collect_ignore = ["plugins"]  # the test plugin packages carry their own tests, run from inside their own install
 
+#: Data and text encoder of the tiny 16x16 recipes of pipelines other than gan (test_trainer, test_diffusion).
+SHAPES_16 = """\
+[data]
+name = "shapes"
+train_size = 512
+test_size = 64
+size = 16
+
+[text_encoder]
+name = "bow"
+dim = 32
+embed_dim = 16
+"""
+
 TINY = """\
 name = "tiny"
 pipeline = "gan"

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from conftest import TINY, write_recipe
@@ -137,3 +139,10 @@ def test_metric_settings_reach_the_metric_and_the_resolved_recipe(tmp_path):
     assert recipe.to_dict()["eval"]["text-alignment"] == {"min_probe_accuracy": 0.9}
     (tmp_path / "resolved.toml").write_text(recipe.dumps())
     assert load_recipe(tmp_path / "resolved.toml", get_registry()).metric_settings == recipe.metric_settings
+
+
+def test_a_bench_grid_given_to_recipe_check_says_to_use_bench(run_cli):
+    grid = Path(__file__).resolve().parents[1] / "recipes" / "bench-fashion.toml"
+    code, out, err = run_cli("recipe", "check", grid)
+    assert code == 2 and len(err.strip().splitlines()) == 1
+    assert "is a bench grid (base + [grid]), not a recipe" in err and f"dalle-kit bench {grid}" in err

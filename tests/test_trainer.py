@@ -6,17 +6,16 @@ defined twice."""
 from __future__ import annotations
 
 import json
-import sys
 import types
 
 import attrs
 import pytest
 
-from conftest import TINY, write_recipe
+from conftest import SHAPES_16, TINY, write_recipe
 
 import dalle_kit
 from dalle_kit import api
-from dalle_kit.registry import PluginInfo, Registry
+from dalle_kit.registry import Registry
 from dalle_kit.testing import check_part
 
 PAINT = """\
@@ -24,17 +23,7 @@ name = "paint"
 pipeline = "paint"
 seed = 0
 
-[data]
-name = "shapes"
-train_size = 512
-test_size = 64
-size = 16
-
-[text_encoder]
-name = "bow"
-dim = 32
-embed_dim = 16
-
+""" + SHAPES_16 + """
 [painter]
 name = "linear-painter"
 

@@ -1,0 +1,97 @@
+"""Pipeline `diffusion` (plugins/diffusion.py): a kind (`denoiser`), a part (`unet`, diffusers' UNet2DConditionModel)
+and a pipeline, all plugins on the core trainer. CI-sized: a 16x16 UNet of two levels trains a few steps, resumes
+bit for bit, samples with DDIM and DPM-Solver with and without guidance, and bad settings stop at `recipe check`."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from conftest import SHAPES_16, write_recipe
+
+from dalle_kit import api
+from dalle_kit.checkpoint import latest_checkpoint, load_state
+from dalle_kit.registry import get_registry
+from dalle_kit.run import Run
+from dalle_kit.testing import check_part
+
+TINY_DIFFUSION = """\
+name = "tiny-diffusion"
+pipeline = "diffusion"
+seed = 0
+
+""" + SHAPES_16 + """
+[denoiser]
+name = "unet"
+channels = [8, 16]
+groups = 4
+head_dim = 8
+
+[train]
+steps = 8
+batch_size = 16
+warmup = 2
+ema_start = 2
+sample_steps = 3
+log_every = 2
+checkpoint_every = 4
+
+[sample]
+prompts = ["a red circle", "a blue square"]
+every = 4
+per_prompt = 2
+"""
+
+
+def test_the_denoiser_kind_and_the_unet_conform():
+    registry = get_registry()
+    assert "denoiser" in registry.kinds and registry.kind_plugins["denoiser"].distribution == "dalle-kit"
+    unet = registry.parts["denoiser"]["unet"].cls
+    check_part(unet, unet.Config(channels=[8, 16], groups=4, head_dim=8))
+
+
+def test_trains_resumes_bit_for_bit_and_samples(tmp_path):
+    recipe = write_recipe(tmp_path, TINY_DIFFUSION)
+    full = api.train(str(recipe), runs_dir=tmp_path / "full", quiet=True)
+    part = api.train(str(recipe), stop_at=4, runs_dir=tmp_path / "part", quiet=True)
+    part = api.train(resume=part.dir, runs_dir=tmp_path / "part", quiet=True)
+    a = load_state(latest_checkpoint(full.checkpoint_dir)[1])
+    b = load_state(latest_checkpoint(part.checkpoint_dir)[1])
+    assert a["step"] == b["step"] == 8
+    assert set(a["models"]) == {"text_encoder", "denoiser", "null_text", "denoiser_ema"}
+    for net in a["models"]:
+        for key, tensor in a["models"][net].items():
+            assert torch.equal(tensor, b["models"][net][key]), f"{net}.{key} differs after resume"
+    assert (full.dir / "samples" / "step-00000008.png").exists()
+
+    run = Run.open(full.dir, get_registry(), quiet=True)
+    pipeline = run.recipe.pipeline.info.cls(run.recipe.train)
+    prompts = ["a red circle", "a blue square"]
+    images = {}
+    for sampler in ("ddim", "dpm-solver"):
+        for scale in (1.0, 3.0):
+            draw = pipeline.sampler(run, sampler=sampler, guidance_scale=scale, steps=3)
+            images[sampler, scale] = draw(prompts, torch.Generator().manual_seed(0))
+            again = draw(prompts, torch.Generator().manual_seed(0))
+            assert images[sampler, scale].shape == (2, 3, 16, 16) and torch.equal(images[sampler, scale], again)
+            assert images[sampler, scale].min() >= -1 and images[sampler, scale].max() <= 1
+    assert not torch.equal(images["ddim", 1.0], images["ddim", 3.0])  # guidance changes the draw
+    assert not torch.equal(images["ddim", 3.0], images["dpm-solver", 3.0])
+    out = api.sample(full.dir, prompts, n=2, out=tmp_path / "s.png")
+    assert out.exists()
+
+
+@pytest.mark.parametrize("change, words", [
+    ("size = 16", ("size = 17", "is not divisible by 2")),
+    ("groups = 4", ("groups = 3", "not divisible by groups = 3")),
+    ("sample_steps = 3", ("sample_steps = 2000", "sample_steps = 2000 exceeds timesteps = 1000")),
+    ("warmup = 2", ('sampler = "euler"', "sampler")),
+])
+def test_bad_settings_stop_at_recipe_check_in_one_line(change, words, tmp_path, run_cli):
+    new, message = words
+    recipe = write_recipe(tmp_path, TINY_DIFFUSION.replace(change, new if change != "warmup = 2" else f"warmup = 2\n{new}"))
+    for args in (("recipe", "check", recipe), ("run", recipe, "--runs-dir", tmp_path / "runs")):
+        code, out, err = run_cli(*args)
+        assert code == 2 and len(err.strip().splitlines()) == 1 and message in err, err
+        assert "Traceback" not in err
+    assert not (tmp_path / "runs").exists()
