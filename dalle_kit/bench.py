@@ -43,13 +43,56 @@ import torch
 
 from .errors import RecipeError, UserError
 from .evaluation import evaluate_run
-from .recipe import TOP_LEVEL, load_recipe, read_toml
+from .recipe import MAX_SEED, TOP_LEVEL, load_recipe, read_toml
+from .schema import Invalid, param, structure
 from .registry import Registry, get_registry
 
-GRID_KEYS = {"name", "base", "seed", "metrics", "num_samples", "description", "set", "grid", "extra"}
-EXTRA_KEYS = {"label", "base", "set"}
 STATE_VERSION = 1
 PER_CELL = "per cell"
+
+
+def _metric_names(_, attribute, value):
+    if not value:
+        raise Invalid("metrics", "expected a non-empty list of metric names", 'write metrics = ["fid"]')
+
+
+def _grid_axes(_, attribute, value):
+    axes = _flatten(value)
+    if not axes:
+        raise Invalid("[grid]", "needs at least one key with a list of values", 'write loss = ["bce", "hinge"]')
+    for key, values in axes.items():
+        if not isinstance(values, list) or not values:
+            raise Invalid(f"[grid] {key}", f"expected a non-empty list of alternatives, got {values!r}", f"write {key} = [a, b]")
+
+
+def _grid_seed(_, attribute, value):
+    if not 0 <= value <= MAX_SEED:
+        raise Invalid("seed", f"{value} is out of range", f"use a seed from 0 to {MAX_SEED}")
+
+
+@attrs.frozen
+class ExtraCell:
+    """An ``[[extra]]`` cell beside the grid: its own base recipe and settings (the grid's ``[set]`` does not apply)."""
+
+    label: str = param(doc="shown in the first axis' column")
+    base: str = param(doc="recipe name or path")
+    set: dict[str, Any] = param({}, "recipe values for this cell (dotted keys or tables)")
+
+
+@attrs.frozen
+class GridFile:
+    """A bench grid file: every combination of ``[grid]``'s values (plus the ``[[extra]]`` cells) trained from ``base``
+    with ``[set]`` and scored with ``metrics`` on ``num_samples`` images."""
+
+    name: str = param(doc="the grid's name (its reports are OUT/<name>.md, .csv, .json, .png)")
+    base: str = param(doc="recipe name or path every grid cell starts from")
+    grid: dict[str, Any] = param(doc="key -> list of values; every combination is a cell", validator=_grid_axes)
+    seed: int = param(0, "the seed of every cell", validator=_grid_seed)
+    metrics: list[str] = param([], "metric names scored for every cell", validator=_metric_names)
+    num_samples: int = param(1000, "generated images per metric", validator=attrs.validators.gt(0))
+    description: str = param("", "free text")
+    set: dict[str, Any] = param({}, "recipe values applied to every grid cell (dotted keys or tables)")
+    extra: list[dict[str, Any]] = param([], "[[extra]] cells beside the grid (label, base, set)")
 
 
 @attrs.frozen
@@ -129,48 +172,17 @@ def load_grid(target: str | Path, registry: Registry) -> Grid:
         path = Path(registry.recipes[str(target)][0])
     data = read_toml(path)
     source = str(target)
-    for key in data:
-        if key not in GRID_KEYS:
-            raise RecipeError(source, f"key '{key}'", "unknown grid key", f"use: {', '.join(sorted(GRID_KEYS))}")
-    for key in ("name", "base", "grid"):
-        if key not in data:
-            raise RecipeError(source, f"key '{key}'", "is required", "see `dalle-kit bench --help` for the grid format")
-    axes = _flatten(data["grid"]) if isinstance(data["grid"], dict) else None
-    if not axes:
-        raise RecipeError(source, "[grid]", "needs at least one key with a list of values", 'write loss = ["bce", "hinge"]')
-    for key, values in axes.items():
-        if not isinstance(values, list) or not values:
-            raise RecipeError(source, f"[grid] {key}", f"expected a non-empty list of alternatives, got {values!r}",
-                              f"write {key} = [a, b]")
-    fixed = _flatten(data.get("set", {}))
-    metrics = data.get("metrics", [])
-    if not isinstance(metrics, list) or not metrics or not all(isinstance(m, str) for m in metrics):
-        raise RecipeError(source, "key 'metrics'", "expected a non-empty list of metric names", 'write metrics = ["fid"]')
-    for metric in metrics:
+    spec = structure(GridFile, data, source=source, section="")
+    for metric in spec.metrics:
         registry.get("metric", metric, source=source, key="key 'metrics'")
+
     def resolve_base(base: str) -> str:
         return str(path.parent / base) if not Path(base).exists() and (path.parent / base).exists() else base
 
-    base = resolve_base(str(data["base"]))
-    extra = data.get("extra", [])
-    if not isinstance(extra, list) or not all(isinstance(e, dict) for e in extra):
-        raise RecipeError(source, "[[extra]]", "expected tables of cells beside the grid", 'write [[extra]] label = "vae" base = "shapes-vae"')
-    cells_extra = []
-    for i, e in enumerate(extra):
-        unknown = set(e) - EXTRA_KEYS
-        if unknown:
-            raise RecipeError(source, f"[[extra]] #{i + 1} key '{sorted(unknown)[0]}'", "unknown key", f"use: {', '.join(sorted(EXTRA_KEYS))}")
-        if not isinstance(e.get("label"), str) or not isinstance(e.get("base"), str) or not isinstance(e.get("set", {}), dict):
-            raise RecipeError(source, f"[[extra]] #{i + 1}", "needs a string label and base (and an optional table set)",
-                              'write label = "vae", base = "shapes-vae"')
-        cells_extra.append({"label": e["label"], "base": resolve_base(e["base"]), "set": _flatten(e.get("set", {}))})
-    for key, tp in (("seed", int), ("num_samples", int), ("name", str)):
-        if key in data and (not isinstance(data[key], tp) or isinstance(data[key], bool)):
-            raise RecipeError(source, f"key '{key}'", f"expected {tp.__name__}, got {data[key]!r}", f"write {key} = <{tp.__name__}>")
-    if data.get("num_samples", 1) < 1:
-        raise RecipeError(source, "key 'num_samples'", "must be at least 1")
-    return Grid(path, data["name"], base, data.get("seed", 0), metrics, data.get("num_samples", 1000),
-                str(data.get("description", "")), fixed, axes, cells_extra)
+    extras = [structure(ExtraCell, e, source=source, section=f"extra #{i + 1}") for i, e in enumerate(spec.extra)]
+    cells_extra = [{"label": e.label, "base": resolve_base(e.base), "set": _flatten(e.set)} for e in extras]
+    return Grid(path, spec.name, resolve_base(spec.base), spec.seed, spec.metrics, spec.num_samples, spec.description,
+                _flatten(spec.set), _flatten(spec.grid), cells_extra)
 
 
 # ------------------------------------------------------------------ running

@@ -17,7 +17,7 @@ import tomli_w
 
 from .errors import RecipeError, UserError, did_you_mean
 from .registry import PartInfo, Registry
-from .schema import param, structure, unstructure
+from .schema import Invalid, param, structure, unstructure
 
 RECIPE_FILE = "recipe.toml"
 #: A run's name: 1 to 100 of letters, digits, '.', '_', '-', not starting with '.' or '-' (it names a directory under
@@ -59,26 +59,60 @@ class EvalConfig:
     every: int = param(0, "also evaluate every this many steps (0: only at the end)", validator=attrs.validators.ge(0))
 
 
-TOP_LEVEL = {
-    "name": (str, None, "the run's name; run directories are runs/<name>-<timestamp>"),
-    "pipeline": (str, "gan", "the training procedure"),
-    "seed": (int, 0, "seed for weights, data order and noise"),
-    "device": (str, "auto", "'auto', 'cpu', 'cuda' or 'cuda:N'"),
-    "description": (str, "", "free text"),
-    "init_from": (str, "", "start from this run's latest weights: a run directory, or runs/<name> for the newest run of that name"),
-    "finetune": (str, "full", "with init_from: 'full' trains every weight, 'conditioning' only the layers that read the text, "
-                              "'lora' low-rank adapters on those layers"),
-    "lora_rank": (int, 4, "rank of the low-rank adapters (finetune = 'lora')"),
-    "recipe_format": (int, 0, "written into a run's recipe.toml: the format of recipes it follows (0: before formats "
-                              "were recorded); older formats are upgraded when read, newer ones refused"),
-    "written_by": (str, "", "written into a run's recipe.toml: the dalle-kit version that made the run"),
-}
+FINETUNE_MODES = ("full", "conditioning", "lora")
+
+
+def _seed_range(_, attribute, value):
+    if not 0 <= value <= MAX_SEED:
+        raise Invalid("seed", f"{value} is out of range", f"use a seed from 0 to {MAX_SEED}")
+
+
+def _device_name(_, attribute, value):
+    if value not in ("auto", "cpu", "cuda", "mps") and not (value.startswith("cuda:") and value[5:].isdigit()):
+        raise Invalid("device", f"device '{value}' is not known", "use 'auto', 'cpu', 'cuda' or 'cuda:N'")
+
+
+def _finetune_mode(_, attribute, value):
+    if value not in FINETUNE_MODES:
+        raise Invalid("finetune", f"'{value}' is not a fine-tuning mode{did_you_mean(value, FINETUNE_MODES)}",
+                      f"use one of: {', '.join(FINETUNE_MODES)}")
+
+
+def _lora_rank(_, attribute, value):
+    if value < 1:
+        raise Invalid("lora_rank", f"must be >= 1, got {value}", "write lora_rank = 4 (for example)")
+
+
+@attrs.frozen
+class TopLevel:
+    """The recipe's top-level keys (the tables are the parts', ``[train]`` the pipeline's, ``[sample]`` and ``[eval]``)."""
+
+    name: str = param(doc="the run's name; run directories are runs/<name>-<timestamp>")
+    pipeline: str = param("gan", "the training procedure")
+    seed: int = param(0, "seed for weights, data order and noise", validator=_seed_range)
+    device: str = param("auto", "'auto', 'cpu', 'cuda' or 'cuda:N'", validator=_device_name)
+    description: str = param("", "free text")
+    init_from: str = param("", "start from this run's latest weights: a run directory, or runs/<name> for the newest run of that name")
+    finetune: str = param("full", "with init_from: 'full' trains every weight, 'conditioning' only the layers that read the text, "
+                                  "'lora' low-rank adapters on those layers", validator=_finetune_mode)
+    lora_rank: int = param(4, "rank of the low-rank adapters (finetune = 'lora')", validator=_lora_rank)
+    recipe_format: int = param(0, "written into a run's recipe.toml: the format of recipes it follows (0: before formats "
+                                  "were recorded); older formats are upgraded when read, newer ones refused")
+    written_by: str = param("", "written into a run's recipe.toml: the dalle-kit version that made the run")
+
+    def __attrs_post_init__(self):  # cross-field rules
+        if self.finetune != "full" and not self.init_from:
+            raise Invalid("finetune", f"finetune = '{self.finetune}' trains only part of a model but there is no init_from",
+                          'add init_from = "runs/<name>" (the run to start from) or remove finetune')
+
+
+#: The top-level keys (name -> attrs field), for code that needs to tell them from table names.
+TOP_LEVEL = attrs.fields_dict(TopLevel)
 #: The recipe format this dalle-kit writes. Raise it with an entry in `UPGRADES` when a key is renamed or removed.
 RECIPE_FORMAT = 1
 #: format -> function upgrading a parsed recipe of that format to the next one (a renamed key moved, a removed one
 #: dropped), so run directories written by older versions keep loading for sample, eval and --resume.
 UPGRADES: dict[int, Any] = {0: lambda data: data}  # 0 -> 1 only started recording the format
-FINETUNE_MODES = ("full", "conditioning", "lora")
 COMMON_SECTIONS = {"sample": SampleConfig, "eval": EvalConfig}
 
 
@@ -217,39 +251,18 @@ def upgrade(data: dict[str, Any], source: str) -> dict[str, Any]:
 
 def validate(data: dict[str, Any], registry: Registry, *, source: str, base_dir: Path | None = None,
              check_name: bool = True) -> Recipe:
-    """`data` (a parsed recipe) as a `Recipe`, or one `RecipeError`. ``check_name=False`` accepts any run name
-    (for a run directory that already exists: its name no longer makes a path)."""
+    """`data` (a parsed recipe) as a `Recipe`, or one `RecipeError`. ``check_name=False`` is for the recipe of a run
+    directory that already exists: any run name is accepted (it no longer makes a path), and keys the installed
+    parts no longer declare are ignored with a warning (as diffusers loads an older config), so runs written by
+    another version keep loading for sample, eval and --resume."""
     data = upgrade(data, source)
     if "base" in data and "grid" in data:  # a bench grid handed to a command that reads recipes
         raise RecipeError(source, "key 'base'", "this file is a bench grid (base + [grid]), not a recipe",
                           f"run it with dalle-kit bench {source} (add --dry-run to check it without training)")
-    top: dict[str, Any] = {}
     tables = {k: v for k, v in data.items() if isinstance(v, dict)}
-    for key, value in data.items():
-        if key in tables:
-            continue
-        if key not in TOP_LEVEL:
-            raise RecipeError(source, f"key '{key}'", f"unknown top-level key{did_you_mean(key, TOP_LEVEL)}",
-                              f"remove it or use one of: {', '.join(TOP_LEVEL)}")
-        tp, _, _ = TOP_LEVEL[key]
-        if not isinstance(value, tp) or isinstance(value, bool) and tp is not bool:
-            raise RecipeError(source, f"key '{key}'", f"expected {tp.__name__}, got {type(value).__name__} {value!r}",
-                              f"write {key} = <{tp.__name__}>")
-        top[key] = value
-    for key, (_, default, _) in TOP_LEVEL.items():
-        if key not in top:
-            if default is None:
-                raise RecipeError(source, f"key '{key}'", "is required", f'add {key} = "..." at the top of the file')
-            top[key] = default
-
+    top = attrs.asdict(structure(TopLevel, {k: v for k, v in data.items() if k not in tables}, source=source, section="", ignore_unknown=not check_name))
     if check_name:
         check_run_name(top["name"], source)
-    if not 0 <= top["seed"] <= MAX_SEED:
-        raise RecipeError(source, "key 'seed'", f"{top['seed']} is out of range", f"use a seed from 0 to {MAX_SEED}")
-
-    device = top["device"]
-    if device not in ("auto", "cpu", "cuda", "mps") and not (device.startswith("cuda:") and device[5:].isdigit()):
-        raise RecipeError(source, "key 'device'", f"device '{device}' is not known", "use 'auto', 'cpu', 'cuda' or 'cuda:N'")
 
     pipeline_info = registry.get("pipeline", top["pipeline"], source=source, key="key 'pipeline'")
     pipeline_cls = pipeline_info.cls
@@ -270,26 +283,20 @@ def validate(data: dict[str, Any], registry: Registry, *, source: str, base_dir:
         if not isinstance(name, str):
             raise RecipeError(source, f"[{section}] name", f"expected string, got {type(name).__name__} {name!r}", 'write name = "..."')
         info = registry.get(kind, name, source=source, key=f"[{section}] name")
-        parts[section] = PartSpec(info, structure(info.cls.Config, table, source=source, section=section, base_dir=base_dir))
+        parts[section] = PartSpec(info, structure(info.cls.Config, table, source=source, section=section, base_dir=base_dir, ignore_unknown=not check_name))
 
-    train = structure(pipeline_cls.Config, tables.get("train", {}), source=source, section="train", base_dir=base_dir)
-    sample = structure(SampleConfig, tables.get("sample", {}), source=source, section="sample", base_dir=base_dir)
+    train = structure(pipeline_cls.Config, tables.get("train", {}), source=source, section="train", base_dir=base_dir, ignore_unknown=not check_name)
+    sample = structure(SampleConfig, tables.get("sample", {}), source=source, section="sample", base_dir=base_dir, ignore_unknown=not check_name)
     eval_table = dict(tables.get("eval", {}))
     metric_tables = {k: eval_table.pop(k) for k in list(eval_table) if isinstance(eval_table[k], dict)}
-    evaluation = structure(EvalConfig, eval_table, source=source, section="eval", base_dir=base_dir)
+    evaluation = structure(EvalConfig, eval_table, source=source, section="eval", base_dir=base_dir, ignore_unknown=not check_name)
     for metric in evaluation.metrics:
         registry.get("metric", metric, source=source, key="[eval] metrics")
     metric_settings = {}
     for metric, table in metric_tables.items():  # [eval.<metric>]: that metric's settings
         info = registry.get("metric", metric, source=source, key=f"[eval.{metric}]")
-        metric_settings[metric] = structure(info.cls.Config, table, source=source, section=f"eval.{metric}", base_dir=base_dir)
+        metric_settings[metric] = structure(info.cls.Config, table, source=source, section=f"eval.{metric}", base_dir=base_dir, ignore_unknown=not check_name)
 
-    if top["finetune"] not in FINETUNE_MODES:
-        raise RecipeError(source, "key 'finetune'", f"'{top['finetune']}' is not a fine-tuning mode{did_you_mean(top['finetune'], FINETUNE_MODES)}",
-                          f"use one of: {', '.join(FINETUNE_MODES)}")
-    if top["finetune"] != "full" and not top["init_from"]:
-        raise RecipeError(source, "key 'finetune'", f"finetune = '{top['finetune']}' trains only part of a model but there is no init_from",
-                          'add init_from = "runs/<name>" (the run to start from) or remove finetune')
     if top["init_from"] and not getattr(pipeline_cls, "finetunes", False):
         raise RecipeError(source, "key 'init_from'", f"pipeline '{pipeline_info.name}' cannot start from another run",
                           "remove init_from and finetune, or use a pipeline that fine-tunes (gan, vae)")
@@ -297,8 +304,6 @@ def validate(data: dict[str, Any], registry: Registry, *, source: str, base_dir:
         raise RecipeError(source, "[eval] metrics", f"pipeline '{pipeline_info.name}' draws no images, so there is nothing for "
                           f"{', '.join(evaluation.metrics)} to score",
                           "remove [eval] metrics (score what it trains through a recipe that uses it, e.g. clip-score)")
-    if top["lora_rank"] < 1:
-        raise RecipeError(source, "key 'lora_rank'", f"must be >= 1, got {top['lora_rank']}", "write lora_rank = 4 (for example)")
 
     return Recipe(source=source, name=top["name"], pipeline=PartSpec(pipeline_info, train), seed=top["seed"],
                   device=top["device"], description=top["description"], parts=parts, sample=sample, eval=evaluation,

@@ -16,6 +16,7 @@ from __future__ import annotations
 import math
 import types
 import typing
+import warnings
 from pathlib import Path
 from typing import Any, Literal, Union
 
@@ -95,6 +96,16 @@ class _Mismatch(Exception):
     pass
 
 
+class Invalid(ValueError):
+    """Raised by a validator (or an ``attrs_post_init`` cross-field rule) to give `structure` the exact key, cause and fix
+    of its one-line `RecipeError`: ``raise Invalid("seed", "is out of range", "use a seed from 0 to 9")``. A `key`
+    without brackets is a key of the table being read; one that starts with ``[`` is used as written."""
+
+    def __init__(self, key: str, cause: str, fix: str = ""):
+        super().__init__(f"'{key}' {cause}")
+        self.key, self.cause, self.fix = key, cause, fix
+
+
 def _convert(value: Any, tp: Any) -> Any:
     """Check `value` (as read from TOML) against annotation `tp`; return it converted."""
     origin = typing.get_origin(tp)
@@ -120,6 +131,10 @@ def _convert(value: Any, tp: Any) -> Any:
         if not isinstance(value, (list, tuple)):
             raise _Mismatch
         return [_convert(v, args[0]) if args else v for v in value]
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise _Mismatch
+        return {k: _convert(v, args[1]) if args else v for k, v in value.items()}
     if origin is tuple:
         if not isinstance(value, (list, tuple)):
             raise _Mismatch
@@ -183,17 +198,27 @@ def bad_defaults(cls: type) -> list[str]:
     return problems
 
 
-def structure(cls: type, data: dict[str, Any], *, source: str, section: str, base_dir: Path | None = None):
-    """Build `cls` from a recipe table, failing with one `RecipeError` line naming the key and fix."""
+def structure(cls: type, data: dict[str, Any], *, source: str, section: str, base_dir: Path | None = None,
+              ignore_unknown: bool = False):
+    """Build `cls` from a recipe table, failing with one `RecipeError` line naming the key and fix.
+
+    ``ignore_unknown`` (for the recipe of a run directory written by another version, as diffusers' configs do):
+    keys `cls` does not declare are dropped with one warning naming them, instead of refused."""
     fields = {f.name: f for f in fields_of(cls)}
     prefix = f"[{section}] " if section else ""
+    unknown = [key for key in data if key not in fields]
+    if unknown and ignore_unknown:
+        warnings.warn(f"{source}: {prefix}{', '.join(repr(k) for k in unknown)} {'is' if len(unknown) == 1 else 'are'} not "
+                      f"a setting of the installed version and {'is' if len(unknown) == 1 else 'are'} ignored (the run was "
+                      "written by another version)", stacklevel=2)
+        data = {k: v for k, v in data.items() if k in fields}
     for key in data:
         if key not in fields:
             known = ", ".join(fields) or "none"
             raise RecipeError(
                 source,
                 f"{prefix}key '{key}'",
-                f"unknown key{did_you_mean(key, fields)}",
+                f"unknown {'top-level ' if not section else ''}key{did_you_mean(key, fields)}",
                 f"remove it or use one of: {known}",
             )
     kwargs = {}
@@ -227,6 +252,9 @@ def structure(cls: type, data: dict[str, Any], *, source: str, section: str, bas
         kwargs[name] = converted
     try:
         return cls(**kwargs)
+    except Invalid as exc:
+        key = exc.key if exc.key.startswith("[") else f"{prefix}key '{exc.key}'"
+        raise RecipeError(source, key, exc.cause, exc.fix) from None
     except (ValueError, TypeError) as exc:
         msg = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         # attrs validators name the field in their message; point at it when we can.

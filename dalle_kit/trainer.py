@@ -87,7 +87,7 @@ class Trainer:
                 self.hook.train_step_end(trainer=self, step=step, values=values)
                 if step % cfg.log_every == 0 or step == cfg.steps:
                     run.log(step, **values, **(t.log_values(step) if t.log_values else {}))
-                bar.set_postfix({k: f"{v:.3f}" for k, v in values.items()}, refresh=False)
+                bar.set_postfix({k: f"{v:.4g}" for k, v in values.items()}, refresh=False)
                 bar.update(1)
                 stop = run.should_stop(step) or self.stop_reason is not None
                 if step % cfg.checkpoint_every == 0 or step == cfg.steps or stop:

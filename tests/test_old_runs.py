@@ -54,3 +54,15 @@ def test_saved_recipes_record_their_format_and_version(old_run, tmp_path, run_cl
     code, out, err = run_cli("recipe", "check", newer)
     assert code == 2 and "written by dalle-kit 9.0" in err and "pip install -U dalle-kit" in err
     assert len(err.strip().splitlines()) == 1
+
+
+def test_settings_a_newer_version_dropped_are_ignored_with_a_warning(old_run, run_cli, tmp_path):
+    """As diffusers loads an older config: a key the installed part no longer declares is named and ignored, so the
+    run still samples; in a recipe being written (not a run directory) the same key is an error."""
+    recipe = old_run / "recipe.toml"
+    recipe.write_text(recipe.read_text().replace("[generator]\n", "[generator]\nremoved_setting = 3\n", 1))
+    with pytest.warns(UserWarning, match=r"\[generator\] 'removed_setting' is not a setting of the installed version and is ignored"):
+        code, _, err = run_cli("sample", old_run, "a red circle", "-n", "1", "-o", tmp_path / "s.png")
+    assert code == 0, err
+    code, _, err = run_cli("recipe", "check", recipe)
+    assert code == 2 and "[generator] key 'removed_setting': unknown key" in err

@@ -41,7 +41,7 @@ def test_valid_recipe_checks(run_cli, tiny_recipe):
         ("[text_encoder]\nname = \"bow\"", "[text_encoder]", ["[text_encoder] name", "missing", "add [text_encoder] with name = one of: bow"]),
         ("betas", "betas = [0.5, 0.999]\nbetas2", ["[train] key 'betas2'", "unknown key"]),
         ("seed = 0", "seed = [", ["invalid TOML"]),
-        ("seed = 0", 'seed = "zero"', ["key 'seed'", "expected int, got str"]),
+        ("seed = 0", 'seed = "zero"', ["key 'seed'", "expected integer, got str"]),
         ('name = "tiny"', 'name = "tiny"\ndevice = "tpu"', ["device 'tpu'", "use 'auto', 'cpu', 'cuda'"]),
     ],
 )
