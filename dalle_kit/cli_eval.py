@@ -21,7 +21,11 @@ def eval_cmd(run_dir, metrics, num_samples, seed, as_json):
     from .run import Run
 
     run = Run.open(run_dir, get_registry(), quiet=True)
-    results = evaluate_run(run, list(metrics) or None, num_samples, seed=seed)
+    run.lock()  # its rows go to metrics.jsonl, which a trainer resuming the run rewrites: one writer at a time
+    try:
+        results = evaluate_run(run, list(metrics) or None, num_samples, seed=seed)
+    finally:
+        run.unlock()
     if as_json:
         click.echo(json.dumps({name: r.row(name) for name, r in results.items()}, indent=2))
         return
