@@ -4,7 +4,7 @@ A new model family brought by plugins alone: this module adds the kind ``denoise
 ``register_kinds``, with a conformance check of its own), its part ``unet`` (diffusers'
 ``UNet2DConditionModel``, cross-attending to the recipe's text encoder and adding the text vector to its
 time embedding) and the pipeline. Training (DDPM, Ho et al. 2020): noise from diffusers' ``DDPMScheduler``
-(``epsilon`` or ``v_prediction`` targets), mean squared error; captions are dropped with probability
+with the cosine schedule, ``v_prediction`` targets (or ``epsilon``), mean squared error; captions are dropped with probability
 ``caption_dropout`` (replaced by a learned null vector) so that sampling can use classifier-free guidance
 (Ho and Salimans 2021): ``uncond + guidance_scale * (cond - uncond)``. Sampling: diffusers' DDIM (eta 0)
 or DPM-Solver++ multistep, ``sample_steps`` steps, deterministic given the starting noise. An
@@ -116,7 +116,7 @@ class Diffusion(dalle_kit.Pipeline):
 
     @attrs.frozen
     class Config(dalle_kit.TrainConfig):
-        steps: int = param(4000, "training iterations (one denoising step on a batch each)", validator=attrs.validators.gt(0))
+        steps: int = param(3000, "training iterations (one denoising step on a batch each)", validator=attrs.validators.gt(0))
         lr: float = param(5e-4, "AdamW learning rate (after a linear warmup)", validator=finite_positive)
         warmup: int = param(200, "steps of linear learning-rate warmup", validator=attrs.validators.ge(0))
         weight_decay: float = param(0.0, "AdamW weight decay", validator=attrs.validators.ge(0))
@@ -124,7 +124,11 @@ class Diffusion(dalle_kit.Pipeline):
         timesteps: int = param(1000, "diffusion timesteps of the training process", validator=attrs.validators.gt(1))
         beta_schedule: Literal["linear", "scaled_linear", "squaredcos_cap_v2"] = param(
             "squaredcos_cap_v2", "noise schedule (diffusers' names; squaredcos_cap_v2 is the cosine schedule of Nichol and Dhariwal 2021)")
-        prediction: Literal["epsilon", "v_prediction"] = param("epsilon", "what the denoiser predicts: the noise or the velocity")
+        prediction: Literal["epsilon", "v_prediction"] = param(
+            "v_prediction", "what the denoiser predicts: the velocity (Salimans and Ho 2022) or the noise; with the cosine "
+                            "schedule the noise's x0 estimate divides by sqrt(alpha_bar(999)) = 5e-5 at the first sampling "
+                            "step, and a trained noise predictor's samples stayed grey noise (measured), the velocity's x0 "
+                            "estimate needs no division")
         caption_dropout: float = param(0.1, "probability of training on the null caption (classifier-free guidance needs > 0)",
                                        validator=[attrs.validators.ge(0), attrs.validators.le(1)])
         sampler: Literal["ddim", "dpm-solver"] = param("dpm-solver", "sampling scheduler: DDIM (eta 0) or DPM-Solver++ multistep")
@@ -209,7 +213,13 @@ class Diffusion(dalle_kit.Pipeline):
 
         @torch.inference_mode()
         def draw(prompts, rng: torch.Generator) -> torch.Tensor:
-            schedule = DDIMScheduler.from_config(base) if kind == "ddim" else DPMSolverMultistepScheduler.from_config(base)
+            # Start at the last training step ("trailing"); keep each x0 estimate inside the image range (clipping,
+            # Imagen's dynamic thresholding); DPM-Solver's lambda clipping is what diffusers prescribes for the cosine schedule.
+            if kind == "ddim":
+                schedule = DDIMScheduler.from_config(base, timestep_spacing="trailing", clip_sample=True)
+            else:
+                schedule = DPMSolverMultistepScheduler.from_config(base, timestep_spacing="trailing", thresholding=True,
+                                                                   sample_max_value=1.0, lambda_min_clipped=-5.1)
             schedule.set_timesteps(steps)
             n = len(prompts)
             x = torch.randn((n, denoiser.channels, denoiser.image_size, denoiser.image_size), generator=rng).to(device)
