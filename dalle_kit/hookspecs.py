@@ -109,4 +109,4 @@ def train_end(trainer, step, finished):
 @hookspec
 def run_evaluated(run, step, results):
     """After metrics are computed and logged for ``run`` (mid-run, at the end of training, or by ``dalle-kit
-    eval``): ``results`` maps each metric's name to its `dalle_kit.parts.MetricResult`."""
+    eval``): ``results`` maps each metric's name to its `dalle_kit.evaluation.MetricResult` (values, protocol)."""

@@ -51,6 +51,14 @@ class SampleConfig:
 
 
 @attrs.frozen
+class LogConfig:
+    """The ``[log]`` table: where a run's numbers and pictures go besides metrics.jsonl and samples/."""
+
+    tensorboard: bool = param(True, "write TensorBoard event files to <run>/tensorboard (losses, learning rates, metrics with "
+                                    "their protocol, sample grids); view all runs with: tensorboard --logdir runs")
+
+
+@attrs.frozen
 class EvalConfig:
     """The ``[eval]`` table: metrics computed at the end of a run (and every ``every`` steps if > 0)."""
 
@@ -109,11 +117,14 @@ class TopLevel:
 #: The top-level keys (name -> attrs field), for code that needs to tell them from table names.
 TOP_LEVEL = attrs.fields_dict(TopLevel)
 #: The recipe format this dalle-kit writes. Raise it with an entry in `UPGRADES` when a key is renamed or removed.
-RECIPE_FORMAT = 1
+RECIPE_FORMAT = 2
 #: format -> function upgrading a parsed recipe of that format to the next one (a renamed key moved, a removed one
 #: dropped), so run directories written by older versions keep loading for sample, eval and --resume.
-UPGRADES: dict[int, Any] = {0: lambda data: data}  # 0 -> 1 only started recording the format
-COMMON_SECTIONS = {"sample": SampleConfig, "eval": EvalConfig}
+UPGRADES: dict[int, Any] = {
+    0: lambda data: data,  # 0 -> 1 only started recording the format
+    1: lambda data: data,  # 1 -> 2 added the [log] table (its defaults apply)
+}
+COMMON_SECTIONS = {"sample": SampleConfig, "eval": EvalConfig, "log": LogConfig}
 
 
 @attrs.frozen
@@ -134,6 +145,7 @@ class Recipe:
     sample: SampleConfig
     eval: EvalConfig
     metric_settings: dict[str, Any] = attrs.field(factory=dict)  # metric name -> its Config, from [eval.<metric>] tables
+    log: LogConfig = attrs.field(factory=LogConfig)
     init_from: str = ""
     finetune: str = "full"
     lora_rank: int = 4
@@ -157,6 +169,7 @@ class Recipe:
         data["train"] = unstructure(self.pipeline.config)
         data["sample"] = unstructure(self.sample)
         data["eval"] = unstructure(self.eval)
+        data["log"] = unstructure(self.log)
         for metric, config in self.metric_settings.items():
             data["eval"][metric] = unstructure(config)
         return data
@@ -290,6 +303,7 @@ def validate(data: dict[str, Any], registry: Registry, *, source: str, base_dir:
     eval_table = dict(tables.get("eval", {}))
     metric_tables = {k: eval_table.pop(k) for k in list(eval_table) if isinstance(eval_table[k], dict)}
     evaluation = structure(EvalConfig, eval_table, source=source, section="eval", base_dir=base_dir, ignore_unknown=not check_name)
+    log = structure(LogConfig, tables.get("log", {}), source=source, section="log", base_dir=base_dir, ignore_unknown=not check_name)
     for metric in evaluation.metrics:
         registry.get("metric", metric, source=source, key="[eval] metrics")
     metric_settings = {}
@@ -307,4 +321,5 @@ def validate(data: dict[str, Any], registry: Registry, *, source: str, base_dir:
 
     return Recipe(source=source, name=top["name"], pipeline=PartSpec(pipeline_info, train), seed=top["seed"],
                   device=top["device"], description=top["description"], parts=parts, sample=sample, eval=evaluation,
-                  metric_settings=metric_settings, init_from=top["init_from"], finetune=top["finetune"], lora_rank=top["lora_rank"])
+                  metric_settings=metric_settings, init_from=top["init_from"], finetune=top["finetune"], lora_rank=top["lora_rank"],
+                  log=log)

@@ -1,0 +1,75 @@
+"""Built-in training plugin `tensorboard`: a run's losses, learning rates, metrics (with their protocol as text) and
+sample grids as TensorBoard event files in ``<run>/tensorboard``, through torch's ``SummaryWriter``, when the
+recipe's ``[log] tensorboard`` is true (the default). ``tensorboard --logdir runs`` shows every run. A resumed run
+purges the events after its checkpoint (``purge_step``), as metrics.jsonl drops its rows, so a replayed stretch
+is not shown twice.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from PIL import Image
+
+import dalle_kit
+
+FOLDER = "tensorboard"
+_writers: dict = {}  # run directory -> the SummaryWriter open while it trains
+
+
+def _writer(run, purge_step: int | None = None):
+    if not run.recipe.log.tensorboard:
+        return None
+    writer = _writers.get(run.dir)
+    if writer is None:
+        from torch.utils.tensorboard import SummaryWriter
+
+        writer = _writers[run.dir] = SummaryWriter(log_dir=str(run.dir / FOLDER), purge_step=purge_step)
+    return writer
+
+
+def _close(run) -> None:
+    writer = _writers.pop(run.dir, None)
+    if writer is not None:
+        writer.close()
+
+
+@dalle_kit.hookimpl
+def train_step_end(trainer, step: int, values) -> None:
+    cfg = trainer.config
+    # Opened at the first step this process trains (the checkpoint's + 1): everything logged from there on is replaced.
+    writer = _writer(trainer.run, purge_step=step if trainer.run.dir not in _writers else None)
+    if step % cfg.log_every and step != cfg.steps:
+        return
+    if writer is not None:
+        for key, value in values.items():
+            writer.add_scalar(f"train/{key}", value, step)
+
+
+@dalle_kit.hookimpl(trylast=True)  # after the sample-grids plugin has drawn this step's grid
+def train_step_saved(trainer, step: int) -> None:
+    grid = trainer.run.dir / "samples" / f"step-{step:08d}.png"
+    writer = _writer(trainer.run)
+    if writer is not None and grid.exists():
+        with Image.open(grid) as image:
+            writer.add_image("samples", np.asarray(image.convert("RGB")), step, dataformats="HWC")
+
+
+@dalle_kit.hookimpl
+def train_end(trainer, step: int, finished: bool) -> None:
+    _close(trainer.run)
+
+
+@dalle_kit.hookimpl
+def run_evaluated(run, step: int, results) -> None:
+    training = run.dir in _writers  # mid-run: the training's writer; after training or from `dalle-kit eval`: its own
+    writer = _writer(run)
+    if writer is None:
+        return
+    for name, result in results.items():
+        for key, value in result.values.items():
+            writer.add_scalar(f"eval/{name}/{key}", value, step)
+        writer.add_text(f"eval/{name}/protocol", result.protocol.line(), step)
+    if training:
+        writer.flush()
+    else:
+        _close(run)

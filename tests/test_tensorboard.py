@@ -1,0 +1,44 @@
+"""The built-in tensorboard plugin: TensorBoard's own reader finds a run's losses, metrics (with protocol) and sample
+grids; a resumed run purges what came after its checkpoint; ``[log] tensorboard = false`` writes nothing."""
+
+from __future__ import annotations
+
+from conftest import TINY, write_recipe
+
+from dalle_kit import api
+
+BODY = TINY.replace("steps = 30", "steps = 20") + '\n[eval]\nmetrics = ["d-roc-auc"]\nnum_samples = 16\nevery = 10\n'
+
+
+def _events(run_dir):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    events = EventAccumulator(str(run_dir / "tensorboard"), size_guidance={"images": 0, "scalars": 0, "tensors": 0})
+    events.Reload()
+    return events
+
+
+def test_tensorboard_reads_losses_metrics_and_grids(tmp_path):
+    run = api.train(str(write_recipe(tmp_path, BODY)), runs_dir=tmp_path / "runs", quiet=True)
+    events = _events(run.dir)
+    tags = events.Tags()
+    assert {"train/loss_d", "train/loss_g", "train/lr", "eval/d-roc-auc/d_roc_auc"} <= set(tags["scalars"]), tags
+    assert [e.step for e in events.Scalars("train/loss_d")] == [5, 10, 15, 20]
+    assert [e.step for e in events.Scalars("eval/d-roc-auc/d_roc_auc")] == [10, 20]  # mid-run and final
+    assert [e.step for e in events.Images("samples")] == [15, 20]
+    assert events.Images("samples")[0].width > 0
+    assert any("eval/d-roc-auc/protocol" in t for t in tags["tensors"])
+
+
+def test_a_resumed_run_purges_the_replayed_stretch(tmp_path):
+    run = api.train(str(write_recipe(tmp_path, BODY)), runs_dir=tmp_path / "runs", quiet=True)
+    (run.checkpoint_dir / "step-00000020.safetensors").unlink()  # as if killed after logging 11-20: resume replays them
+    api.train(resume=run.dir, quiet=True)
+    events = _events(run.dir)
+    assert [e.step for e in events.Scalars("train/loss_d")] == [5, 10, 15, 20]  # not 15 and 20 twice
+    assert [e.step for e in events.Images("samples")] == [15, 20]
+
+
+def test_switched_off_it_writes_nothing(tmp_path):
+    run = api.train(str(write_recipe(tmp_path, BODY + "\n[log]\ntensorboard = false\n")), runs_dir=tmp_path / "runs", quiet=True)
+    assert not (run.dir / "tensorboard").exists()
