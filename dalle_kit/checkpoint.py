@@ -132,7 +132,7 @@ def save_state(path: str | Path, state: dict[str, Any]) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     tensors: dict[str, torch.Tensor] = {}
     tree = _flatten(state, "", tensors)
-    _atomic(path, lambda tmp: save_file(tensors, str(tmp), metadata={_TREE_KEY: json.dumps(tree),
+    atomic_write(path, lambda tmp: save_file(tensors, str(tmp), metadata={_TREE_KEY: json.dumps(tree),
                                                                     _DIGEST_KEY: _tensor_digest(tensors)}))
     return path
 
@@ -140,11 +140,11 @@ def save_state(path: str | Path, state: dict[str, Any]) -> Path:
 def atomic_write_text(path: str | Path, text: str) -> Path:
     """Replace `path` with `text` atomically and durably (the same temporary-file convention as `save_state`)."""
     path = Path(path)
-    _atomic(path, lambda tmp: tmp.write_text(text, encoding="utf-8"))
+    atomic_write(path, lambda tmp: tmp.write_text(text, encoding="utf-8"))
     return path
 
 
-def _atomic(path: Path, write) -> None:
+def atomic_write(path: Path, write) -> None:
     """Call ``write(tmp)`` for ``.<name>.tmp-<pid>`` beside `path`, sync it, then rename it over `path` and sync the
     folder: a reader (or a machine that loses power) sees the old file or the new one, never half of one."""
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")

@@ -102,13 +102,10 @@ def check_parts(recipe: Recipe, *, prerequisites: bool = True) -> None:
             spec = recipe.parts.get(section)
             if spec is None:
                 continue
-            if kind in ("generator", "discriminator"):
-                part = build_part(spec, section, **context)
+            if kind in ("generator", "discriminator"):  # built once and discarded
+                build_part(spec, section, **context)
             elif kind != "dataset" and spec.info.cls.build_context:  # a kind a plugin added
-                part = build_part(spec, section, **{key: context[key] for key in spec.info.cls.build_context})
-            else:
-                continue
-            del part
+                build_part(spec, section, **{key: context[key] for key in spec.info.cls.build_context})
     recipe.pipeline.info.cls(recipe.train).check(data.image_size, data.channels, text_dim)  # the models it adds itself
 
 
@@ -215,6 +212,17 @@ class Run:
             part = part.to(self.device)
         return part
 
+    def build_text_encoder(self, saved: dict[str, Any] | None, captions=None):
+        """The recipe's text encoder on the run's device: its non-tensor state (a vocabulary) restored from `saved` (a
+        checkpoint, this run's or the ``init_from`` run's, holding ``extra.text_encoder``), else fitted on `captions`.
+        The weights are loaded afterwards, with the other modules."""
+        encoder = self.build("text_encoder")
+        if saved is not None:
+            encoder.load_extra_state_json(saved["extra"]["text_encoder"])
+        else:
+            encoder.fit(captions)
+        return encoder.to(self.device)
+
     def build_dataset(self, section: str = "data"):
         spec = self.recipe.parts[section]
         return spec.info.cls(spec.config)
@@ -256,11 +264,13 @@ class Run:
     def checkpoint_dir(self) -> Path:
         return self.dir / "checkpoints"
 
-    def save_checkpoint(self, step: int, state: dict[str, Any], keep_last: int = 2) -> Path:
+    def save_checkpoint(self, step: int, state: dict[str, Any], keep_last: int = 2, *, checked: bool = False) -> Path:
         """Write the checkpoint of `step`, then delete all but the newest `keep_last`. A state with a non-finite
         tensor (or model weights beyond ``checkpoint.WEIGHT_BOUND``) is refused with a one-line `UserError` and
-        nothing is written or deleted, so the newest checkpoint on disk is always finite."""
-        self.check_finite(step, state)
+        nothing is written or deleted, so the newest checkpoint on disk is always finite. ``checked=True``: the caller
+        has just run `check_finite` on this state."""
+        if not checked:
+            self.check_finite(step, state)
         path = save_state(self.checkpoint_dir / checkpoint_name(step), {"step": step, **state})
         for _, old in list_checkpoints(self.checkpoint_dir)[:-keep_last]:
             if old != path:
@@ -372,8 +382,11 @@ class Run:
             self._lock_file = None
 
     # ------------------------------------------------------------ samples
+    def sample_path(self, step: int) -> Path:
+        return self.dir / "samples" / f"step-{step:08d}.png"
+
     def save_samples(self, step: int, images: torch.Tensor, prompts: list[str]) -> Path:
-        return save_grid(images, prompts, self.dir / "samples" / f"step-{step:08d}.png", title=f"{self.recipe.name}  step {step}")
+        return save_grid(images, prompts, self.sample_path(step), title=f"{self.recipe.name}  step {step}")
 
     def sample_grid(self, step: int, draw) -> Path:
         """Draw the recipe's [sample] prompts (``per_prompt`` each, fixed noise) with `draw` and save the grid."""

@@ -109,10 +109,10 @@ class Trainer:
         t, run = self.training, self.run
         extra = {"extra": t.extra_state()} if t.extra_state else {}
         state = run.training_state(models=t.modules, optimizers=t.optimizers, rngs=t.rngs, **extra)
+        run.check_finite(self.step, state)  # a diverged state reaches neither an export nor a checkpoint
         if t.before_save is not None:
-            run.check_finite(self.step, state)  # a diverged state reaches neither the export nor a checkpoint
             t.before_save(self.step, state)
-        run.save_checkpoint(self.step, state)
+        run.save_checkpoint(self.step, state, checked=True)
         self.saved_step = self.step
         self.hook.train_checkpoint(trainer=self, step=self.step)
 

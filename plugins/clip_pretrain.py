@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 
 import attrs
 import torch
@@ -26,7 +25,7 @@ from safetensors.torch import save_file
 
 import dalle_kit
 from dalle_kit import param
-from dalle_kit.checkpoint import atomic_write_text
+from dalle_kit.checkpoint import atomic_write, atomic_write_text
 from dalle_kit.schema import finite_nonnegative, finite_positive
 from dalle_kit_plugins.clip_models import (
     CONFIG_FILE,
@@ -173,12 +172,7 @@ def contrastive_accuracy(model, images: torch.Tensor, tokens: torch.Tensor, capt
 
 
 def _save_weights(path, tensors: dict) -> None:
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
-        save_file(tensors, str(tmp), metadata={"format": "pt"})
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    atomic_write(path, lambda tmp: save_file(tensors, str(tmp), metadata={"format": "pt"}))
 
 
 @dalle_kit.hookimpl

@@ -21,7 +21,7 @@ from torch import nn
 
 import dalle_kit
 from dalle_kit import param
-from dalle_kit.schema import finite_positive
+from dalle_kit.schema import Invalid, finite_positive
 from dalle_kit.testing import ConformanceError
 from dalle_kit_plugins.ema import use_average
 
@@ -139,10 +139,10 @@ class Diffusion(dalle_kit.Pipeline):
                            validator=[attrs.validators.ge(0), attrs.validators.lt(1)])
         ema_start: int = param(500, "step from which the average moves (it copies the denoiser until then)", validator=attrs.validators.ge(0))
 
-    def check(self, image_size: int, channels: int, text_dim: int | None) -> None:
-        if self.config.sample_steps > self.config.timesteps:
-            raise dalle_kit.UserError(f"[train] sample_steps = {self.config.sample_steps} exceeds timesteps = {self.config.timesteps}; "
-                                      "use at most that many")
+        def __attrs_post_init__(self):  # cross-field rule, checked when the recipe is read
+            if self.sample_steps > self.timesteps:
+                raise Invalid("sample_steps", f"sample_steps = {self.sample_steps} exceeds timesteps = {self.timesteps}",
+                              f"use at most {self.timesteps}")
 
     def noise_scheduler(self):
         from diffusers import DDPMScheduler
@@ -152,12 +152,7 @@ class Diffusion(dalle_kit.Pipeline):
                              clip_sample=False)
 
     def _build(self, run, data, state, captions=None):
-        encoder = run.build("text_encoder")
-        if state is not None:
-            encoder.load_extra_state_json(state["extra"]["text_encoder"])
-        else:
-            encoder.fit(captions)
-        encoder.to(run.device)
+        encoder = run.build_text_encoder(state, captions)
         denoiser = run.build("denoiser", text_dim=encoder.dim, image_size=data.image_size, channels=data.channels)
         return {"text_encoder": encoder, "denoiser": denoiser, "null_text": NullText(encoder.dim).to(run.device)}
 

@@ -74,14 +74,7 @@ class GAN(dalle_kit.Pipeline):
         """The text encoder, generator (and discriminator), from `state` (the run's own checkpoint), from the
         recipe's ``init_from`` run, or fresh; with the recipe's fine-tuning mode applied."""
         source = finetune.source_state(run) if state is None else None
-        encoder = run.build("text_encoder")
-        if state is not None:
-            encoder.load_extra_state_json(state["extra"]["text_encoder"])
-        elif source is not None:
-            encoder.load_extra_state_json(source["extra"]["text_encoder"])
-        else:
-            encoder.fit(train_captions)
-        encoder.to(run.device)
+        encoder = run.build_text_encoder(state if state is not None else source, train_captions)
         context = dict(text_dim=encoder.dim, image_size=data.image_size, channels=data.channels)
         parts = {"text_encoder": encoder, "generator": run.build("generator", **context)}
         if with_discriminator:

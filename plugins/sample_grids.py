@@ -7,10 +7,15 @@ from __future__ import annotations
 import dalle_kit
 
 
+def grid_due(trainer, step: int) -> bool:
+    """Whether this plugin draws ``samples/step-<step>.png`` at `step`."""
+    every = trainer.run.recipe.sample.every
+    return trainer.draws_images and bool((every and step % every == 0) or step == trainer.config.steps)
+
+
 @dalle_kit.hookimpl(tryfirst=True)  # grids before a mid-run evaluation (cheap first)
 def train_step_saved(trainer, step: int) -> None:
-    every = trainer.run.recipe.sample.every
-    if not trainer.draws_images or not ((every and step % every == 0) or step == trainer.config.steps):
+    if not grid_due(trainer, step):
         return
     with trainer.drawing() as draw:
         trainer.run.sample_grid(step, draw)

@@ -11,6 +11,7 @@ import numpy as np
 from PIL import Image
 
 import dalle_kit
+from dalle_kit_plugins.sample_grids import grid_due
 
 FOLDER = "tensorboard"
 _writers: dict = {}  # run directory -> the SummaryWriter open while it trains
@@ -47,10 +48,11 @@ def train_step_end(trainer, step: int, values) -> None:
 
 @dalle_kit.hookimpl(trylast=True)  # after the sample-grids plugin has drawn this step's grid
 def train_step_saved(trainer, step: int) -> None:
-    grid = trainer.run.dir / "samples" / f"step-{step:08d}.png"
+    if not grid_due(trainer, step):
+        return
     writer = _writer(trainer.run)
-    if writer is not None and grid.exists():
-        with Image.open(grid) as image:
+    if writer is not None:
+        with Image.open(trainer.run.sample_path(step)) as image:
             writer.add_image("samples", np.asarray(image.convert("RGB")), step, dataformats="HWC")
 
 

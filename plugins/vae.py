@@ -92,12 +92,7 @@ class VAE(dalle_kit.Pipeline):
         """(modules by checkpoint key, generator context): text encoder fitted or restored; weights fresh or from the
         recipe's ``init_from`` run, with its fine-tuning mode applied (see `dalle_kit.finetune`)."""
         source = finetune.source_state(run) if state is None else None
-        encoder = run.build("text_encoder")
-        if state is not None or source is not None:
-            encoder.load_extra_state_json((state or source)["extra"]["text_encoder"])
-        else:
-            encoder.fit(train_captions)
-        encoder.to(run.device)
+        encoder = run.build_text_encoder(state if state is not None else source, train_captions)
         context = dict(text_dim=encoder.dim, image_size=data.image_size, channels=data.channels)
         generator = run.build("generator", **context)
         image_encoder = ImageEncoder(channels=data.channels, image_size=data.image_size, text_dim=encoder.dim,
