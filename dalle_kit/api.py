@@ -14,7 +14,8 @@ from .grid import save_grid
 from .checkpoint import atomic_write_text
 from .recipe import RECIPE_FILE, load_recipe, parse_override
 from .registry import Registry, get_registry
-from .run import Run, check_parts, resolve_run_dir
+from . import distributed
+from .run import Run, check_parts, pick_device, resolve_run_dir
 
 DEFAULT_RECIPE = "default"
 #: The most images one `sample` call draws (prompts x -n): a grid beyond it is unreadable and may exhaust memory.
@@ -26,32 +27,123 @@ def train(target: str | None = None, overrides: Sequence[str] = (), *, resume: s
           registry: Registry | None = None) -> Run:
     """Validate the recipe, make the run directory and train; or continue the run in `resume`."""
     registry = registry or get_registry()
+    if distributed.requested():  # one of several processes (torchrun): rank 0 makes and locks the run directory
+        return _train_distributed(target, overrides, resume=resume, stop_at=stop_at, runs_dir=runs_dir, quiet=quiet,
+                                  registry=registry)
     if resume is not None:
         if target is not None:
             raise UserError("give either a recipe or --resume RUN_DIR, not both")
-        run = Run.open(resume, registry, stop_at=stop_at, quiet=quiet)
+        run = open_for_resume(resume, overrides, stop_at=stop_at, quiet=quiet, registry=registry)
+    else:
+        run = create_checked(target, overrides, stop_at=stop_at, runs_dir=runs_dir, quiet=quiet, registry=registry)
+        run.lock()
+    return _train(run)
+
+
+def open_for_resume(resume, overrides, *, stop_at, quiet, registry) -> Run:
+    """The run in `resume`, locked, its recipe extended by ``--set train.steps=N``."""
+    run = Run.open(resume, registry, stop_at=stop_at, quiet=quiet)
+    check_extension(overrides)
+    run.lock()  # one trainer per run directory
+    try:
+        last = run.load_checkpoint(prefixes=())
+        if last is None:
+            raise UserError(f"{resume}: has no checkpoint to resume from (checkpoints/ is empty)")
+        if overrides:
+            extend(run, overrides, last["step"], registry)
+    except BaseException:
+        run.unlock()
+        raise
+    return run
+
+
+def create_checked(target, overrides, *, stop_at, runs_dir, quiet, registry) -> Run:
+    """A new run directory for the recipe, made only after the recipe, its data, parts and metrics check out."""
+    recipe = load_recipe(target or DEFAULT_RECIPE, registry, overrides)
+    recipe = pin(recipe, registry)
+    # Data or a metric that cannot be had here (missing files, weights) stops now, before a run directory.
+    probe = Run(Path(runs_dir), recipe, registry, quiet=True)
+    if "data" in recipe.parts:
+        probe.build_dataset().check()
+    check_parts(recipe)  # a part whose constructor fails (a size it does not support) stops here too
+    check_metrics(probe)
+    if recipe.train.sync_batchnorm and probe.device.type != "cuda":
+        raise UserError("[train] sync_batchnorm = true needs CUDA (torch's SyncBatchNorm); set it false on the CPU")
+    return Run.create(recipe, registry, runs_dir, stop_at=stop_at, quiet=quiet)
+
+
+def _train_distributed(target, overrides, *, resume, stop_at, runs_dir, quiet, registry) -> Run:
+    """Rank 0 checks the recipe and makes (or opens and locks) the run directory; every rank then opens it and
+    trains its share (`dalle_kit.distributed`). Rank 0 alone evaluates at the end."""
+    if resume is not None and target is not None:
+        raise UserError("give either a recipe or --resume RUN_DIR, not both")
+    source = Path(resume) / RECIPE_FILE if resume is not None else target or DEFAULT_RECIPE
+    recipe = load_recipe(source, registry, () if resume is not None else overrides, check_name=resume is None)
+    distributed.init(pick_device(recipe.device))  # gloo on the CPU, nccl on CUDA
+    try:
+        path, error = None, None
+        if distributed.is_main():
+            try:
+                if resume is not None:
+                    run = open_for_resume(resume, overrides, stop_at=stop_at, quiet=quiet, registry=registry)
+                else:
+                    run = create_checked(target, overrides, stop_at=stop_at, runs_dir=runs_dir, quiet=quiet,
+                                         registry=registry)
+                    run.lock()
+                path = str(run.dir)
+            except UserError as exc:
+                error = str(exc)
+        path, error = distributed.broadcast((path, error))
+        if error is not None:
+            raise UserError(error)
+        if not distributed.is_main():
+            run = Run.open(path, registry, stop_at=stop_at, quiet=True)
+        return _train(run)
+    finally:
+        distributed.shutdown()
+
+
+def launch(nproc: int, args: Sequence[str], target: str | None, overrides: Sequence[str], resume: str | None) -> int:
+    """``dalle-kit run --nproc N``: check the recipe (or the run to resume) here, in one line if it is wrong, then
+    start N processes of ``dalle-kit ARGS`` through torchrun on this machine and return their exit code."""
+    import signal
+    import subprocess
+    import sys
+
+    from .run import STOP_SIGNALS
+
+    registry = get_registry()
+    if resume is not None:
+        if target is not None:
+            raise UserError("give either a recipe or --resume RUN_DIR, not both")
+        Run.open(resume, registry, quiet=True)
         check_extension(overrides)
-        run.lock()  # one trainer per run directory
-        try:
-            last = run.load_checkpoint(prefixes=())
-            if last is None:
-                raise UserError(f"{resume}: has no checkpoint to resume from (checkpoints/ is empty)")
-            if overrides:
-                extend(run, overrides, last["step"], registry)
-        except BaseException:
-            run.unlock()
-            raise
     else:
         recipe = load_recipe(target or DEFAULT_RECIPE, registry, overrides)
-        recipe = pin(recipe, registry)
-        # Data or a metric that cannot be had here (missing files, weights) stops now, before a run directory.
-        probe = Run(Path(runs_dir), recipe, registry, quiet=True)
-        if "data" in recipe.parts:
-            probe.build_dataset().check()
-        check_parts(recipe)  # a part whose constructor fails (a size it does not support) stops here too
-        check_metrics(probe)
-        run = Run.create(recipe, registry, runs_dir, stop_at=stop_at, quiet=quiet)
-        run.lock()
+        if recipe.train.sync_batchnorm and pick_device(recipe.device).type != "cuda":
+            raise UserError("[train] sync_batchnorm = true needs CUDA (torch's SyncBatchNorm); set it false on the CPU")
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}",
+               "-m", "dalle_kit", *args]
+    # torchrun in a session of its own, so that a Ctrl-C reaches it once, from here, and it stops its workers once
+    # (each then finishes its step and rank 0 saves a checkpoint); SIGTERM and SIGHUP are passed on the same way.
+    proc = subprocess.Popen(command, start_new_session=True)
+    stopped: list[int] = []
+
+    def forward(signum, frame):
+        if not stopped:
+            stopped.append(signum)
+            proc.send_signal(signum)
+
+    previous = {sig: signal.signal(sig, forward) for sig in STOP_SIGNALS}
+    try:
+        code = proc.wait()
+    finally:
+        for sig, old in previous.items():
+            signal.signal(sig, old)
+    return 130 if stopped else code
+
+
+def _train(run: Run) -> Run:
     try:
         torch.manual_seed(run.recipe.seed)
         # Denormal floats make CPU training several times slower (measured: 100 DCGAN steps 58 s -> 29 s).
@@ -60,7 +152,7 @@ def train(target: str | None = None, overrides: Sequence[str] = (), *, resume: s
         with run.catch_interrupt():
             pipeline.train(run)
         run.plot()
-        final = run.load_checkpoint(prefixes=())
+        final = run.load_checkpoint(prefixes=()) if run.writes else None
         if not run.interrupted and final is not None and final["step"] >= run.recipe.train.steps:
             run.results = run.evaluate()
     finally:

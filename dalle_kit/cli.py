@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 import warnings
 
@@ -38,11 +39,20 @@ def cli(traceback_):
 @click.option("--stop-at", type=click.IntRange(min=1), help="Stop after this step with a checkpoint, as if interrupted.")
 @click.option("--runs-dir", default="runs", show_default=True, help="Where run directories are made.")
 @click.option("-q", "--quiet", is_flag=True, help="No progress bar.")
-def run(recipe, overrides, resume, stop_at, runs_dir, quiet):
+@click.option("--nproc", type=click.IntRange(min=1), default=1, show_default=True,
+              help="Train in this many processes (torchrun, DistributedDataParallel; batch_size is per process).")
+def run(recipe, overrides, resume, stop_at, runs_dir, quiet, nproc):
     """Train RECIPE (a .toml file or a built-in recipe name; default: the embedded shapes recipe)."""
     from . import api
 
+    if nproc > 1 and "WORLD_SIZE" not in os.environ:
+        args = [*([recipe] if recipe else []), *(a for o in overrides for a in ("--set", o)),
+                *(["--resume", resume] if resume else []), *(["--stop-at", str(stop_at)] if stop_at else []),
+                "--runs-dir", runs_dir, *(["--quiet"] if quiet else [])]
+        raise click.exceptions.Exit(api.launch(nproc, ["run", *args], recipe, overrides, resume))
     result = api.train(recipe, overrides, resume=resume, stop_at=stop_at, runs_dir=runs_dir, quiet=quiet)
+    if not result.writes:  # another rank of a multi-process run: rank 0 reports
+        return
     if result.results:
         from .evaluation import format_result
 
@@ -199,7 +209,8 @@ def main(argv=None) -> int:
     except UserError as exc:
         if _show_traceback:
             raise
-        click.echo(f"dalle-kit: error: {exc}", err=True)
+        if os.environ.get("RANK", "0") == "0":  # in a multi-process run every rank meets it; one says so
+            click.echo(f"dalle-kit: error: {exc}", err=True)
         return exc.exit_code
     except click.exceptions.Abort:
         click.echo("aborted", err=True)

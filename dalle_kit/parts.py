@@ -282,6 +282,8 @@ class TrainConfig:
     batch_size: int = param(64, "images per step", validator=attrs.validators.gt(0))
     log_every: int = param(25, "write losses to metrics.jsonl every this many steps", validator=attrs.validators.gt(0))
     checkpoint_every: int = param(500, "save a checkpoint every this many steps", validator=attrs.validators.gt(0))
+    sync_batchnorm: bool = param(False, "in a multi-process run (torchrun, run --nproc), BatchNorm statistics over the "
+                                        "global batch instead of each process's (SyncBatchNorm; CUDA only)")
 
 
 class Pipeline(Part):

@@ -30,6 +30,7 @@ from typing import Any
 import torch
 from tqdm import tqdm
 
+from . import distributed
 from .checkpoint import (
     checkpoint_name,
     latest_checkpoint,
@@ -110,14 +111,17 @@ def check_parts(recipe: Recipe, *, prerequisites: bool = True) -> None:
 
 
 def pick_device(name: str) -> torch.device:
+    """The recipe's ``device``; 'auto' and 'cuda' mean this process's own GPU (LOCAL_RANK) under torchrun."""
     if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        name = "cuda" if torch.cuda.is_available() else "cpu"
     try:
         device = torch.device(name)
     except RuntimeError:
         raise UserError(f"device '{name}' is not a device; use 'auto', 'cpu', 'cuda' or 'cuda:N'") from None
     if device.type == "cuda" and not torch.cuda.is_available():
         raise UserError(f"device '{name}' asked for but CUDA is not available here; set device = \"auto\" or \"cpu\"")
+    if device.type == "cuda" and device.index is None and distributed.requested():
+        device = torch.device("cuda", distributed.local_rank())
     return device
 
 
@@ -149,6 +153,8 @@ class Run:
         self.stop_at = stop_at
         self.quiet = quiet
         self.device = pick_device(recipe.device)
+        #: False in the other processes of a multi-process run: rank 0 alone writes the run's files.
+        self.writes = distributed.is_main()
         self.interrupted = False
         self.results: dict = {}  # metric name -> MetricResult of the final evaluation
         self._reported: set[Path] = set()  # damaged checkpoints already reported
@@ -184,7 +190,7 @@ class Run:
             raise UserError(f"{directory}: not a run directory (no {RECIPE_FILE}); name a directory under runs/ made by `dalle-kit run`")
         recipe = load_recipe(directory / RECIPE_FILE, registry, check_name=False)
         run = cls(directory, recipe, registry, **kw)
-        for folder in (directory, run.checkpoint_dir):  # left by a process killed while writing
+        for folder in (directory, run.checkpoint_dir) if run.writes else ():  # left by a process killed while writing
             remove_stale_temporaries(folder)
         run.warn_if_parts_changed()
         rows = [r for r in run.read_metrics() if "time" in r]
@@ -212,6 +218,11 @@ class Run:
             part = part.to(self.device)
         return part
 
+    def parallel(self, module: torch.nn.Module) -> torch.nn.Module:
+        """`module` for the forward passes that train it: DistributedDataParallel when several processes train
+        (gradients averaged over the ranks in backward), the module itself otherwise (`dalle_kit.distributed`)."""
+        return distributed.parallel(module, self.device, sync_batchnorm=getattr(self.recipe.train, "sync_batchnorm", False))
+
     def build_text_encoder(self, saved: dict[str, Any] | None, captions=None):
         """The recipe's text encoder on the run's device: its non-tensor state (a vocabulary) restored from `saved` (a
         checkpoint, this run's or the ``init_from`` run's, holding ``extra.text_encoder``), else fitted on `captions`.
@@ -234,6 +245,8 @@ class Run:
 
     def log(self, step: int, kind: str = "train", **values: Any) -> dict[str, Any]:
         row = {"step": step, "kind": kind, "time": round(self.elapsed, 3), **values}
+        if not self.writes:
+            return row
         with open(self.dir / METRICS_FILE, "a") as f:
             f.write(json.dumps(row) + "\n")
         return row
@@ -243,6 +256,8 @@ class Run:
 
     def truncate_metrics(self, step: int) -> None:
         """Drop rows logged after `step` (they belong to an interrupted stretch that is replayed on resume)."""
+        if not self.writes:
+            return
         rows = [r for r in self.read_metrics() if r.get("step", 0) <= step]
         tmp = self.dir / f".{METRICS_FILE}.tmp-{os.getpid()}"
         tmp.write_text("".join(json.dumps(r) + "\n" for r in rows))
@@ -250,13 +265,15 @@ class Run:
 
     def progress(self, total: int, initial: int = 0) -> tqdm:
         return tqdm(total=total, initial=initial, desc=self.recipe.name, unit="step", dynamic_ncols=True,
-                    disable=self.quiet, file=sys.stderr, mininterval=1.0)
+                    disable=self.quiet or not self.writes, file=sys.stderr, mininterval=1.0)
 
     def say(self, text: str) -> None:
         """A line for the user (stdout, above any progress bar)."""
         tqdm.write(text, file=sys.stdout)
 
     def plot(self) -> None:
+        if not self.writes:
+            return
         plot_losses(self.dir / METRICS_FILE, self.dir / "loss_curve.png", title=self.recipe.name)
 
     # ------------------------------------------------------------ checkpoints
@@ -271,6 +288,8 @@ class Run:
         has just run `check_finite` on this state."""
         if not checked:
             self.check_finite(step, state)
+        if not self.writes:
+            raise RuntimeError(f"rank {distributed.rank()} may not write checkpoints; rank 0 does")
         path = save_state(self.checkpoint_dir / checkpoint_name(step), {"step": step, **state})
         for _, old in list_checkpoints(self.checkpoint_dir)[:-keep_last]:
             if old != path:
@@ -417,7 +436,9 @@ class Run:
         of the current step; it then saves a checkpoint. A second signal stops at once."""
 
         def handler(signum, frame):
-            if self.interrupted:  # second signal: stop now
+            # A second signal stops at once; not under torchrun, which passes on the terminal's Ctrl-C that every
+            # worker has already had (its agent kills workers that are not done 30 s later).
+            if self.interrupted and not distributed.requested():
                 raise KeyboardInterrupt
             self.interrupted = True
 

@@ -13,6 +13,11 @@ Order within one iteration::
     train_step_end(trainer, step, values)    # EMA update, early stoppers (trainer.request_stop)
     log (every log_every), checkpoint (every checkpoint_every, the last step, or when stopping)
     train_step_saved(trainer, step)          # sample grids, then mid-run evaluation
+
+In several processes (`dalle_kit.distributed`, torchrun) every rank runs this loop on batches of its own; the
+ranks agree each step on stopping and on finiteness, average the logged values, and check at each checkpoint that
+their weights are identical. Rank 0 alone saves, logs and fires the training events (the plugins on them write
+files); the other ranks only train.
 """
 
 from __future__ import annotations
@@ -24,6 +29,9 @@ from typing import TYPE_CHECKING, Any
 
 import attrs
 import torch
+
+from . import distributed
+from .errors import UserError
 
 if TYPE_CHECKING:  # pragma: no cover
     from .parts import Pipeline
@@ -68,53 +76,85 @@ class Trainer:
         self.sampling_modules: dict[str, torch.nn.Module] = {}
         self.stop_reason: str | None = None
         self.saved_step: int | None = None
+        self._trained: list[str] = []
 
     # ------------------------------------------------------------ the loop
     def fit(self) -> None:
         run, cfg = self.run, self.config
+        main = distributed.is_main()
+        hook = self.hook if main else None  # the events fire in the process that writes files
         state = run.load_checkpoint()
         self.training = t = self.pipeline.setup(run, state)
-        self.hook.train_start(trainer=self)
+        self._trained = list(t.modules)  # the pipeline's own (plugins such as EMA add theirs on rank 0 only)
+        if hook:
+            hook.train_start(trainer=self)
         self.step = run.resume(state, models=t.modules, optimizers=t.optimizers, rngs=t.rngs)
+        distributed.reseed(t.rngs, run.recipe.seed, self.step)
+        if distributed.active() and main:  # which stretch of the run how many processes trained, and on what batch
+            run.log(self.step, kind="distributed", processes=distributed.world_size(), backend=distributed.backend(),
+                    batch_per_process=cfg.batch_size, global_batch=cfg.batch_size * distributed.world_size())
         self.saved_step = self.step if state is not None else None
         bar = run.progress(cfg.steps, initial=self.step)
         try:
             while self.step < cfg.steps:
                 values = t.train_step(self.step)
                 self.step = step = self.step + 1
-                if not all(math.isfinite(v) for v in values.values()):
+                (diverged,) = distributed.any_true(not all(math.isfinite(v) for v in values.values()))
+                if diverged:
                     raise run.diverged(step, values, fix=t.divergence_fix)  # nothing saved: the checkpoints stay good
-                self.hook.train_step_end(trainer=self, step=step, values=values)
-                if step % cfg.log_every == 0 or step == cfg.steps:
-                    run.log(step, **values, **(t.log_values(step) if t.log_values else {}))
+                log_step = step % cfg.log_every == 0 or step == cfg.steps
+                if log_step:
+                    values = distributed.mean({**values, **(t.log_values(step) if t.log_values else {})})
+                if hook:
+                    hook.train_step_end(trainer=self, step=step, values=values)
+                if log_step:
+                    run.log(step, **values)
                 bar.set_postfix({k: f"{v:.4g}" for k, v in values.items()}, refresh=False)
                 bar.update(1)
-                stop = run.should_stop(step) or self.stop_reason is not None
-                if step % cfg.checkpoint_every == 0 or step == cfg.steps or stop:
-                    self.checkpoint()  # before sample grids and evaluation: an error there loses no training
-                self.hook.train_step_saved(trainer=self, step=step)
+                (stop,) = distributed.any_true(run.should_stop(step) or self.stop_reason is not None)
+                if step % cfg.checkpoint_every == 0 or step == cfg.steps or stop or run.evaluate_due(step, cfg.steps):
+                    self._save(collective=True)  # before sample grids and evaluation: an error there loses no training
+                if hook:
+                    hook.train_step_saved(trainer=self, step=step)
                 if stop:
                     why = f" ({self.stop_reason})" if self.stop_reason else ""
-                    bar.write(f"stopped at step {step}{why}; continue with: dalle-kit run --resume {run.dir}")
+                    if main:
+                        bar.write(f"stopped at step {step}{why}; continue with: dalle-kit run --resume {run.dir}")
                     break
         finally:
             bar.close()
-        self.hook.train_end(trainer=self, step=self.step, finished=self.step >= cfg.steps)
+        if hook:
+            hook.train_end(trainer=self, step=self.step, finished=self.step >= cfg.steps)
 
     # ------------------------------------------------------------ services for hooks
     def checkpoint(self) -> None:
-        """Save this step's training state (once per step: a second call at the same step does nothing)."""
+        """Save this step's training state (once per step: a second call at the same step does nothing). In several
+        processes the hooks run on rank 0 only, so a hook's call saves there without the ranks' agreement check."""
+        self._save(collective=False)
+
+    def _save(self, collective: bool) -> None:
         if self.saved_step == self.step:
             return
         t, run = self.training, self.run
-        extra = {"extra": t.extra_state()} if t.extra_state else {}
-        state = run.training_state(models=t.modules, optimizers=t.optimizers, rngs=t.rngs, **extra)
-        run.check_finite(self.step, state)  # a diverged state reaches neither an export nor a checkpoint
-        if t.before_save is not None:
-            t.before_save(self.step, state)
-        run.save_checkpoint(self.step, state, checked=True)
+        if collective:
+            trained = {key: t.modules[key] for key in self._trained}
+            apart = distributed.differing_ranks(trained)
+            if apart:
+                raise UserError(f"step {self.step}: the weights of rank(s) {apart} differ from rank 0's; pipeline "
+                                f"'{self.pipeline.name}' trains a network without run.parallel(...) and cannot train "
+                                "in several processes; run it in one")
+        if distributed.is_main():
+            extra = {"extra": t.extra_state()} if t.extra_state else {}
+            state = run.training_state(models=t.modules, optimizers=t.optimizers, rngs=t.rngs, **extra)
+            run.check_finite(self.step, state)  # a diverged state reaches neither an export nor a checkpoint
+            if t.before_save is not None:
+                t.before_save(self.step, state)
+            run.save_checkpoint(self.step, state, checked=True)
         self.saved_step = self.step
-        self.hook.train_checkpoint(trainer=self, step=self.step)
+        if collective:
+            distributed.reseed(t.rngs, run.recipe.seed, self.step)  # other ranks: as a run resumed from here would
+        if distributed.is_main():
+            self.hook.train_checkpoint(trainer=self, step=self.step)
 
     @property
     def draws_images(self) -> bool:

@@ -124,6 +124,7 @@ class ClipPretrain(dalle_kit.Pipeline):
         loss_fn = ClipLoss()
         data_rng = torch.Generator().manual_seed(run.recipe.seed + 1)
         model.train()
+        train_model = run.parallel(model)  # several processes: gradients averaged (DDP); the loss is per local batch
 
         def train_step(done: int) -> dict[str, float]:
             for group in opt.param_groups:
@@ -131,9 +132,8 @@ class ClipPretrain(dalle_kit.Pipeline):
             idx = torch.randint(len(train_set), (cfg.batch_size,), generator=data_rng)
             images = preprocess_images(train_set.images[idx], preprocess).to(device, non_blocking=True)
             tokens = train_tokens[train_ids[idx]].to(device)
-            image_features = model.encode_image(images, normalize=True)
-            text_features = model.encode_text(tokens, normalize=True)
-            loss = loss_fn(image_features, text_features, model.logit_scale.exp())
+            image_features, text_features, logit_scale = train_model(images, tokens)[:3]
+            loss = loss_fn(image_features, text_features, logit_scale)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()

@@ -168,6 +168,7 @@ class Diffusion(dalle_kit.Pipeline):
         data_rng = torch.Generator().manual_seed(run.recipe.seed + 1)
         noise_rng = torch.Generator().manual_seed(run.recipe.seed + 2)
         device = run.device
+        train_encoder, train_denoiser, train_null = (run.parallel(m) for m in (encoder, denoiser, null_text))
 
         def train_step(done: int) -> dict[str, float]:
             for group in opt.param_groups:
@@ -177,9 +178,9 @@ class Diffusion(dalle_kit.Pipeline):
             noise = torch.randn(real.shape, generator=noise_rng).to(device)
             t = torch.randint(cfg.timesteps, (len(real),), generator=noise_rng).to(device)
             dropped = (torch.rand(len(real), generator=noise_rng) < cfg.caption_dropout).to(device)
-            text = torch.where(dropped[:, None], null_text(len(real)), encoder(captions))
+            text = torch.where(dropped[:, None], train_null(len(real)), train_encoder(captions))
             target = noise if cfg.prediction == "epsilon" else scheduler.get_velocity(real, noise, t)
-            loss = (denoiser(scheduler.add_noise(real, noise, t), t, text) - target).square().mean()
+            loss = (train_denoiser(scheduler.add_noise(real, noise, t), t, text) - target).square().mean()
             opt.zero_grad(set_to_none=True)
             loss.backward()
             if cfg.grad_clip:

@@ -98,6 +98,9 @@ class GAN(dalle_kit.Pipeline):
         noise_rng = torch.Generator().manual_seed(run.recipe.seed + 2)
         aug_rng = torch.Generator().manual_seed(run.recipe.seed + 4)
         device = run.device
+        # The forward passes whose losses train a network go through run.parallel: in several processes it averages
+        # the gradients (DDP). G's step calls D itself (frozen there), as does the gradient penalty.
+        train_encoder, train_g, train_d = run.parallel(encoder), run.parallel(generator), run.parallel(discriminator)
         autocast = (lambda: torch.autocast(device.type, dtype=torch.bfloat16)) if cfg.precision == "bf16" else contextlib.nullcontext
 
         def augment(images):
@@ -110,19 +113,19 @@ class GAN(dalle_kit.Pipeline):
             for group in opt_d.param_groups:
                 group["lr"] = (cfg.lr_d or cfg.lr) * factor
 
-        def d_step():
+        def d_step(last: bool):
             idx = torch.randint(len(train_set), (cfg.batch_size,), generator=data_rng)
             real, captions = train_set.batch(idx)
             real = real.to(device, non_blocking=True)
             z = generator.sample_latent(cfg.batch_size, noise_rng, device)
             with autocast():
-                text = encoder(captions)
-                fake = generator(z, text.detach())
+                text = train_encoder(captions)
+                fake = (train_g if last else generator)(z, text.detach())  # the last D step's fakes train G
                 real_seen, fake_seen = augment(real), augment(fake.detach())
-                d_real = discriminator(real_seen, text)
-                d_fake = discriminator(fake_seen, text)
+                d_real = train_d(real_seen, text)
+                d_fake = train_d(fake_seen, text)
                 if cfg.matching_aware:  # real images with another sample's caption count as fakes, half the negatives
-                    d_wrong = discriminator(real_seen, text.roll(1, dims=0))
+                    d_wrong = train_d(real_seen, text.roll(1, dims=0))
                     d_loss = loss.discriminator_loss(d_real, torch.cat([d_fake, d_wrong]))
                 else:
                     d_loss = loss.discriminator_loss(d_real, d_fake)
@@ -142,8 +145,8 @@ class GAN(dalle_kit.Pipeline):
 
         def train_step(done: int) -> dict[str, float]:
             set_lr(done)
-            for _ in range(cfg.n_critic):
-                d_loss, d_real, d_fake, text, fake, z, real = d_step()
+            for i in range(cfg.n_critic):
+                d_loss, d_real, d_fake, text, fake, z, real = d_step(last=i == cfg.n_critic - 1)
 
             # G step against the updated D, on the last D step's noise and captions.
             discriminator.requires_grad_(False)

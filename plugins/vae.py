@@ -119,15 +119,16 @@ class VAE(dalle_kit.Pipeline):
         test_set = data.load("test")
         test_real, test_captions = test_set.batch(torch.arange(min(TEST_IMAGES, len(test_set))))
         device = run.device
+        train_encoder, train_image_encoder, train_g = (run.parallel(m) for m in (encoder, image_encoder, generator))
 
         def train_step(done: int) -> dict[str, float]:
             idx = torch.randint(len(train_set), (cfg.batch_size,), generator=data_rng)
             real, captions = train_set.batch(idx)
             real = real.to(device, non_blocking=True)
-            text = encoder(captions)
-            mu, logvar = image_encoder(real, text)
+            text = train_encoder(captions)
+            mu, logvar = train_image_encoder(real, text)
             eps = torch.randn(mu.shape, generator=noise_rng).to(device)
-            recon_images = generator(mu + eps * (0.5 * logvar).exp(), text)
+            recon_images = train_g(mu + eps * (0.5 * logvar).exp(), text)
             recon = (recon_images - real).square().flatten(1).sum(dim=1).mean()
             kl = kl_to_standard_normal(mu, logvar).mean()
             loss = recon + self.kl_weight(done + 1) * kl
