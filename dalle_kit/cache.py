@@ -20,6 +20,8 @@ from typing import Any
 
 import torch
 
+from .checkpoint import atomic_write_text
+
 CACHE_ENV = "DALLE_KIT_CACHE"
 MANIFEST = "manifest.json"
 
@@ -85,9 +87,7 @@ class ContentCache:
                 if child.is_file():
                     child.unlink()
         path.mkdir(parents=True, exist_ok=True)
-        tmp = path / f".{MANIFEST}.tmp-{os.getpid()}"
-        tmp.write_text(json.dumps(fields, indent=2, sort_keys=True) + "\n")
-        tmp.replace(manifest)
+        atomic_write_text(manifest, json.dumps(fields, indent=2, sort_keys=True) + "\n")
         return path
 
     def entries(self) -> list[Path]:

@@ -40,6 +40,7 @@ from torch import nn
 import dalle_kit
 from dalle_kit import param
 from dalle_kit.cache import file_digest, tensor_digest
+from dalle_kit.checkpoint import atomic_write, atomic_write_text
 from dalle_kit.evaluation import MetricResult
 from dalle_kit_plugins.text_alignment import caption_parser
 
@@ -208,10 +209,9 @@ def load_or_train_classifier(evaluation, settings: ClassifierSettings, attribute
     info = {"test_accuracy": test_accuracy, "test_accuracy_per_class": dict(zip(names, per_class)),
             "n_train": len(train_x), "n_test": len(test_x), "train_seconds": round(seconds, 1),
             "train_cpu_seconds": round(cpu, 1), "class_names": names}
-    tmp = entry / f".{WEIGHTS_FILE}.tmp"
-    save_file({k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}, str(tmp))
-    (entry / INFO_FILE).write_text(json.dumps(info, indent=2) + "\n")
-    tmp.replace(entry / WEIGHTS_FILE)
+    atomic_write_text(entry / INFO_FILE, json.dumps(info, indent=2) + "\n")
+    weights = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    atomic_write(entry / WEIGHTS_FILE, lambda tmp: save_file(weights, str(tmp)))  # last: the entry is complete
     info["weights_hash"] = file_digest(entry / WEIGHTS_FILE)
     return model, info
 

@@ -30,6 +30,7 @@ from safetensors.torch import load_file, save_file
 import dalle_kit
 from dalle_kit import param
 from dalle_kit.cache import tensor_digest
+from dalle_kit.checkpoint import atomic_write
 from dalle_kit.evaluation import MetricResult
 
 from . import inception
@@ -136,9 +137,7 @@ def reference_features(evaluation, extractor: inception.Extractor, batch_size: i
             features = None
     if features is None:
         features = extract_features(evaluation.reference.images, extractor, batch_size, evaluation.device, evaluation.shared)
-        tmp = entry / f".{FEATURES_FILE}.tmp"
-        save_file({"features": features.contiguous()}, str(tmp))
-        tmp.replace(path)
+        atomic_write(path, lambda tmp: save_file({"features": features.contiguous()}, str(tmp)))
     evaluation.shared[key] = features
     return features
 

@@ -30,6 +30,7 @@ from torch import nn
 import dalle_kit
 from dalle_kit import param
 from dalle_kit.cache import file_digest
+from dalle_kit.checkpoint import atomic_write, atomic_write_text
 from dalle_kit.evaluation import MetricResult
 
 PROBE_VERSION = 1
@@ -135,10 +136,9 @@ def load_or_train_probe(evaluation, settings: ProbeSettings) -> tuple[Probe, dic
     test = evaluation.split("test")
     info = {"test_accuracy": probe_accuracy(probe, test), "n_test": len(test), "n_train": min(settings.train_images, len(train)),
             "train_seconds": round(time.monotonic() - t0, 1), "attribute_names": train.attribute_names}
-    tmp = entry / f".{PROBE_FILE}.tmp"
-    save_file({k: v.contiguous() for k, v in probe.state_dict().items()}, str(tmp))
-    (entry / INFO_FILE).write_text(json.dumps(info, indent=2) + "\n")
-    tmp.replace(entry / PROBE_FILE)
+    atomic_write_text(entry / INFO_FILE, json.dumps(info, indent=2) + "\n")
+    weights = {k: v.contiguous() for k, v in probe.state_dict().items()}
+    atomic_write(entry / PROBE_FILE, lambda tmp: save_file(weights, str(tmp)))  # last: the entry is complete
     info["weights_hash"] = file_digest(entry / PROBE_FILE)
     return probe, info
 
