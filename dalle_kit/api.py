@@ -103,46 +103,6 @@ def _train_distributed(target, overrides, *, resume, stop_at, runs_dir, quiet, r
         distributed.shutdown()
 
 
-def launch(nproc: int, args: Sequence[str], target: str | None, overrides: Sequence[str], resume: str | None) -> int:
-    """``dalle-kit run --nproc N``: check the recipe (or the run to resume) here, in one line if it is wrong, then
-    start N processes of ``dalle-kit ARGS`` through torchrun on this machine and return their exit code."""
-    import signal
-    import subprocess
-    import sys
-
-    from .run import STOP_SIGNALS
-
-    registry = get_registry()
-    if resume is not None:
-        if target is not None:
-            raise UserError("give either a recipe or --resume RUN_DIR, not both")
-        Run.open(resume, registry, quiet=True)
-        check_extension(overrides)
-    else:
-        recipe = load_recipe(target or DEFAULT_RECIPE, registry, overrides)
-        if recipe.train.sync_batchnorm and pick_device(recipe.device).type != "cuda":
-            raise UserError("[train] sync_batchnorm = true needs CUDA (torch's SyncBatchNorm); set it false on the CPU")
-    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}",
-               "-m", "dalle_kit", *args]
-    # torchrun in a session of its own, so that a Ctrl-C reaches it once, from here, and it stops its workers once
-    # (each then finishes its step and rank 0 saves a checkpoint); SIGTERM and SIGHUP are passed on the same way.
-    proc = subprocess.Popen(command, start_new_session=True)
-    stopped: list[int] = []
-
-    def forward(signum, frame):
-        if not stopped:
-            stopped.append(signum)
-            proc.send_signal(signum)
-
-    previous = {sig: signal.signal(sig, forward) for sig in STOP_SIGNALS}
-    try:
-        code = proc.wait()
-    finally:
-        for sig, old in previous.items():
-            signal.signal(sig, old)
-    return 130 if stopped else code
-
-
 def _train(run: Run) -> Run:
     try:
         torch.manual_seed(run.recipe.seed)

@@ -49,7 +49,9 @@ def run(recipe, overrides, resume, stop_at, runs_dir, quiet, nproc):
         args = [*([recipe] if recipe else []), *(a for o in overrides for a in ("--set", o)),
                 *(["--resume", resume] if resume else []), *(["--stop-at", str(stop_at)] if stop_at else []),
                 "--runs-dir", runs_dir, *(["--quiet"] if quiet else [])]
-        raise click.exceptions.Exit(api.launch(nproc, ["run", *args], recipe, overrides, resume))
+        from .launch import launch
+
+        raise click.exceptions.Exit(launch(nproc, ["run", *args], recipe, overrides, resume))
     result = api.train(recipe, overrides, resume=resume, stop_at=stop_at, runs_dir=runs_dir, quiet=quiet)
     if not result.writes:  # another rank of a multi-process run: rank 0 reports
         return

@@ -117,3 +117,27 @@ def test_launcher_refuses_a_bad_recipe_in_one_line_before_starting_processes(tmp
     code, _, err = run_cli("run", str(write_recipe(tmp_path, TINY.replace("steps = 30", "steps = 30\nsync_batchnorm = true"), "sbn.toml")),
                            "--nproc", "2", "--runs-dir", str(tmp_path / "runs"))
     assert code == 2 and "sync_batchnorm" in err and "CUDA" in err
+
+
+def test_launcher_passes_sigterm_on_once_and_rank0_checkpoints(tmp_path):
+    import signal
+    import time
+
+    recipe = write_recipe(tmp_path, TINY.replace("steps = 30", "steps = 100000\ncheckpoint_every = 100000").replace(
+        "checkpoint_every = 10\n", "").replace("every = 15", "every = 0"))
+    runs = tmp_path / "runs"
+    proc = subprocess.Popen([sys.executable, "-m", "dalle_kit", "run", str(recipe), "--nproc", "2", "--runs-dir", str(runs), "-q"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:  # until both ranks train (rank 0 has logged a step)
+        logs = list(runs.glob("*/metrics.jsonl"))
+        if logs and len(rows(logs[0].parent, "train")) >= 2:
+            break
+        time.sleep(0.5)
+    proc.send_signal(signal.SIGTERM)
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err[-2000:]
+    assert "Traceback" not in err
+    (run_dir,) = runs.iterdir()
+    ((step, _),) = list_checkpoints(run_dir / "checkpoints")
+    assert f"stopped at step {step}" in out and out.count("stopped at step") == 1
