@@ -227,13 +227,15 @@ def _run_cells(grid: Grid, cells: list[Cell], out: Path, runs_dir: Path, registr
         state["cells"].append(record)
         echo(f"[{n}/{len(cells)}] {cell.label}: training")
         try:
-            t0 = time.monotonic()
             run = _train_cell(api, grid, cell, runs_dir / cell.id, registry, quiet)
             record["run_dir"] = str(run.dir)
             if run.interrupted:
                 _save_state(state_path, state)
                 raise KeyboardInterrupt
-            record["train_seconds"] = round(time.monotonic() - t0, 1)
+            # The run's own training clock (it carries over a resumed cell's earlier stretches): wall time here
+            # would count only what this call trained.
+            trained = [r for r in run.read_metrics() if r.get("kind") == "train"]
+            record["train_seconds"] = round(trained[-1]["time"], 1) if trained else None
             echo(f"[{n}/{len(cells)}] {cell.label}: evaluating {', '.join(grid.metrics)} on {grid.num_samples} samples")
             t1 = time.monotonic()
             results = evaluate_run(run, grid.metrics, grid.num_samples, seed=grid.seed)
@@ -327,7 +329,7 @@ def markdown(state: dict[str, Any]) -> str:
         split = f"{p.get('dataset', '')}/{p['reference_split']}" if p["reference_split"] else "-"
         digest = p["weights_hash"] if p["weights_hash"] == PER_CELL else f"`{p['weights_hash'][:16]}`"
         lines.append(f"| {metric} | {p['n_generated']} | {p['n_reference']} | {split} | {p['extractor']} | {digest} | {p['seed']} |")
-    train = sum(c.get("train_seconds", 0) for c in state["cells"])
+    train = sum(c.get("train_seconds") or 0 for c in state["cells"])
     evaluate = sum(c.get("eval_seconds", 0) for c in state["cells"])
     lines += ["", f"Time: {train:.0f} s training, {evaluate:.0f} s evaluating ({(train + evaluate) / 60:.1f} min over "
               f"{len(state['cells'])} cells).", "", "## Results", "", "| " + " | ".join([*axes, *(k for _, k in columns), "train s", "eval s", "status"]) + " |",
