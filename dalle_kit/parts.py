@@ -8,7 +8,7 @@ Parts are constructed as ``Part(config, **context)`` where the context keywords 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 import attrs
 import torch
@@ -273,6 +273,11 @@ class Dataset(Part):
         raise NotImplementedError
 
 
+def _threads(_, attribute, value) -> None:
+    if isinstance(value, int) and value < 1:
+        raise ValueError(f"'{attribute.name}' must be 'auto', 'adaptive' or a number >= 1, got {value}")
+
+
 @attrs.frozen
 class TrainConfig:
     """The ``[train]`` settings every pipeline has (the trainer reads them): subclass it for a pipeline's
@@ -282,6 +287,10 @@ class TrainConfig:
     batch_size: int = param(64, "images per step", validator=attrs.validators.gt(0))
     log_every: int = param(25, "write losses to metrics.jsonl every this many steps", validator=attrs.validators.gt(0))
     checkpoint_every: int = param(500, "save a checkpoint every this many steps", validator=attrs.validators.gt(0))
+    threads: int | Literal["auto", "adaptive"] = param(
+        "auto", "CPU threads for torch: 'auto' takes the usable CPUs that other processes leave free, once (kept on "
+                "resume); 'adaptive' re-checks every 15 s (not bit-reproducible); or a number. An OMP_NUM_THREADS in "
+                "the environment wins", validator=_threads)
     sync_batchnorm: bool = param(False, "in a multi-process run (torchrun, run --nproc), BatchNorm statistics over the "
                                         "global batch instead of each process's (SyncBatchNorm; CUDA only)")
 

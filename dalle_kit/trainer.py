@@ -31,6 +31,7 @@ import attrs
 import torch
 
 from . import distributed
+from .threads import ThreadPolicy
 from .errors import UserError
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -77,13 +78,24 @@ class Trainer:
         self.stop_reason: str | None = None
         self.saved_step: int | None = None
         self._trained: list[str] = []
+        self.threads: ThreadPolicy | None = None
 
     # ------------------------------------------------------------ the loop
     def fit(self) -> None:
         run, cfg = self.run, self.config
-        main = distributed.is_main()
-        hook = self.hook if main else None  # the events fire in the process that writes files
         state = run.load_checkpoint()
+        self.threads = ThreadPolicy(cfg.threads, (state or {}).get("trainer", {}).get("threads"))
+        before = torch.get_num_threads()
+        try:
+            self._fit(state)
+        finally:
+            torch.set_num_threads(before)  # evaluation, and a caller's next run, start from the caller's setting
+
+    def _fit(self, state) -> None:
+        run, cfg = self.run, self.config
+        main = distributed.is_main()
+        hook = self.hook if main else None
+        self.threads.start()
         self.training = t = self.pipeline.setup(run, state)
         self._trained = list(t.modules)  # the pipeline's own (plugins such as EMA add theirs on rank 0 only)
         if hook:
@@ -111,6 +123,8 @@ class Trainer:
                     run.log(step, **values)
                 bar.set_postfix({k: f"{v:.4g}" for k, v in values.items()}, refresh=False)
                 bar.update(1)
+                if (count := self.threads.adapt()) is not None and main:
+                    run.log(step, kind="threads", threads=count, setting=str(cfg.threads))
                 (stop,) = distributed.any_true(run.should_stop(step) or self.stop_reason is not None)
                 if step % cfg.checkpoint_every == 0 or step == cfg.steps or stop or run.evaluate_due(step, cfg.steps):
                     self._save(collective=True)  # before sample grids and evaluation: an error there loses no training
@@ -145,7 +159,8 @@ class Trainer:
                                 "in several processes; run it in one")
         if distributed.is_main():
             extra = {"extra": t.extra_state()} if t.extra_state else {}
-            state = run.training_state(models=t.modules, optimizers=t.optimizers, rngs=t.rngs, **extra)
+            state = run.training_state(models=t.modules, optimizers=t.optimizers, rngs=t.rngs,
+                                       trainer={"threads": self.threads.count}, **extra)
             run.check_finite(self.step, state)  # a diverged state reaches neither an export nor a checkpoint
             if t.before_save is not None:
                 t.before_save(self.step, state)

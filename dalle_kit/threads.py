@@ -1,0 +1,123 @@
+"""How many CPU threads torch trains with: the ``[train] threads`` setting.
+
+On a shared machine torch's default (one thread per core) is the worst choice: beside one busy process every
+2-thread step waits for the slower core and costs about 3x its quiet time, while 1 thread keeps 0.6-0.7x of that
+slowdown away (measured: benchmarks/threads_contention.py). So by default (``"auto"``) the trainer looks, just
+before training, at the CPUs this process may use (affinity and cgroup quota) and at how many of them other
+processes keep busy (/proc/stat over a quarter of a second), and takes the free ones, at least one.
+
+- ``"auto"``: chosen once; the count is saved in each checkpoint and a resumed run reuses it, because the thread
+  count changes float summation order (a run resumed with another count would not end bit for bit where the
+  uninterrupted one does). Two fresh runs of one seed match when they got the same count: set a number for that.
+- ``"adaptive"``: as auto, then re-checked every `ADAPT_SECONDS` during training, fewer threads while others are
+  busy and back when they stop; fastest on a busy machine, not bit-reproducible.
+- a number: exactly that many threads.
+
+An ``OMP_NUM_THREADS`` in the environment (torchrun sets 1 per process) is an explicit choice and is kept
+whatever the setting, as is a count the caller set with ``torch.set_num_threads`` before a non-automatic run.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import time
+from pathlib import Path
+
+import torch
+
+ADAPT_SECONDS = 15.0
+SAMPLE_SECONDS = 0.25
+
+
+def usable_cpus() -> int:
+    """CPUs this process may run on: its affinity, capped by a cgroup v2 CPU quota."""
+    n = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    try:
+        quota, period = Path("/sys/fs/cgroup/cpu.max").read_text().split()
+        if quota != "max":
+            n = min(n, max(1, math.ceil(int(quota) / int(period))))
+    except (OSError, ValueError):
+        pass
+    return n
+
+
+class CpuLoad:
+    """CPU time spent by other processes between two looks (/proc/stat's machine total minus this process's)."""
+
+    def __init__(self):
+        self._last = self._read()
+
+    @staticmethod
+    def _read() -> tuple[float, float, float] | None:
+        try:
+            fields = Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]
+        except OSError:
+            return None
+        ticks = [int(v) for v in fields]
+        idle = ticks[3] + (ticks[4] if len(ticks) > 4 else 0)  # idle + iowait
+        hz = os.sysconf("SC_CLK_TCK")
+        own = os.times()
+        return (sum(ticks) - idle) / hz, time.monotonic(), own.user + own.system
+
+    def others(self) -> float | None:
+        """Cores kept busy by other processes since the last call (None where /proc/stat is missing)."""
+        now = self._read()
+        if now is None or self._last is None:
+            return None
+        busy, wall, own = (a - b for a, b in zip(now, self._last))
+        self._last = now
+        if wall <= 0:
+            return None
+        return max(0.0, (busy - own) / wall)
+
+
+def free_cpus(usable: int, others: float | None) -> int:
+    """Threads for the CPUs other processes leave free (all of them when the load is unknown), at least one."""
+    if others is None:
+        return usable
+    return max(1, min(usable, usable - round(others)))
+
+
+class ThreadPolicy:
+    """Applies the setting at the start of training (`start`) and, when adaptive, during it (`adapt`)."""
+
+    def __init__(self, setting: int | str, saved: int | None = None):
+        self.setting = setting
+        self.saved = saved
+        self.explicit_env = "OMP_NUM_THREADS" in os.environ
+        self.count = torch.get_num_threads()
+        self._load: CpuLoad | None = None
+        self._next = 0.0
+
+    @property
+    def automatic(self) -> bool:
+        return self.setting in ("auto", "adaptive") and not self.explicit_env
+
+    def start(self) -> int:
+        if isinstance(self.setting, int):
+            self._set(self.setting)
+        elif self.automatic:
+            if self.setting == "auto" and self.saved:
+                self._set(self.saved)  # a resumed run keeps its count: bit-exact resume
+            else:
+                self._load = CpuLoad()
+                time.sleep(SAMPLE_SECONDS)
+                self._set(free_cpus(usable_cpus(), self._load.others()))
+                self._next = time.monotonic() + ADAPT_SECONDS
+        return self.count
+
+    def adapt(self) -> int | None:
+        """In adaptive mode, every `ADAPT_SECONDS`: the new count when it changed, else None."""
+        if self.setting != "adaptive" or self._load is None or time.monotonic() < self._next:
+            return None
+        self._next = time.monotonic() + ADAPT_SECONDS
+        count = free_cpus(usable_cpus(), self._load.others())
+        if count == self.count:
+            return None
+        self._set(count)
+        return count
+
+    def _set(self, count: int) -> None:
+        self.count = count
+        torch.set_num_threads(count)

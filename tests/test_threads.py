@@ -1,0 +1,78 @@
+"""The [train] threads setting: the automatic choice reads the real /proc/stat and this process's affinity."""
+
+import os
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+
+from conftest import TINY, write_recipe
+from dalle_kit import threads
+from dalle_kit.checkpoint import list_checkpoints, load_state
+
+
+@pytest.mark.parametrize("usable, others, expected", [(2, 0.0, 2), (2, 0.3, 2), (2, 0.9, 1), (2, 1.6, 1), (2, 5.0, 1),
+                                                      (8, 2.2, 6), (4, None, 4)])
+def test_free_cpus(usable, others, expected):
+    assert threads.free_cpus(usable, others) == expected
+
+
+def test_usable_cpus_is_the_affinity_at_most():
+    assert 1 <= threads.usable_cpus() <= len(os.sched_getaffinity(0))
+
+
+def test_cpu_load_sees_a_busy_process_and_not_this_one():
+    load = threads.CpuLoad()
+    end = time.monotonic() + 0.5
+    while time.monotonic() < end:  # this process busy: not counted as another's load
+        pass
+    quiet = load.others()
+    spinner = subprocess.Popen([sys.executable, "-c", "import time\nend = time.time() + 3\nwhile time.time() < end: pass"])
+    try:
+        time.sleep(1.0)
+        load.others()
+        time.sleep(1.0)
+        busy = load.others()
+    finally:
+        spinner.kill()
+        spinner.wait()
+    assert busy is not None and quiet is not None
+    assert busy > 0.6  # the spinner keeps one core busy (plus whatever else runs here)
+    assert quiet < threads.usable_cpus() + 0.5  # this process's own spinning is not counted as another's
+
+
+def test_explicit_environment_and_numbers_win(monkeypatch):
+    before = torch.get_num_threads()
+    try:
+        monkeypatch.setenv("OMP_NUM_THREADS", "1")
+        policy = threads.ThreadPolicy("auto")
+        assert policy.start() == before  # left as the environment made it
+        policy = threads.ThreadPolicy(1)
+        assert policy.start() == 1 and torch.get_num_threads() == 1
+    finally:
+        torch.set_num_threads(before)
+
+
+def test_auto_is_saved_and_reused_on_resume(tmp_path, run_cli, monkeypatch):
+    monkeypatch.delenv("OMP_NUM_THREADS")
+    before = torch.get_num_threads()
+    recipe = write_recipe(tmp_path, TINY.replace("every = 15", "every = 0"))
+    code, _, err = run_cli("run", str(recipe), "--runs-dir", str(tmp_path / "runs"), "-q", "--stop-at", "10")
+    assert code == 0, err
+    (run_dir,) = (tmp_path / "runs").iterdir()
+    (_, path), = list_checkpoints(run_dir / "checkpoints")
+    chosen = load_state(path)["trainer"]["threads"]
+    assert 1 <= chosen <= threads.usable_cpus()
+    assert torch.get_num_threads() == before  # the caller's count is back after training
+    # A resumed run takes the saved count without looking at the load again.
+    monkeypatch.setattr(threads.CpuLoad, "others", lambda self: pytest.fail("auto looked at the load on resume"))
+    seen = []
+    real_set = threads.ThreadPolicy._set
+    monkeypatch.setattr(threads.ThreadPolicy, "_set", lambda self, count: (seen.append(count), real_set(self, count)))
+    code, _, err = run_cli("run", "--resume", str(run_dir), "-q")
+    assert code == 0, err
+    assert seen == [chosen]
+    (_, path), = list_checkpoints(run_dir / "checkpoints")[-1:]
+    assert load_state(path)["trainer"]["threads"] == chosen
