@@ -24,6 +24,7 @@ from pathlib import Path
 
 import torch
 
+from dalle_kit.checkpoint import list_checkpoints, load_state
 from dalle_kit.threads import usable_cpus
 
 
@@ -50,9 +51,10 @@ def measure(recipe: str, steps: int, threads: str, competitor: bool, tmp: Path) 
     (run_dir,) = runs.iterdir()
     rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
     train = [r for r in rows if r["kind"] == "train"]
-    chosen = [r["threads"] for r in rows if r["kind"] == "threads"]
+    ((_, last_checkpoint),) = list_checkpoints(run_dir / "checkpoints")[-1:]
+    chosen = load_state(last_checkpoint, ("trainer",))["trainer"]["threads"]
     first, last = train[1], train[-1]
-    return {"threads_setting": threads, "threads_used": chosen[0], "competitor": competitor,
+    return {"threads_setting": threads, "threads_used": chosen, "competitor": competitor,
             "ms_per_step": round(1000 * (last["time"] - first["time"]) / (last["step"] - first["step"]), 1)}
 
 
