@@ -162,16 +162,7 @@ def pin(recipe, registry: Registry):
 def sample(run_dir: str | Path, prompts: Sequence[str], n: int = 8, out: str | Path | None = None, seed: int = 0,
            registry: Registry | None = None) -> Path:
     """Draw `n` images per prompt from the run's latest weights into one grid PNG."""
-    if not prompts:
-        raise UserError("give at least one prompt, for example: dalle-kit sample RUN_DIR \"a red circle\"")
-    for i, prompt in enumerate(prompts, 1):
-        if not prompt.strip():
-            raise UserError(f"prompt {i} is empty; give some text, for example: dalle-kit sample RUN_DIR \"a red circle\"")
-    if n < 1:
-        raise UserError(f"-n {n}: need at least one image per prompt")
-    if n * len(prompts) > MAX_SAMPLE_IMAGES:
-        raise UserError(f"-n {n} x {len(prompts)} prompts = {n * len(prompts)} images: at most {MAX_SAMPLE_IMAGES} per call; "
-                        f"lower -n to {max(1, MAX_SAMPLE_IMAGES // len(prompts))} or split the prompts")
+    check_sample_request(prompts, n)
     if out is not None and Path(out).is_dir():
         raise UserError(f"-o {out}: is a directory; name a PNG file, e.g. -o {Path(out) / 'sample.png'}")
     registry = registry or get_registry()
@@ -183,3 +174,17 @@ def sample(run_dir: str | Path, prompts: Sequence[str], n: int = 8, out: str | P
         images = draw([p for p in prompts for _ in range(n)], generator)
     out = Path(out) if out else run.dir / "sample.png"
     return save_grid(images, list(prompts), out, title=f"{run.recipe.name} ({run_dir})")
+
+
+def check_sample_request(prompts: Sequence[str], n: int) -> None:
+    """A one-line `UserError` unless there are prompts, none empty, and `n` per prompt stays within `MAX_SAMPLE_IMAGES`."""
+    if not prompts:
+        raise UserError("give at least one prompt, for example: dalle-kit sample RUN_DIR \"a red circle\"")
+    for i, prompt in enumerate(prompts, 1):
+        if not prompt.strip():
+            raise UserError(f"prompt {i} is empty; give some text, for example: dalle-kit sample RUN_DIR \"a red circle\"")
+    if n < 1:
+        raise UserError(f"-n {n}: need at least one image per prompt")
+    if n * len(prompts) > MAX_SAMPLE_IMAGES:
+        raise UserError(f"-n {n} x {len(prompts)} prompts = {n * len(prompts)} images: at most {MAX_SAMPLE_IMAGES} per call; "
+                        f"lower -n to {max(1, MAX_SAMPLE_IMAGES // len(prompts))} or split the prompts")

@@ -23,7 +23,8 @@ A grid file::
 Every cell's recipe is validated before anything trains. Cells run one after the other; a failing
 cell is recorded with its one-line error and the rest continue. Progress is saved to
 ``<out>/<name>.json`` after each cell, and a re-run skips the cells already finished with the same
-settings (failed cells are tried again). Results go to ``<name>.md``, ``.csv``, ``.json`` and ``.png``.
+settings (failed cells are tried again). Results go to ``<name>.md``, ``.csv``, ``.json`` and ``.png``, and
+``<name>.html`` shows the cells side by side (`dalle_kit.compare`: recipe differences, metrics, each cell's last grid).
 """
 
 from __future__ import annotations
@@ -41,9 +42,9 @@ import attrs
 import tomli_w
 import torch
 
-from .errors import RecipeError, UserError
+from .errors import RecipeError, UserError, one_line
 from .evaluation import evaluate_run
-from .recipe import MAX_SEED, TOP_LEVEL, load_recipe, read_toml
+from .recipe import MAX_SEED, TOP_LEVEL, flatten_keys, load_recipe, read_toml
 from .schema import Invalid, param, structure
 from .registry import Registry, get_registry
 
@@ -57,7 +58,7 @@ def _metric_names(_, attribute, value):
 
 
 def _grid_axes(_, attribute, value):
-    axes = _flatten(value)
+    axes = flatten_keys(value)
     if not axes:
         raise Invalid("[grid]", "needs at least one key with a list of values", 'write loss = ["bce", "hinge"]')
     for key, values in axes.items():
@@ -156,16 +157,6 @@ def _override(key: str, value: Any) -> str:
     return f"{_key_path(key)}={text[len('v = '):]}"
 
 
-def _flatten(table: dict[str, Any], prefix: str = "") -> dict[str, Any]:
-    out = {}
-    for key, value in table.items():
-        if isinstance(value, dict):
-            out.update(_flatten(value, f"{prefix}{key}."))
-        else:
-            out[f"{prefix}{key}"] = value
-    return out
-
-
 def load_grid(target: str | Path, registry: Registry) -> Grid:
     path = Path(target)
     if not path.exists() and path.suffix != ".toml" and target in registry.recipes:
@@ -180,9 +171,9 @@ def load_grid(target: str | Path, registry: Registry) -> Grid:
         return str(path.parent / base) if not Path(base).exists() and (path.parent / base).exists() else base
 
     extras = [structure(ExtraCell, e, source=source, section=f"extra #{i + 1}") for i, e in enumerate(spec.extra)]
-    cells_extra = [{"label": e.label, "base": resolve_base(e.base), "set": _flatten(e.set)} for e in extras]
+    cells_extra = [{"label": e.label, "base": resolve_base(e.base), "set": flatten_keys(e.set)} for e in extras]
     return Grid(path, spec.name, resolve_base(spec.base), spec.seed, spec.metrics, spec.num_samples, spec.description,
-                _flatten(spec.set), _flatten(spec.grid), cells_extra)
+                flatten_keys(spec.set), flatten_keys(spec.grid), cells_extra)
 
 
 # ------------------------------------------------------------------ running
@@ -245,7 +236,7 @@ def _run_cells(grid: Grid, cells: list[Cell], out: Path, runs_dir: Path, registr
             record["status"] = "ok"
         except Exception as exc:  # a failing cell is recorded and the rest go on
             record["status"] = "failed"
-            record["error"] = _one_line(exc)
+            record["error"] = one_line(exc)
             echo(f"[{n}/{len(cells)}] {cell.label}: failed: {record['error']}")
         _save_state(state_path, state)
     write_reports(state, out / grid.name)
@@ -258,12 +249,6 @@ def _train_cell(api, grid: Grid, cell: Cell, cell_runs: Path, registry: Registry
     if existing:
         return api.train(resume=existing[-1], quiet=quiet, registry=registry)
     return api.train(cell.base, cell.overrides, runs_dir=cell_runs, quiet=quiet, registry=registry)
-
-
-def _one_line(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    message = text[0] if text else ""
-    return message if isinstance(exc, UserError) else f"{type(exc).__name__}: {message}".rstrip(": ")
 
 
 def _load_state(path: Path, grid: Grid) -> dict[str, Any]:
@@ -411,4 +396,7 @@ def write_reports(state: dict[str, Any], stem: Path) -> list[Path]:
     json_path = stem.with_name(stem.name + ".json")
     _save_state(json_path, state)
     paths += [json_path, chart(state, stem.with_name(stem.name + ".png"))]
+    from .compare import write_bench_page  # the cells side by side, as `dalle-kit compare` shows runs
+
+    paths.append(write_bench_page(state, stem.with_name(stem.name + ".html")))
     return paths

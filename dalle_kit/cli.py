@@ -82,6 +82,11 @@ from .cli_eval import bench_cmd, eval_cmd  # noqa: E402  (the metric commands li
 cli.add_command(eval_cmd)
 cli.add_command(bench_cmd)
 
+from .cli_report import compare_cmd, report_cmd  # noqa: E402  (a run's HTML report; runs side by side)
+
+cli.add_command(report_cmd)
+cli.add_command(compare_cmd)
+
 
 # ---------------------------------------------------------------------------- recipes
 @cli.group()

@@ -55,7 +55,7 @@ def bench_cmd(grid, out, runs_dir, dry_run, progress):
     "discriminator.ndf" = [32, 64]    # dotted key: any recipe value
 
     Re-running skips finished cells; a failing cell is recorded with its error and the rest go on.
-    Writes OUT/<name>.md, .csv, .json and .png.
+    Writes OUT/<name>.md, .csv, .json, .png and .html (the cells side by side).
     """
     from .bench import load_grid, run_grid
     from .recipe import load_recipe
@@ -74,4 +74,4 @@ def bench_cmd(grid, out, runs_dir, dry_run, progress):
     name = state["name"]
     folder = out or f"bench/{name}"
     click.echo(f"{len(state['cells']) - len(failed)} of {len(state['cells'])} cells ok; "
-               f"wrote {folder}/{name}.md, .csv, .json, .png")
+               f"wrote {folder}/{name}.md, .csv, .json, .png, .html")

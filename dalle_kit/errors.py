@@ -28,3 +28,10 @@ def did_you_mean(word: str, choices: Iterable[str]) -> str:
     """' (did you mean 'x'?)' when a close choice exists, else ''."""
     close = difflib.get_close_matches(str(word), list(choices), n=1, cutoff=0.6)
     return f" (did you mean '{close[0]}'?)" if close else ""
+
+
+def one_line(exc: BaseException) -> str:
+    """An error as one line: a `UserError`'s message, anything else's type and first line."""
+    text = str(exc).strip().splitlines()
+    message = text[0] if text else ""
+    return message if isinstance(exc, UserError) else f"{type(exc).__name__}: {message}".rstrip(": ")

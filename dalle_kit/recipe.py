@@ -200,6 +200,17 @@ def read_toml(path: Path) -> dict[str, Any]:
         raise RecipeError(str(path), "", "is not UTF-8 text", "save the recipe as UTF-8 TOML") from None
 
 
+def flatten_keys(table: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """Nested tables as dotted keys: ``{"train": {"steps": 5}}`` -> ``{"train.steps": 5}`` (lists stay values)."""
+    out = {}
+    for key, value in table.items():
+        if isinstance(value, dict):
+            out.update(flatten_keys(value, f"{prefix}{key}."))
+        else:
+            out[f"{prefix}{key}"] = value
+    return out
+
+
 def parse_override(text: str) -> tuple[list[str], Any]:
     """``train.steps=500`` -> (["train", "steps"], 500); the value is read as TOML, else as a string."""
     if "=" not in text:

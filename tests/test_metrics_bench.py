@@ -57,7 +57,7 @@ def test_grid_runs_every_cell_records_failures_and_skips_finished_ones(tmp_path,
         else:
             assert cell["status"] == "failed" and "power-of-two" in cell["error"] and "\n" not in cell["error"]
 
-    for suffix in (".md", ".csv", ".json", ".png"):
+    for suffix in (".md", ".csv", ".json", ".png", ".html"):
         assert (out / f"tiny{suffix}").is_file()
     md = (out / "tiny.md").read_text()
     assert "## Protocol" in md and "| d-roc-auc | 8 | 8 | shapes/test | discriminator dcgan (step 2) |" in md
@@ -66,6 +66,8 @@ def test_grid_runs_every_cell_records_failures_and_skips_finished_ones(tmp_path,
     ok_rows = [r for r in rows if r["status"] == "ok"]
     assert len(ok_rows) == 2 and all(r["seed"] == "3" and r["n_generated"] == "8" and r["weights_hash"] for r in ok_rows)
     assert json.loads((out / "tiny.json").read_text())["cells"] == state["cells"]
+    page = (out / "tiny.html").read_text()  # the cells side by side, failed ones with their error
+    assert page.count("failed: ") == 2 and "loss=hinge, data.size=16" in page and "d-roc-auc" in page
 
     lines: list[str] = []
     again = run_grid(grid, out, echo=lines.append)
