@@ -15,41 +15,18 @@ import argparse
 import json
 import os
 import platform
-import subprocess
-import sys
 import tempfile
 from pathlib import Path
 
 import torch
+from timed_runs import timed_run, write_results
 
 
 def train(recipe: str, steps: int, nproc: int, threads: int, device: str, runs: Path, batch_scale: int = 1) -> dict:
-    runs.mkdir(parents=True, exist_ok=True)
-    env = {**os.environ, "OMP_NUM_THREADS": str(threads)}
-    args = [sys.executable, "-m", "dalle_kit", "run", recipe, "--runs-dir", str(runs), "-q", "--nproc", str(nproc),
-            "--set", f"train.steps={steps}", "--set", "train.log_every=25", "--set", f"train.checkpoint_every={steps}",
-            "--set", "sample.every=0", "--set", "eval.metrics=[]", "--set", f"device={device}"]
+    overrides = [f"device={device}"]
     if batch_scale > 1:
-        args += ["--set", f"train.batch_size={_recipe_batch(recipe) * batch_scale}"]
-    done = subprocess.run(args, env=env, capture_output=True, text=True)
-    if done.returncode != 0:
-        raise SystemExit(f"{' '.join(args)} failed:\n{done.stderr[-2000:]}")
-    (run_dir,) = runs.iterdir()
-    rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
-    train_rows = [r for r in rows if r["kind"] == "train"]
-    first, last = train_rows[1], train_rows[-1]  # from step 50: the first 25 steps warm up allocators and caches
-    batch = _batch_size(run_dir)
-    seconds = last["time"] - first["time"]
-    images = (last["step"] - first["step"]) * batch * nproc
-    return {"processes": nproc, "threads_each": threads, "device": device, "steps_timed": last["step"] - first["step"],
-            "batch_per_process": batch, "seconds": round(seconds, 2), "images_per_s": round(images / seconds, 1),
-            "loss_d_last": last.get("loss_d")}
-
-
-def _batch_size(run_dir: Path) -> int:
-    import tomllib
-
-    return tomllib.loads((run_dir / "recipe.toml").read_text())["train"]["batch_size"]
+        overrides.append(f"train.batch_size={_recipe_batch(recipe) * batch_scale}")
+    return {"threads_each": threads, "device": device, **timed_run(recipe, runs, steps, overrides, nproc=nproc, threads=threads)}
 
 
 def _recipe_batch(recipe: str) -> int:
@@ -86,12 +63,7 @@ def main() -> None:
     for r in results:
         lines.append(f"| {r['processes']} | {r['threads_each']} | {r['device']} | {r['batch_per_process']} | "
                      f"{r['images_per_s']} | {r['images_per_s'] / base:.2f}x |")
-    text = "\n".join(lines) + "\n"
-    print(text)
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "ddp-throughput.md").write_text(text)
-    (out / "ddp-throughput.json").write_text(json.dumps(results, indent=2) + "\n")
+    write_results(args.out, "ddp-throughput", "\n".join(lines) + "\n", results)
 
 
 if __name__ == "__main__":

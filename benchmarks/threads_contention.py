@@ -17,45 +17,30 @@ import json
 import os
 import platform
 import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
 
 import torch
 
-from dalle_kit.checkpoint import list_checkpoints, load_state
 from dalle_kit.threads import usable_cpus
-
-
-def command(recipe: str, runs: Path, steps: int, threads: str) -> list[str]:
-    return [sys.executable, "-m", "dalle_kit", "run", recipe, "--runs-dir", str(runs), "-q", "--set", f"train.steps={steps}",
-            "--set", "train.log_every=25", "--set", f"train.checkpoint_every={steps}", "--set", "sample.every=0",
-            "--set", "eval.metrics=[]", "--set", f"train.threads={threads}"]
+from timed_runs import command, timed_run, write_results
 
 
 def measure(recipe: str, steps: int, threads: str, competitor: bool, tmp: Path) -> dict:
-    env = {k: v for k, v in os.environ.items() if k != "OMP_NUM_THREADS"}
     rival = None
     if competitor:
-        rival = subprocess.Popen(command(recipe, tmp / "rival", 100000, str(usable_cpus())), env=env,
+        env = {k: v for k, v in os.environ.items() if k != "OMP_NUM_THREADS"}
+        rival = subprocess.Popen(command(recipe, tmp / "rival", 100000, [f"train.threads={usable_cpus()}"]), env=env,
                                  stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         time.sleep(8)
-    runs = tmp / f"run-{threads}-{competitor}"
     try:
-        subprocess.run(command(recipe, runs, steps, threads), env=env, check=True, capture_output=True)
+        result = timed_run(recipe, tmp / f"run-{threads}-{competitor}", steps, [f"train.threads={threads}"])
     finally:
         if rival is not None:
             rival.kill()
             rival.wait()
-    (run_dir,) = runs.iterdir()
-    rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
-    train = [r for r in rows if r["kind"] == "train"]
-    ((_, last_checkpoint),) = list_checkpoints(run_dir / "checkpoints")[-1:]
-    chosen = load_state(last_checkpoint, ("trainer",))["trainer"]["threads"]
-    first, last = train[1], train[-1]
-    return {"threads_setting": threads, "threads_used": chosen, "competitor": competitor,
-            "ms_per_step": round(1000 * (last["time"] - first["time"]) / (last["step"] - first["step"]), 1)}
+    return {"threads_setting": threads, "competitor": competitor, **result}
 
 
 def main() -> None:
@@ -81,12 +66,7 @@ def main() -> None:
         label = f"{r['threads_setting']} (torch's default)" if r["threads_setting"] != "auto" else "auto"
         lines.append(f"| {label} | {r['threads_used']} | {'yes' if r['competitor'] else 'no'} | {r['ms_per_step']} | "
                      f"{r['ms_per_step'] / quiet:.2f}x |")
-    text = "\n".join(lines) + "\n"
-    print(text)
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "threads-contention.md").write_text(text)
-    (out / "threads-contention.json").write_text(json.dumps(results, indent=2) + "\n")
+    write_results(args.out, "threads-contention", "\n".join(lines) + "\n", results)
 
 
 if __name__ == "__main__":

@@ -27,6 +27,18 @@ from dalle_kit_plugins.diffaugment import POLICIES, diff_augment
 from dalle_kit_plugins.ema import use_average
 
 
+def has_bf16(device: torch.device) -> bool:
+    """Whether bfloat16 arithmetic is native here (not emulated): a CUDA GPU that supports it, or a CPU with
+    AVX512-BF16 or AMX-BF16 (read from /proc/cpuinfo)."""
+    if device.type == "cuda":
+        return torch.cuda.is_bf16_supported()
+    try:
+        flags = open("/proc/cpuinfo").read()
+    except OSError:
+        return False
+    return "avx512_bf16" in flags or "amx_bf16" in flags
+
+
 def _positive(_, attribute, value):
     if value is not None and not (math.isfinite(value) and value > 0):  # nan, inf: Adam would poison every weight
         raise ValueError(f"'{attribute.name}' must be a finite number > 0, got {value}")
@@ -68,6 +80,11 @@ class GAN(dalle_kit.Pipeline):
         diffaugment: list[str] = param([], f"DiffAugment policies applied to everything D sees (Zhao et al. 2020): any of {', '.join(POLICIES)}",
                                        validator=attrs.validators.deep_iterable(attrs.validators.in_(POLICIES)))
         precision: Literal["fp32", "bf16"] = param("fp32", "'bf16': forward passes under torch.autocast in bfloat16 (CPU and CUDA)")
+        profile: Literal["standard", "fast"] = param(
+            "standard", "'fast': bf16 autocast where the CPU (avx512_bf16/amx) or GPU has bf16, channels_last tensors, "
+                        "multi-tensor (CUDA: fused) Adam, and one discriminator pass over real and fake images together "
+                        "when D has no batch norm; other numbers than 'standard', resume still bit for bit "
+                        "(benchmarks/train_throughput.py)")
 
     # ------------------------------------------------------------------ building
     def _build(self, run, data, state: dict | None, train_captions=None, with_discriminator: bool = True):
@@ -92,16 +109,26 @@ class GAN(dalle_kit.Pipeline):
         g_params = [p for p in generator.parameters() if p.requires_grad]
         d_own = [p for p in discriminator.parameters() if p.requires_grad]
         d_params = d_own + [p for p in encoder.parameters() if p.requires_grad]
-        opt_g = torch.optim.Adam(g_params, lr=cfg.lr, betas=cfg.betas)
-        opt_d = torch.optim.Adam(d_params, lr=cfg.lr_d or cfg.lr, betas=cfg.betas)
+        fast = cfg.profile == "fast"
+        device = run.device
+        adam = ({"fused": True} if device.type == "cuda" else {"foreach": True}) if fast else {}
+        opt_g = torch.optim.Adam(g_params, lr=cfg.lr, betas=cfg.betas, **adam)
+        opt_d = torch.optim.Adam(d_params, lr=cfg.lr_d or cfg.lr, betas=cfg.betas, **adam)
         data_rng = torch.Generator().manual_seed(run.recipe.seed + 1)
         noise_rng = torch.Generator().manual_seed(run.recipe.seed + 2)
         aug_rng = torch.Generator().manual_seed(run.recipe.seed + 4)
-        device = run.device
+        layout = torch.channels_last if fast else torch.contiguous_format
+        if fast:
+            generator.to(memory_format=torch.channels_last)
+            discriminator.to(memory_format=torch.channels_last)
+        # One D call on real and fake together (and the mismatched pairs): the same loss with fewer, larger
+        # kernels; not where D normalises over its batch, which would then mix real and fake statistics.
+        one_pass = fast and not any(isinstance(m, torch.nn.modules.batchnorm._BatchNorm) for m in discriminator.modules())
         # The forward passes whose losses train a network go through run.parallel: in several processes it averages
         # the gradients (DDP). G's step calls D itself (frozen there), as does the gradient penalty.
         train_encoder, train_g, train_d = run.parallel(encoder), run.parallel(generator), run.parallel(discriminator)
-        autocast = (lambda: torch.autocast(device.type, dtype=torch.bfloat16)) if cfg.precision == "bf16" else contextlib.nullcontext
+        bf16 = cfg.precision == "bf16" or (fast and has_bf16(device))
+        autocast = (lambda: torch.autocast(device.type, dtype=torch.bfloat16)) if bf16 else contextlib.nullcontext
 
         def augment(images):
             return diff_augment(images, cfg.diffaugment, aug_rng) if cfg.diffaugment else images
@@ -116,16 +143,24 @@ class GAN(dalle_kit.Pipeline):
         def d_step(last: bool):
             idx = torch.randint(len(train_set), (cfg.batch_size,), generator=data_rng)
             real, captions = train_set.batch(idx)
-            real = real.to(device, non_blocking=True)
+            real = real.to(device, non_blocking=True, memory_format=layout)
             z = generator.sample_latent(cfg.batch_size, noise_rng, device)
             with autocast():
                 text = train_encoder(captions)
                 fake = (train_g if last else generator)(z, text.detach())  # the last D step's fakes train G
                 real_seen, fake_seen = augment(real), augment(fake.detach())
-                d_real = train_d(real_seen, text)
-                d_fake = train_d(fake_seen, text)
-                if cfg.matching_aware:  # real images with another sample's caption count as fakes, half the negatives
-                    d_wrong = train_d(real_seen, text.roll(1, dims=0))
+                if one_pass:
+                    images, texts = [real_seen, fake_seen], [text, text]
+                    if cfg.matching_aware:
+                        images, texts = [*images, real_seen], [*texts, text.roll(1, dims=0)]
+                    logits = train_d(torch.cat(images), torch.cat(texts)).split(len(real))
+                    d_real, d_fake, d_wrong = (*logits, None)[:3]
+                else:
+                    d_real = train_d(real_seen, text)
+                    d_fake = train_d(fake_seen, text)
+                    if cfg.matching_aware:  # real images with another sample's caption count as fakes, half the negatives
+                        d_wrong = train_d(real_seen, text.roll(1, dims=0))
+                if cfg.matching_aware:
                     d_loss = loss.discriminator_loss(d_real, torch.cat([d_fake, d_wrong]))
                 else:
                     d_loss = loss.discriminator_loss(d_real, d_fake)

@@ -114,3 +114,39 @@ def test_diffaugment_policies():
 def test_unknown_policy_is_one_line(tiny_recipe, run_cli):
     code, _, err = run_cli("recipe", "check", tiny_recipe, "--set", 'train.diffaugment=["flip"]')
     assert code == 2 and len(err.strip().splitlines()) == 1 and "diffaugment" in err
+
+
+def test_fast_profile_trains_and_resumes_exactly(tiny_recipe, tmp_path, run_cli, monkeypatch):
+    # Spectral-norm D (the default): real, fake and mismatched images go through D in one call.
+    import dalle_kit_plugins.gan as gan
+
+    calls = []
+    monkeypatch.setattr(gan, "has_bf16", lambda device: calls.append(device) or True)  # bf16 on any CPU for the test
+    overrides = ['train.profile="fast"', "train.matching_aware=true", "sample.every=0", "train.steps=12"]
+    full = api.train(str(tiny_recipe), overrides, runs_dir=tmp_path / "full", quiet=True)
+    part = api.train(str(tiny_recipe), overrides, stop_at=5, runs_dir=tmp_path / "part", quiet=True)
+    code, _, err = run_cli("run", "--resume", part.dir, "-q")
+    assert code == 0, err
+    a, b = final_state(full), final_state(part)
+    for net, tensors in a["models"].items():
+        for key, tensor in tensors.items():
+            assert torch.equal(tensor, b["models"][net][key]), (net, key)
+    assert calls  # the profile asked whether bf16 is native
+    standard = final_state(api.train(str(tiny_recipe), overrides[1:], runs_dir=tmp_path / "standard", quiet=True))
+    g = "generator"
+    assert not all(torch.equal(t, standard["models"][g][k]) for k, t in a["models"][g].items())  # another profile, other numbers
+    assert all(math.isfinite(r["loss_d"]) for r in train_rows(full))
+
+
+def test_fast_profile_keeps_two_passes_for_a_batch_norm_discriminator(tiny_recipe, tmp_path, monkeypatch):
+    from dalle_kit_plugins.dcgan import DCGANDiscriminator
+
+    batches = []
+    real_forward = DCGANDiscriminator.forward
+    monkeypatch.setattr(DCGANDiscriminator, "forward", lambda self, x, t: batches.append(len(x)) or real_forward(self, x, t))
+    overrides = ['train.profile="fast"', "sample.every=0", "train.steps=1", "train.checkpoint_every=1"]
+    api.train(str(tiny_recipe), [*overrides, 'discriminator.norm="batch"'], runs_dir=tmp_path / "bn", quiet=True)
+    assert batches[:2] == [32, 32]  # real, then fake: batch statistics never mix them
+    batches.clear()
+    api.train(str(tiny_recipe), overrides, runs_dir=tmp_path / "sn", quiet=True)
+    assert batches[0] == 64
