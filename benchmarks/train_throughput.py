@@ -29,7 +29,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--recipe", default="shapes")
     parser.add_argument("--steps", type=int, default=200)
-    parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--out", default="benchmarks/results")
     args = parser.parse_args()
     cpus = usable_cpus()
@@ -42,8 +42,8 @@ def main() -> None:
                                    [f'train.profile="{profile}"', f"train.batch_size={batch}"], threads=cpus)
                 times[(profile, batch)].append(result)
                 print(json.dumps({"profile": profile, **result}), flush=True)
-    results = [{"profile": p, "batch": b, "ms_per_step": statistics.median(x["ms_per_step"] for x in times[(p, b)]),
-                "images_per_s": statistics.median(x["images_per_s"] for x in times[(p, b)]), "rounds": times[(p, b)]}
+    results = [{"profile": p, "batch": b, "ms_per_step": round(statistics.median(x["ms_per_step"] for x in times[(p, b)]), 1),
+                "images_per_s": round(statistics.median(x["images_per_s"] for x in times[(p, b)]), 1), "rounds": times[(p, b)]}
                for p, b in configs]
     lines = ["# Training speed: `[train] profile = \"standard\"` vs `\"fast\"` (`benchmarks/train_throughput.py`)", "",
              f"Recipe `{args.recipe}` (gan pipeline), {args.steps} steps per run, timed from step 50 by the training log's "
