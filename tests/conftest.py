@@ -90,6 +90,34 @@ def isolated_cache(tmp_path_factory):
         os.environ["DALLE_KIT_CACHE"] = previous
 
 
+FASHION_SYSTEM_FOLDER = Path("/usr/share/datasets/fashion-mnist")  # Debian's dataset-fashion-mnist
+
+
+def fashion_mnist_root(tmp_root: Path) -> Path | None:
+    """None when the real Fashion-MNIST is installed (apt-get install dataset-fashion-mnist); otherwise a folder
+    with 100 training and 20 test images written in the official IDX format, so a fresh machine without the
+    Debian package still checks every recipe and part that names fashion-mnist (the real-data tests skip)."""
+    if (FASHION_SYSTEM_FOLDER / "t10k-images-idx3-ubyte.gz").is_file():
+        return None
+    import numpy as np
+
+    from dalle_kit_plugins.mnist import FILES, write_idx
+
+    folder = tmp_root / "fashion-mnist-idx"
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(0)
+    for split, n in (("train", 100), ("test", 20)):
+        images, labels = FILES[split]
+        write_idx(folder / (images + ".gz"), rng.integers(0, 256, (n, 28, 28), dtype=np.uint8))
+        write_idx(folder / (labels + ".gz"), (np.arange(n) % 10).astype(np.uint8))
+    return folder
+
+
+@pytest.fixture(scope="session")
+def fashion_root(tmp_path_factory) -> Path | None:
+    return fashion_mnist_root(tmp_path_factory.mktemp("fashion"))
+
+
 @pytest.fixture
 def offline_inception(monkeypatch, tmp_path):
     """No standard Inception weights anywhere: an empty torch home, no configured file (fid-helper's are used)."""

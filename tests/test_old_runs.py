@@ -71,7 +71,10 @@ def test_settings_a_newer_version_dropped_are_ignored_with_a_warning(old_run, ru
 @pytest.mark.parametrize("family", ["gan", "vae"])
 def test_the_core_trainer_trains_exactly_as_the_loops_it_replaced(family, tmp_path):
     """The fixture runs were trained by the pipelines' own loops (before dalle_kit.trainer, on one thread); the same
-    recipe trained now through the core trainer gives the same weights, bit for bit."""
+    recipe trained now through the core trainer gives the same weights. They matched bit for bit under the torch
+    release that trained them; torch 2.14 changed some kernels' summation order, so the comparison allows float
+    rounding: the largest difference after the 4 steps is 3e-7, where one different noise draw, step or update
+    moves a weight by about the learning rate, 2e-4."""
     import torch
 
     from dalle_kit import api
@@ -90,4 +93,5 @@ def test_the_core_trainer_trains_exactly_as_the_loops_it_replaced(family, tmp_pa
     assert old["step"] == new["step"] and sorted(old["models"]) == sorted(new["models"])
     for net, tensors in old["models"].items():
         for key, tensor in tensors.items():
-            assert torch.equal(tensor, new["models"][net][key]), f"{net}.{key} differs from the fixture"
+            torch.testing.assert_close(new["models"][net][key], tensor, rtol=0, atol=2e-6,
+                                       msg=f"{net}.{key} differs from the fixture by more than float rounding")
