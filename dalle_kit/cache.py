@@ -16,11 +16,12 @@ import hashlib
 import json
 import os
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import torch
+from .files import atomic_write_text
 
-from .checkpoint import atomic_write_text
+if TYPE_CHECKING:
+    import torch
 
 CACHE_ENV = "DALLE_KIT_CACHE"
 MANIFEST = "manifest.json"
@@ -35,6 +36,8 @@ def default_root() -> Path:
 
 def tensor_digest(tensor: torch.Tensor) -> str:
     """sha256 of a tensor's dtype, shape and bytes (hex)."""
+    import torch
+
     t = tensor.detach().cpu().contiguous()
     h = hashlib.sha256(f"{t.dtype}|{tuple(t.shape)}|".encode())
     h.update(t.view(torch.uint8).numpy().tobytes() if t.numel() else b"")

@@ -23,6 +23,8 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import save_file
 
+from .files import atomic_write, atomic_write_text  # noqa: F401  (re-exported: plugins import them from here)
+
 _TREE_KEY = "dalle_kit.tree"
 _DIGEST_KEY = "dalle_kit.sha256"
 _STEP_RE = re.compile(r"step-(\d+)\.safetensors$")
@@ -112,19 +114,6 @@ def _flatten_refs(node: Any, prefix: str, tensors: dict[str, torch.Tensor]) -> N
             _flatten_refs(v, f"{prefix}{i}/", tensors)
 
 
-def _fsync_dir(directory: Path) -> None:
-    try:
-        fd = os.open(directory, os.O_RDONLY)
-    except OSError:  # a platform without directory handles
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
-
-
 def save_state(path: str | Path, state: dict[str, Any]) -> Path:
     """Write `state` to `path` atomically and durably: a reader (or a machine that loses power) never sees a
     half-written file. The file carries a digest of its tensors, checked by `verify`."""
@@ -135,27 +124,6 @@ def save_state(path: str | Path, state: dict[str, Any]) -> Path:
     atomic_write(path, lambda tmp: save_file(tensors, str(tmp), metadata={_TREE_KEY: json.dumps(tree),
                                                                     _DIGEST_KEY: _tensor_digest(tensors)}))
     return path
-
-
-def atomic_write_text(path: str | Path, text: str) -> Path:
-    """Replace `path` with `text` atomically and durably (the same temporary-file convention as `save_state`)."""
-    path = Path(path)
-    atomic_write(path, lambda tmp: tmp.write_text(text, encoding="utf-8"))
-    return path
-
-
-def atomic_write(path: Path, write) -> None:
-    """Call ``write(tmp)`` for ``.<name>.tmp-<pid>`` beside `path`, sync it, then rename it over `path` and sync the
-    folder: a reader (or a machine that loses power) sees the old file or the new one, never half of one."""
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
-        write(tmp)
-        with open(tmp, "rb") as f:
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-        _fsync_dir(path.parent)
-    finally:
-        tmp.unlink(missing_ok=True)
 
 
 _verified: dict[tuple, bool] = {}

@@ -123,9 +123,10 @@ def recipe_show(file, overrides):
 @recipe.command("list")
 def recipe_list():
     """Recipes shipped by plugins (run them by name)."""
-    reg = _registry()
-    for name, (path, plugin) in sorted(reg.recipes.items()):
-        click.echo(f"{name:20s} {plugin.distribution} {plugin.version}  {path}")
+    from .registry_index import listing
+
+    for name, (path, distribution, version) in listing()["recipes"].items():
+        click.echo(f"{name:20s} {distribution} {version}  {path}")
 
 
 # ---------------------------------------------------------------------------- plugin authors
@@ -151,18 +152,20 @@ def plugins():
 @plugins.command("list")
 def plugins_list():
     """Every part by kind, with its distribution and version; broken plugins with their error."""
-    reg = _registry()
-    for kind, parts in reg.parts.items():
+    from .registry_index import listing
+
+    index = listing()  # no plugin (or torch) imported while the installed plugins are unchanged
+    for kind, parts in index["parts"].items():
         click.echo(f"{kind}:")
         if not parts:
             click.echo("  (none)")
-        for name, info in sorted(parts.items()):
-            doc = (info.cls.__doc__ or "").strip().splitlines()
-            click.echo(f"  {name:16s} {info.origin:22s} {doc[0] if doc else ''}")
-    if reg.problems:
+        for part in parts:
+            doc = part["doc"].splitlines()
+            click.echo(f"  {part['name']:16s} {part['origin']:22s} {doc[0] if doc else ''}")
+    if index["problems"]:
         click.echo("problems:")
-        for p in reg.problems:
-            click.echo(f"  {p.line()}")
+        for line in index["problems"]:
+            click.echo(f"  {line}")
         click.echo("run `dalle-kit plugins doctor` for fixes")
 
 
@@ -171,22 +174,20 @@ def plugins_list():
 def plugins_show(name):
     """Parameters, types, defaults and docs of every part called NAME."""
     from .errors import did_you_mean
-    from .schema import describe
+    from .registry_index import listing
 
-    reg = _registry()
-    found = reg.find(name)
+    index = listing()
+    found = [(kind, part) for kind, parts in index["parts"].items() for part in parts if part["name"] == name]
     if not found:
-        names = {n for parts in reg.parts.values() for n in parts}
+        names = {part["name"] for parts in index["parts"].values() for part in parts}
         raise UserError(f"no part named '{name}'{did_you_mean(name, names)}; see `dalle-kit plugins list`")
-    for info in found:
-        click.echo(f"{info.kind} '{info.name}' from {info.origin} ({info.cls.__module__}.{info.cls.__qualname__})")
-        doc = (info.cls.__doc__ or "").strip()
-        if doc:
-            click.echo("  " + doc.replace("\n", "\n  "))
-        rows = describe(info.cls.Config)
-        section = "train" if info.kind == "pipeline" else "section"
-        click.echo(f"  parameters ([{section}] keys):" if rows else "  parameters: none")
-        for row in rows:
+    for kind, part in found:
+        click.echo(f"{kind} '{name}' from {part['origin']} ({part['where']})")
+        if part["doc"]:
+            click.echo("  " + part["doc"].replace("\n", "\n  "))
+        section = "train" if kind == "pipeline" else "section"
+        click.echo(f"  parameters ([{section}] keys):" if part["params"] else "  parameters: none")
+        for row in part["params"]:
             click.echo(f"    {row['name']} ({row['type']}, default {row['default']}): {row['doc']}")
         click.echo()
 

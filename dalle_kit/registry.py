@@ -20,16 +20,12 @@ import pluggy
 
 from . import hookspecs
 from .errors import RecipeError, UserError, did_you_mean
-from .markers import PROJECT
+from .markers import BUILTIN_DISTRIBUTION, ENTRY_POINT_GROUP, PROJECT, SELECT_ENV
 from .parts import KINDS, Part, TrainConfig
 from .schema import bad_defaults
 
-ENTRY_POINT_GROUP = "dalle_kit"
-BUILTIN_DISTRIBUTION = "dalle-kit"
 #: Version of the hook API. A plugin module may declare ``DALLE_KIT_API = <int>``; another value is refused.
 HOOK_API_VERSION = 1
-#: Comma-separated plugin (entry point or distribution) names to load besides the built-ins; empty: built-ins only.
-SELECT_ENV = "DALLE_KIT_PLUGINS"
 
 HOOK_KINDS = {
     "register_text_encoders": "text_encoder",
