@@ -21,7 +21,7 @@ from pathlib import Path
 import torch
 
 from dalle_kit.threads import usable_cpus
-from dalle_kit_plugins.gan import has_bf16
+from dalle_kit_plugins.bf16 import has_bf16
 from timed_runs import timed_run, write_results
 
 

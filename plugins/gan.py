@@ -23,20 +23,9 @@ import torch
 import dalle_kit
 from dalle_kit import finetune, param
 from dalle_kit.schema import adam_betas
+from dalle_kit_plugins.bf16 import has_bf16
 from dalle_kit_plugins.diffaugment import POLICIES, diff_augment
 from dalle_kit_plugins.ema import use_average
-
-
-def has_bf16(device: torch.device) -> bool:
-    """Whether bfloat16 arithmetic is native here (not emulated): a CUDA GPU that supports it, or a CPU with
-    AVX512-BF16 or AMX-BF16 (read from /proc/cpuinfo)."""
-    if device.type == "cuda":
-        return torch.cuda.is_bf16_supported()
-    try:
-        flags = open("/proc/cpuinfo").read()
-    except OSError:
-        return False
-    return "avx512_bf16" in flags or "amx_bf16" in flags
 
 
 def _positive(_, attribute, value):

@@ -226,3 +226,31 @@ def test_weights_resolution(monkeypatch, tmp_path):
     assert extractor.weights_hash == sha256(configured)
     with pytest.raises(dalle_kit.UserError, match="not registered"):
         inception.resolve("no-such-extractor")
+
+
+def test_bf16_mixed_pass_is_close_to_fp32_labelled_and_shares_the_fp32_reference(shapes, tmp_path, monkeypatch):
+    """precision = "bf16-mixed": the generated images' pass in bf16 after an fp32 stem; the protocol says so, the
+    reference features stay the fp32 cache entry; fp32 is the default and 'auto' picks bf16 only where it is native."""
+    from dalle_kit_plugins import fidelity
+
+    train = shapes.load("train")
+    results = {}
+    for precision in ("fp32", "bf16-mixed"):
+        evaluation = Evaluation(shapes, num_samples=N, generated=train.images[:N], prompts=train.captions[:N],
+                                cache_root=tmp_path / "cache", metric_names=["fid"])
+        metrics = build_metrics(["fid"], get_registry(), settings={"fid": FidelityConfig(precision=precision)})
+        results[precision] = compute_metrics(evaluation, metrics)["fid"], evaluation.shared
+    (fp32, shared32), (bf16, shared16) = results["fp32"], results["bf16-mixed"]
+    assert "bf16" not in fp32.protocol.extractor and fp32.protocol.extractor + ", bf16 after an fp32 stem" == bf16.protocol.extractor
+    assert len(list((tmp_path / "cache" / fidelity.CACHE_NAMESPACE).iterdir())) == 1  # one reference entry, fp32
+    gen32 = next(v for k, v in shared32.items() if k[0] == "inception-features")
+    gen16 = next(v for k, v in shared16.items() if k[0] == "inception-features")
+    assert gen16.dtype == torch.float32 and (gen16 - gen32).abs().max() > 0  # bf16 did run
+    assert ((gen16 - gen32) ** 2).mean().sqrt() < 0.05 * gen32.abs().mean()  # measured: ~2% of the mean feature
+    assert abs(bf16.values["fid"] - fp32.values["fid"]) < 0.01 * fp32.values["fid"]
+
+    assert fidelity.generated_extractor(FidelityConfig(), torch.device("cpu")).precision == "fp32"  # the default
+    monkeypatch.setattr("dalle_kit_plugins.bf16.has_bf16", lambda device: False)
+    assert fidelity.generated_extractor(FidelityConfig(precision="auto"), torch.device("cpu")).precision == "fp32"
+    monkeypatch.setattr("dalle_kit_plugins.bf16.has_bf16", lambda device: True)
+    assert fidelity.generated_extractor(FidelityConfig(precision="auto"), torch.device("cpu")).precision == "bf16-mixed"
