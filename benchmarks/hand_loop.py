@@ -1,0 +1,145 @@
+"""dalle-kit's GAN step against the same step written by hand, interleaved in one process, with achieved GFLOP/s.
+
+    .venv/bin/python benchmarks/hand_loop.py [--recipe shapes] [--batch 64] [--steps 60] [--rounds 5]
+
+Three contestants train the recipe's networks (the shapes recipe: DCGAN 32/32 with a bag-of-words text encoder,
+hinge loss, matching-aware D, mode seeking 0.1) from the same initial weights and seeds:
+
+- ``hand``: a plain loop written here with torch only: draw a batch, D on real / fake / mismatched pairs, hinge
+  loss, Adam; then G against the updated D plus the mode-seeking term, Adam. fp32, contiguous tensors.
+- ``dalle-kit standard`` and ``dalle-kit fast``: the gan pipeline's own ``train_step`` (``setup()`` of
+  ``[train] profile = "standard"`` / ``"fast"``), called directly; the trainer's bookkeeping around it (log rows,
+  checkpoint cadence: about 0.06 ms a step) is left out.
+
+Each round runs every contestant for ``--steps`` steps (after ``--warmup`` untimed ones) in turn; the median
+over rounds counts. FLOPs of one step are counted once with ``torch.utils.flop_counter.FlopCounterMode`` on the
+hand loop (matmuls and convolutions, forward and backward; the same work as the standard step) and divided by
+each contestant's step time. The peak is cores x 2 FMA units x 16 fp32 lanes (AVX-512) x 2 x the clock
+from /proc/cpuinfo: an upper bound (on CPUs that split 512-bit FMAs, half of it). The first step's losses of the
+hand loop and of dalle-kit standard are printed side by side: the same step gives the same numbers.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import tempfile
+import time
+
+import torch
+
+from dalle_kit.recipe import load_recipe
+from dalle_kit.registry import get_registry
+from dalle_kit.run import Run
+from dalle_kit.threads import usable_cpus
+
+
+def training(recipe_name: str, batch: int, profile: str):
+    """The gan pipeline's Training for the recipe, built as a run would build it (no run directory is written)."""
+    registry = get_registry()
+    recipe = load_recipe(recipe_name, registry, [f"train.batch_size={batch}", f'train.profile="{profile}"'])
+    run = Run(tempfile.mkdtemp(prefix="hand-loop-"), recipe, registry, quiet=True)
+    torch.manual_seed(recipe.seed)  # what the trainer does before setup: the same initial weights every time
+    pipeline = recipe.pipeline.info.cls(recipe.train)
+    return pipeline.setup(run, None), run, recipe
+
+
+def hand_loop(recipe_name: str, batch: int):
+    """The same networks and seeds, and a step written out with plain torch."""
+    t, run, recipe = training(recipe_name, batch, "standard")  # only for its freshly built networks
+    encoder, G, D = t.modules["text_encoder"], t.modules["generator"], t.modules["discriminator"]
+    cfg = recipe.train
+    train_set = run.build_dataset().load("train")
+    opt_g = torch.optim.Adam([p for p in G.parameters() if p.requires_grad], lr=cfg.lr, betas=cfg.betas)
+    opt_d = torch.optim.Adam([p for p in D.parameters() if p.requires_grad] +
+                             [p for p in encoder.parameters() if p.requires_grad], lr=cfg.lr, betas=cfg.betas)
+    data_rng = torch.Generator().manual_seed(recipe.seed + 1)
+    noise_rng = torch.Generator().manual_seed(recipe.seed + 2)
+    relu = torch.nn.functional.relu
+
+    def step() -> dict[str, float]:
+        idx = torch.randint(len(train_set.images), (batch,), generator=data_rng)
+        real = train_set.images[idx].float().div(127.5).sub(1.0)
+        captions = [train_set.captions[int(i)] for i in idx]
+        z = torch.randn(batch, G.latent_dim, generator=noise_rng)
+        text = encoder(captions)
+        fake = G(z, text.detach())
+        d_real, d_fake, d_wrong = D(real, text), D(fake.detach(), text), D(real, text.roll(1, dims=0))
+        d_loss = relu(1 - d_real).mean() + relu(1 + torch.cat([d_fake, d_wrong])).mean()
+        opt_d.zero_grad(set_to_none=True)
+        d_loss.backward()
+        opt_d.step()
+        D.requires_grad_(False)
+        g_loss = -D(fake, text.detach()).mean()
+        z2 = torch.randn(batch, G.latent_dim, generator=noise_rng)
+        fake2 = G(z2, text.detach())
+        ratio = (fake - fake2).abs().mean() / (z - z2).abs().mean()
+        opt_g.zero_grad(set_to_none=True)
+        (g_loss + cfg.mode_seeking / (ratio + 1e-5)).backward()
+        opt_g.step()
+        D.requires_grad_(True)
+        return {"loss_d": d_loss.item(), "loss_g": g_loss.item()}
+
+    return step
+
+
+def peak_gflops(cores: int) -> tuple[float, str]:
+    mhz = []
+    try:
+        mhz = [float(line.split(":")[1]) for line in open("/proc/cpuinfo") if line.startswith("cpu MHz")]
+    except OSError:
+        pass
+    if not mhz:
+        return float("nan"), "clock unknown"
+    ghz = max(mhz) / 1000
+    return cores * 2 * 16 * 2 * ghz, f"{cores} cores x 2 FMA x 16 fp32 lanes x 2 x {ghz:.2f} GHz"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--recipe", default="shapes")
+    parser.add_argument("--batch", type=int, default=64)
+    parser.add_argument("--steps", type=int, default=60)
+    parser.add_argument("--warmup", type=int, default=10)
+    parser.add_argument("--rounds", type=int, default=5)
+    args = parser.parse_args()
+    threads = usable_cpus() if "OMP_NUM_THREADS" not in os.environ else int(os.environ["OMP_NUM_THREADS"])
+    torch.set_num_threads(threads)
+
+    steps = {"hand": hand_loop(args.recipe, args.batch)}
+    for profile in ("standard", "fast"):
+        t, _, _ = training(args.recipe, args.batch, profile)
+        steps[f"dalle-kit {profile}"] = (lambda f: (lambda: f(0)))(t.train_step)
+    first = {name: step() for name, step in steps.items()}  # each contestant's first step from the same state
+
+    from torch.utils.flop_counter import FlopCounterMode
+
+    counter = FlopCounterMode(display=False)
+    with counter:
+        steps["hand"]()
+    flops = counter.get_total_flops()
+
+    for step in steps.values():
+        for _ in range(args.warmup):
+            step()
+    times: dict[str, list[float]] = {name: [] for name in steps}
+    for _ in range(args.rounds):
+        for name, step in steps.items():
+            t0 = time.perf_counter()
+            for _ in range(args.steps):
+                step()
+            times[name].append((time.perf_counter() - t0) / args.steps)
+    peak, how = peak_gflops(threads)
+    hand = statistics.median(times["hand"])
+    print(f"{args.recipe}, batch {args.batch}, {threads} threads, torch {torch.__version__}; {args.rounds} interleaved rounds of "
+          f"{args.steps} steps, median; {flops / 1e9:.2f} GFLOP a step (FlopCounterMode, hand loop); peak {peak:.0f} GFLOP/s ({how})")
+    print(f"{'contestant':20s} {'ms/step':>8s} {'img/s':>8s} {'GFLOP/s':>8s} {'of peak':>8s} {'vs hand':>8s}")
+    for name, ts in times.items():
+        s = statistics.median(ts)
+        print(f"{name:20s} {1000 * s:8.1f} {args.batch / s:8.1f} {flops / s / 1e9:8.1f} {flops / s / 1e9 / peak:8.0%} {hand / s:7.2f}x")
+    print("first step's losses: " + "; ".join(f"{n} d {v['loss_d']:.6f} g {v['loss_g']:.6f}" for n, v in first.items()))
+
+
+if __name__ == "__main__":
+    main()
