@@ -107,25 +107,25 @@ def _path() -> Path:
     return default_root() / INDEX_FILE
 
 
-def load() -> dict[str, Any] | None:
-    """The index, when it was built from exactly what is installed now; else None."""
+def load(key: str) -> dict[str, Any] | None:
+    """The index, when it was built from exactly what is installed now (`key`: `fingerprint()`); else None."""
     try:
         data = json.loads(_path().read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return None
-    if not isinstance(data, dict) or data.get("format") != INDEX_FORMAT or data.get("fingerprint") != fingerprint():
+    if not isinstance(data, dict) or data.get("format") != INDEX_FORMAT or data.get("fingerprint") != key:
         return None
     return data.get("registry")
 
 
 def listing() -> dict[str, Any]:
     """What the listing commands print: from the index if it is current, else from a discovery (then stored)."""
-    found = load()
+    key = fingerprint()  # before importing: a file changed meanwhile makes the next call discover again
+    found = load(key)
     if found is not None:
         return found
     from .registry import get_registry
 
-    key = fingerprint()  # before importing: a file changed meanwhile makes the next call discover again
     data = describe_registry(get_registry())
     try:
         from .files import atomic_write_text

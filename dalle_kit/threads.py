@@ -79,6 +79,19 @@ def free_cpus(usable: int, others: float | None) -> int:
     return max(1, min(usable, usable - round(others)))
 
 
+_last_look: list[float] = []  # [monotonic time, free CPUs]
+
+
+def free_cpus_now() -> int:
+    """CPUs this process may use that other processes leave free (at least one), from a `SAMPLE_SECONDS` look at
+    /proc/stat; the answer is reused for `ADAPT_SECONDS` (for callers outside training, e.g. numpy's BLAS threads)."""
+    if not _last_look or time.monotonic() - _last_look[0] > ADAPT_SECONDS:
+        load = CpuLoad()
+        time.sleep(SAMPLE_SECONDS)
+        _last_look[:] = [time.monotonic(), free_cpus(usable_cpus(), load.others())]
+    return int(_last_look[1])
+
+
 class ThreadPolicy:
     """Applies the setting at the start of training (`start`) and, when adaptive, during it (`adapt`)."""
 

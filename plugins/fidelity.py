@@ -64,23 +64,9 @@ def _blas_threads():
     OpenBLAS busy-waits (its eigvals took 13-37 s here against about 4 s on one thread)."""
     from threadpoolctl import threadpool_limits
 
-    return threadpool_limits(limits=_free_threads(), user_api="blas")
+    from dalle_kit.threads import free_cpus_now
 
-
-_free_memo: list[float] = []  # [time of the look, threads]
-
-
-def _free_threads() -> int:
-    """min(torch's threads, CPUs free of other processes), looked at (a quarter of a second) at most every 15 s."""
-    import time
-
-    from dalle_kit.threads import ADAPT_SECONDS, SAMPLE_SECONDS, CpuLoad, free_cpus, usable_cpus
-
-    if not _free_memo or time.monotonic() - _free_memo[0] > ADAPT_SECONDS:
-        load = CpuLoad()
-        time.sleep(SAMPLE_SECONDS)
-        _free_memo[:] = [time.monotonic(), min(torch.get_num_threads(), free_cpus(usable_cpus(), load.others()))]
-    return int(_free_memo[1])
+    return threadpool_limits(limits=min(torch.get_num_threads(), free_cpus_now()), user_api="blas")
 
 
 def _calculate(**kwargs) -> dict[str, float]:

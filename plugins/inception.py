@@ -42,9 +42,12 @@ FAST_NAME = "dalle-kit-inception-v3"
 FID_HELPER_NAME = "dalle-kit-inception-v3-fid-helper"
 #: Suffix of the same extractors run in bfloat16 after an fp32 stem (see `Fast`).
 BF16_SUFFIX = "-bf16"
-#: The convolutions before the first Inception block: kept in fp32 under bf16 (bf16 here moved FID by 0.17%).
+#: The convolutions before the first Inception block, which see the resized image: kept in fp32 under bf16 (in bf16
+#: they carry most of its feature error, max 0.35 -> 0.10: benchmarks/results/inception-bf16.md).
 STEM = ("Conv2d_1a_3x3", "Conv2d_2a_3x3", "Conv2d_2b_3x3", "Conv2d_3b_1x1", "Conv2d_4a_3x3")
 NETWORK = "inception-v3-compat"
+#: What the protocol says of a bf16 pass.
+BF16_LABEL = ", bf16 after an fp32 stem"
 
 
 @attrs.frozen
@@ -65,10 +68,6 @@ class Extractor:
         if precision == "bf16-mixed" and base in (FAST_NAME, FID_HELPER_NAME):  # another registered extractor: as it is
             return attrs.evolve(self, tf_name=base + BF16_SUFFIX, label=label + BF16_LABEL, precision=precision)
         return attrs.evolve(self, tf_name=base, label=label, precision="fp32")
-
-
-#: What the protocol says of a bf16 pass (benchmarks/results/inception-bf16.md has the measurements).
-BF16_LABEL = ", bf16 after an fp32 stem"
 
 
 def hub_weights_path() -> Path:

@@ -90,18 +90,16 @@ def isolated_cache(tmp_path_factory):
         os.environ["DALLE_KIT_CACHE"] = previous
 
 
-FASHION_SYSTEM_FOLDER = Path("/usr/share/datasets/fashion-mnist")  # Debian's dataset-fashion-mnist
-
-
 def fashion_mnist_root(tmp_root: Path) -> Path | None:
     """None when the real Fashion-MNIST is installed (apt-get install dataset-fashion-mnist); otherwise a folder
     with 100 training and 20 test images written in the official IDX format, so a fresh machine without the
     Debian package still checks every recipe and part that names fashion-mnist (the real-data tests skip)."""
-    if (FASHION_SYSTEM_FOLDER / "t10k-images-idx3-ubyte.gz").is_file():
-        return None
     import numpy as np
 
-    from dalle_kit_plugins.mnist import FILES, write_idx
+    from dalle_kit_plugins.mnist import FILES, FashionMNIST, write_idx
+
+    if (Path(FashionMNIST.system_folder) / "t10k-images-idx3-ubyte.gz").is_file():
+        return None
 
     folder = tmp_root / "fashion-mnist-idx"
     folder.mkdir(parents=True, exist_ok=True)
