@@ -15,7 +15,8 @@ Either way the network is torch-fidelity's ``FeatureExtractorInceptionV3`` (its 
 to 299, its normalisation, its forward); dalle-kit registers it with torch-fidelity under its own
 names, with its batch norms folded into the convolutions, in channels_last memory format, under
 ``torch.inference_mode`` (features equal to 1e-5; about 1.6-2x the images/s on CPU, see
-benchmarks/fid_throughput.py). torch-fidelity is imported only when a metric runs.
+benchmarks/fid_throughput.py), and with two exact shortcuts of `inception_kernels` (a separable TF1 resize, each
+convolution fused with its ReLU: features bit for bit those of the unfused network). torch-fidelity is imported only when a metric runs.
 """
 
 from __future__ import annotations
@@ -32,6 +33,8 @@ import torch
 
 import dalle_kit
 from dalle_kit.cache import file_digest
+
+from . import inception_kernels
 
 STANDARD_WEIGHTS = "weights-inception-2015-12-05-6726825d.pth"
 STANDARD_SHA256_PREFIX = "6726825d"  # torch.hub's convention: the file name carries its hash's prefix
@@ -194,7 +197,7 @@ def register_extractors() -> None:
     if _classes:
         return
     import torch_fidelity
-    from torch_fidelity.feature_extractor_inceptionv3 import FeatureExtractorInceptionV3
+    from torch_fidelity.feature_extractor_inceptionv3 import BasicConv2d, FeatureExtractorInceptionV3
     from torch_fidelity.registry import FEATURE_EXTRACTORS_REGISTRY
 
     class FidHelperInceptionV3(FeatureExtractorInceptionV3):
@@ -216,8 +219,11 @@ def register_extractors() -> None:
         def get_provided_features_list():
             return "64", "192", "768", "2048"
 
+    forward = inception_kernels.forward_with_resize(FeatureExtractorInceptionV3.forward)
+
     class Fast:
-        """Same weights and forward; batch norms folded into the convolutions, channels_last, inference_mode.
+        """Same weights and forward; batch norms folded into the convolutions, channels_last, inference_mode, the
+        resize blended one axis at a time and each convolution fused with its ReLU (both exact: `inception_kernels`).
 
         With ``bf16`` the forward runs under bfloat16 autocast except the stem (the convolutions before the first
         Inception block, which see the resized image itself) and the final pooling, which stay in fp32."""
@@ -232,13 +238,15 @@ def register_extractors() -> None:
                 for block in STEM:
                     _without_autocast(getattr(self, block))
                 _float_output(self.Mixed_7c)
+            else:
+                inception_kernels.fuse_conv_relu(self, BasicConv2d)
 
         def forward(self, x):
             with torch.inference_mode():
                 if not self.bf16:
-                    return super().forward(x)
+                    return forward(self, x)
                 with torch.autocast(x.device.type, dtype=torch.bfloat16):
-                    return super().forward(x)
+                    return forward(self, x)
 
     class FastInceptionV3(Fast, FeatureExtractorInceptionV3):
         """torch-fidelity's InceptionV3 (weights from a file), run fast.

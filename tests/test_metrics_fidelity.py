@@ -254,3 +254,32 @@ def test_bf16_mixed_pass_is_close_to_fp32_labelled_and_shares_the_fp32_reference
     assert fidelity.generated_extractor(FidelityConfig(precision="auto"), torch.device("cpu")).precision == "fp32"
     monkeypatch.setattr("dalle_kit_plugins.bf16.has_bf16", lambda device: True)
     assert fidelity.generated_extractor(FidelityConfig(precision="auto"), torch.device("cpu")).precision == "bf16-mixed"
+
+
+@pytest.mark.parametrize("shape, size, align_corners", [((2, 3, 32, 32), (299, 299), False), ((1, 3, 28, 28), (299, 299), False),
+                                                        ((2, 1, 64, 48), (299, 299), True), ((1, 3, 400, 333), (299, 299), False),
+                                                        ((1, 3, 7, 5), (3, 9), False)])
+def test_separable_resize_is_torch_fidelity_resize_bit_for_bit(shape, size, align_corners):
+    from dalle_kit_plugins.inception_kernels import tf1_resize
+
+    x = torch.randint(0, 256, shape, generator=torch.Generator().manual_seed(0)).float()
+    theirs = interpolate_bilinear_2d_like_tensorflow1x(x, size=size, align_corners=align_corners)
+    ours = tf1_resize(x.clone(), size=size, align_corners=align_corners)
+    assert ours.shape == theirs.shape and torch.equal(ours, theirs)
+
+
+def test_fast_extractor_features_equal_the_unfused_network_bit_for_bit():
+    """The separable resize and the fused convolution+ReLU change no feature; the fused path did run."""
+    from torch_fidelity.feature_extractor_inceptionv3 import BasicConv2d, FeatureExtractorInceptionV3
+
+    extractor = inception.resolve()
+    fast, plain = inception.build(extractor, ["2048"]), inception.build(extractor, ["2048"])
+    fused = [b for b in fast.modules() if isinstance(b, BasicConv2d) and "forward" in vars(b)]
+    assert len(fused) == 94  # every convolution of the network
+    for block in plain.modules():
+        vars(block).pop("forward", None)  # back to BasicConv2d.forward: conv, (folded) bn, relu
+    images = torch.randint(0, 256, (3, 3, 32, 32), dtype=torch.uint8, generator=torch.Generator().manual_seed(1))
+    with torch.inference_mode():
+        ours = fast(images)[0]
+        theirs = FeatureExtractorInceptionV3.forward(plain, images)[0]  # torch-fidelity's own forward and resize
+    assert torch.equal(ours, theirs) and ours.abs().mean() > 0.1
