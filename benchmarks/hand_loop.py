@@ -2,6 +2,8 @@
 
     .venv/bin/python benchmarks/hand_loop.py [--recipe shapes] [--batch 64] [--steps 60] [--rounds 5]
 
+(benchmarks/train_throughput.py runs the same comparison at batch 64 and 128 before its whole runs.)
+
 Three contestants train the recipe's networks (the shapes recipe: DCGAN 32/32 with a bag-of-words text encoder,
 hinge loss, matching-aware D, mode seeking 0.1) from the same initial weights and seeds:
 
@@ -84,6 +86,19 @@ def hand_loop(recipe_name: str, batch: int):
     return step
 
 
+def cpu_model() -> str:
+    """The CPU's model name from /proc/cpuinfo, else the machine type."""
+    import platform
+
+    try:
+        for line in open("/proc/cpuinfo"):
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.machine()
+
+
 def peak_gflops(cores: int) -> tuple[float, str]:
     mhz = []
     try:
@@ -96,6 +111,60 @@ def peak_gflops(cores: int) -> tuple[float, str]:
     return cores * 2 * 16 * 2 * ghz, f"{cores} cores x 2 FMA x 16 fp32 lanes x 2 x {ghz:.2f} GHz"
 
 
+def compare(recipe: str, batch: int, steps: int = 60, warmup: int = 10, rounds: int = 5, threads: int | None = None) -> dict:
+    """Time the hand loop and the pipeline's standard and fast steps, interleaved in this process; FLOPs and peak."""
+    threads = threads or (usable_cpus() if "OMP_NUM_THREADS" not in os.environ else int(os.environ["OMP_NUM_THREADS"]))
+    torch.set_num_threads(threads)
+    contestants = {"hand": hand_loop(recipe, batch)}
+    for profile in ("standard", "fast"):
+        t, _, _ = training(recipe, batch, profile)
+        contestants[f"dalle-kit {profile}"] = (lambda f: (lambda: f(0)))(t.train_step)
+    first = {name: step() for name, step in contestants.items()}  # each contestant's first step from the same state
+
+    from torch.utils.flop_counter import FlopCounterMode
+
+    counter = FlopCounterMode(display=False)
+    with counter:
+        contestants["hand"]()
+    flops = counter.get_total_flops()
+
+    for step in contestants.values():
+        for _ in range(warmup):
+            step()
+    times: dict[str, list[float]] = {name: [] for name in contestants}
+    for _ in range(rounds):
+        for name, step in contestants.items():
+            t0 = time.perf_counter()
+            for _ in range(steps):
+                step()
+            times[name].append((time.perf_counter() - t0) / steps)
+    peak, how = peak_gflops(threads)
+    hand = statistics.median(times["hand"])
+    rows = []
+    for name, ts in times.items():
+        s = statistics.median(ts)
+        rows.append({"contestant": name, "ms_per_step": round(1000 * s, 1), "images_per_s": round(batch / s, 1),
+                     "gflops": round(flops / s / 1e9, 1), "of_peak": round(flops / s / 1e9 / peak, 3),
+                     "vs_hand": round(hand / s, 3), "rounds_ms": [round(1000 * t, 1) for t in ts]})
+    return {"recipe": recipe, "batch": batch, "threads": threads, "torch": torch.__version__, "steps": steps,
+            "rounds": rounds, "gflop_per_step": round(flops / 1e9, 2), "peak_gflops": round(peak), "peak": how,
+            "rows": rows, "first_losses": first}
+
+
+def report(result: dict) -> str:
+    """The comparison as printed text."""
+    lines = [f"{result['recipe']}, batch {result['batch']}, {result['threads']} threads, torch {result['torch']}; "
+             f"{result['rounds']} interleaved rounds of {result['steps']} steps, median; {result['gflop_per_step']:.2f} GFLOP "
+             f"a step (FlopCounterMode, hand loop); peak {result['peak_gflops']} GFLOP/s ({result['peak']})",
+             f"{'contestant':20s} {'ms/step':>8s} {'img/s':>8s} {'GFLOP/s':>8s} {'of peak':>8s} {'vs hand':>8s}"]
+    for r in result["rows"]:
+        lines.append(f"{r['contestant']:20s} {r['ms_per_step']:8.1f} {r['images_per_s']:8.1f} {r['gflops']:8.1f} "
+                     f"{r['of_peak']:8.0%} {r['vs_hand']:7.2f}x")
+    lines.append("first step's losses: " + "; ".join(f"{n} d {v['loss_d']:.6f} g {v['loss_g']:.6f}"
+                                                     for n, v in result["first_losses"].items()))
+    return "\n".join(lines)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--recipe", default="shapes")
@@ -104,41 +173,7 @@ def main() -> None:
     parser.add_argument("--warmup", type=int, default=10)
     parser.add_argument("--rounds", type=int, default=5)
     args = parser.parse_args()
-    threads = usable_cpus() if "OMP_NUM_THREADS" not in os.environ else int(os.environ["OMP_NUM_THREADS"])
-    torch.set_num_threads(threads)
-
-    steps = {"hand": hand_loop(args.recipe, args.batch)}
-    for profile in ("standard", "fast"):
-        t, _, _ = training(args.recipe, args.batch, profile)
-        steps[f"dalle-kit {profile}"] = (lambda f: (lambda: f(0)))(t.train_step)
-    first = {name: step() for name, step in steps.items()}  # each contestant's first step from the same state
-
-    from torch.utils.flop_counter import FlopCounterMode
-
-    counter = FlopCounterMode(display=False)
-    with counter:
-        steps["hand"]()
-    flops = counter.get_total_flops()
-
-    for step in steps.values():
-        for _ in range(args.warmup):
-            step()
-    times: dict[str, list[float]] = {name: [] for name in steps}
-    for _ in range(args.rounds):
-        for name, step in steps.items():
-            t0 = time.perf_counter()
-            for _ in range(args.steps):
-                step()
-            times[name].append((time.perf_counter() - t0) / args.steps)
-    peak, how = peak_gflops(threads)
-    hand = statistics.median(times["hand"])
-    print(f"{args.recipe}, batch {args.batch}, {threads} threads, torch {torch.__version__}; {args.rounds} interleaved rounds of "
-          f"{args.steps} steps, median; {flops / 1e9:.2f} GFLOP a step (FlopCounterMode, hand loop); peak {peak:.0f} GFLOP/s ({how})")
-    print(f"{'contestant':20s} {'ms/step':>8s} {'img/s':>8s} {'GFLOP/s':>8s} {'of peak':>8s} {'vs hand':>8s}")
-    for name, ts in times.items():
-        s = statistics.median(ts)
-        print(f"{name:20s} {1000 * s:8.1f} {args.batch / s:8.1f} {flops / s / 1e9:8.1f} {flops / s / 1e9 / peak:8.0%} {hand / s:7.2f}x")
-    print("first step's losses: " + "; ".join(f"{n} d {v['loss_d']:.6f} g {v['loss_g']:.6f}" for n, v in first.items()))
+    print(report(compare(args.recipe, args.batch, args.steps, args.warmup, args.rounds)))
 
 
 if __name__ == "__main__":

@@ -50,7 +50,7 @@ def timed_run(recipe: str, runs: Path, steps: int, overrides: Sequence[str] = ()
             "last_losses": {k: v for k, v in last.items() if k.startswith("loss")}}
 
 
-def write_results(out: str | Path, name: str, text: str, results: list[dict]) -> None:
+def write_results(out: str | Path, name: str, text: str, results: list[dict] | dict) -> None:
     """Print the Markdown table and write it, with the raw results, as ``<out>/<name>.{md,json}``."""
     print(text)
     out = Path(out)
