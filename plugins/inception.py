@@ -234,12 +234,11 @@ def register_extractors() -> None:
             super().__init__(name, features_list, **kwargs)
             fold_batch_norms(self)
             self.to(memory_format=torch.channels_last)
+            inception_kernels.fuse_conv_relu(self, BasicConv2d)  # fp32 blocks only: under bf16 autocast, as before
             if self.bf16:
                 for block in STEM:
                     _without_autocast(getattr(self, block))
                 _float_output(self.Mixed_7c)
-            else:
-                inception_kernels.fuse_conv_relu(self, BasicConv2d)
 
         def forward(self, x):
             with torch.inference_mode():
