@@ -10,7 +10,9 @@ the evaluation reads them: FID, KID and precision/recall through torch-fidelity'
 ``fid_features_to_statistics``/``fid_statistics_to_metric``, ``kid_features_to_metric`` and
 ``prc_features_to_metric`` (the functions its ``calculate_metrics`` calls), and intra-class FID
 (per class, the same FID between the generated images whose prompt names the class and the
-reference images of that class; Miyato & Koyama 2018) from the same features.
+reference images of that class; Miyato & Koyama 2018) from the same features; a class smaller than the
+feature dimension gets the distance through `frechet_distance_low_rank`, the same formula computed in a
+faster and more accurate way than torch-fidelity's (which intra-FID is not a metric of).
 
 Reference features are cached on disk by content, as safetensors (never unpickled): the entry's
 key is made of the dataset and its config, the split, the image size, the number of images, the
@@ -171,6 +173,32 @@ def frechet_distance(features_1: torch.Tensor, features_2: torch.Tensor) -> floa
                                               fid_features_to_statistics(features_2), False)[KEY_METRIC_FID])
 
 
+def frechet_distance_low_rank(features_1: torch.Tensor, features_2: torch.Tensor) -> float:
+    """The same Frechet distance, exactly, through a symmetric matrix of the smaller set's size; for sets smaller
+    than the feature dimension (intra-FID's classes), where it is about 15x faster and more accurate.
+
+    With X the centred features of the smaller set (n x d) and S the other set's covariance, the eigenvalues of
+    S_1 S_2 (whose square roots sum to Tr sqrt(S_1 S_2)) are the nonzero eigenvalues of the symmetric PSD n x n
+    matrix X S X^T / (n - 1), found by ``eigvalsh``. torch-fidelity takes the general eigenvalues of the d x d
+    product, which for rank-deficient covariances (n < d = 2048) carry an error of 4e-7 to 2e-6 of the FID: against
+    the same distance computed a third way (the nuclear norm of X_1 X_2^T) this form agrees to 1e-10 - 1e-9.
+    1000 vs 1000 2048-d features: 3.0 -> 0.19 s (benchmarks/results/eval-throughput.md)."""
+    import numpy as np
+
+    if len(features_1) < len(features_2):
+        features_1, features_2 = features_2, features_1
+    big, small = features_1.double().numpy(), features_2.double().numpy()
+    mu_big, mu_small = big.mean(axis=0), small.mean(axis=0)
+    with _blas_threads():
+        sigma_big = np.cov(big, rowvar=False)
+        x = small - mu_small
+        eigenvalues = np.linalg.eigvalsh(x @ sigma_big @ x.T / (len(small) - 1))
+        trace_small = float((x * x).sum()) / (len(small) - 1)
+    diff = mu_big - mu_small
+    tr_covmean = float(np.sqrt(np.clip(eigenvalues, 0, None)).sum())
+    return float(diff @ diff + np.trace(sigma_big) + trace_small - 2 * tr_covmean)
+
+
 def paired_scores(evaluation, extractor: inception.Extractor, metric: str, batch_size: int) -> dict[str, float]:
     """torch-fidelity's values for one of fid/kid/prc, from the shared features (generated = input1, reference = input2)."""
     gen = generated_features(evaluation, extractor, batch_size)
@@ -288,7 +316,9 @@ class IntraFID(dalle_kit.Metric):
             if min(int(g.sum()), int(r.sum())) < self.config.min_per_class:
                 continue
             label = " ".join(key)
-            per_class[label] = frechet_distance(gen[g], ref[r])
+            gen_class, ref_class = gen[g], ref[r]
+            low_rank = min(len(gen_class), len(ref_class)) < gen_class.shape[1]
+            per_class[label] = (frechet_distance_low_rank if low_rank else frechet_distance)(gen_class, ref_class)
             counts[label] = [int(g.sum()), int(r.sum())]
         if not per_class:
             raise dalle_kit.UserError(f"intra-fid: no class has {self.config.min_per_class} generated and reference images; "

@@ -123,3 +123,29 @@ def test_a_crafted_inception_weights_file_is_refused_without_running_code(shapes
         evaluate(shapes, ["fid"], shapes.load("train").captions, tmp_path)
     assert not marker.exists(), "the crafted pickle ran"
     assert str(weights) in str(exc.value) and "\n" not in str(exc.value)
+
+
+def nuclear_norm_fid(features_1: torch.Tensor, features_2: torch.Tensor) -> float:
+    """The Frechet distance a third way: Tr sqrt(S1 S2) is the nuclear norm of X1 X2^T / sqrt((n1 - 1)(n2 - 1))."""
+    x1, x2 = features_1.double(), features_2.double()
+    mu1, mu2 = x1.mean(0), x2.mean(0)
+    x1, x2 = x1 - mu1, x2 - mu2
+    n1, n2 = len(x1) - 1, len(x2) - 1
+    nuclear = torch.linalg.svdvals(x1 @ x2.T).sum()
+    return float((mu1 - mu2).square().sum() + x1.square().sum() / n1 + x2.square().sum() / n2 - 2 * nuclear / (n1 * n2) ** 0.5)
+
+
+@pytest.mark.parametrize(("n_1", "n_2"), [(90, 120), (120, 90), (200, 200)])
+def test_the_low_rank_class_distance_is_the_frechet_distance(n_1, n_2):
+    from dalle_kit_plugins.fidelity import frechet_distance, frechet_distance_low_rank
+
+    g = torch.Generator().manual_seed(n_1 + n_2)
+    mixing = torch.randn(256, 256, generator=g) / 16  # correlated features, like Inception's, in 256 dimensions
+    a = torch.randn(n_1, 256, generator=g) @ mixing
+    b = (torch.randn(n_2, 256, generator=g) * 1.5 + 0.3) @ mixing
+    low_rank = frechet_distance_low_rank(a, b)
+    assert low_rank == pytest.approx(nuclear_norm_fid(a, b), rel=1e-9)
+    assert low_rank == pytest.approx(frechet_distance(a.double(), b.double()), rel=1e-5)  # torch-fidelity's eigvals
+    assert frechet_distance_low_rank(b, a) == pytest.approx(low_rank, rel=1e-9)  # symmetric
+    same = frechet_distance_low_rank(a, a)
+    assert abs(same) < 1e-9 * low_rank and low_rank > 1.0  # zero for one set, large for different ones
