@@ -54,8 +54,8 @@ class FidelityConfig:
     batch_size: int = param(16, "images per extractor batch (16 was fastest on CPU)", validator=attrs.validators.gt(0))
     precision: Literal["fp32", "bf16-mixed", "auto"] = param(
         "fp32", "the generated images' Inception pass (fid, kid, prc, intra-fid): 'bf16-mixed' runs it in bfloat16 after "
-                "an fp32 stem, 1.6x the images/s on a CPU with AVX512-BF16 but FID moves by 0.1-0.3% (above the 0.1% "
-                "bar for the tables; benchmarks/results/eval-throughput.md) and the protocol says so; 'auto': "
+                "an fp32 stem, 1.6-2.3x the images/s on a CPU with AVX512-BF16 but FID moves by 0.01-0.6% (above the "
+                "0.1% bar for the tables; benchmarks/results/eval-throughput.md) and the protocol says so; 'auto': "
                 "bf16-mixed where bf16 is native (AVX512-BF16/AMX, a GPU), else fp32. Reference features are always fp32")
 
 
