@@ -187,7 +187,7 @@ def frechet_distance_low_rank(features_1: torch.Tensor, features_2: torch.Tensor
 
     if len(features_1) < len(features_2):
         features_1, features_2 = features_2, features_1
-    big, small = features_1.double().numpy(), features_2.double().numpy()
+    big, small = features_1.detach().cpu().double().numpy(), features_2.detach().cpu().double().numpy()
     mu_big, mu_small = big.mean(axis=0), small.mean(axis=0)
     with _blas_threads():
         sigma_big = np.cov(big, rowvar=False)
