@@ -67,18 +67,20 @@ def main() -> None:
     mixed = extractor.with_precision("bf16-mixed")
     for e in (extractor, mixed):
         extract_features(images[:16], e, BATCH_SIZE, cpu, memo)  # build the networks once
+
+    def features(batch: torch.Tensor, mode: str) -> torch.Tensor:
+        if mode == "bf16-all":
+            with torch.autocast("cpu", dtype=torch.bfloat16):
+                return extract_features(batch, extractor, BATCH_SIZE, cpu, memo).float()
+        return extract_features(batch, mixed if mode == "bf16-mixed" else extractor, BATCH_SIZE, cpu, memo).float()
+
     times: dict[str, list[float]] = {"fp32": [], "bf16-all": [], "bf16-mixed": []}
     feats = {}
     for _ in range(args.repeats):
         for mode in times:
             t0 = time.perf_counter()
-            if mode == "bf16-all":
-                with torch.autocast("cpu", dtype=torch.bfloat16):
-                    f = extract_features(images, extractor, BATCH_SIZE, cpu, memo)
-            else:
-                f = extract_features(images, mixed if mode == "bf16-mixed" else extractor, BATCH_SIZE, cpu, memo)
+            feats[mode] = features(images, mode)
             times[mode].append(time.perf_counter() - t0)
-            feats[mode] = f.float()
     rate = {m: args.n / min(t) for m, t in times.items()}
     fid = {m: frechet_distance(feats[m].double(), ref.double()) for m in feats}
     source = f"images of a {args.generated_by}-step run" if args.generated_by else "train images"
@@ -92,13 +94,8 @@ def main() -> None:
               f"max |feature diff| {(feats[mode] - feats['fp32']).abs().max().item():.4f}")
     print(f"feature scale: mean |f| {feats['fp32'].abs().mean().item():.4f}")
     if args.matched_reference:
-        test = evaluation.reference.images
         for mode in ("bf16-mixed", "bf16-all"):
-            if mode == "bf16-all":
-                with torch.autocast("cpu", dtype=torch.bfloat16):
-                    matched = extract_features(test, extractor, BATCH_SIZE, cpu, memo).float()
-            else:
-                matched = extract_features(test, mixed, BATCH_SIZE, cpu, memo).float()
+            matched = features(evaluation.reference.images, mode)
             value = frechet_distance(feats[mode].double(), matched.double())
             delta = value - fid["fp32"]
             print(f"{mode:10s} against a {mode} reference: FID {value:.4f}  dFID {delta:+.4f} = {100 * delta / fid['fp32']:+.3f}%")
