@@ -1,9 +1,10 @@
 """A full evaluation at Lucic et al.'s size, end to end: this checkout against an earlier commit, in one run.
 
-    .venv/bin/python benchmarks/eval_throughput.py [--before REV] [-n 10000] [--steps 200] [--precision bf16-mixed]
+    .venv/bin/python benchmarks/eval_throughput.py [--before REV] [-n 10000] [--steps 200 | --run DIR]
+                                                   [--precision bf16-mixed]
 
 Trains a short `fashion` run (recipes/fashion.toml, `--steps` steps; the images' quality does not change
-the cost), makes sure the reference features of the 10,000 Fashion-MNIST test images are in the cache
+the cost), or takes the fashion run in `--run DIR` (so that several calls score the same weights), makes sure the reference features of the 10,000 Fashion-MNIST test images are in the cache
 (fp32, the same entry for both code versions), then evaluates the run's weights with `fid`, `kid`, `prc`
 and `intra-fid` on n generated images, twice, each in a fresh interpreter with nothing else running:
 with the code of REV ("before", a `git worktree` of it put first on the path) and with this checkout
@@ -62,11 +63,30 @@ print(json.dumps({"phases": phases, "values": values, "labels": labels, "code": 
 """
 
 
-def interpreter(path_first: Path | None, *args: str) -> dict:
+#: Run once before the timed interpreters: argv = run_dir, n. Puts the reference features of the first n images of the
+#: reference split (what an evaluation of n images compares against) into the cache, so neither side pays for them.
+WARM_REFERENCE = r"""
+import json, sys, warnings
+warnings.filterwarnings("ignore")
+from dalle_kit.evaluation import Evaluation, build_metrics
+from dalle_kit.registry import get_registry
+from dalle_kit.run import Run
+from dalle_kit_plugins.fidelity import generated_extractor, reference_features
+registry = get_registry()
+run = Run.open(sys.argv[1], registry, quiet=True)
+fid = build_metrics(["fid"], registry, settings=dict(run.recipe.metric_settings))["fid"]
+evaluation = Evaluation.from_run(run, num_samples=int(sys.argv[2]), seed=0, metric_names=["fid"])
+extractor = generated_extractor(fid.config, evaluation.device)
+features = reference_features(evaluation, extractor, fid.config.batch_size)
+print(json.dumps({"n_reference": len(features), "labels": {"fid": extractor.label}}))
+"""
+
+
+def interpreter(path_first: Path | None, *args: str, script: str = EVALUATE) -> dict:
     env = dict(os.environ)
     if path_first is not None:
         env["PYTHONPATH"] = str(path_first)
-    done = subprocess.run([sys.executable, "-c", EVALUATE, *args], capture_output=True, text=True, env=env, check=False)
+    done = subprocess.run([sys.executable, "-c", script, *args], capture_output=True, text=True, env=env, check=False)
     if done.returncode != 0:
         sys.exit(f"evaluation failed:\n{done.stderr[-3000:]}")
     return json.loads(done.stdout.strip().splitlines()[-1])
@@ -88,6 +108,7 @@ def main() -> None:
     parser.add_argument("--before", default="aa431d9", help="the commit whose evaluation path is 'before'")
     parser.add_argument("-n", type=int, default=10000)
     parser.add_argument("--steps", type=int, default=200)
+    parser.add_argument("--run", type=Path, metavar="DIR", help="score this fashion run's weights instead of training one")
     parser.add_argument("--precision", default="bf16-mixed", choices=["fp32", "bf16-mixed"], help="of 'after'")
     args = parser.parse_args()
     import torch
@@ -97,11 +118,27 @@ def main() -> None:
 
     work = Path(tempfile.mkdtemp(prefix="eval-throughput-"))
     t = time.perf_counter()
-    run = api.train("fashion", [f"train.steps={args.steps}", "eval.metrics=[]"], runs_dir=work / "runs", quiet=True)
-    print(f"trained {run.dir.name} for {args.steps} steps in {time.perf_counter() - t:.0f} s", flush=True)
+    if args.run:
+        from dalle_kit.registry import get_registry
+        from dalle_kit.run import Run
+
+        from dalle_kit.errors import UserError
+
+        try:
+            run = Run.open(args.run, get_registry(), quiet=True)
+        except UserError as e:
+            parser.error(f"--run: {e}")
+        checkpoint = run.last_good_checkpoint()
+        if checkpoint is None:
+            parser.error(f"--run {args.run}: no checkpoint to score; name a run that has trained")
+        print(f"scoring {run.dir} ({run.recipe.name}, step {checkpoint[0]})", flush=True)
+    else:
+        run = api.train("fashion", [f"train.steps={args.steps}", "eval.metrics=[]"], runs_dir=work / "runs", quiet=True)
+        print(f"trained {run.dir.name} for {args.steps} steps in {time.perf_counter() - t:.0f} s", flush=True)
     t = time.perf_counter()
-    warm = interpreter(None, str(run.dir), "16", json.dumps(["fid"]))  # fills the reference cache if it is empty
-    print(f"reference features ready ({time.perf_counter() - t:.0f} s: {warm['labels']['fid']})", flush=True)
+    warm = interpreter(None, str(run.dir), str(args.n), script=WARM_REFERENCE)  # fills the cache if it is empty
+    print(f"reference features of {warm['n_reference']} images ready ({time.perf_counter() - t:.0f} s: "
+          f"{warm['labels']['fid']})", flush=True)
 
     before_path = old_tree(args.before, work)
     try:
