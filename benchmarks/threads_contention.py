@@ -1,7 +1,7 @@
 """Step time of a training run alone and beside one busy process, with torch's default thread count (before) and
 with ``[train] threads = "auto"`` (after), side by side in one run.
 
-    python benchmarks/threads_contention.py [--recipe shapes] [--steps 150] [--out benchmarks/results]
+    python benchmarks/threads_contention.py [--recipe shapes] [--steps 150] [--out benchmarks/results] [--name NAME]
 
 Each measurement trains the recipe for ``--steps`` steps in a fresh process and takes the mean step time from the
 training log's clock between step 50 and the last (start-up excluded). Two competitors, each started 8 s earlier so
@@ -25,6 +25,7 @@ from pathlib import Path
 import torch
 
 from dalle_kit.threads import usable_cpus
+from hand_loop import cpu_model
 from timed_runs import command, timed_run, write_results
 
 
@@ -55,6 +56,7 @@ def main() -> None:
     parser.add_argument("--recipe", default="shapes")
     parser.add_argument("--steps", type=int, default=150)
     parser.add_argument("--out", default="benchmarks/results")
+    parser.add_argument("--name", default="threads-contention", help="results file name (one per machine)")
     args = parser.parse_args()
     cpus = usable_cpus()
     results = []
@@ -67,14 +69,14 @@ def main() -> None:
              "(`benchmarks/threads_contention.py`)", "",
              f"Recipe `{args.recipe}`, {args.steps} steps per run, mean step time from step 50 by the training log's clock. "
              f"Competitors: a second run of the same recipe with {cpus} threads ('run'), or one process spinning on one core "
-             f"('spinner'), started 8 s before. Machine: {platform.machine()}, {cpus} usable "
+             f"('spinner'), started 8 s before. Machine: {cpu_model()} ({platform.machine()}), {cpus} usable "
              f"CPUs, torch {torch.__version__}. Fair share beside one equal competitor: 2x; target: at most 2.5x.", "",
              "| threads setting | threads used | beside | ms/step | vs quiet default |", "|---|---|---|---|---|"]
     for r in results:
         label = f"{r['threads_setting']} (torch's default)" if r["threads_setting"] != "auto" else "auto"
         lines.append(f"| {label} | {r['threads_used']} | {r['competitor']} | {r['ms_per_step']} | "
                      f"{r['ms_per_step'] / quiet:.2f}x |")
-    write_results(args.out, "threads-contention", "\n".join(lines) + "\n", results)
+    write_results(args.out, args.name, "\n".join(lines) + "\n", results)
 
 
 if __name__ == "__main__":
