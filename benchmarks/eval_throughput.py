@@ -4,8 +4,9 @@
                                                    [--precision bf16-mixed]
 
 Trains a short `fashion` run (recipes/fashion.toml, `--steps` steps; the images' quality does not change
-the cost), or takes the fashion run in `--run DIR` (so that several calls score the same weights), makes sure the reference features of the 10,000 Fashion-MNIST test images are in the cache
-(fp32, the same entry for both code versions), then evaluates the run's weights with `fid`, `kid`, `prc`
+the cost), or takes the fashion run in `--run DIR` (so that several calls score the same weights), makes sure
+the reference features of the first n Fashion-MNIST test images are in the cache (fp32, the same entry for both
+code versions), then evaluates the run's weights with `fid`, `kid`, `prc`
 and `intra-fid` on n generated images, twice, each in a fresh interpreter with nothing else running:
 with the code of REV ("before", a `git worktree` of it put first on the path) and with this checkout
 ("after", its metrics set to `--precision`: "fp32", the default, or "bf16-mixed"). Each prints its phases: generating the n images, then each metric in order (the first one
@@ -119,10 +120,9 @@ def main() -> None:
     work = Path(tempfile.mkdtemp(prefix="eval-throughput-"))
     t = time.perf_counter()
     if args.run:
+        from dalle_kit.errors import UserError
         from dalle_kit.registry import get_registry
         from dalle_kit.run import Run
-
-        from dalle_kit.errors import UserError
 
         try:
             run = Run.open(args.run, get_registry(), quiet=True)
@@ -150,8 +150,8 @@ def main() -> None:
     finally:
         subprocess.run(["git", "-C", str(ROOT), "worktree", "remove", "--force", str(work / "tree")], check=False)
 
-    print(f"\nfull evaluation, {args.n} generated images vs the 10,000 Fashion-MNIST test images (reference features "
-          f"cached), metrics {', '.join(METRICS)}; {os.cpu_count()} CPUs, torch threads {torch.get_num_threads()}, "
+    print(f"\nfull evaluation, {args.n} generated images vs the first {warm['n_reference']} Fashion-MNIST test images "
+          f"(reference features cached), metrics {', '.join(METRICS)}; {os.cpu_count()} CPUs, torch threads {torch.get_num_threads()}, "
           f"native bf16: {has_bf16(torch.device('cpu'))}, torch {torch.__version__}")
     print(f"before = {args.before}: {results['before']['labels']['fid']}")
     print(f"after  = this checkout, precision {args.precision}: {results['after']['labels']['fid']}")

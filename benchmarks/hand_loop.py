@@ -161,7 +161,7 @@ def compare(recipe: str, batch: int, steps: int = 60, warmup: int = 10, rounds: 
     hand_flops = count(contestants["hand"])  # the dalle-kit steps do the same work
     flops = {name: count(step) if name == MIMICRY else hand_flops for name, step in contestants.items()}
 
-    # mimicry's step does ~100x the work of the others: a few steps of it a round (its first two are untimed)
+    # mimicry's step does ~100x the work of the others: a few steps of it a round, after one untimed warm-up step
     counts = {name: (mimicry_steps, 1) if name == MIMICRY else (steps, warmup) for name in contestants}
     for name, step in contestants.items():
         for _ in range(counts[name][1]):
