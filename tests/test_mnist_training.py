@@ -6,6 +6,8 @@ content) and must itself reach 98.5% on the real test split, or the metric refus
 
 from __future__ import annotations
 
+import pytest
+
 from dalle_kit import api
 from dalle_kit.evaluation import evaluate_run
 
@@ -56,6 +58,7 @@ def class_accuracy(tmp_path, steps: int) -> tuple[float, dict]:
     return result.values["class_accuracy"], result.details
 
 
+@pytest.mark.slow  # 600 steps on MNIST: about 4 minutes on a slow 2-core machine; `pytest -m slow`
 def test_brief_mnist_run_beats_its_untrained_start_on_class_accuracy(tmp_path):
     start, details = class_accuracy(tmp_path, 1)
     trained, _ = class_accuracy(tmp_path, 600)
