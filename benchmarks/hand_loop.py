@@ -141,13 +141,12 @@ def compare(recipe: str, batch: int, steps: int = 60, warmup: int = 10, rounds: 
     torch.set_num_threads(threads)
     contestants = {"hand": hand_loop(recipe, batch)}
     for profile in ("standard", "fast"):
-        t, _, _ = training(recipe, batch, profile)
+        t, run, _ = training(recipe, batch, profile)
         contestants[f"dalle-kit {profile}"] = (lambda f: (lambda: f(0)))(t.train_step)
     if mimicry:
         from mimicry_style import mimicry_step
 
-        images = training(recipe, batch, "standard")[1].build_dataset().load("train").images
-        contestants[MIMICRY] = mimicry_step(images, batch)
+        contestants[MIMICRY] = mimicry_step(run.build_dataset().load("train").images, batch)
     first = {name: step() for name, step in contestants.items()}  # each contestant's first step from the same state
 
     from torch.utils.flop_counter import FlopCounterMode
