@@ -275,7 +275,7 @@ class Dataset(Part):
 
 def _threads(_, attribute, value) -> None:
     if isinstance(value, int) and value < 1:
-        raise ValueError(f"'{attribute.name}' must be 'auto', 'adaptive' or a number >= 1, got {value}")
+        raise ValueError(f"'{attribute.name}' must be 'auto', 'once', 'adaptive' or a number >= 1, got {value}")
 
 
 @attrs.frozen
@@ -287,10 +287,11 @@ class TrainConfig:
     batch_size: int = param(64, "images per step", validator=attrs.validators.gt(0))
     log_every: int = param(25, "write losses to metrics.jsonl every this many steps", validator=attrs.validators.gt(0))
     checkpoint_every: int = param(500, "save a checkpoint every this many steps", validator=attrs.validators.gt(0))
-    threads: int | Literal["auto", "adaptive"] = param(
-        "auto", "CPU threads for torch: 'auto' takes the usable CPUs that other processes leave free, once (kept on "
-                "resume); 'adaptive' re-checks every 15 s (not bit-reproducible); or a number. An OMP_NUM_THREADS in "
-                "the environment wins", validator=_threads)
+    threads: int | Literal["auto", "once", "adaptive"] = param(
+        "auto", "CPU threads for torch: 'auto' takes the usable CPUs that other processes leave free and looks again "
+                "every 15 s (a resumed run starts with its saved count; bit-reproducible while the count stays, each "
+                "change logged); 'once' chooses once and keeps the count, on resume too; 'adaptive' is 'auto'; or a "
+                "number. An OMP_NUM_THREADS in the environment wins", validator=_threads)
     sync_batchnorm: bool = param(False, "in a multi-process run (torchrun, run --nproc), BatchNorm statistics over the "
                                         "global batch instead of each process's (SyncBatchNorm; CUDA only)")
 

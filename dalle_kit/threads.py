@@ -1,16 +1,22 @@
 """How many CPU threads torch trains with: the ``[train] threads`` setting.
 
 On a shared machine torch's default (one thread per core) is the worst choice: beside one busy process every
-2-thread step waits for the slower core and costs about 3x its quiet time, while 1 thread keeps 0.6-0.7x of that
-slowdown away (measured: benchmarks/threads_contention.py). So by default (``"auto"``) the trainer looks, just
-before training, at the CPUs this process may use (affinity and cgroup quota) and at how many of them other
-processes keep busy (/proc/stat over a quarter of a second), and takes the free ones, at least one.
+2-thread step waits for the slower core and costs 3-6x its quiet time, while 1 thread keeps most of that slowdown
+away (measured: benchmarks/threads_contention.py). So by default (``"auto"``) the trainer looks, just before
+training, at the CPUs this process may use (affinity and cgroup quota) and at how many of them other processes keep
+busy (/proc/stat over a quarter of a second), and takes the free ones, at least one; then it looks again every
+`ADAPT_SECONDS` and follows: fewer threads when another process arrives, all of them again when it leaves.
 
-- ``"auto"``: chosen once; the count is saved in each checkpoint and a resumed run reuses it, because the thread
-  count changes float summation order (a run resumed with another count would not end bit for bit where the
-  uninterrupted one does). Two fresh runs of one seed match when they got the same count: set a number for that.
-- ``"adaptive"``: as auto, then re-checked every `ADAPT_SECONDS` during training, fewer threads while others are
-  busy and back when they stop; fastest on a busy machine, not bit-reproducible.
+- ``"auto"``: as above. A resumed run starts with the count saved in its checkpoint. The thread count changes float
+  summation order, so a run is bit for bit reproducible (and a resumed run ends where the uninterrupted one does)
+  while the count stays put, as it does on a machine nobody else uses; each change is logged as a ``threads`` row
+  in metrics.jsonl. Measured: a run already training with 2 threads when a second run arrives costs 3.4-6.6x its
+  quiet step time if it keeps its count, 1.7-2.3x if it follows.
+- ``"once"``: the same look, once, before training; the count is kept for the whole run and on resume, whatever
+  the load does later: bit-exact resume on any machine, at the price of sharing badly with a process that arrives
+  later.
+- ``"adaptive"``: what ``"auto"`` does (the name of the adapting choice before it became the default; old recipes
+  keep loading).
 - a number: exactly that many threads.
 
 An ``OMP_NUM_THREADS`` in the environment (torchrun sets 1 per process) is an explicit choice and is kept
@@ -93,7 +99,9 @@ def free_cpus_now() -> int:
 
 
 class ThreadPolicy:
-    """Applies the setting at the start of training (`start`) and, when adaptive, during it (`adapt`)."""
+    """Applies the setting at the start of training (`start`) and, when it adapts, during it (`adapt`)."""
+
+    AUTOMATIC = ("auto", "once", "adaptive")
 
     def __init__(self, setting: int | str, saved: int | None = None):
         self.setting = setting
@@ -105,24 +113,28 @@ class ThreadPolicy:
 
     @property
     def automatic(self) -> bool:
-        return self.setting in ("auto", "adaptive") and not self.explicit_env
+        return self.setting in self.AUTOMATIC and not self.explicit_env
+
+    @property
+    def adapting(self) -> bool:
+        return self.automatic and self.setting != "once"
 
     def start(self) -> int:
         if isinstance(self.setting, int):
             self._set(self.setting)
         elif self.automatic:
-            if self.setting == "auto" and self.saved:
-                self._set(self.saved)  # a resumed run keeps its count: bit-exact resume
+            self._load = CpuLoad()
+            if self.saved:
+                self._set(self.saved)  # a resumed run starts with its count: bit-exact while the count stays
             else:
-                self._load = CpuLoad()
                 time.sleep(SAMPLE_SECONDS)
                 self._set(free_cpus(usable_cpus(), self._load.others()))
-                self._next = time.monotonic() + ADAPT_SECONDS
+            self._next = time.monotonic() + ADAPT_SECONDS
         return self.count
 
     def adapt(self) -> int | None:
-        """In adaptive mode, every `ADAPT_SECONDS`: the new count when it changed, else None."""
-        if self.setting != "adaptive" or self._load is None or time.monotonic() < self._next:
+        """When adapting, every `ADAPT_SECONDS`: the new count when it changed, else None."""
+        if not self.adapting or self._load is None or time.monotonic() < self._next:
             return None
         self._next = time.monotonic() + ADAPT_SECONDS
         count = free_cpus(usable_cpus(), self._load.others())

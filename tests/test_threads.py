@@ -1,5 +1,7 @@
 """The [train] threads setting: the automatic choice reads the real /proc/stat and this process's affinity."""
 
+import itertools
+import json
 import os
 import subprocess
 import sys
@@ -76,3 +78,69 @@ def test_auto_is_saved_and_reused_on_resume(tmp_path, run_cli, monkeypatch):
     assert seen == [chosen]
     (_, path), = list_checkpoints(run_dir / "checkpoints")[-1:]
     assert load_state(path)["trainer"]["threads"] == chosen
+
+
+def scripted_load(monkeypatch, loads):
+    """Make the load look like `loads` (other processes' busy cores), one value a look, on 2 usable CPUs, looking
+    again at every step."""
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    monkeypatch.setattr(threads, "ADAPT_SECONDS", 0.0)
+    monkeypatch.setattr(threads, "SAMPLE_SECONDS", 0.0)
+    monkeypatch.setattr(threads, "usable_cpus", lambda: 2)
+    values = iter(loads)
+    monkeypatch.setattr(threads.CpuLoad, "others", lambda self: next(values))
+
+
+@pytest.mark.parametrize("setting", ["auto", "adaptive"])
+def test_auto_follows_the_load(monkeypatch, setting):
+    before = torch.get_num_threads()
+    try:
+        scripted_load(monkeypatch, [0.0, 1.4, 1.3, 0.2, 0.1])
+        policy = threads.ThreadPolicy(setting)
+        assert policy.start() == 2  # alone: every usable CPU
+        assert policy.adapt() == 1 and torch.get_num_threads() == 1  # a newcomer keeps one core busy
+        assert policy.adapt() is None  # still there: no change
+        assert policy.adapt() == 2 and torch.get_num_threads() == 2  # gone: back to full speed
+        assert policy.adapt() is None
+    finally:
+        torch.set_num_threads(before)
+
+
+def test_once_keeps_its_first_count(monkeypatch):
+    before = torch.get_num_threads()
+    try:
+        scripted_load(monkeypatch, [1.2, 0.0, 0.0])
+        policy = threads.ThreadPolicy("once")
+        assert policy.start() == 1
+        assert policy.adapt() is None and policy.adapt() is None and torch.get_num_threads() == 1
+        resumed = threads.ThreadPolicy("once", saved=1)
+        monkeypatch.setattr(threads.CpuLoad, "others", lambda self: pytest.fail("once looked at the load on resume"))
+        assert resumed.start() == 1 and resumed.adapt() is None
+    finally:
+        torch.set_num_threads(before)
+
+
+def test_a_resumed_auto_run_starts_with_its_count_then_follows_the_load(monkeypatch):
+    before = torch.get_num_threads()
+    try:
+        scripted_load(monkeypatch, [0.0])  # the first look is the first adapt, not the start
+        policy = threads.ThreadPolicy("auto", saved=1)
+        assert policy.start() == 1
+        assert policy.adapt() == 2
+    finally:
+        torch.set_num_threads(before)
+
+
+def test_a_change_of_count_is_logged_and_saved(tmp_path, run_cli, monkeypatch):
+    scripted_load(monkeypatch, itertools.chain([0.0], itertools.repeat(1.5)))  # alone at the start, then not
+    before = torch.get_num_threads()
+    recipe = write_recipe(tmp_path, TINY.replace("every = 15", "every = 0"))
+    code, _, err = run_cli("run", str(recipe), "--runs-dir", str(tmp_path / "runs"), "-q", "--stop-at", "6")
+    assert code == 0, err
+    assert torch.get_num_threads() == before
+    (run_dir,) = (tmp_path / "runs").iterdir()
+    rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    changes = [r for r in rows if r["kind"] == "threads"]
+    assert changes == [{"step": 1, "kind": "threads", "time": changes[0]["time"], "threads": 1, "setting": "auto"}]
+    (_, path), = list_checkpoints(run_dir / "checkpoints")[-1:]
+    assert load_state(path)["trainer"]["threads"] == 1
