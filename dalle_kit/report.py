@@ -103,6 +103,12 @@ class RunFiles:
                     out.setdefault(key, []).append((row["step"], float(value)))
         return out
 
+    def thread_changes(self) -> list[tuple[int, int]]:
+        """(step, new count) of every change of CPU thread count (``[train] threads = "auto"`` on a shared
+        machine), oldest first."""
+        return [(int(r["step"]), int(r["threads"])) for r in self.rows
+                if r.get("kind") == "threads" and _number(r.get("threads")) and "step" in r]
+
     def latest_evals(self) -> dict[str, dict[str, Any]]:
         """metric -> its newest eval row (the last logged)."""
         return {row["metric"]: row for row in self.eval_rows}
@@ -162,6 +168,8 @@ def summary(files: RunFiles) -> str:
     facts = [("pipeline", files.pipeline), ("dataset", files.dataset), ("seed", files.recipe.get("seed", "-")),
              ("steps trained", files.progress_text()), ("training time", duration(files.seconds_trained)),
              ("newest checkpoint", files.checkpoint_text())]
+    if changes := files.thread_changes():  # they explain a slower stretch, and why the run is not bit-reproducible
+        facts.append(("CPU threads", ", ".join(f"{count} from step {step}" for step, count in changes)))
     return '<p class="meta">' + " &middot; ".join(f"{esc(k)}: <b>{esc(v)}</b>" for k, v in facts) + "</p>"
 
 

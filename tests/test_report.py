@@ -146,6 +146,17 @@ def test_a_damaged_grid_is_left_out(runs, tmp_path):
     assert images(text) == 2 and "step 15" in text  # the good grid, in the strip and shown large
 
 
+def test_thread_changes_are_in_the_summary(runs, tmp_path):
+    shared = tmp_path / "shared"
+    shutil.copytree(runs[1], shared, ignore=shutil.ignore_patterns("checkpoints", "tensorboard"))
+    assert "CPU threads" not in check_page(write_report(shared))  # none logged: nothing said
+    with (shared / "metrics.jsonl").open("a") as f:  # as the trainer logs them (tests/test_threads.py)
+        for step, count in ((4, 1), (9, 2)):
+            f.write(json.dumps({"step": step, "kind": "threads", "time": 1.0, "threads": count, "setting": "auto"}) + "\n")
+    text = check_page(write_report(shared))
+    assert "CPU threads: <b>1 from step 4, 2 from step 9</b>" in text
+
+
 def test_text_is_escaped(runs, tmp_path):
     odd = tmp_path / "odd"
     shutil.copytree(runs[1], odd, ignore=shutil.ignore_patterns("checkpoints", "tensorboard"))
