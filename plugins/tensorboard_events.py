@@ -1,4 +1,4 @@
-"""Built-in training plugin `tensorboard`: a run's losses, learning rates, metrics (with their protocol as text) and
+"""Built-in training plugin `tensorboard`: a run's losses, learning rates, CPU thread count, metrics (with their protocol as text) and
 sample grids as TensorBoard event files in ``<run>/tensorboard``, through torch's ``SummaryWriter``, when the
 recipe's ``[log] tensorboard`` is true (the default). ``tensorboard --logdir runs`` shows every run. A resumed run
 purges the events after its checkpoint (``purge_step``), as metrics.jsonl drops its rows, so a replayed stretch
@@ -44,6 +44,8 @@ def train_step_end(trainer, step: int, values) -> None:
     if writer is not None:
         for key, value in values.items():
             writer.add_scalar(f"train/{key}", value, step)
+        if trainer.threads is not None:  # the CPU threads it trained with (threads = "auto" follows the load)
+            writer.add_scalar("train/threads", trainer.threads.count, step)
 
 
 @dalle_kit.hookimpl(trylast=True)  # after the sample-grids plugin has drawn this step's grid

@@ -3,6 +3,7 @@ grids; a resumed run purges what came after its checkpoint; ``[log] tensorboard 
 
 from __future__ import annotations
 
+import torch
 from conftest import TINY, write_recipe
 
 from dalle_kit import api
@@ -24,6 +25,7 @@ def test_tensorboard_reads_losses_metrics_and_grids(tmp_path):
     tags = events.Tags()
     assert {"train/loss_d", "train/loss_g", "train/lr", "eval/d-roc-auc/d_roc_auc"} <= set(tags["scalars"]), tags
     assert [e.step for e in events.Scalars("train/loss_d")] == [5, 10, 15, 20]
+    assert {e.value for e in events.Scalars("train/threads")} == {torch.get_num_threads()}  # conftest pins it
     assert [e.step for e in events.Scalars("eval/d-roc-auc/d_roc_auc")] == [10, 20]  # mid-run and final
     assert [e.step for e in events.Images("samples")] == [15, 20]
     assert events.Images("samples")[0].width > 0
