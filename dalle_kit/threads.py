@@ -10,8 +10,8 @@ busy (/proc/stat over a quarter of a second), and takes the free ones, at least 
 - ``"auto"``: as above. A resumed run starts with the count saved in its checkpoint. The thread count changes float
   summation order, so a run is bit for bit reproducible (and a resumed run ends where the uninterrupted one does)
   while the count stays put, as it does on a machine nobody else uses; each change is logged as a ``threads`` row
-  in metrics.jsonl. Measured: a run already training with 2 threads when a second run arrives costs 3.4-6.6x its
-  quiet step time if it keeps its count, 1.7-2.3x if it follows.
+  in metrics.jsonl. Measured: a run already training with 2 threads when a second run arrives costs 3.5-7x its
+  quiet step time if it keeps its count, 1.6-2.3x if it follows.
 - ``"once"``: the same look, once, before training; the count is kept for the whole run and on resume, whatever
   the load does later: bit-exact resume on any machine, at the price of sharing badly with a process that arrives
   later.
