@@ -110,7 +110,7 @@ def main() -> None:
     parser.add_argument("-n", type=int, default=10000)
     parser.add_argument("--steps", type=int, default=200)
     parser.add_argument("--run", type=Path, metavar="DIR", help="score this fashion run's weights instead of training one")
-    parser.add_argument("--precision", default="bf16-mixed", choices=["fp32", "bf16-mixed"], help="of 'after'")
+    parser.add_argument("--precision", default="fp32", choices=["fp32", "bf16-mixed"], help="of 'after'")
     args = parser.parse_args()
     import torch
 
