@@ -30,13 +30,14 @@ from pathlib import Path
 
 import torch
 
+from dalle_kit.plots import read_jsonl
 from dalle_kit.threads import usable_cpus
 from hand_loop import cpu_model
 from timed_runs import command, timed_run, write_results
 
 
 SPINNER = "while True: pass"
-SETTLE, WINDOW = 35.0, 40.0  # seconds after the newcomer starts: "adaptive" looks every 15 s over the last 15 s, so it
+SETTLE, WINDOW = 35.0, 40.0  # seconds after the newcomer starts: "auto" looks every 15 s over the last 15 s, so it
 # may need two looks to see the newcomer; then measure
 
 
@@ -60,16 +61,9 @@ def measure(recipe: str, steps: int, threads: str, competitor: str, tmp: Path) -
 
 
 def log_rows(runs: Path) -> list[dict]:
+    """The rows of the one run under `runs` so far (none before its metrics.jsonl exists; a half-written line skipped)."""
     files = list(runs.glob("*/metrics.jsonl"))
-    if not files:
-        return []
-    rows = []
-    for line in files[0].read_text().splitlines():
-        try:
-            rows.append(json.loads(line))
-        except json.JSONDecodeError:  # a line being written
-            pass
-    return rows
+    return read_jsonl(files[0]) if files else []
 
 
 def measure_incumbent(recipe: str, threads: str, newcomer: str, tmp: Path) -> dict:
