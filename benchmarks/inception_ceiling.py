@@ -41,7 +41,7 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from hand_loop import peak_gflops  # noqa: E402
+from hand_loop import cpu_model, peak_gflops  # noqa: E402
 
 from dalle_kit.threads import usable_cpus  # noqa: E402
 
@@ -51,22 +51,15 @@ TRUNK = ("Conv2d_1a_3x3", "Conv2d_2a_3x3", "Conv2d_2b_3x3", "MaxPool_1", "Conv2d
          "Mixed_7b", "Mixed_7c", "AvgPool")
 
 
-def cpu_model() -> str:
-    try:
-        return next(line for line in open("/proc/cpuinfo") if line.startswith("model name")).split(":", 1)[1].strip()
-    except (OSError, StopIteration):
-        return "unknown CPU"
-
-
 def gemm_rates(threads: int) -> dict[str, float]:
     """Best GFLOP/s of fp32 square matrix products through torch and through numpy's BLAS (n = 2048, 4096)."""
     from threadpoolctl import threadpool_info, threadpool_limits
 
     rates: dict[str, float] = {}
+    blas = next((i["internal_api"] for i in threadpool_info() if i["user_api"] == "blas"), "blas")
     for n in (2048, 4096):
         a, b = torch.randn(n, n), torch.randn(n, n)
         na, nb = a.numpy(), b.numpy()
-        blas = next((i["internal_api"] for i in threadpool_info() if i["user_api"] == "blas"), "blas")
         with threadpool_limits(threads, user_api="blas"):
             for name, product in (("torch.mm", lambda: a @ b), (f"numpy ({blas})", lambda: na @ nb)):
                 product()
@@ -94,17 +87,16 @@ class Trunk(torch.nn.Module):
         return torch.flatten(x, 1)
 
 
-def onnxruntime_extractor(threads: int, path: Path):
-    """The toolkit's resize in torch, then the network exported to ONNX and run by ONNX Runtime (fp32)."""
+def onnxruntime_extractor(net: torch.nn.Module, threads: int, path: Path):
+    """The toolkit's resize in torch, then `net` (a stock extractor, its batch norms folded here as the toolkit's
+    are) exported to ONNX and run by ONNX Runtime (fp32)."""
     import warnings
 
     import onnxruntime
 
     from dalle_kit_plugins import inception, inception_kernels
 
-    inception.register_extractors()
-    net = inception._classes["fid_helper"]("onnx", ["2048"]).eval()
-    inception.fold_batch_norms(net)  # the same folded weights as the toolkit's extractor
+    inception.fold_batch_norms(net)
     with torch.no_grad(), warnings.catch_warnings():
         warnings.simplefilter("ignore")
         torch.onnx.export(Trunk(net).eval(), (torch.zeros(2, 3, 299, 299),), str(path), input_names=["x"],
@@ -141,7 +133,10 @@ def main() -> None:
 
     extractor = inception.resolve()
     toolkit = inception.build(extractor, ["2048"]).eval()
-    stock = FeatureExtractorInceptionV3("stock", ["2048"], feature_extractor_weights_path=_stock_weights()).eval()
+    def stock_extractor():
+        return FeatureExtractorInceptionV3("stock", ["2048"], feature_extractor_weights_path=_stock_weights()).eval()
+
+    stock = stock_extractor()
     contestants = {"dalle-kit extractor (fp32)": lambda x: toolkit(x)[0],
                    "torch-fidelity stock extractor": lambda x: stock(x)[0]}
     notes = {}
@@ -149,7 +144,7 @@ def main() -> None:
         import tempfile
 
         folder = tempfile.mkdtemp(prefix="inception-onnx-")
-        extract, notes["onnxruntime"] = onnxruntime_extractor(threads, Path(folder) / "inception.onnx")
+        extract, notes["onnxruntime"] = onnxruntime_extractor(stock_extractor(), threads, Path(folder) / "inception.onnx")
         contestants["onnxruntime, same network"] = extract
 
     images = torch.randint(0, 256, (args.images, 3, 28, 28), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
