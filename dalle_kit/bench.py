@@ -19,6 +19,11 @@ A grid file::
     label = "vae"                       # (another pipeline, say), with the same seed and protocol; the
     base = "shapes-vae"                 # grid's [set] is not applied (its keys may not exist there),
     set = {"train.steps" = 600}         # only the cell's own overrides
+    published = {fid = "9.8 ± 0.9"}     # optional: a published value to print beside the cell's own
+    # real = "train"                    # a calibration cell: nothing trains; the first num_samples images of
+                                        # that split are scored as if generated (real against real)
+
+A grid may consist of ``[[extra]]`` cells alone (no ``[grid]``): a table of cells, each with its own settings.
 
 Every cell's recipe is validated before anything trains. Cells run one after the other; a failing
 cell is recorded with its one-line error and the rest continue. Progress is saved to
@@ -59,8 +64,6 @@ def _metric_names(_, attribute, value):
 
 def _grid_axes(_, attribute, value):
     axes = flatten_keys(value)
-    if not axes:
-        raise Invalid("[grid]", "needs at least one key with a list of values", 'write loss = ["bce", "hinge"]')
     for key, values in axes.items():
         if not isinstance(values, list) or not values:
             raise Invalid(f"[grid] {key}", f"expected a non-empty list of alternatives, got {values!r}", f"write {key} = [a, b]")
@@ -78,6 +81,10 @@ class ExtraCell:
     label: str = param(doc="shown in the first axis' column")
     base: str = param(doc="recipe name or path")
     set: dict[str, Any] = param({}, "recipe values for this cell (dotted keys or tables)")
+    published: dict[str, str] = param({}, "metric -> a published value for this cell, printed beside its own "
+                                          "(e.g. {fid = \"6.8 ± 0.5\"})")
+    real: str = param("", "a split of the base recipe's dataset: a calibration cell that trains nothing and scores "
+                          "that split's first num_samples images as if generated")
 
 
 @attrs.frozen
@@ -87,7 +94,8 @@ class GridFile:
 
     name: str = param(doc="the grid's name (its reports are OUT/<name>.md, .csv, .json, .png)")
     base: str = param(doc="recipe name or path every grid cell starts from")
-    grid: dict[str, Any] = param(doc="key -> list of values; every combination is a cell", validator=_grid_axes)
+    grid: dict[str, Any] = param({}, "key -> list of values; every combination is a cell (may be left out when "
+                                     "[[extra]] cells are given)", validator=_grid_axes)
     seed: int = param(0, "the seed of every cell", validator=_grid_seed)
     metrics: list[str] = param([], "metric names scored for every cell", validator=_metric_names)
     num_samples: int = param(1000, "generated images per metric", validator=attrs.validators.gt(0))
@@ -96,16 +104,23 @@ class GridFile:
     extra: list[dict[str, Any]] = param([], "[[extra]] cells beside the grid (label, base, set)")
 
 
+#: The column of a grid made of [[extra]] cells alone.
+CELL_AXIS = "cell"
+
+
 @attrs.frozen
 class Cell:
     params: dict[str, Any]  # grid key -> value, in grid order
     overrides: list[str]  # --set strings, base settings then this cell's
     run_name: str
     base: str  # the recipe the overrides apply to
+    published: dict[str, str] = attrs.field(factory=dict)  # metric -> published value, printed beside the cell's
+    real: str = ""  # a calibration cell: the split whose images are scored as if generated
 
     @property
     def id(self) -> str:
-        return hashlib.sha256(json.dumps(self.overrides).encode()).hexdigest()[:12]
+        key = self.overrides if not self.real else [*self.overrides, f"real={self.real}"]
+        return hashlib.sha256(json.dumps(key).encode()).hexdigest()[:12]
 
     @property
     def label(self) -> str:
@@ -125,19 +140,25 @@ class Grid:
     axes: dict[str, list[Any]]
     extra: list[dict[str, Any]] = attrs.field(factory=list)  # {"label", "base", "set"} cells beside the grid
 
+    @property
+    def columns(self) -> list[str]:
+        """The grid's axes, or the one column of a grid made of [[extra]] cells alone."""
+        return list(self.axes) or [CELL_AXIS]
+
     def cells(self) -> list[Cell]:
-        keys = list(self.axes)
-        specs = [(dict(zip(keys, combo, strict=True)), self.base, {**self.fixed, **dict(zip(keys, combo, strict=True))})
-                 for combo in itertools.product(*self.axes.values())]
+        keys = self.columns
+        combos = itertools.product(*self.axes.values()) if self.axes else ()
+        specs = [(dict(zip(keys, combo, strict=True)), self.base, {**self.fixed, **dict(zip(keys, combo, strict=True))}, {}, "")
+                 for combo in combos]
         for extra in self.extra:  # its label stands in the first axis' column, "-" in the others
             params = {k: (extra["label"] if i == 0 else "-") for i, k in enumerate(keys)}
-            specs.append((params, extra["base"], dict(extra["set"])))
+            specs.append((params, extra["base"], dict(extra["set"]), extra.get("published", {}), extra.get("real", "")))
         cells = []
-        for i, (params, base, settings) in enumerate(specs):
+        for i, (params, base, settings, published, real) in enumerate(specs):
             run_name = f"{self.name}-{i:02d}"
             overrides = [_override(k, v) for k, v in settings.items()]
             overrides += [_override("seed", self.seed), _override("name", run_name), _override("eval.metrics", [])]
-            cells.append(Cell(params, overrides, run_name, base))
+            cells.append(Cell(params, overrides, run_name, base, dict(published), real))
         return cells
 
     def settings(self) -> dict[str, Any]:
@@ -171,7 +192,16 @@ def load_grid(target: str | Path, registry: Registry) -> Grid:
         return str(path.parent / base) if not Path(base).exists() and (path.parent / base).exists() else base
 
     extras = [structure(ExtraCell, e, source=source, section=f"extra #{i + 1}") for i, e in enumerate(spec.extra)]
-    cells_extra = [{"label": e.label, "base": resolve_base(e.base), "set": flatten_keys(e.set)} for e in extras]
+    if not spec.grid and not extras:
+        raise UserError(f"{source}: [grid]: needs at least one key with a list of values, or [[extra]] cells; "
+                        'write loss = ["bce", "hinge"]')
+    for i, e in enumerate(extras):
+        unknown = sorted(set(e.published) - set(spec.metrics))
+        if unknown:
+            raise UserError(f"{source}: extra #{i + 1}: published value for '{unknown[0]}', which is not among the grid's "
+                            f"metrics ({', '.join(spec.metrics)}); name one of them")
+    cells_extra = [{"label": e.label, "base": resolve_base(e.base), "set": flatten_keys(e.set), "published": dict(e.published),
+                    "real": e.real} for e in extras]
     return Grid(path, spec.name, resolve_base(spec.base), spec.seed, spec.metrics, spec.num_samples, spec.description,
                 flatten_keys(spec.set), flatten_keys(spec.grid), cells_extra)
 
@@ -187,9 +217,14 @@ def run_grid(target: str | Path, out: str | Path | None = None, *, runs_dir: str
     cells = grid.cells()
     for cell in cells:  # every recipe is checked before any work
         try:
-            load_recipe(cell.base, registry, cell.overrides)
+            recipe = load_recipe(cell.base, registry, cell.overrides)
         except UserError as exc:
             raise UserError(f"{grid.source}: cell [{cell.label}]: {exc}") from None
+        if cell.real:
+            dataset = recipe.parts["data"]
+            if cell.real not in dataset.info.cls.splits:
+                raise UserError(f"{grid.source}: cell [{cell.label}]: real = '{cell.real}' is not a split of dataset "
+                                f"'{dataset.info.name}'; use one of: {', '.join(dataset.info.cls.splits)}")
     out.mkdir(parents=True, exist_ok=True)
     # Denormal floats in GAN training made CPU steps 2-5x slower here; flushing them changes nothing
     # measurable and keeps a grid's cost predictable. Every cell runs under the same setting.
@@ -214,8 +249,24 @@ def _run_cells(grid: Grid, cells: list[Cell], out: Path, runs_dir: Path, registr
             state["cells"].append(previous)
             continue
         record = {"id": cell.id, "params": cell.params, "overrides": cell.overrides, "status": "running",
-                  "run_dir": (previous or {}).get("run_dir")}
+                  "run_dir": (previous or {}).get("run_dir"), **({"published": cell.published} if cell.published else {}),
+                  **({"real": cell.real} if cell.real else {})}
         state["cells"].append(record)
+        if cell.real:
+            echo(f"[{n}/{len(cells)}] {cell.label}: evaluating {', '.join(grid.metrics)} on {grid.num_samples} real "
+                 f"'{cell.real}' images")
+            try:
+                t1 = time.monotonic()
+                results = _evaluate_real(grid, cell, registry)
+                record.update(train_seconds=0, eval_seconds=round(time.monotonic() - t1, 1), status="ok",
+                              results={m: {"values": r.values, "protocol": r.protocol.to_dict(), "details": r.details}
+                                       for m, r in results.items()})
+            except Exception as exc:
+                record["status"] = "failed"
+                record["error"] = one_line(exc)
+                echo(f"[{n}/{len(cells)}] {cell.label}: failed: {record['error']}")
+            _save_state(state_path, state)
+            continue
         echo(f"[{n}/{len(cells)}] {cell.label}: training")
         try:
             run = _train_cell(api, grid, cell, runs_dir / cell.id, registry, quiet)
@@ -243,6 +294,21 @@ def _run_cells(grid: Grid, cells: list[Cell], out: Path, runs_dir: Path, registr
     return state
 
 
+def _evaluate_real(grid: Grid, cell: Cell, registry: Registry):
+    """A calibration cell's scores: the first num_samples images of the cell's split, scored as if generated."""
+    from .evaluation import Evaluation, build_metrics, compute_metrics
+
+    recipe = load_recipe(cell.base, registry, cell.overrides)
+    spec = recipe.parts["data"]
+    dataset = spec.info.cls(spec.config)
+    images = dataset.load(cell.real)
+    n = min(grid.num_samples, len(images))
+    metrics = build_metrics(grid.metrics, registry, settings=recipe.metric_settings)
+    evaluation = Evaluation(dataset, num_samples=n, seed=grid.seed, generated=images.images[:n],
+                            prompts=images.captions[:n], metric_names=list(metrics))
+    return compute_metrics(evaluation, metrics)
+
+
 def _train_cell(api, grid: Grid, cell: Cell, cell_runs: Path, registry: Registry, quiet: bool):
     """Train the cell's run, continuing an interrupted one of the same cell if there is one."""
     existing = sorted(p for p in cell_runs.glob("*") if (p / "checkpoints").is_dir() and any((p / "checkpoints").iterdir()))
@@ -252,8 +318,9 @@ def _train_cell(api, grid: Grid, cell: Cell, cell_runs: Path, registry: Registry
 
 
 def _load_state(path: Path, grid: Grid) -> dict[str, Any]:
+    axes = grid.axes or {CELL_AXIS: [e["label"] for e in grid.extra]}
     fresh = {"version": STATE_VERSION, "name": grid.name, "source": str(grid.source), "description": grid.description,
-             "settings": grid.settings(), "fixed": grid.fixed, "axes": grid.axes, "cells": []}
+             "settings": grid.settings(), "fixed": grid.fixed, "axes": axes, "cells": []}
     if not path.is_file():
         return fresh
     try:
@@ -308,23 +375,41 @@ def markdown(state: dict[str, Any]) -> str:
     fixed = ", ".join(f"`{k} = {json.dumps(v)}`" for k, v in state["fixed"].items())
     lines += [f"Base recipe `{s['base']}`" + (f" with {fixed}" if fixed else "") + f"; every cell trained with seed {s['seed']} "
               f"and evaluated on {s['num_samples']} generated images with seed {s['seed']}.", "",
-              "## Protocol", "", "| metric | n generated | n reference | reference split | extractor | weights sha256 | seed |",
-              "| --- | --- | --- | --- | --- | --- | --- |"]
-    for metric, p in _protocols(state).items():
+              "## Protocol", "", "| metric | protocol | n generated | n reference | reference split | extractor | weights sha256 | seed |",
+              "| --- | --- | --- | --- | --- | --- | --- | --- |"]
+    protocols = _protocols(state)
+    for metric, p in protocols.items():
         split = f"{p.get('dataset', '')}/{p['reference_split']}" if p["reference_split"] else "-"
         digest = p["weights_hash"] if p["weights_hash"] == PER_CELL else f"`{p['weights_hash'][:16]}`"
-        lines.append(f"| {metric} | {p['n_generated']} | {p['n_reference']} | {split} | {p['extractor']} | {digest} | {p['seed']} |")
+        lines.append(f"| {metric} | {_protocol_label(p)} | {p['n_generated']} | {p['n_reference']} | {split} | {p['extractor']} "
+                     f"| {digest} | {p['seed']} |")
+    # Where a metric's protocol differs between cells (a calibration row under another protocol), each cell says its own.
+    per_cell = [m for m, p in protocols.items() if PER_CELL in (p.get("name"), p.get("published"), p.get("dataset"))]
+    published = [m for m in s["metrics"] if any(m in c.get("published", {}) for c in state["cells"])]
     train = sum(c.get("train_seconds") or 0 for c in state["cells"])
     evaluate = sum(c.get("eval_seconds", 0) for c in state["cells"])
+    head = [*axes, *(k for _, k in columns), *(f"{m} published" for m in published), *(f"{m} protocol" for m in per_cell),
+            "train s", "eval s", "status"]
     lines += ["", f"Time: {train:.0f} s training, {evaluate:.0f} s evaluating ({(train + evaluate) / 60:.1f} min over "
-              f"{len(state['cells'])} cells).", "", "## Results", "", "| " + " | ".join([*axes, *(k for _, k in columns), "train s", "eval s", "status"]) + " |",
-              "| " + " | ".join(["---"] * (len(axes) + len(columns) + 3)) + " |"]
+              f"{len(state['cells'])} cells).", "", "## Results", "", "| " + " | ".join(head) + " |",
+              "| " + " | ".join(["---"] * len(head)) + " |"]
     for cell in state["cells"]:
-        values = [cell.get("results", {}).get(m, {}).get("values", {}).get(k) for m, k in columns]
+        results = cell.get("results", {})
+        values = [results.get(m, {}).get("values", {}).get(k) for m, k in columns]
         status = "ok" if cell["status"] == "ok" else f"{cell['status']}: {cell.get('error', '')}".replace("|", "/")
         lines.append("| " + " | ".join([*(str(cell["params"][a]) for a in axes), *("-" if v is None else f"{v:.4g}" for v in values),
+                                        *(cell.get("published", {}).get(m, "-") for m in published),
+                                        *(_protocol_label(results[m]["protocol"]) if m in results else "-" for m in per_cell),
                                         str(cell.get("train_seconds", "-")), str(cell.get("eval_seconds", "-")), status]) + " |")
     return "\n".join(lines) + "\n"
+
+
+def _protocol_label(p: dict[str, Any]) -> str:
+    """A protocol's name and whether it is published ("lucic2018 (published: Lucic et al. 2018, compare_gan)") or ours."""
+    name = p.get("name", "dalle-kit")
+    if PER_CELL in (name, p.get("published")):
+        return PER_CELL
+    return f"{name} ({'published: ' + p['published'] if p.get('published') else 'ours'})"
 
 
 def csv_text(state: dict[str, Any]) -> str:
@@ -332,18 +417,20 @@ def csv_text(state: dict[str, Any]) -> str:
     axes = list(state["axes"])
     buf = io.StringIO()
     writer = csv.writer(buf)
-    writer.writerow([*axes, "metric", "value_name", "value", "n_generated", "n_reference", "dataset", "reference_split",
-                     "extractor", "weights_hash", "seed", "status", "error"])
+    writer.writerow([*axes, "metric", "value_name", "value", "published", "protocol", "n_generated", "n_reference",
+                     "dataset", "reference_split", "extractor", "weights_hash", "seed", "status", "error"])
     for cell in state["cells"]:
         params = [cell["params"][a] for a in axes]
         if cell["status"] != "ok":
-            writer.writerow([*params, "", "", "", "", "", "", "", "", "", "", cell["status"], cell.get("error", "")])
+            writer.writerow([*params, "", "", "", "", "", "", "", "", "", "", "", "", cell["status"], cell.get("error", "")])
             continue
         for metric, result in cell["results"].items():
             p = result["protocol"]
-            for key, value in result["values"].items():
-                writer.writerow([*params, metric, key, repr(value), p["n_generated"], p["n_reference"], p.get("dataset", ""),
-                                 p["reference_split"] or "", p["extractor"], p["weights_hash"], p["seed"], "ok", ""])
+            for i, (key, value) in enumerate(result["values"].items()):
+                published = cell.get("published", {}).get(metric, "") if i == 0 else ""
+                writer.writerow([*params, metric, key, repr(value), published, _protocol_label(p), p["n_generated"],
+                                 p["n_reference"], p.get("dataset", ""), p["reference_split"] or "", p["extractor"],
+                                 p["weights_hash"], p["seed"], "ok", ""])
     return buf.getvalue()
 
 

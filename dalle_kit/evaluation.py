@@ -29,7 +29,7 @@ import torch
 
 from .cache import ContentCache, default_root, file_digest
 from .errors import RecipeError, UserError
-from .parts import ImageCaptions, to_uint8_images
+from .parts import ImageCaptions, to_unit255_images
 
 if TYPE_CHECKING:  # pragma: no cover
     from .parts import Dataset, Metric
@@ -51,13 +51,18 @@ class Protocol:
     weights_hash: str
     seed: int
     dataset: str = ""
+    #: The protocol's name: "dalle-kit" (this toolkit's own) or the name a metric gives a published one it follows.
+    name: str = "dalle-kit"
+    #: Where the protocol was published, only when the score followed it step for step (sizes included); else "".
+    published: str = ""
 
     def to_dict(self) -> dict[str, Any]:
         return attrs.asdict(self)
 
     def line(self) -> str:
         ref = f"{self.n_reference} {self.dataset}/{self.reference_split}" if self.reference_split else "none"
-        return (f"n_generated={self.n_generated}, reference={ref}, extractor={self.extractor}, "
+        return (f"protocol={self.name} ({'published: ' + self.published if self.published else 'ours'}), "
+                f"n_generated={self.n_generated}, reference={ref}, extractor={self.extractor}, "
                 f"weights={self.weights_hash[:16] or '-'}, seed={self.seed}")
 
 
@@ -114,6 +119,7 @@ class Evaluation:
         self._sampler = sampler
         self._critic = critic
         self._generated = generated
+        self._generated_float: torch.Tensor | None = None
         self._prompts = list(prompts) if prompts is not None else None
         self._splits: dict[str, ImageCaptions] = {}
         self._reference: ImageCaptions | None = None
@@ -188,6 +194,17 @@ class Evaluation:
     def generated(self) -> torch.Tensor:
         """uint8 [num_samples, C, H, W]: the pipeline's images for `prompts`, noise from torch.Generator(seed)."""
         if self._generated is None:
+            self._generated = self.generated_float.round().to(torch.uint8)
+        return self._generated
+
+    @property
+    def generated_float(self) -> torch.Tensor:
+        """The same images before rounding: float32 [num_samples, C, H, W] in [0, 255] (for protocols that score
+        unrounded images); for images given as uint8, those values."""
+        if self._generated_float is None:
+            if self._generated is not None:
+                self._generated_float = self._generated.float()
+                return self._generated_float
             if self._sampler is None:
                 raise UserError("this evaluation has no generator to draw samples from")
             draw = self._sampler()
@@ -196,9 +213,9 @@ class Evaluation:
             with torch.inference_mode():
                 for i in range(0, len(self.prompts), GENERATE_BATCH):
                     images = draw(self.prompts[i:i + GENERATE_BATCH], g)
-                    chunks.append(to_uint8_images(images.float().cpu()))
-            self._generated = torch.cat(chunks)
-        return self._generated
+                    chunks.append(to_unit255_images(images.float().cpu()))
+            self._generated_float = torch.cat(chunks)
+        return self._generated_float
 
     @property
     def n_generated(self) -> int:
@@ -216,13 +233,14 @@ class Evaluation:
         return ContentCache(namespace, self.cache_root)
 
     def protocol(self, *, extractor: str, weights_hash: str, n_reference: int | None = None,
-                 reference_split: str | None | object = _SAME) -> Protocol:
+                 reference_split: str | None | object = _SAME, name: str = "dalle-kit", published: str = "") -> Protocol:
         """The protocol of a score computed on this evaluation's images (reference defaults to this one's)."""
         return Protocol(
             n_generated=self.n_generated,
             n_reference=self.n_reference if n_reference is None else n_reference,
             reference_split=self.reference_split if reference_split is _SAME else reference_split,
             extractor=extractor, weights_hash=weights_hash, seed=self.seed, dataset=self.dataset_name,
+            name=name, published=published,
         )
 
 

@@ -232,7 +232,12 @@ def to_float_images(images: Tensor) -> Tensor:
 
 def to_uint8_images(images: Tensor) -> Tensor:
     """float [-1, 1] -> uint8 [0, 255] (clamped, rounded)."""
-    return images.detach().float().add(1.0).mul(127.5).round().clamp(0, 255).to(torch.uint8)
+    return to_unit255_images(images).round().to(torch.uint8)
+
+
+def to_unit255_images(images: Tensor) -> Tensor:
+    """float [-1, 1] -> float32 [0, 255] (clamped, not rounded)."""
+    return images.detach().float().add(1.0).mul(127.5).clamp(0, 255)
 
 
 class Dataset(Part):
@@ -260,6 +265,12 @@ class Dataset(Part):
     @property
     def channels(self) -> int:
         return 3
+
+    @property
+    def native_size(self) -> int | None:
+        """The side of the images as stored, when every image has the same (MNIST: 28); None otherwise. Protocols
+        that score images unpadded and unresized (``[eval.fid] protocol = "lucic2018"``) need ``image_size`` equal to it."""
+        return None
 
     def check(self) -> None:
         """Raise a one-line `dalle_kit.UserError` if the data cannot be had here (files missing, nowhere to

@@ -14,6 +14,17 @@ reference images of that class; Miyato & Koyama 2018) from the same features; a 
 feature dimension gets the distance through `frechet_distance_low_rank`, the same formula computed in a
 faster and more accurate way than torch-fidelity's (which intra-FID is not a metric of).
 
+Two protocols (``[eval.fid] protocol``, likewise for kid, prc and intra-fid):
+
+- ``dalle-kit`` (ours): the generated images rounded to 8 bits at the size the recipe's ``[data]`` gives them (MNIST
+  padded to 32x32 by default), fed to torch-fidelity's extractor as it expects them (uint8).
+- ``lucic2018``: the protocol of Lucic et al. 2018 ("Are GANs Created Equal?") as google/compare_gan's first commit
+  (the paper's code) computes FID: images at the dataset's native size (MNIST and Fashion-MNIST 28x28, no padding),
+  grey tiled to 3 channels, in 0..255, generated images as unrounded floats, TF1-compatible bilinear resize straight to
+  299, (x - 128) / 128, Inception pool_3 2048-d features of the 2015-12-05 weights, 10,000 generated images against
+  the 10,000 test images. A score is labelled published ("Lucic et al. 2018") only when all of that holds, sizes
+  included; at other sizes its protocol is named ``lucic2018-preprocessing`` and labelled ours.
+
 Reference features are cached on disk by content, as safetensors (never unpickled): the entry's
 key is made of the dataset and its config, the split, the image size, the number of images, the
 extractor, the weights hash and a sha256 of the reference images' bytes. A second evaluation
@@ -52,6 +63,10 @@ class FidelityConfig:
     weights: str | None = param(None, f"weights file for the extractor (default: ${inception.WEIGHTS_ENV}, then "
                                       f"torch hub's checkpoints/{inception.STANDARD_WEIGHTS})")
     batch_size: int = param(16, "images per extractor batch (16 was fastest on CPU)", validator=attrs.validators.gt(0))
+    protocol: Literal["dalle-kit", "lucic2018"] = param(
+        "dalle-kit", "'dalle-kit' (ours): images rounded to 8 bits at the recipe's [data] size; 'lucic2018': Lucic et al. "
+                     "2018's protocol (compare_gan): unrounded images at the dataset's native size (set [data] size to it), "
+                     "10,000 generated against the 10,000 test images for the published label; see the module docs")
     precision: Literal["fp32", "bf16-mixed", "auto"] = param(
         "fp32", "the generated images' Inception pass (fid, kid, prc, intra-fid): 'bf16-mixed' runs it in bfloat16 after "
                 "an fp32 stem, 1.6-2.3x the images/s on a CPU with AVX512-BF16 but FID moves by 0.01-0.6% (above the "
@@ -82,14 +97,49 @@ def _calculate(**kwargs) -> dict[str, float]:
         raise dalle_kit.UserError(f"torch-fidelity: {str(exc).splitlines()[0]}") from None
 
 
+LUCIC2018 = "lucic2018"
+LUCIC2018_CITATION = "Lucic et al. 2018, compare_gan"
+LUCIC2018_N = 10000  # generated images and test images
+
+
 def generated_extractor(config: FidelityConfig, device: torch.device) -> inception.Extractor:
-    """The extractor for the generated images' pass, in the precision the config asks for on this device."""
+    """The extractor for the generated images' pass, in the precision the config asks for on this device (always fp32
+    under the lucic2018 protocol)."""
     from .bf16 import has_bf16
 
     precision = config.precision
     if precision == "auto":
         precision = "bf16-mixed" if has_bf16(device) else "fp32"
+    if config.protocol == LUCIC2018:
+        precision = "fp32"
     return inception.resolve(config.extractor, config.weights).with_precision(precision)
+
+
+def check_protocol(config: FidelityConfig, evaluation, metric: str) -> None:
+    """One line if the evaluation cannot be scored under the configured protocol: lucic2018 needs the dataset at its
+    native size (no padding or resizing) and an extractor that reads unrounded images (dalle-kit's)."""
+    if config.protocol != LUCIC2018:
+        return
+    dataset = evaluation.dataset
+    native = getattr(dataset, "native_size", None)
+    if native is None:
+        raise dalle_kit.UserError(f"[eval.{metric}] protocol = '{LUCIC2018}' scores images at the dataset's native size, "
+                                  f"and '{evaluation.dataset_name}' has none; use protocol = 'dalle-kit'")
+    if dataset.image_size != native:
+        raise dalle_kit.UserError(f"[eval.{metric}] protocol = '{LUCIC2018}' scores {evaluation.dataset_name} unpadded at its "
+                                  f"native {native}x{native}, but [data] size = {dataset.image_size}; set [data] size = {native}")
+    if not inception.reads_float(inception.resolve(config.extractor, config.weights)):
+        raise dalle_kit.UserError(f"[eval.{metric}] protocol = '{LUCIC2018}' feeds unrounded images, which extractor "
+                                  f"'{config.extractor}' cannot read; use extractor = 'auto'")
+
+
+def protocol_name(config: FidelityConfig, evaluation) -> tuple[str, str]:
+    """(name, published) for the protocol line: lucic2018 is published only at its sizes and on the test split."""
+    if config.protocol != LUCIC2018:
+        return "dalle-kit", ""
+    exact = (evaluation.n_generated == LUCIC2018_N and evaluation.n_reference == LUCIC2018_N
+             and evaluation.reference_split == "test")
+    return (LUCIC2018, LUCIC2018_CITATION) if exact else (f"{LUCIC2018}-preprocessing", "")
 
 
 def kid_subset_size(n_generated: int, n_reference: int) -> int:
@@ -97,10 +147,12 @@ def kid_subset_size(n_generated: int, n_reference: int) -> int:
     return max(2, min(1000, min(n_generated, n_reference) // 2))
 
 
-def reference_cache_fields(evaluation, extractor: inception.Extractor) -> dict:
-    """What the reference features depend on: the key of their cache entry."""
+def reference_cache_fields(evaluation, extractor: inception.Extractor, protocol: str = "dalle-kit") -> dict:
+    """What the reference features depend on: the key of their cache entry (entries of the dalle-kit protocol keep
+    the key they had before protocols were named)."""
     images = evaluation.reference.images
     return {
+        **({"protocol": protocol} if protocol != "dalle-kit" else {}),
         "format": CACHE_FORMAT,
         "dataset": evaluation.dataset_name,
         "dataset_config": evaluation.dataset_config,
@@ -116,7 +168,8 @@ def reference_cache_fields(evaluation, extractor: inception.Extractor) -> dict:
 # ------------------------------------------------------------------ one feature pass
 def extract_features(images: torch.Tensor, extractor: inception.Extractor, batch_size: int, device: torch.device,
                      memo: dict | None = None) -> torch.Tensor:
-    """2048-d Inception pool features [N, 2048] of uint8 images, by torch-fidelity's own extraction loop."""
+    """2048-d Inception pool features [N, 2048] of uint8 images (or float32 ones in [0, 255], for the extractors that
+    read them), by torch-fidelity's own extraction loop."""
     from torch_fidelity.utils import create_feature_extractor, get_featuresdict_from_dataset
 
     cuda = device.type == "cuda"
@@ -131,23 +184,24 @@ def extract_features(images: torch.Tensor, extractor: inception.Extractor, batch
     return get_featuresdict_from_dataset(inception.ImagesDataset(images), net, batch_size, cuda, True, False)[FEATURE_LAYER]
 
 
-def generated_features(evaluation, extractor: inception.Extractor, batch_size: int) -> torch.Tensor:
-    """The generated images' features, extracted once per evaluation and shared by every feature metric."""
-    key = ("inception-features", extractor, batch_size)
+def generated_features(evaluation, extractor: inception.Extractor, batch_size: int, protocol: str = "dalle-kit") -> torch.Tensor:
+    """The generated images' features, extracted once per evaluation and protocol and shared by every feature metric
+    (lucic2018 reads the unrounded images)."""
+    key = ("inception-features", extractor, batch_size, protocol)
     if key not in evaluation.shared:
-        evaluation.shared[key] = extract_features(evaluation.generated, extractor, batch_size, evaluation.device,
-                                                  evaluation.shared)
+        images = evaluation.generated_float if protocol == LUCIC2018 else evaluation.generated
+        evaluation.shared[key] = extract_features(images, extractor, batch_size, evaluation.device, evaluation.shared)
     return evaluation.shared[key]
 
 
-def reference_features(evaluation, extractor: inception.Extractor, batch_size: int) -> torch.Tensor:
-    """The reference images' features (always in fp32), from the content-keyed cache (safetensors) or extracted and
-    stored there."""
+def reference_features(evaluation, extractor: inception.Extractor, batch_size: int, protocol: str = "dalle-kit") -> torch.Tensor:
+    """The reference images' features (always in fp32), from the content-keyed cache (safetensors, one entry per
+    protocol) or extracted and stored there."""
     extractor = extractor.with_precision("fp32")
-    key = ("inception-reference-features", extractor)
+    key = ("inception-reference-features", extractor, protocol)
     if key in evaluation.shared:
         return evaluation.shared[key]
-    entry = evaluation.cache(CACHE_NAMESPACE).entry(reference_cache_fields(evaluation, extractor))
+    entry = evaluation.cache(CACHE_NAMESPACE).entry(reference_cache_fields(evaluation, extractor, protocol))
     path = entry / FEATURES_FILE
     features = None
     if path.is_file():
@@ -199,10 +253,11 @@ def frechet_distance_low_rank(features_1: torch.Tensor, features_2: torch.Tensor
     return float(diff @ diff + np.trace(sigma_big) + trace_small - 2 * tr_covmean)
 
 
-def paired_scores(evaluation, extractor: inception.Extractor, metric: str, batch_size: int) -> dict[str, float]:
+def paired_scores(evaluation, extractor: inception.Extractor, metric: str, batch_size: int,
+                  protocol: str = "dalle-kit") -> dict[str, float]:
     """torch-fidelity's values for one of fid/kid/prc, from the shared features (generated = input1, reference = input2)."""
-    gen = generated_features(evaluation, extractor, batch_size)
-    ref = reference_features(evaluation, extractor, batch_size)
+    gen = generated_features(evaluation, extractor, batch_size, protocol)
+    ref = reference_features(evaluation, extractor, batch_size, protocol)
     if metric == "fid":
         return {"frechet_inception_distance": frechet_distance(gen, ref)}
     if metric == "kid":
@@ -225,15 +280,18 @@ class _PairedMetric(dalle_kit.Metric):
 
     def check(self, evaluation) -> None:
         inception.resolve(self.config.extractor, self.config.weights)
+        check_protocol(self.config, evaluation, self.name)
 
     def details(self, evaluation) -> dict:
         return {}
 
     def compute(self, evaluation) -> MetricResult:
         extractor = generated_extractor(self.config, evaluation.device)
-        scores = paired_scores(evaluation, extractor, self.name, self.config.batch_size)
+        scores = paired_scores(evaluation, extractor, self.name, self.config.batch_size, self.config.protocol)
+        name, published = protocol_name(self.config, evaluation)
         return MetricResult({ours: float(scores[theirs]) for theirs, ours in self.keys.items()},
-                            evaluation.protocol(extractor=extractor.label, weights_hash=extractor.weights_hash),
+                            evaluation.protocol(extractor=extractor.label, weights_hash=extractor.weights_hash,
+                                                name=name, published=published),
                             self.details(evaluation))
 
 
@@ -281,6 +339,7 @@ class IntraFID(dalle_kit.Metric):
 
     def check(self, evaluation) -> None:
         inception.resolve(self.config.extractor, self.config.weights)
+        check_protocol(self.config, evaluation, self.name)
         from .text_alignment import caption_parser
 
         if caption_parser(evaluation.dataset) is None:
@@ -297,8 +356,8 @@ class IntraFID(dalle_kit.Metric):
         from .text_alignment import caption_parser
 
         extractor = generated_extractor(self.config, evaluation.device)
-        gen = generated_features(evaluation, extractor, self.config.batch_size)
-        ref = reference_features(evaluation, extractor, self.config.batch_size)
+        gen = generated_features(evaluation, extractor, self.config.batch_size, self.config.protocol)
+        ref = reference_features(evaluation, extractor, self.config.batch_size, self.config.protocol)
         parse, attributes = caption_parser(evaluation.dataset), self.config.attributes
         reference = evaluation.reference
         names = reference.attribute_names
@@ -325,7 +384,9 @@ class IntraFID(dalle_kit.Metric):
                                       "raise num_samples")
         values = {"intra_fid": sum(per_class.values()) / len(per_class)}
         details = {"per_class": per_class, "n_generated_reference_per_class": counts, "attributes": list(attributes)}
-        return MetricResult(values, evaluation.protocol(extractor=extractor.label, weights_hash=extractor.weights_hash), details)
+        name = "dalle-kit" if self.config.protocol != LUCIC2018 else f"{LUCIC2018}-preprocessing"  # intra-FID: not theirs
+        return MetricResult(values, evaluation.protocol(extractor=extractor.label, weights_hash=extractor.weights_hash,
+                                                        name=name), details)
 
 
 class InceptionScore(dalle_kit.Metric):
@@ -335,6 +396,8 @@ class InceptionScore(dalle_kit.Metric):
     Config = FidelityConfig
 
     def check(self, evaluation) -> None:
+        if self.config.protocol != "dalle-kit":
+            raise dalle_kit.UserError(f"[eval.is] protocol = '{self.config.protocol}' is a protocol of FID; leave it out for is")
         if not inception.resolve(self.config.extractor, self.config.weights).has_logits:
             raise dalle_kit.UserError(inception.missing_logits_message(self.name))
 

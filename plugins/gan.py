@@ -95,6 +95,8 @@ class GAN(dalle_kit.Pipeline):
         parts, _ = self._build(run, data, state, train_set.captions)
         encoder, generator, discriminator = parts["text_encoder"], parts["generator"], parts["discriminator"]
         loss = run.build("loss")
+        if state is not None:  # a loss's own state (BEGAN's k) continues where the checkpoint left it
+            loss.load_extra_state_json(state.get("extra", {}).get("loss", {}))
         g_params = [p for p in generator.parameters() if p.requires_grad]
         d_own = [p for p in discriminator.parameters() if p.requires_grad]
         d_params = d_own + [p for p in encoder.parameters() if p.requires_grad]
@@ -203,7 +205,7 @@ class GAN(dalle_kit.Pipeline):
         return dalle_kit.Training(
             modules=dict(parts), optimizers={"g": opt_g, "d": opt_d}, rngs={"data": data_rng, "noise": noise_rng, "augment": aug_rng},
             train_step=train_step, draw=lambda m: dalle_kit.prior_sampler(m["text_encoder"], m["generator"], device),
-            extra_state=lambda: {"text_encoder": encoder.extra_state_json()})
+            extra_state=lambda: {"text_encoder": encoder.extra_state_json(), "loss": loss.extra_state_json()})
 
     def _load(self, run, with_discriminator: bool = False):
         """(parts, context) with the run's latest weights; the generator is the EMA one when the run keeps an average."""

@@ -219,11 +219,12 @@ def register_extractors() -> None:
         def get_provided_features_list():
             return "64", "192", "768", "2048"
 
-    forward = inception_kernels.forward_with_resize(FeatureExtractorInceptionV3.forward)
+    forward = inception_kernels.forward_with_resize(FeatureExtractorInceptionV3.forward, float_input=True)
 
     class Fast:
         """Same weights and forward; batch norms folded into the convolutions, channels_last, inference_mode, the
         resize blended one axis at a time and each convolution fused with its ReLU (both exact: `inception_kernels`).
+        Also takes float32 images in [0, 255] unrounded (uint8 ones give the same features as their float values).
 
         With ``bf16`` the forward runs under bfloat16 autocast except the stem (the convolutions before the first
         Inception block, which see the resized image itself) and the final pooling, which stay in fp32."""
@@ -324,12 +325,19 @@ def fid_helper_standard_state() -> dict[str, torch.Tensor]:
     return _classes["fid_helper"]("fid-helper", ["2048"]).state_dict()
 
 
+def reads_float(extractor: Extractor) -> bool:
+    """Whether the extractor takes float32 images in [0, 255] as they are (dalle-kit's own: `Fast`); torch-fidelity's
+    stock extractors take uint8 only."""
+    return extractor.tf_name.removesuffix(BF16_SUFFIX) in (FAST_NAME, FID_HELPER_NAME)
+
+
 class ImagesDataset(torch.utils.data.Dataset):
-    """uint8 images [N, C, H, W] as the Dataset torch-fidelity reads (grey images repeated to RGB)."""
+    """uint8 images [N, C, H, W] (or float32 ones in [0, 255], for `reads_float` extractors) as the Dataset
+    torch-fidelity reads (grey images tiled to RGB)."""
 
     def __init__(self, images: torch.Tensor):
-        if images.dtype != torch.uint8 or images.ndim != 4 or images.shape[1] not in (1, 3):
-            raise ValueError(f"expected uint8 [N, 1 or 3, H, W], got {images.dtype} {tuple(images.shape)}")
+        if images.dtype not in (torch.uint8, torch.float32) or images.ndim != 4 or images.shape[1] not in (1, 3):
+            raise ValueError(f"expected uint8 or float32 [N, 1 or 3, H, W], got {images.dtype} {tuple(images.shape)}")
         self.images = images if images.shape[1] == 3 else images.expand(-1, 3, -1, -1)
 
     def __len__(self) -> int:

@@ -193,6 +193,10 @@ class _IDXDataset(dalle_kit.Dataset):
         return 1
 
     @property
+    def native_size(self) -> int:
+        return NATIVE_SIZE
+
+    @property
     def sample_prompts(self) -> list[str]:
         """One prompt per class, in label order (the default rows of a sample grid)."""
         return [p[0] for p in self.text.phrasings]
