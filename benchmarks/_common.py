@@ -14,6 +14,7 @@ import datetime
 import json
 import os
 import platform
+import signal
 import subprocess
 import sys
 import tomllib
@@ -154,6 +155,22 @@ def _insert(text: list[str], table: Table, rows: list[str], path: Path) -> list[
     return [*text[:i], *rows, *text[i:]]
 
 
+# ---------------------------------------------------------------- processes
+def _die_with_parent() -> None:
+    """In a child, before it runs: a SIGTERM when the benchmark dies (Linux), so that no run it started outlives it
+    (a run stops cleanly on SIGTERM; torchrun passes it on to its workers)."""
+    import ctypes
+
+    try:
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
+
+
+#: Keyword arguments for every subprocess a benchmark starts.
+CHILD = {"preexec_fn": _die_with_parent} if sys.platform.startswith("linux") else {}
+
+
 # ---------------------------------------------------------------- training runs timed through the CLI
 
 def command(recipe: str, runs: Path, steps: int, overrides: Sequence[str] = (), nproc: int = 1,
@@ -178,7 +195,7 @@ def timed_run(recipe: str, runs: Path, steps: int, overrides: Sequence[str] = ()
     if threads is not None:
         env["OMP_NUM_THREADS"] = str(threads)
     args = command(recipe, runs, steps, overrides, nproc, log_every)
-    done = subprocess.run(args, env=env, capture_output=True, text=True)
+    done = subprocess.run(args, env=env, capture_output=True, text=True, **CHILD)
     if done.returncode != 0:
         raise SystemExit(f"{' '.join(args)} failed:\n{done.stderr[-2000:]}")
     (run_dir,) = runs.iterdir()

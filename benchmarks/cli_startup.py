@@ -22,7 +22,7 @@ import sys
 import tempfile
 import time
 
-from _common import Table, add_arguments, emit
+from _common import CHILD, Table, add_arguments, emit
 
 CLI = "from dalle_kit.cli import main; import sys; sys.exit(main({args!r}))"
 #: (command, its answer as shipped, the same answer with everything imported)
@@ -38,7 +38,7 @@ FULL = {"--help": "torch imported first", "plugins list": "full discovery (empty
 def timed(cmd: list[str], cache: str) -> float:
     env = dict(os.environ, DALLE_KIT_CACHE=cache)
     t0 = time.perf_counter()
-    subprocess.run(cmd, check=True, capture_output=True, env=env)
+    subprocess.run(cmd, check=True, capture_output=True, env=env, **CHILD)
     return time.perf_counter() - t0
 
 

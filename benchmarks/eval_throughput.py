@@ -128,11 +128,6 @@ def metrics_table(extractor, n: int, repeats: int, names: list[str]) -> Table:
     data = registry.get("dataset", "shapes").cls
     dataset = data(data.Config(train_size=n, test_size=n))
     train, test = dataset.load("train"), dataset.load("test")
-    weights = stock_weights(extractor)
-    if not isinstance(weights, str):  # calculate_metrics wants a path
-        path = Path(tempfile.mkdtemp(prefix="eval-throughput-")) / "inception-converted.pth"
-        path.write_bytes(weights.getvalue())
-        weights = str(path)
     subset = kid_subset_size(n, n)
     keys = {"fid": [("fid", "frechet_inception_distance")],
             "kid": [("kid_mean", "kernel_inception_distance_mean"), ("kid_std", "kernel_inception_distance_std")],
@@ -154,7 +149,12 @@ def metrics_table(extractor, n: int, repeats: int, names: list[str]) -> Table:
 
     times: dict[str, list[float]] = {"direct": [], "dalle-kit": []}
     values: dict[str, dict[str, float]] = {}
-    with tempfile.TemporaryDirectory(prefix="eval-throughput-cache-") as work:
+    with tempfile.TemporaryDirectory(prefix="eval-throughput-") as work:
+        weights = stock_weights(extractor)
+        if not isinstance(weights, str):  # calculate_metrics wants a path
+            path = Path(work) / "inception-converted.pth"
+            path.write_bytes(weights.getvalue())
+            weights = str(path)
         for repeat in range(repeats):
             for side in ("direct", "dalle-kit") if repeat % 2 == 0 else ("dalle-kit", "direct"):
                 t0 = time.perf_counter()

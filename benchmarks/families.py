@@ -107,6 +107,7 @@ def main() -> None:
     if args.smoke:  # a few steps of each on a small train split, few images, KID only (no probe, no 2048-d eigvals)
         tmp = tempfile.TemporaryDirectory(prefix="families-")
         args.runs_dir, args.num_samples, args.metrics, prompts, per_prompt = tmp.name, 4, ["kid"], PROMPTS[:2], 1
+        args.calibrate = True
         torch.set_num_threads(1)  # on a busy machine: no threads spinning against it
         args.overrides += ["train.threads=1", "train.steps=2", "train.batch_size=4", "data.train_size=64",
                            "data.test_size=8", "eval.metrics=[]", "sample.every=0", 'sample.prompts=["a red circle"]',

@@ -29,7 +29,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from _common import Table, add_arguments, command, emit, timed_run, usable_cpus
+from _common import CHILD, Table, add_arguments, command, emit, timed_run, usable_cpus
 from dalle_kit.plots import read_jsonl
 
 SPINNER = "while True: pass"
@@ -40,6 +40,8 @@ ARRIVAL = 50  # the measured run's step at which the newcomer starts (second tab
 # so it may need two looks to see the newcomer; then measure
 SETTLE, WINDOW = 35.0, 40.0
 SLACK = 3.0  # seconds more, so that the window's last rows are in the log
+DEADLINE = 600.0  # seconds the measured run may take to reach its step ARRIVAL
+CPUS = usable_cpus()  # torch's default thread count, and the rival runs' explicit one
 
 
 def measure(recipe: str, steps: int, threads: str, competitor: str, tmp: Path, overrides: list[str],
@@ -49,9 +51,9 @@ def measure(recipe: str, steps: int, threads: str, competitor: str, tmp: Path, o
     rival = None
     if competitor != "none":
         env = {k: v for k, v in os.environ.items() if k != "OMP_NUM_THREADS"}
-        args = (command(recipe, tmp / f"rival-{threads}", 100000, [*overrides, f"train.threads={usable_cpus()}"])
+        args = (command(recipe, tmp / f"rival-{threads}", 100000, [*overrides, f"train.threads={CPUS}"])
                 if competitor == "run" else [sys.executable, "-c", SPINNER])
-        rival = subprocess.Popen(args, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        rival = subprocess.Popen(args, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, **CHILD)
         time.sleep(HEAD_START)
     try:
         result = timed_run(recipe, tmp / f"run-{threads}-{competitor}", steps, [*overrides, f"train.threads={threads}"],
@@ -78,19 +80,24 @@ def measure_incumbent(recipe: str, threads: str, newcomer: str, tmp: Path, overr
     runs = tmp / f"incumbent-{threads}-{newcomer}"
     log_every = max(1, ARRIVAL // 10)
     args = command(recipe, runs, 100000, [*overrides, f"train.threads={threads}"], log_every=log_every)
-    measured = subprocess.Popen(args, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    measured = subprocess.Popen(args, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, **CHILD)
     rival = None
     try:
+        deadline = time.monotonic() + DEADLINE
         while not any(r.get("kind") == "train" and r["step"] >= ARRIVAL for r in log_rows(runs)):
             if measured.poll() is not None:
-                raise SystemExit(f"the measured run failed:\n{measured.stderr.read()[-2000:]}")
+                raise SystemExit(f"the measured run exited ({measured.returncode}) before its step {ARRIVAL}: "
+                                 f"run `{' '.join(args)}` to see why")
+            if time.monotonic() > deadline:
+                raise SystemExit(f"the measured run did not reach its step {ARRIVAL} in {DEADLINE:g} s: the machine "
+                                 "is too busy for this benchmark")
             time.sleep(0.2)
         quiet_rows = [r for r in log_rows(runs) if r.get("kind") == "train"]
         start = quiet_rows[-1]["time"]  # the log's clock when the newcomer starts (within one log interval)
-        rival_threads = [f"train.threads={usable_cpus()}"] if newcomer == "run" else []
+        rival_threads = [f"train.threads={CPUS}"] if newcomer == "run" else []
         rival = subprocess.Popen(command(recipe, tmp / f"newcomer-{threads}-{newcomer}", 100000,
                                          [*overrides, *rival_threads]),
-                                 env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                                 env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, **CHILD)
         time.sleep(SETTLE + WINDOW + SLACK)
         rows = log_rows(runs)
     finally:
@@ -108,13 +115,15 @@ def measure_incumbent(recipe: str, threads: str, newcomer: str, tmp: Path, overr
 
 
 def main() -> None:
-    global HEAD_START, ARRIVAL, SETTLE, WINDOW, SLACK
+    global HEAD_START, ARRIVAL, SETTLE, WINDOW, SLACK, CPUS
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--recipe", default="shapes")
     parser.add_argument("--steps", type=int, default=150)
     add_arguments(parser)
     args = parser.parse_args()
-    cpus = usable_cpus()
+    if args.smoke:  # on a busy machine: one thread a run, none spinning against the others
+        CPUS = 1
+    cpus = CPUS
     overrides, log_every = [], 25
     newcomer_cases = [(s, c) for c in ("none", "run", "spinner") for s in (str(cpus), ADAPTING)]
     incumbent_cases = [(s, c) for c in ("run", "default-run") for s in (str(cpus), "once", ADAPTING)]

@@ -32,11 +32,16 @@ def test_smoke(script, tmp_path):
     lines = done.stdout.splitlines()
     headers = [i for i, line in enumerate(lines) if line.startswith(HEADER)]
     assert headers, done.stdout[-2000:]
+    results = (ROOT / "benchmarks" / "results" / (script.stem.replace("_", "-") + ".md")).read_text().splitlines()
     for i in headers:  # every table: its header, the separator and at least one row with every column filled
         columns = lines[i].count("|")
         assert lines[i + 1].startswith("|---")
         assert lines[i + 2].startswith("| ") and lines[i + 2].count("|") == columns, lines[i + 2]
         assert ", smoke |" in lines[i + 2]
+        # --record would append under the same heading of the results file: it must be there, with these columns
+        heading = lines[i - 2]
+        assert heading.startswith("## ") and heading in results, f"{heading!r} is not a heading of its results file"
+        assert next(line for line in results[results.index(heading):] if line.startswith("|")) == lines[i]
 
 
 def test_record_appends_rows_under_the_table_of_the_same_heading(tmp_path, monkeypatch):
