@@ -15,8 +15,9 @@ batch) and its ratio to the first row's; for MNIST and Fashion-MNIST the best FI
 the same loss. ``--calibrate`` adds a row with n real train images in the place of generated ones: what a perfect
 generator scores under the same protocol.
 
-Results: benchmarks/results/families.md (the shapes families); the same script re-makes the tables of shipped
-recipes cited from the docs (shapes-recipes.md, mnist.md, fashion-mnist.md) with ``--recipes`` or ``--runs``.
+Results: benchmarks/results/families.md (the shapes families). The tables of shipped recipes that the docs cite
+(shapes-recipes.md, mnist.md, fashion-mnist.md) were made by this script's predecessors with the same metrics;
+``--recipes`` or ``--runs`` scores those recipes again.
 """
 
 from __future__ import annotations
