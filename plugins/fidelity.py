@@ -69,16 +69,15 @@ class FidelityConfig:
                      "10,000 generated against the 10,000 test images for the published label; see the module docs")
     precision: Literal["fp32", "bf16-mixed", "auto"] = param(
         "fp32", "the generated images' Inception pass (fid, kid, prc, intra-fid): 'bf16-mixed' runs it in bfloat16 after "
-                "an fp32 stem, 1.6-2.3x the images/s on a CPU with AVX512-BF16 but FID moves by 0.01-0.6% (above the "
-                "0.1% bar for the tables; benchmarks/results/eval-throughput.md) and the protocol says so; 'auto': "
+                "an fp32 stem, faster where bf16 is native but FID moves by more than the tables' 0.1% bar "
+                "(benchmarks/results/eval-throughput.md, docs/performance.md), and the protocol says so; 'auto': "
                 "bf16-mixed where bf16 is native (AVX512-BF16/AMX, a GPU), else fp32. Reference features are always fp32")
 
 
 def _blas_threads():
     """numpy's BLAS for the statistics (covariances, eigenvalues of a 2048 x 2048 product) on the CPUs that other
-    processes leave free, at most torch's thread count: on a quiet 2-core machine 2 threads take FID's statistics
-    at 10,000 images from 5.9 to 4.2 s and KID's from 6.2 to 3.9 s, while with the cores shared multi-threaded
-    OpenBLAS busy-waits (its eigvals took 13-37 s here against about 4 s on one thread)."""
+    processes leave free, at most torch's thread count: more threads speed the statistics up on a quiet machine,
+    while on shared cores multi-threaded OpenBLAS busy-waits (benchmarks/results/eval-throughput.md)."""
     from threadpoolctl import threadpool_limits
 
     from dalle_kit.threads import free_cpus_now
@@ -229,14 +228,14 @@ def frechet_distance(features_1: torch.Tensor, features_2: torch.Tensor) -> floa
 
 def frechet_distance_low_rank(features_1: torch.Tensor, features_2: torch.Tensor) -> float:
     """The same Frechet distance, exactly, through a symmetric matrix of the smaller set's size; for sets smaller
-    than the feature dimension (intra-FID's classes), where it is about 15x faster and more accurate.
+    than the feature dimension (intra-FID's classes), where it is faster and more accurate.
 
     With X the centred features of the smaller set (n x d) and S the other set's covariance, the eigenvalues of
     S_1 S_2 (whose square roots sum to Tr sqrt(S_1 S_2)) are the nonzero eigenvalues of the symmetric PSD n x n
     matrix X S X^T / (n - 1), found by ``eigvalsh``. torch-fidelity takes the general eigenvalues of the d x d
-    product, which for rank-deficient covariances (n < d = 2048) carry an error of 4e-7 to 2e-6 of the FID: against
-    the same distance computed a third way (the nuclear norm of X_1 X_2^T) this form agrees to 1e-10 - 1e-9.
-    1000 vs 1000 2048-d features: 3.0 -> 0.19 s (benchmarks/results/eval-throughput.md)."""
+    product, which for rank-deficient covariances (n < d = 2048) carry a rounding error; against the same distance
+    computed a third way (the nuclear norm of X_1 X_2^T) this form agrees more closely. Both comparisons, time and
+    accuracy: benchmarks/results/eval-throughput.md."""
     import numpy as np
 
     if len(features_1) < len(features_2):

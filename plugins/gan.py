@@ -73,7 +73,7 @@ class GAN(dalle_kit.Pipeline):
             "standard", "'fast': bf16 autocast where the CPU (avx512_bf16/amx) or GPU has bf16, channels_last tensors, "
                         "multi-tensor (CUDA: fused) Adam, and one discriminator pass over real and fake images together "
                         "when D has no batch norm; other numbers than 'standard', resume still bit for bit "
-                        "(benchmarks/train_throughput.py)")
+                        "(benchmarks/results/train-throughput.md)")
 
     # ------------------------------------------------------------------ building
     def _build(self, run, data, state: dict | None, train_captions=None, with_discriminator: bool = True):

@@ -14,8 +14,8 @@ Which weights, in order:
 Either way the network is torch-fidelity's ``FeatureExtractorInceptionV3`` (its TF1-compatible resize
 to 299, its normalisation, its forward); dalle-kit registers it with torch-fidelity under its own
 names, with its batch norms folded into the convolutions, in channels_last memory format, under
-``torch.inference_mode`` (features equal to 1e-5; about 1.6-2x the images/s on CPU, see
-benchmarks/fid_throughput.py), and with two exact shortcuts of `inception_kernels` (a separable TF1 resize, each
+``torch.inference_mode`` (features equal to the stock extractor's up to float rounding, faster on CPU:
+benchmarks/results/eval-throughput.md), and with two exact shortcuts of `inception_kernels` (a separable TF1 resize, each
 convolution fused with its ReLU: features bit for bit those of the unfused network). torch-fidelity is imported only when a metric runs.
 """
 
@@ -46,7 +46,7 @@ FID_HELPER_NAME = "dalle-kit-inception-v3-fid-helper"
 #: Suffix of the same extractors run in bfloat16 after an fp32 stem (see `Fast`).
 BF16_SUFFIX = "-bf16"
 #: The convolutions before the first Inception block, which see the resized image: kept in fp32 under bf16 (in bf16
-#: they carry most of its feature error, max 0.35 -> 0.10: benchmarks/results/inception-bf16.md).
+#: they carry most of its feature error: docs/performance.md).
 STEM = ("Conv2d_1a_3x3", "Conv2d_2a_3x3", "Conv2d_2b_3x3", "Conv2d_3b_1x1", "Conv2d_4a_3x3")
 NETWORK = "inception-v3-compat"
 #: What the protocol says of a bf16 pass.

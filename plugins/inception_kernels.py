@@ -5,7 +5,7 @@
   them. The blend along x only ever reads the input's own rows, so `tf1_resize` blends each source row once
   (32 rows for a 32x32 image, instead of 2 x 299) and then blends those rows along y: the same operations on the
   same values in the same order, so the result is identical (tests/test_metrics_fidelity.py checks it against
-  torch-fidelity's function for up- and down-sampling, both corner modes). 10x faster for 32 -> 299;
+  torch-fidelity's function for up- and down-sampling, both corner modes), in less time;
   `forward_with_resize` gives torch-fidelity's own forward with only that function swapped.
 - **Convolution and ReLU as one oneDNN call.** Once the batch norms are folded in, each ``BasicConv2d`` is a
   convolution with a bias followed by a ReLU; `fuse_conv_relu` runs the pair as oneDNN's convolution with a ReLU
@@ -14,8 +14,7 @@
   made only after a probe has found it equal to the unfused block, and only fp32 inputs on CPU take it (anything
   else, bf16 autocast included, runs the block as before).
 
-Measured together on 2 cores (batch 16, 32x32 inputs): about 1.09x the images/s of the unfused network, features
-equal (benchmarks/results/eval-throughput.md).
+What they save, measured with the features equal: benchmarks/results/eval-throughput.md.
 """
 
 from __future__ import annotations

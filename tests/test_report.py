@@ -39,7 +39,7 @@ def runs(tmp_path_factory):
 
 
 def _render_pages():
-    spec = importlib.util.spec_from_file_location("render_pages", ROOT / "benchmarks" / "render_pages.py")
+    spec = importlib.util.spec_from_file_location("render_pages", ROOT / "tests" / "render_pages.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module

@@ -1,7 +1,8 @@
-"""Render dalle-kit's HTML pages (a run's report.html, compare.html) in a real browser: headless Chromium.
+"""Render dalle-kit's HTML pages (a run's report.html, compare.html) in a real browser: headless Chromium (a test
+helper, also run by hand to check a page or make a screenshot for the docs).
 
-    python benchmarks/render_pages.py runs/shapes-.../report.html --screenshot docs/report.png
-    python benchmarks/render_pages.py compare/compare.html --width 1400 --height 2200
+    python tests/render_pages.py runs/shapes-.../report.html --screenshot docs/report.png
+    python tests/render_pages.py compare/compare.html --width 1400 --height 2200
 
 Prints how many of the page's images the browser decoded (the page writes ``data-images-loaded="n/total"`` on its
 <body> when it has loaded; read back with ``--dump-dom``) and exits 1 when one did not. ``--screenshot`` also

@@ -1,4 +1,5 @@
-"""torch-mimicry's DCGAN at 32x32 and its training step, written out with torch only (a contestant of hand_loop.py).
+"""torch-mimicry's DCGAN at 32x32 and its training step, written out with torch only (a contestant of
+train_throughput.py; not a benchmark itself).
 
 torch-mimicry (PyPI 0.1.16) does not import with current torch, so its network is rebuilt here layer for layer from
 ``torch_mimicry/nets/dcgan/dcgan_32.py`` and ``torch_mimicry/modules/resblocks.py`` (github.com/kwotsin/mimicry):
@@ -13,6 +14,9 @@ torch-mimicry (PyPI 0.1.16) does not import with current torch, so its network i
 
 It is unconditional (no text), so it measures what a wider residual network of the same image size achieves per
 FLOP on this machine beside dalle-kit's DCGAN, not the same work.
+
+``python benchmarks/_mimicry.py --against DIR`` checks these classes against torch-mimicry's own (same parameters,
+outputs and input gradients with the same weights).
 """
 
 from __future__ import annotations
@@ -112,10 +116,11 @@ class Discriminator32(nn.Module):
         return self.l5(F.relu(self.blocks(x)).sum(dim=(2, 3)))
 
 
-def mimicry_step(images: torch.Tensor, batch: int, seed: int = 0):
-    """A step function over ``images`` (uint8, N x 3 x 32 x 32): mimicry's D step then G step at ``batch``."""
+def mimicry_step(images: torch.Tensor, batch: int, seed: int = 0, ngf: int = 256, ndf: int = 128):
+    """A step function over ``images`` (uint8, N x 3 x 32 x 32): mimicry's D step then G step at ``batch``
+    (``ngf``/``ndf``: mimicry's widths unless a smoke run narrows them)."""
     torch.manual_seed(seed)
-    G, D = Generator32(), Discriminator32()
+    G, D = Generator32(ngf=ngf), Discriminator32(ndf=ndf)
     opt_g = torch.optim.Adam(G.parameters(), lr=2e-4, betas=(0.0, 0.9))
     opt_d = torch.optim.Adam(D.parameters(), lr=2e-4, betas=(0.0, 0.9))
     data_rng = torch.Generator().manual_seed(seed + 1)
