@@ -122,7 +122,7 @@ def metrics_table(extractor, n: int, repeats: int, names: list[str]) -> Table:
     from dalle_kit.evaluation import Evaluation, build_metrics, compute_metrics
     from dalle_kit.registry import get_registry
     from dalle_kit_plugins import inception
-    from dalle_kit_plugins.fidelity import kid_subset_size
+    from dalle_kit_plugins.metrics.fidelity import kid_subset_size
 
     registry = get_registry()
     data = registry.get("dataset", "shapes").cls
@@ -182,7 +182,7 @@ def main() -> None:
     args = parser.parse_args()
     warnings.filterwarnings("ignore")
     from dalle_kit_plugins import inception
-    from dalle_kit_plugins.fidelity import FidelityConfig
+    from dalle_kit_plugins.metrics.fidelity import FidelityConfig
 
     torch.set_num_threads(1 if args.smoke else usable_cpus())  # a smoke run on a busy machine: no spinning threads
     batch = args.batch or FidelityConfig().batch_size

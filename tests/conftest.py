@@ -96,7 +96,7 @@ def fashion_mnist_root(tmp_root: Path) -> Path | None:
     Debian package still checks every recipe and part that names fashion-mnist (the real-data tests skip)."""
     import numpy as np
 
-    from dalle_kit_plugins.mnist import FILES, FashionMNIST, write_idx
+    from dalle_kit_plugins.data.mnist import FILES, FashionMNIST, write_idx
 
     if (Path(FashionMNIST.system_folder) / "t10k-images-idx3-ubyte.gz").is_file():
         return None

@@ -16,10 +16,10 @@ import dalle_kit
 from dalle_kit.evaluation import Evaluation, compute_metrics
 from dalle_kit.registry import Registry
 from dalle_kit_plugins import class_accuracy
-from dalle_kit_plugins.class_accuracy import (CAS, NAMESPACE, WEIGHTS_FILE, ClassAccuracy, ClassifierSettings,
+from dalle_kit_plugins.metrics.class_accuracy import (CAS, NAMESPACE, WEIGHTS_FILE, ClassAccuracy, ClassifierSettings,
                                               load_or_train_classifier, train_classifier)
-from dalle_kit_plugins.mnist import MNIST
-from dalle_kit_plugins.shapes import Shapes
+from dalle_kit_plugins.data.mnist import MNIST
+from dalle_kit_plugins.data.shapes import Shapes
 
 # Training the real-MNIST classifier takes about 75 s on an idle 2-core CPU, much longer on a loaded one;
 # pytest-timeout counts the module fixture against whichever test sets it up.

@@ -1,4 +1,4 @@
-"""Pipeline `diffusion` (plugins/diffusion.py): a kind (`denoiser`), a part (`unet`, diffusers' UNet2DConditionModel)
+"""Pipeline `diffusion` (plugins/diffusion/pipeline.py): a kind (`denoiser`), a part (`unet`, diffusers' UNet2DConditionModel)
 and a pipeline, all plugins on the core trainer. CI-sized: a 16x16 UNet of two levels trains a few steps, resumes
 bit for bit, samples with DDIM and DPM-Solver with and without guidance, and bad settings stop at `recipe check`."""
 
@@ -127,7 +127,7 @@ def test_the_sampling_loop_turns_noise_into_the_oracles_image(prediction, sample
     spacing from t = 999, x0 clipping / thresholding, the cosine schedule's lambda clipping) and the guidance arithmetic
     are right. Without the clipping, the noise prediction's error is multiplied by 1/sqrt(alpha_bar(999)) ~ 20,000 (cosine
     schedule) in the first step's x0 estimate."""
-    from dalle_kit_plugins.diffusion import Diffusion, NullText
+    from dalle_kit_plugins.diffusion.pipeline import Diffusion, NullText
 
     pipeline = Diffusion(Diffusion.Config(prediction=prediction, sampler=sampler, sample_steps=25, guidance_scale=3.0))
     x0 = -torch.ones(3, 8, 8)

@@ -11,7 +11,7 @@ from dalle_kit import api
 from dalle_kit.checkpoint import latest_checkpoint, load_state
 from dalle_kit.registry import get_registry
 from dalle_kit.run import Run
-from dalle_kit_plugins.diffaugment import color, cutout, diff_augment, translation
+from dalle_kit_plugins.gan.diffaugment import color, cutout, diff_augment, translation
 
 EVERYTHING = ["train.n_critic=2", "train.ema=0.9", "train.ema_start=3", 'train.lr_decay="linear"',
               'train.diffaugment=["color", "translation", "cutout"]', "train.grad_clip=1.0", "train.matching_aware=true",
@@ -118,7 +118,7 @@ def test_unknown_policy_is_one_line(tiny_recipe, run_cli):
 
 def test_fast_profile_trains_and_resumes_exactly(tiny_recipe, tmp_path, run_cli, monkeypatch):
     # Spectral-norm D (the default): real, fake and mismatched images go through D in one call.
-    import dalle_kit_plugins.gan as gan
+    import dalle_kit_plugins.gan.pipeline as gan
 
     calls = []
     monkeypatch.setattr(gan, "has_bf16", lambda device: calls.append(device) or True)  # bf16 on any CPU for the test
@@ -139,7 +139,7 @@ def test_fast_profile_trains_and_resumes_exactly(tiny_recipe, tmp_path, run_cli,
 
 
 def test_fast_profile_keeps_two_passes_for_a_batch_norm_discriminator(tiny_recipe, tmp_path, monkeypatch):
-    from dalle_kit_plugins.dcgan import DCGANDiscriminator
+    from dalle_kit_plugins.gan.dcgan import DCGANDiscriminator
 
     batches = []
     real_forward = DCGANDiscriminator.forward

@@ -51,7 +51,7 @@ def test_ragan_values_and_training_gets_real_logits(tiny_recipe, tmp_path, monke
     import math
 
     from dalle_kit import api
-    from dalle_kit_plugins.losses import RelativisticAverage
+    from dalle_kit_plugins.gan.losses import RelativisticAverage
 
     ra = RelativisticAverage(RelativisticAverage.Config())
     real, fake = torch.tensor([2.0, 4.0]), torch.tensor([1.0, -1.0])  # means 3 and 0

@@ -139,7 +139,7 @@ def test_lucic2018_refuses_padded_data_before_any_work(offline_inception, tmp_pa
 
 
 def test_lucic2018_is_published_only_at_ten_thousand_test_images():
-    from dalle_kit_plugins.fidelity import LUCIC2018_CITATION, FidelityConfig, protocol_name
+    from dalle_kit_plugins.metrics.fidelity import LUCIC2018_CITATION, FidelityConfig, protocol_name
 
     class Fake:
         n_generated = n_reference = 10000

@@ -7,8 +7,8 @@ import torch
 
 import dalle_kit
 from dalle_kit.evaluation import Evaluation, compute_metrics
-from dalle_kit_plugins.discriminator_auc import DiscriminatorROCAUC, roc_auc
-from dalle_kit_plugins.shapes import Shapes
+from dalle_kit_plugins.metrics.discriminator_auc import DiscriminatorROCAUC, roc_auc
+from dalle_kit_plugins.data.shapes import Shapes
 
 
 def test_roc_auc_is_the_pairwise_probability_with_half_ties():

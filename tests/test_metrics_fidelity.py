@@ -21,8 +21,8 @@ import dalle_kit
 from dalle_kit.evaluation import Evaluation, build_metrics, compute_metrics
 from dalle_kit.registry import get_registry
 from dalle_kit_plugins import inception
-from dalle_kit_plugins.fidelity import FidelityConfig, InceptionScore
-from dalle_kit_plugins.shapes import Shapes
+from dalle_kit_plugins.metrics.fidelity import FidelityConfig, InceptionScore
+from dalle_kit_plugins.data.shapes import Shapes
 
 N = 16
 
@@ -250,9 +250,9 @@ def test_bf16_mixed_pass_is_close_to_fp32_labelled_and_shares_the_fp32_reference
     assert abs(bf16.values["fid"] - fp32.values["fid"]) < 0.01 * fp32.values["fid"]
 
     assert fidelity.generated_extractor(FidelityConfig(), torch.device("cpu")).precision == "fp32"  # the default
-    monkeypatch.setattr("dalle_kit_plugins.bf16.has_bf16", lambda device: False)
+    monkeypatch.setattr("dalle_kit_plugins.common.bf16.has_bf16", lambda device: False)
     assert fidelity.generated_extractor(FidelityConfig(precision="auto"), torch.device("cpu")).precision == "fp32"
-    monkeypatch.setattr("dalle_kit_plugins.bf16.has_bf16", lambda device: True)
+    monkeypatch.setattr("dalle_kit_plugins.common.bf16.has_bf16", lambda device: True)
     assert fidelity.generated_extractor(FidelityConfig(precision="auto"), torch.device("cpu")).precision == "bf16-mixed"
 
 
@@ -260,7 +260,7 @@ def test_bf16_mixed_pass_is_close_to_fp32_labelled_and_shares_the_fp32_reference
                                                         ((2, 1, 64, 48), (299, 299), True), ((1, 3, 400, 333), (299, 299), False),
                                                         ((1, 3, 7, 5), (3, 9), False)])
 def test_separable_resize_is_torch_fidelity_resize_bit_for_bit(shape, size, align_corners):
-    from dalle_kit_plugins.inception_kernels import tf1_resize
+    from dalle_kit_plugins.metrics.inception_kernels import tf1_resize
 
     x = torch.randint(0, 256, shape, generator=torch.Generator().manual_seed(0)).float()
     theirs = interpolate_bilinear_2d_like_tensorflow1x(x, size=size, align_corners=align_corners)

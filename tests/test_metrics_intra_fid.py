@@ -10,8 +10,8 @@ import dalle_kit
 from dalle_kit.evaluation import Evaluation, build_metrics, compute_metrics
 from dalle_kit.registry import get_registry
 from dalle_kit_plugins import inception
-from dalle_kit_plugins.fidelity import IntraFIDConfig
-from dalle_kit_plugins.shapes import Shapes
+from dalle_kit_plugins.metrics.fidelity import IntraFIDConfig
+from dalle_kit_plugins.data.shapes import Shapes
 
 N = 30
 
@@ -137,7 +137,7 @@ def nuclear_norm_fid(features_1: torch.Tensor, features_2: torch.Tensor) -> floa
 
 @pytest.mark.parametrize(("n_1", "n_2"), [(90, 120), (120, 90), (200, 200)])
 def test_the_low_rank_class_distance_is_the_frechet_distance(n_1, n_2):
-    from dalle_kit_plugins.fidelity import frechet_distance, frechet_distance_low_rank
+    from dalle_kit_plugins.metrics.fidelity import frechet_distance, frechet_distance_low_rank
 
     g = torch.Generator().manual_seed(n_1 + n_2)
     mixing = torch.randn(256, 256, generator=g) / 16  # correlated features, like Inception's, in 256 dimensions

@@ -401,7 +401,7 @@ def test_part_that_fails_to_build_is_one_line_before_any_directory(run_cli, tiny
 
 def test_models_the_pipeline_builds_itself_are_checked_before_any_directory(run_cli, tmp_path, monkeypatch):
     """A pipeline's own models (the vae's image encoder) are not parts the recipe names; `Pipeline.check` covers them."""
-    from dalle_kit_plugins.vae import VAE
+    from dalle_kit_plugins.vae.pipeline import VAE
 
     config = load_recipe(RECIPES / "shapes-vae.toml", get_registry()).train
     with pytest.raises(UserError, match=r"\[data\] size = 48: the vae pipeline's image encoder .* power of two"):

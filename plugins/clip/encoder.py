@@ -1,7 +1,7 @@
 """Text encoder `clip`: the text tower of an open_clip CLIP model (``encode_text``), frozen by default.
 
 The weights come from a `clip-pretrain` run (``pretrained = "runs/shapes-clip-pretrain"``), a local
-open_clip checkpoint file or a cached open_clip tag; see `dalle_kit_plugins.clip_models`. The vision
+open_clip checkpoint file or a cached open_clip tag; see `dalle_kit_plugins.clip.models`. The vision
 tower is dropped after loading. The state dict is the text tower's (and the logit scale): a pipeline that
 checkpoints it restores exactly the weights it trained with, whatever `pretrained` points to later.
 """
@@ -16,7 +16,7 @@ import torch
 import dalle_kit
 from dalle_kit import param
 
-from dalle_kit_plugins.clip_models import load_clip, pin_pretrained
+from dalle_kit_plugins.clip.models import load_clip, pin_pretrained
 
 
 class ClipText(dalle_kit.TextEncoder):

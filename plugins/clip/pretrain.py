@@ -27,7 +27,7 @@ import dalle_kit
 from dalle_kit import param
 from dalle_kit.checkpoint import atomic_write, atomic_write_text
 from dalle_kit.schema import finite_nonnegative, finite_positive
-from dalle_kit_plugins.clip_models import (
+from dalle_kit_plugins.clip.models import (
     CONFIG_FILE,
     WEIGHTS_FILE,
     default_preprocess,

@@ -25,7 +25,7 @@ from torch import nn
 import dalle_kit
 from dalle_kit import param
 
-from .infogan import _bn, _init, _side
+from dalle_kit_plugins.gan.infogan import _bn, _init, _side
 
 
 class BEGANDiscriminator(dalle_kit.Discriminator):

@@ -11,7 +11,7 @@ import numpy as np
 from PIL import Image
 
 import dalle_kit
-from dalle_kit_plugins.sample_grids import grid_due
+from dalle_kit_plugins.events.sample_grids import grid_due
 
 FOLDER = "tensorboard"
 _writers: dict = {}  # run directory -> the SummaryWriter open while it trains

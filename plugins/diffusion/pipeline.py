@@ -23,7 +23,7 @@ import dalle_kit
 from dalle_kit import param
 from dalle_kit.schema import Invalid, finite_positive
 from dalle_kit.testing import ConformanceError
-from dalle_kit_plugins.ema import use_average
+from dalle_kit_plugins.events.ema import use_average
 
 
 # ---------------------------------------------------------------------------- the kind

@@ -11,7 +11,7 @@ from torch import nn
 
 import dalle_kit
 from dalle_kit import param
-from dalle_kit.vocab import PAD, FittedVocabulary, Vocabulary
+from dalle_kit_plugins.text.vocab import PAD, FittedVocabulary, Vocabulary
 
 
 class TransformerText(FittedVocabulary, dalle_kit.TextEncoder):

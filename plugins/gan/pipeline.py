@@ -23,9 +23,9 @@ import torch
 import dalle_kit
 from dalle_kit import finetune, param
 from dalle_kit.schema import adam_betas
-from dalle_kit_plugins.bf16 import has_bf16
-from dalle_kit_plugins.diffaugment import POLICIES, diff_augment
-from dalle_kit_plugins.ema import use_average
+from dalle_kit_plugins.common.bf16 import has_bf16
+from dalle_kit_plugins.gan.diffaugment import POLICIES, diff_augment
+from dalle_kit_plugins.events.ema import use_average
 
 
 def _positive(_, attribute, value):

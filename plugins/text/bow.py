@@ -10,7 +10,7 @@ from torch import nn
 
 import dalle_kit
 from dalle_kit import param
-from dalle_kit.vocab import FittedVocabulary, Vocabulary
+from dalle_kit_plugins.text.vocab import FittedVocabulary, Vocabulary
 
 
 class BagOfWords(FittedVocabulary, dalle_kit.TextEncoder):

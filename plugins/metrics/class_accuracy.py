@@ -40,7 +40,7 @@ from dalle_kit import param
 from dalle_kit.cache import file_digest, tensor_digest
 from dalle_kit.checkpoint import atomic_write, atomic_write_text
 from dalle_kit.evaluation import MetricResult
-from dalle_kit_plugins.text_alignment import caption_parser
+from dalle_kit_plugins.metrics.text_alignment import caption_parser
 
 CLASSIFIER_VERSION = 1
 WEIGHTS_FILE = "classifier.safetensors"

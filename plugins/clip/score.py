@@ -7,7 +7,7 @@ paper's w = 2.5 gives the same ranking, 40x smaller). Reported: the mean over th
 (``clip_score_real_shuffled``, no text alignment). A CLIP that separates these two can judge alignment.
 
 The CLIP is a `clip-pretrain` run (default ``runs/shapes-clip-pretrain``, its newest finished run), a local
-open_clip checkpoint or a cached open_clip tag (see `dalle_kit_plugins.clip_models`); random weights are
+open_clip checkpoint or a cached open_clip tag (see `dalle_kit_plugins.clip.models`); random weights are
 refused. Images are resized and normalised with the model's preprocessing config. The protocol names the
 model and weights source and the sha256 of the weights file.
 """
@@ -22,7 +22,7 @@ import torch
 import dalle_kit
 from dalle_kit import param
 from dalle_kit.evaluation import MetricResult
-from dalle_kit_plugins.clip_models import LoadedClip, load_clip, pin_pretrained, preprocess_images, resolve_source
+from dalle_kit_plugins.clip.models import LoadedClip, load_clip, pin_pretrained, preprocess_images, resolve_source
 
 W = 100.0  # CLIPScore's weight w (torchmetrics' CLIPScore uses 100)
 BATCH = 250

@@ -34,7 +34,7 @@ import torch
 import dalle_kit
 from dalle_kit.cache import file_digest
 
-from . import inception_kernels
+from dalle_kit_plugins.metrics import inception_kernels
 
 STANDARD_WEIGHTS = "weights-inception-2015-12-05-6726825d.pth"
 STANDARD_SHA256_PREFIX = "6726825d"  # torch.hub's convention: the file name carries its hash's prefix

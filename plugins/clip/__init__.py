@@ -1,0 +1,1 @@
+"""The CLIP family: open_clip models, the `clip` text encoder, contrastive pre-training and CLIPScore."""

@@ -1,0 +1,1 @@
+"""Helpers shared by several built-in families (no entry points)."""

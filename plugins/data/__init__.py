@@ -1,0 +1,1 @@
+"""Datasets: captioned images with fixed splits."""

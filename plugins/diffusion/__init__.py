@@ -1,0 +1,1 @@
+"""The diffusion family: the `diffusion` pipeline on diffusers."""

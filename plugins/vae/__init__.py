@@ -1,0 +1,1 @@
+"""The VAE family: the `vae` pipeline and its decoder."""
