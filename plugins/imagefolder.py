@@ -147,6 +147,7 @@ class ImageFolder(dalle_kit.Dataset):
     """Your own folder of captioned images (metadata.jsonl, captions.csv or .txt sidecars); cached decoded on disk."""
 
     name = "imagefolder"
+    suggested_metrics = ("fid", "kid")
 
     @attrs.frozen
     class Config:
