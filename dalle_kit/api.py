@@ -8,6 +8,7 @@ from pathlib import Path
 import attrs
 import torch
 
+from . import hints
 from .errors import UserError
 from .evaluation import check_metrics
 from .grid import save_grid
@@ -20,6 +21,7 @@ from .run import Run, check_parts, pick_device, resolve_run_dir
 DEFAULT_RECIPE = "default"
 #: The most images one `sample` call draws (prompts x -n): a grid beyond it is unreadable and may exhaust memory.
 MAX_SAMPLE_IMAGES = 1024
+SAMPLE_EXAMPLE = 'sample RUN_DIR "a red circle"'
 
 
 def train(target: str | None = None, overrides: Sequence[str] = (), *, resume: str | Path | None = None,
@@ -62,7 +64,7 @@ def create_checked(target, overrides, *, stop_at, runs_dir, quiet, registry) -> 
     recipe = load_recipe(target or DEFAULT_RECIPE, registry, overrides)
     recipe = pin(recipe, registry)
     # Data or a metric that cannot be had here (missing files, weights) stops now, before a run directory.
-    probe = Run(Path(runs_dir), recipe, registry, quiet=True)
+    probe = Run(Path(runs_dir), recipe, registry, quiet=quiet)  # quiet: no progress of a metric's check
     if "data" in recipe.parts:
         probe.build_dataset().check()
     check_parts(recipe)  # a part whose constructor fails (a size it does not support) stops here too
@@ -105,6 +107,8 @@ def _train_distributed(target, overrides, *, resume, stop_at, runs_dir, quiet, r
 
 def _train(run: Run) -> Run:
     try:
+        if run.writes:
+            run.say(f"run directory: {run.dir}")  # first, so the grids can be watched while it trains
         torch.manual_seed(run.recipe.seed)
         # Denormal floats make CPU training several times slower (measured: 100 DCGAN steps 58 s -> 29 s).
         torch.set_flush_denormal(True)
@@ -179,10 +183,11 @@ def sample(run_dir: str | Path, prompts: Sequence[str], n: int = 8, out: str | P
 def check_sample_request(prompts: Sequence[str], n: int) -> None:
     """A one-line `UserError` unless there are prompts, none empty, and `n` per prompt stays within `MAX_SAMPLE_IMAGES`."""
     if not prompts:
-        raise UserError("give at least one prompt, for example: dalle-kit sample RUN_DIR \"a red circle\"")
+        raise UserError(f"give at least one prompt, for example: {hints.dalle_kit(SAMPLE_EXAMPLE)}")
     for i, prompt in enumerate(prompts, 1):
         if not prompt.strip():
-            raise UserError(f"prompt {i} is empty; give some text, for example: dalle-kit sample RUN_DIR \"a red circle\"")
+            raise UserError(f"prompt {i} is empty; give some text, for example: "
+                            f"{hints.dalle_kit(SAMPLE_EXAMPLE)}")
     if n < 1:
         raise UserError(f"-n {n}: need at least one image per prompt")
     if n * len(prompts) > MAX_SAMPLE_IMAGES:

@@ -5,10 +5,12 @@ from __future__ import annotations
 import os
 import sys
 import warnings
+from pathlib import Path
 
 import click
 
 from . import __version__
+from . import hints
 from .errors import UserError
 
 #: Set by the global --traceback option: errors propagate with their traceback instead of one line (for plugin authors).
@@ -60,7 +62,8 @@ def run(recipe, overrides, resume, stop_at, runs_dir, quiet, nproc):
 
         for name, metric in result.results.items():
             click.echo(format_result(name, metric))
-    click.echo(f"run directory: {result.dir}")
+    report = result.dir / "report.html"
+    click.echo(f"report: {report}" if report.is_file() else f"done: {result.dir}")
 
 
 @cli.command()
@@ -140,7 +143,10 @@ def new_plugin(name, kinds, directory):
     from .scaffold import new_plugin as scaffold
 
     root = scaffold(name, list(kinds), directory)
-    click.echo(f"wrote {root}\nnext: pip install -e {root} && dalle-kit plugins list && (cd {root} && pytest)")
+    shown = hints.shown_path(root)
+    shown = shown if Path(shown).is_absolute() or shown.startswith(".") else f"./{shown}"  # pip -e wants a path
+    click.echo(f"wrote {root}\nnext: {hints.pip_install('-e', f'{shown}[test]')} && {hints.dalle_kit('plugins list')} && "
+               f"{hints.python()} -m pytest {hints.quote(shown)}")
 
 
 # ---------------------------------------------------------------------------- plugins
@@ -166,7 +172,7 @@ def plugins_list():
         click.echo("problems:")
         for line in index["problems"]:
             click.echo(f"  {line}")
-        click.echo("run `dalle-kit plugins doctor` for fixes")
+        click.echo(f"run `{hints.dalle_kit('plugins doctor')}` for fixes")
 
 
 @plugins.command("show")
@@ -180,7 +186,7 @@ def plugins_show(name):
     found = [(kind, part) for kind, parts in index["parts"].items() for part in parts if part["name"] == name]
     if not found:
         names = {part["name"] for parts in index["parts"].values() for part in parts}
-        raise UserError(f"no part named '{name}'{did_you_mean(name, names)}; see `dalle-kit plugins list`")
+        raise UserError(f"no part named '{name}'{did_you_mean(name, names)}; see `{hints.dalle_kit('plugins list')}`")
     for kind, part in found:
         click.echo(f"{kind} '{name}' from {part['origin']} ({part['where']})")
         if part["doc"]:

@@ -115,8 +115,9 @@ def reference_cache_fields(evaluation, extractor: inception.Extractor) -> dict:
 
 # ------------------------------------------------------------------ one feature pass
 def extract_features(images: torch.Tensor, extractor: inception.Extractor, batch_size: int, device: torch.device,
-                     memo: dict | None = None) -> torch.Tensor:
-    """2048-d Inception pool features [N, 2048] of uint8 images, by torch-fidelity's own extraction loop."""
+                     memo: dict | None = None, bar=None) -> torch.Tensor:
+    """2048-d Inception pool features [N, 2048] of uint8 images, by torch-fidelity's own extraction loop; `bar` (a
+    progress bar, optional) advances by the images of each batch the network has processed."""
     from torch_fidelity.utils import create_feature_extractor, get_featuresdict_from_dataset
 
     cuda = device.type == "cuda"
@@ -128,15 +129,22 @@ def extract_features(images: torch.Tensor, extractor: inception.Extractor, batch
                                        feature_extractor_weights_path=extractor.weights_path)
         if memo is not None:
             memo[key] = net
-    return get_featuresdict_from_dataset(inception.ImagesDataset(images), net, batch_size, cuda, True, False)[FEATURE_LAYER]
+    hook = net.register_forward_hook(lambda _net, args, _out: bar.update(len(args[0]))) if bar is not None else None
+    try:
+        return get_featuresdict_from_dataset(inception.ImagesDataset(images), net, batch_size, cuda, True, False)[FEATURE_LAYER]
+    finally:
+        if hook is not None:
+            hook.remove()
 
 
 def generated_features(evaluation, extractor: inception.Extractor, batch_size: int) -> torch.Tensor:
     """The generated images' features, extracted once per evaluation and shared by every feature metric."""
     key = ("inception-features", extractor, batch_size)
     if key not in evaluation.shared:
-        evaluation.shared[key] = extract_features(evaluation.generated, extractor, batch_size, evaluation.device,
-                                                  evaluation.shared)
+        images = evaluation.generated
+        with evaluation.progress(len(images), "Inception features of the generated images", "img") as bar:
+            evaluation.shared[key] = extract_features(images, extractor, batch_size, evaluation.device,
+                                                      evaluation.shared, bar)
     return evaluation.shared[key]
 
 
@@ -158,7 +166,10 @@ def reference_features(evaluation, extractor: inception.Extractor, batch_size: i
         if features is not None and tuple(features.shape) != (evaluation.n_reference, 2048):
             features = None
     if features is None:
-        features = extract_features(evaluation.reference.images, extractor, batch_size, evaluation.device, evaluation.shared)
+        images = evaluation.reference.images
+        with evaluation.progress(len(images), f"Inception features of {evaluation.dataset_name}/"
+                                 f"{evaluation.reference_split} (once, then cached)", "img") as bar:
+            features = extract_features(images, extractor, batch_size, evaluation.device, evaluation.shared, bar)
         atomic_write(path, lambda tmp: save_file({"features": features.contiguous()}, str(tmp)))
     evaluation.shared[key] = features
     return features

@@ -20,7 +20,9 @@ def test_tiny_run_writes_everything(tiny_recipe, tmp_path, run_cli):
     assert code == 0, err
     run_dir = next((tmp_path / "runs").iterdir())
     assert run_dir.name.startswith("tiny-")
-    assert str(run_dir) in out
+    assert out.splitlines()[0] == f"run directory: {run_dir}"  # first, before training, so it can be watched
+    assert out.splitlines()[-1] == f"report: {run_dir / 'report.html'}"
+    assert not (run_dir / ".lock").exists(), "the lock outlived the run"
     # resolved recipe: re-validates and has every default
     recipe = load_recipe(run_dir / "recipe.toml", get_registry())
     assert recipe.train.steps == 30 and recipe.train.lr == 2e-4
