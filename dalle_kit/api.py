@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -17,6 +18,7 @@ from .recipe import RECIPE_FILE, load_recipe, parse_override
 from .registry import Registry, get_registry
 from . import distributed
 from .run import Run, check_parts, pick_device, resolve_run_dir
+from .vocab import unknown_words
 
 DEFAULT_RECIPE = "default"
 #: The most images one `sample` call draws (prompts x -n): a grid beyond it is unreadable and may exhaust memory.
@@ -171,6 +173,7 @@ def sample(run_dir: str | Path, prompts: Sequence[str], n: int = 8, out: str | P
         raise UserError(f"-o {out}: is a directory; name a PNG file, e.g. -o {Path(out) / 'sample.png'}")
     registry = registry or get_registry()
     run = Run.open(run_dir, registry, quiet=True)
+    warn_unknown_words(run, prompts)
     pipeline = run.recipe.pipeline.info.cls(run.recipe.train)
     draw = pipeline.sampler(run)
     generator = torch.Generator().manual_seed(seed)
@@ -178,6 +181,18 @@ def sample(run_dir: str | Path, prompts: Sequence[str], n: int = 8, out: str | P
         images = draw([p for p in prompts for _ in range(n)], generator)
     out = Path(out) if out else run.dir / "sample.png"
     return save_grid(images, list(prompts), out, title=f"{run.recipe.name} ({run_dir})")
+
+
+def warn_unknown_words(run: Run, prompts: Sequence[str]) -> None:
+    """One warning line naming the prompt words that the run's text encoder never saw, when it learned a vocabulary
+    from the training captions (saved in the checkpoint as ``extra.text_encoder.vocab``)."""
+    state = run.load_checkpoint(prefixes=("extra",))
+    saved = ((state or {}).get("extra") or {}).get("text_encoder")
+    unknown = unknown_words(saved, prompts)
+    if unknown:
+        words = ", ".join(repr(w) for w in unknown[:8]) + (f" and {len(unknown) - 8} more" if len(unknown) > 8 else "")
+        warnings.warn(f"{words}: not in the vocabulary the text encoder learned from {run.dir}'s training captions; "
+                      "it reads them as unknown, so they do not steer the images", stacklevel=2)
 
 
 def check_sample_request(prompts: Sequence[str], n: int) -> None:

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import json
 import math
+import warnings
 
+import pytest
 import torch
 from PIL import Image
 
@@ -42,9 +44,17 @@ def test_tiny_run_writes_everything(tiny_recipe, tmp_path, run_cli):
     assert Image.open(run_dir / "loss_curve.png").format == "PNG"
 
     out_png = tmp_path / "grid.png"
-    code, out, err = run_cli("sample", run_dir, "a red circle", "a blue square", "-n", "3", "-o", out_png)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        code, out, err = run_cli("sample", run_dir, "a red circle", "a blue square", "-n", "3", "-o", out_png)
     assert code == 0, err
     assert Image.open(out_png).size[1] >= 2 * 64
+    assert not [w for w in caught if "vocabulary" in str(w.message)]  # every word was in the training captions
+
+    with pytest.warns(UserWarning, match="'crimson', 'hexagon': not in the vocabulary") as caught:
+        code, out, err = run_cli("sample", run_dir, "a crimson circle", "a blue hexagon", "-n", "1", "-o", out_png)
+    assert code == 0, err
+    assert len([w for w in caught if "vocabulary" in str(w.message)]) == 1  # one line for all the words
 
 
 def _redness(images: torch.Tensor) -> torch.Tensor:
