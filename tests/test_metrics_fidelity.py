@@ -85,7 +85,7 @@ def test_offline_weights_map_onto_torch_fidelity_network():
     net = inception.build(extractor, ["2048"])
     assert "logits_unbiased" not in net.get_provided_features_list()
     assert torch.isnan(net.fc.weight).all()  # no logits in the source: nothing can be computed from them
-    torchscript = torch.jit.load(str(inception.fid_helper_weights_path()), map_location="cpu")
+    torchscript = inception.fid_helper_torchscript()
     images = torch.randint(0, 256, (3, 3, 32, 32), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
     with torch.no_grad():
         ours = net(images)[0]
