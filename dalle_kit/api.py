@@ -10,7 +10,7 @@ from pathlib import Path
 import attrs
 import torch
 
-from . import hints
+from . import hints, progress
 from .errors import UserError
 from .evaluation import check_metrics
 from .grid import save_grid
@@ -111,7 +111,9 @@ def _train_distributed(target, overrides, *, resume, stop_at, runs_dir, quiet, r
 def _train(run: Run) -> Run:
     try:
         if run.writes:
+            progress.done()
             run.say(f"run directory: {run.dir}")  # first, so the grids can be watched while it trains
+            progress.phase("preparing: data, text encoder, networks", quiet=run.quiet)  # the training bar ends it
         torch.manual_seed(run.recipe.seed)
         pipeline = run.recipe.pipeline.info.cls(run.recipe.train)
         with flush_denormals(), run.catch_interrupt():

@@ -45,6 +45,10 @@ def cli(traceback_):
               help="Train in this many processes (torchrun, DistributedDataParallel; batch_size is per process).")
 def run(recipe, overrides, resume, stop_at, runs_dir, quiet, nproc):
     """Train RECIPE (a .toml file or a built-in recipe name; default: the embedded shapes recipe)."""
+    from . import progress
+
+    progress.phase("starting: importing torch and the plugins, checking the recipe, its data and metrics",
+                   quiet=quiet or "WORLD_SIZE" in os.environ)
     from . import api
 
     if nproc > 1 and "WORLD_SIZE" not in os.environ:
@@ -54,7 +58,10 @@ def run(recipe, overrides, resume, stop_at, runs_dir, quiet, nproc):
         from .launch import launch
 
         raise click.exceptions.Exit(launch(nproc, ["run", *args], recipe, overrides, resume))
-    result = api.train(recipe, overrides, resume=resume, stop_at=stop_at, runs_dir=runs_dir, quiet=quiet)
+    try:
+        result = api.train(recipe, overrides, resume=resume, stop_at=stop_at, runs_dir=runs_dir, quiet=quiet)
+    finally:
+        progress.done()
     if not result.writes:  # another rank of a multi-process run: rank 0 reports
         return
     if result.results:
@@ -74,9 +81,15 @@ def run(recipe, overrides, resume, stop_at, runs_dir, quiet, nproc):
 @click.option("--seed", default=0, show_default=True, help="Noise seed.")
 def sample(run_dir, prompts, num, output, seed):
     """Draw images for PROMPTS from the weights in RUN_DIR."""
-    from . import api
+    from . import progress
 
-    path = api.sample(run_dir, prompts, n=num, out=output, seed=seed)
+    progress.phase("drawing: importing torch and the plugins, loading the weights")
+    try:
+        from . import api
+
+        path = api.sample(run_dir, prompts, n=num, out=output, seed=seed)
+    finally:
+        progress.done()
     click.echo(f"wrote {path}")
 
 

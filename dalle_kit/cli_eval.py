@@ -17,16 +17,23 @@ import click
 @click.option("-q", "--quiet", is_flag=True, help="No progress bars.")
 def eval_cmd(run_dir, metrics, num_samples, seed, as_json, quiet):
     """Score the latest weights in RUN_DIR; each score is printed and logged to metrics.jsonl with its protocol."""
-    from .evaluation import evaluate_run, format_result
-    from .registry import get_registry
-    from .run import Run
+    from . import progress
 
-    run = Run.open(run_dir, get_registry(), quiet=quiet)  # quiet: no progress bars on stderr
-    run.lock()  # its rows go to metrics.jsonl, which a trainer resuming the run rewrites: one writer at a time
+    progress.phase("starting: importing torch and the plugins, loading the run", quiet=quiet)
     try:
-        results = evaluate_run(run, list(metrics) or None, num_samples, seed=seed)
+        from .evaluation import evaluate_run, format_result
+        from .registry import get_registry
+        from .run import Run
+
+        run = Run.open(run_dir, get_registry(), quiet=quiet)  # quiet: no progress bars on stderr
+        run.lock()  # its rows go to metrics.jsonl, which a trainer resuming the run rewrites: one writer at a time
+        try:
+            progress.phase("loading the weights, checking the metrics", quiet=quiet)
+            results = evaluate_run(run, list(metrics) or None, num_samples, seed=seed)
+        finally:
+            run.unlock()
     finally:
-        run.unlock()
+        progress.done()
     if as_json:
         click.echo(json.dumps({name: r.row(name) for name, r in results.items()}, indent=2))
         return

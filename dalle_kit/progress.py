@@ -37,6 +37,29 @@ class Bar(tqdm):
 
 def bar(total: int | None, desc: str, unit: str = "it", *, quiet: bool = False, leave: bool = True, **kwargs) -> Bar:
     """A bar on stderr, redrawn when it moves (at most once a second) and every `HEARTBEAT` seconds when it does not;
-    a disabled one (every call a no-op) when `quiet`."""
+    a disabled one (every call a no-op) when `quiet`. Ends a `phase` line still showing."""
+    done()
     return Bar(total=total, desc=desc, unit=unit, file=sys.stderr, disable=quiet, dynamic_ncols=True,
                mininterval=1.0, leave=leave, **kwargs)
+
+
+_phase: Bar | None = None
+
+
+def phase(desc: str, *, quiet: bool = False) -> None:
+    """A line on stderr with a running clock ("starting: importing torch and the plugins 0:12") for a stretch with
+    nothing to count, such as the imports and checks before a command's first output; it lasts until the next
+    `phase`, the next `bar` or `done`, and leaves nothing behind. Only on a terminal."""
+    global _phase
+    done()
+    if not quiet and sys.stderr.isatty():  # a transient line means nothing in a log or a captured stream
+        _phase = Bar(total=None, desc=desc, file=sys.stderr, dynamic_ncols=True, leave=False,
+                     bar_format="{desc} {elapsed}")
+
+
+def done() -> None:
+    """End the current `phase` line, if any (before printing anything else)."""
+    global _phase
+    if _phase is not None:
+        _phase.close()
+        _phase = None
