@@ -129,7 +129,10 @@ def extract_features(images: torch.Tensor, extractor: inception.Extractor, batch
                                        feature_extractor_weights_path=extractor.weights_path)
         if memo is not None:
             memo[key] = net
-    hook = net.register_forward_hook(lambda _net, args, _out: bar.update(len(args[0]))) if bar is not None else None
+    def count(_net, args, _out) -> None:  # a forward hook that returned something would replace the features
+        bar.update(len(args[0]))
+
+    hook = net.register_forward_hook(count) if bar is not None else None
     try:
         return get_featuresdict_from_dataset(inception.ImagesDataset(images), net, batch_size, cuda, True, False)[FEATURE_LAYER]
     finally:

@@ -64,6 +64,17 @@ def test_eval_command_prints_scores_with_protocol(run_dir, capsys):
     assert capsys.readouterr().err == ""
 
 
+def test_progress_bars_leave_the_scores_as_they_are(run_dir, capsys):
+    """With its progress bars on (a forward hook counts the Inception batches), the same evaluation gives the same
+    numbers as a quiet one."""
+    loud = evaluate_run(Run.open(run_dir, get_registry(), quiet=False), ["kid", "fid"], num_samples=12)
+    err = capsys.readouterr().err
+    assert "Inception features of the generated images: 100%" in err and "generating images: 100%" in err
+    quiet = evaluate_run(Run.open(run_dir, get_registry(), quiet=True), ["kid", "fid"], num_samples=12)
+    assert capsys.readouterr().err == ""
+    assert {k: r.values for k, r in loud.items()} == {k: r.values for k, r in quiet.items()}
+
+
 def test_eval_command_errors_are_one_line(run_dir, capsys, tmp_path):
     assert main(["eval", str(run_dir), "--metric", "fdi"]) == 2
     err = capsys.readouterr().err.strip()
