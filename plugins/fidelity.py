@@ -30,7 +30,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 import dalle_kit
-from dalle_kit import param
+from dalle_kit import param, progress
 from dalle_kit.cache import tensor_digest
 from dalle_kit.checkpoint import atomic_write
 from dalle_kit.evaluation import MetricResult
@@ -217,6 +217,14 @@ def paired_scores(evaluation, extractor: inception.Extractor, metric: str, batch
     """torch-fidelity's values for one of fid/kid/prc, from the shared features (generated = input1, reference = input2)."""
     gen = generated_features(evaluation, extractor, batch_size)
     ref = reference_features(evaluation, extractor, batch_size)
+    progress.phase(f"{metric}: statistics of {len(gen)} and {len(ref)} feature vectors", quiet=evaluation.quiet)
+    try:
+        return _paired_scores(evaluation, gen, ref, metric)
+    finally:
+        progress.done()
+
+
+def _paired_scores(evaluation, gen: torch.Tensor, ref: torch.Tensor, metric: str) -> dict[str, float]:
     if metric == "fid":
         return {"frechet_inception_distance": frechet_distance(gen, ref)}
     if metric == "kid":
