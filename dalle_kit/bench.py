@@ -228,11 +228,10 @@ def run_grid(target: str | Path, out: str | Path | None = None, *, runs_dir: str
     out.mkdir(parents=True, exist_ok=True)
     # Denormal floats slow GAN training down on CPUs (benchmarks/results/train-throughput.md); flushing them keeps a
     # grid's cost predictable. Every cell runs under the same setting.
-    torch.set_flush_denormal(True)
-    try:
+    from .api import flush_denormals
+
+    with flush_denormals():
         return _run_cells(grid, cells, out, runs_dir, registry, quiet, echo)
-    finally:
-        torch.set_flush_denormal(False)  # torch's default
 
 
 def _run_cells(grid: Grid, cells: list[Cell], out: Path, runs_dir: Path, registry: Registry, quiet: bool, echo) -> dict[str, Any]:

@@ -5,10 +5,12 @@ from __future__ import annotations
 import os
 import sys
 import warnings
+from pathlib import Path
 
 import click
 
 from . import __version__
+from . import hints
 from .errors import UserError
 
 #: Set by the global --traceback option: errors propagate with their traceback instead of one line (for plugin authors).
@@ -43,6 +45,10 @@ def cli(traceback_):
               help="Train in this many processes (torchrun, DistributedDataParallel; batch_size is per process).")
 def run(recipe, overrides, resume, stop_at, runs_dir, quiet, nproc):
     """Train RECIPE (a .toml file or a built-in recipe name; default: the embedded shapes recipe)."""
+    from . import progress
+
+    progress.phase("starting: importing torch and the plugins, checking the recipe, its data and metrics",
+                   quiet=quiet or "WORLD_SIZE" in os.environ)
     from . import api
 
     if nproc > 1 and "WORLD_SIZE" not in os.environ:
@@ -52,7 +58,10 @@ def run(recipe, overrides, resume, stop_at, runs_dir, quiet, nproc):
         from .launch import launch
 
         raise click.exceptions.Exit(launch(nproc, ["run", *args], recipe, overrides, resume))
-    result = api.train(recipe, overrides, resume=resume, stop_at=stop_at, runs_dir=runs_dir, quiet=quiet)
+    try:
+        result = api.train(recipe, overrides, resume=resume, stop_at=stop_at, runs_dir=runs_dir, quiet=quiet)
+    finally:
+        progress.done()
     if not result.writes:  # another rank of a multi-process run: rank 0 reports
         return
     if result.results:
@@ -60,7 +69,8 @@ def run(recipe, overrides, resume, stop_at, runs_dir, quiet, nproc):
 
         for name, metric in result.results.items():
             click.echo(format_result(name, metric))
-    click.echo(f"run directory: {result.dir}")
+    report = result.dir / "report.html"
+    click.echo(f"report: {report}" if report.is_file() else f"done: {result.dir}")
 
 
 @cli.command()
@@ -71,9 +81,15 @@ def run(recipe, overrides, resume, stop_at, runs_dir, quiet, nproc):
 @click.option("--seed", default=0, show_default=True, help="Noise seed.")
 def sample(run_dir, prompts, num, output, seed):
     """Draw images for PROMPTS from the weights in RUN_DIR."""
-    from . import api
+    from . import progress
 
-    path = api.sample(run_dir, prompts, n=num, out=output, seed=seed)
+    progress.phase("drawing: importing torch and the plugins, loading the weights")
+    try:
+        from . import api
+
+        path = api.sample(run_dir, prompts, n=num, out=output, seed=seed)
+    finally:
+        progress.done()
     click.echo(f"wrote {path}")
 
 
@@ -140,7 +156,10 @@ def new_plugin(name, kinds, directory):
     from .scaffold import new_plugin as scaffold
 
     root = scaffold(name, list(kinds), directory)
-    click.echo(f"wrote {root}\nnext: pip install -e {root} && dalle-kit plugins list && (cd {root} && pytest)")
+    shown = hints.shown_path(root)
+    shown = shown if Path(shown).is_absolute() or shown.startswith(".") else f"./{shown}"  # pip -e wants a path
+    click.echo(f"wrote {root}\nnext: {hints.pip_install('-e', f'{shown}[test]')} && {hints.dalle_kit('plugins list')} && "
+               f"{hints.python()} -m pytest {hints.quote(shown)}")
 
 
 # ---------------------------------------------------------------------------- plugins
@@ -166,7 +185,7 @@ def plugins_list():
         click.echo("problems:")
         for line in index["problems"]:
             click.echo(f"  {line}")
-        click.echo("run `dalle-kit plugins doctor` for fixes")
+        click.echo(f"run `{hints.dalle_kit('plugins doctor')}` for fixes")
 
 
 @plugins.command("show")
@@ -180,7 +199,7 @@ def plugins_show(name):
     found = [(kind, part) for kind, parts in index["parts"].items() for part in parts if part["name"] == name]
     if not found:
         names = {part["name"] for parts in index["parts"].values() for part in parts}
-        raise UserError(f"no part named '{name}'{did_you_mean(name, names)}; see `dalle-kit plugins list`")
+        raise UserError(f"no part named '{name}'{did_you_mean(name, names)}; see `{hints.dalle_kit('plugins list')}`")
     for kind, part in found:
         click.echo(f"{kind} '{name}' from {part['origin']} ({part['where']})")
         if part["doc"]:

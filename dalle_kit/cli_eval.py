@@ -14,18 +14,26 @@ import click
 @click.option("-n", "--num-samples", type=click.IntRange(min=1), help="Generated images per metric (default: [eval] num_samples).")
 @click.option("--seed", type=int, help="Seed of the prompts and noise (default: the recipe's seed).")
 @click.option("--json", "as_json", is_flag=True, help="Print the results as JSON.")
-def eval_cmd(run_dir, metrics, num_samples, seed, as_json):
+@click.option("-q", "--quiet", is_flag=True, help="No progress bars.")
+def eval_cmd(run_dir, metrics, num_samples, seed, as_json, quiet):
     """Score the latest weights in RUN_DIR; each score is printed and logged to metrics.jsonl with its protocol."""
-    from .evaluation import evaluate_run, format_result
-    from .registry import get_registry
-    from .run import Run
+    from . import progress
 
-    run = Run.open(run_dir, get_registry(), quiet=True)
-    run.lock()  # its rows go to metrics.jsonl, which a trainer resuming the run rewrites: one writer at a time
+    progress.phase("starting: importing torch and the plugins, loading the run", quiet=quiet)
     try:
-        results = evaluate_run(run, list(metrics) or None, num_samples, seed=seed)
+        from .evaluation import evaluate_run, format_result
+        from .registry import get_registry
+        from .run import Run
+
+        run = Run.open(run_dir, get_registry(), quiet=quiet)  # quiet: no progress bars on stderr
+        run.lock()  # its rows go to metrics.jsonl, which a trainer resuming the run rewrites: one writer at a time
+        try:
+            progress.phase("loading the weights, checking the metrics", quiet=quiet)
+            results = evaluate_run(run, list(metrics) or None, num_samples, seed=seed)
+        finally:
+            run.unlock()
     finally:
-        run.unlock()
+        progress.done()
     if as_json:
         click.echo(json.dumps({name: r.row(name) for name, r in results.items()}, indent=2))
         return
@@ -38,8 +46,9 @@ def eval_cmd(run_dir, metrics, num_samples, seed, as_json):
 @click.option("-o", "--out", type=click.Path(), help="Folder for the table, chart and progress (default: bench/<name>).")
 @click.option("--runs-dir", type=click.Path(), help="Where the cells' run directories go (default: OUT/runs).")
 @click.option("--dry-run", is_flag=True, help="Validate the grid and list its cells without running them.")
-@click.option("--progress", is_flag=True, help="Show each cell's training progress bar.")
-def bench_cmd(grid, out, runs_dir, dry_run, progress):
+@click.option("-q", "--quiet", is_flag=True, help="No progress bars (each cell's training and evaluation).")
+@click.option("--progress", is_flag=True, hidden=True, help="Progress bars are shown by default now.")
+def bench_cmd(grid, out, runs_dir, dry_run, quiet, progress):
     """Train and evaluate every combination in GRID (a grid .toml or a shipped grid's name).
 
     \b
@@ -69,7 +78,7 @@ def bench_cmd(grid, out, runs_dir, dry_run, progress):
             click.echo(f"{cell.id}  {cell.label}")
         click.echo(f"{len(spec.cells())} cells, metrics {', '.join(spec.metrics)} on {spec.num_samples} samples, seed {spec.seed}")
         return
-    state = run_grid(grid, out, runs_dir=runs_dir, registry=registry, quiet=not progress, echo=click.echo)
+    state = run_grid(grid, out, runs_dir=runs_dir, registry=registry, quiet=quiet, echo=click.echo)
     failed = [c for c in state["cells"] if c["status"] != "ok"]
     name = state["name"]
     folder = out or f"bench/{name}"

@@ -19,7 +19,7 @@ from typing import Any
 
 import attrs
 
-from . import pages
+from . import hints, pages
 from .errors import UserError, one_line
 from .pages import esc
 from .recipe import flatten_keys
@@ -183,7 +183,8 @@ def render_html(entries: Sequence[Entry], title: str, intro: str = "") -> str:
         metrics = (f'<p class="note">{esc(METRICS_NOTE)}</p>\n<div class="wide"><table>\n<thead><tr><th>run</th>{head}</tr></thead>\n'
                    "<tbody>\n" + "\n".join(body) + "\n</tbody>\n</table></div>\n<h3>Protocols</h3>\n" + table.protocols.html())
     else:
-        metrics = pages.empty("None of these runs has been evaluated yet: `dalle-kit eval RUN` scores one.")
+        metrics = pages.empty(f"None of these runs has been evaluated yet: `{hints.dalle_kit('eval RUN')}` scores one "
+                              "(add --metric NAME when its recipe lists no [eval] metrics).")
 
     figures = []
     for entry in entries:
@@ -260,7 +261,7 @@ def write_comparison(run_dirs: Sequence[str | Path], out_dir: str | Path = "comp
     from .checkpoint import atomic_write_text
 
     if len(run_dirs) < 2:
-        raise UserError(f"compare: give at least two runs (got {len(run_dirs)}); `dalle-kit report RUN` shows one run")
+        raise UserError(f"compare: give at least two runs (got {len(run_dirs)}); `{hints.dalle_kit('report RUN')}` shows one run")
     out = Path(out_dir)
     if out.exists() and not out.is_dir():
         raise UserError(f"-o {out}: is a file; name a folder for compare.html and compare.md")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import difflib
+import re
 from collections.abc import Iterable
 
 
@@ -35,3 +36,13 @@ def one_line(exc: BaseException) -> str:
     text = str(exc).strip().splitlines()
     message = text[0] if text else ""
     return message if isinstance(exc, UserError) else f"{type(exc).__name__}: {message}".rstrip(": ")
+
+
+def download_reason(exc: BaseException) -> str:
+    """Why a download failed, whole, in one line: the last reason a URL gave (torchvision lists one per mirror,
+    e.g. "Name or service not known" offline), else the exception's text with its lines joined."""
+    text = " ".join(str(exc).split())
+    reasons = re.findall(r"<urlopen error (?:\[Errno [^\]]*\] )?([^>]*)>", text)
+    if reasons:
+        return reasons[-1].strip() or text
+    return text or type(exc).__name__

@@ -15,6 +15,8 @@ What an `Evaluation` offers (everything is computed on first use and shared by t
 - ``critic()``: the run's discriminator as ``(images in [-1, 1], captions) -> logits``, if the pipeline has one
 - ``cache``: a `dalle_kit.cache.ContentCache` factory for content-keyed results; ``shared``: a dict
   metrics may use to share work within this evaluation (one feature pass for several scores)
+- ``progress(total, desc, unit)``: a progress bar on stderr for any step that takes more than a few seconds
+  (training a probe, extracting features); silent when the evaluation is ``quiet``
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ from typing import TYPE_CHECKING, Any
 import attrs
 import torch
 
+from . import hints, progress
 from .cache import ContentCache, default_root, file_digest
 from .errors import RecipeError, UserError
 from .parts import ImageCaptions, to_unit255_images
@@ -98,7 +101,7 @@ class Evaluation:
                  n_reference: int | None = None, sampler: Callable[[], Callable] | None = None,
                  generated: torch.Tensor | None = None, prompts: Sequence[str] | None = None,
                  critic: Callable[[], tuple[Callable, str, str]] | None = None, device: str | torch.device = "cpu",
-                 cache_root: str | Path | None = None, metric_names: Sequence[str] = ()):
+                 cache_root: str | Path | None = None, metric_names: Sequence[str] = (), quiet: bool = False):
         if num_samples < 1:
             raise UserError(f"num_samples must be at least 1, got {num_samples}")
         if generated is not None:
@@ -114,6 +117,7 @@ class Evaluation:
         self.device = torch.device(device)
         self.cache_root = Path(cache_root) if cache_root is not None else default_root()
         self.metric_names = list(metric_names)
+        self.quiet = quiet
         self.shared: dict[Any, Any] = {}
         self._n_reference = n_reference
         self._sampler = sampler
@@ -145,7 +149,12 @@ class Evaluation:
             return judge, f"discriminator {name} (step {step})", digest
 
         return cls(run.build_dataset(), num_samples=num_samples, seed=seed, sampler=sampler, critic=critic,
-                   device=run.device, cache_root=cache_root, metric_names=metric_names)
+                   device=run.device, cache_root=cache_root, metric_names=metric_names, quiet=run.quiet or not run.writes)
+
+    def progress(self, total: int | None, desc: str, unit: str = "it"):
+        """A progress bar on stderr (`dalle_kit.progress.bar`) for a step of a metric that takes a while; use it as a
+        context manager and call ``update(n)``. Silent when this evaluation is quiet."""
+        return progress.bar(total, desc, unit, quiet=self.quiet)
 
     # ---------------------------------------------------------------- data
     @property
@@ -210,10 +219,11 @@ class Evaluation:
             draw = self._sampler()
             g = torch.Generator().manual_seed(self.seed)
             chunks = []
-            with torch.inference_mode():
+            with torch.inference_mode(), self.progress(len(self.prompts), "generating images", "img") as bar:
                 for i in range(0, len(self.prompts), GENERATE_BATCH):
                     images = draw(self.prompts[i:i + GENERATE_BATCH], g)
                     chunks.append(to_unit255_images(images.float().cpu()))
+                    bar.update(len(chunks[-1]))
             self._generated_float = torch.cat(chunks)
         return self._generated_float
 
@@ -278,13 +288,17 @@ def evaluate_run(run: Run, metrics: Sequence[str] | None = None, num_samples: in
     during training with the weights in memory). Returns the results by metric name.
     """
     names = list(metrics) if metrics else list(run.recipe.eval.metrics)
+    if not names:
+        dataset = run.recipe.parts["data"].info.name if "data" in run.recipe.parts else ""
+        raise UserError(f"{run.dir}: no metrics to compute (its recipe's [eval] metrics is empty); score it with "
+                        f"metrics that suit {dataset or 'its data'}: `{hints.eval_command(run.dir, dataset)}`")
     built = build_metrics(names, run.registry, settings=run.recipe.metric_settings)
     num_samples = num_samples or run.recipe.eval.num_samples
     seed = run.recipe.seed if seed is None else seed
     if step is None:
         state = run.load_checkpoint(prefixes=())
         if state is None and draw is None:
-            raise UserError(f"{run.dir}: no checkpoint to evaluate yet; train first with dalle-kit run")
+            raise UserError(f"{run.dir}: no checkpoint to evaluate yet; train first with {hints.dalle_kit('run')}")
         step = int(state["step"]) if state is not None else 0
     evaluation = Evaluation.from_run(run, num_samples=num_samples, seed=seed, metric_names=list(built),
                                      draw=draw, cache_root=cache_root)
@@ -313,7 +327,7 @@ def check_metrics(run: Run, metrics: Sequence[str] | None = None) -> None:
         return
     built = build_metrics(names, run.registry, source=f"{run.dir}: [eval] metrics", settings=run.recipe.metric_settings)
     evaluation = Evaluation(run.build_dataset(), num_samples=run.recipe.eval.num_samples, seed=run.recipe.seed,
-                            device=run.device, metric_names=list(built))
+                            device=run.device, metric_names=list(built), quiet=run.quiet)
     for metric in built.values():
         metric.check(evaluation)
 

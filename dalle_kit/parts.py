@@ -254,6 +254,9 @@ class Dataset(Part):
 
     kind = "dataset"
     splits: ClassVar[tuple[str, ...]] = ("train", "test")
+    #: Metric names that suit this data, the most telling first: what `dalle-kit eval` and the report suggest
+    #: when a recipe lists none.
+    suggested_metrics: ClassVar[tuple[str, ...]] = ("fid",)
 
     def __init__(self, config):
         self.config = config

@@ -15,6 +15,7 @@ from typing import Any
 import attrs
 import tomli_w
 
+from . import hints
 from .errors import RecipeError, UserError, did_you_mean
 from .registry import PartInfo, Registry
 from .schema import Invalid, param, structure, unstructure
@@ -189,7 +190,7 @@ class Recipe:
 
 def read_toml(path: Path) -> dict[str, Any]:
     if not path.exists():
-        raise RecipeError(str(path), "", "file not found", "check the path, or run `dalle-kit recipe list` for the built-in recipes")
+        raise RecipeError(str(path), "", "file not found", f"check the path, or run `{hints.dalle_kit('recipe list')}` for the built-in recipes")
     if path.is_dir():
         raise RecipeError(str(path), "", "is a directory, not a recipe file", "name a .toml file")
     try:
@@ -264,7 +265,7 @@ def upgrade(data: dict[str, Any], source: str) -> dict[str, Any]:
     if fmt > RECIPE_FORMAT:
         by = data.get("written_by") or "a newer dalle-kit"
         raise RecipeError(source, "key 'recipe_format'", f"format {fmt} was written by {by}; this dalle-kit reads "
-                          f"formats up to {RECIPE_FORMAT}", "upgrade dalle-kit: pip install -U dalle-kit")
+                          f"formats up to {RECIPE_FORMAT}", f"upgrade dalle-kit: {hints.upgrade()}")
     data = dict(data)
     while fmt < RECIPE_FORMAT:
         data = UPGRADES[fmt](data)

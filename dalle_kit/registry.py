@@ -18,7 +18,7 @@ from typing import Any
 import attrs
 import pluggy
 
-from . import hookspecs
+from . import hints, hookspecs
 from .errors import RecipeError, UserError, did_you_mean
 from .markers import BUILTIN_DISTRIBUTION, ENTRY_POINT_GROUP, PROJECT, SELECT_ENV
 from .parts import KINDS, Part, TrainConfig
@@ -242,13 +242,13 @@ class Registry:
         """The part `name` of `kind`, or a one-line error with a "did you mean" and the choices."""
         if kind not in self.parts:
             raise RecipeError(source, key, f"kind of part '{kind}' is not defined by any installed plugin",
-                              "install the plugin that defines it (see `dalle-kit plugins list`)")
+                              f"install the plugin that defines it (see `{hints.dalle_kit('plugins list')}`)")
         parts = self.parts[kind]
         if name in parts:
             return parts[name]
         hint = did_you_mean(name, parts)
         broken = [p for p in self.problems if name in p.cause or name == p.plugin.name]
-        extra = f" (plugin {broken[0].plugin.name} failed to load: see `dalle-kit plugins doctor`)" if broken else ""
+        extra = f" (plugin {broken[0].plugin.name} failed to load: see `{hints.dalle_kit('plugins doctor')}`)" if broken else ""
         raise RecipeError(source, key, f"unknown {kind.replace('_', ' ')} '{name}'{hint}{extra}",
                           "use one of: " + (", ".join(sorted(parts)) or "(none installed)"))
 

@@ -16,7 +16,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from . import pages
+from . import hints, pages
 from .checkpoint import atomic_write_text, list_checkpoints
 from .errors import UserError
 from .pages import esc
@@ -41,7 +41,7 @@ class RunFiles:
     def __init__(self, directory: str | Path):
         self.dir = Path(directory)
         if not (self.dir / RECIPE_FILE).is_file():
-            raise UserError(f"{directory}: not a run directory (no {RECIPE_FILE}); name a directory made by `dalle-kit run`")
+            raise UserError(f"{directory}: not a run directory (no {RECIPE_FILE}); name a directory made by `{hints.dalle_kit('run')}`")
         self.recipe_text = (self.dir / RECIPE_FILE).read_text(encoding="utf-8", errors="replace")
         try:
             self.recipe: dict[str, Any] = tomllib.loads(self.recipe_text)
@@ -176,8 +176,9 @@ def summary(files: RunFiles) -> str:
 def metrics_section(files: RunFiles) -> str:
     rows = files.eval_rows
     if not rows:
-        return pages.empty(f"No evaluations yet: `dalle-kit eval {files.dir}` scores the newest checkpoint "
-                           "(or list metrics in the recipe's [eval] table).")
+        return pages.empty(f"No evaluations yet: `{hints.eval_command(files.dir, files.dataset)}` scores the newest "
+                           f"checkpoint with metrics that suit {files.dataset} (or list metrics in the recipe's [eval] "
+                           "table).")
     protocols = pages.Protocols()
     table_rows = []
     for row in rows:

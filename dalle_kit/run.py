@@ -30,7 +30,7 @@ from typing import Any
 import torch
 from tqdm import tqdm
 
-from . import distributed
+from . import distributed, hints, progress
 from .checkpoint import (
     checkpoint_name,
     latest_checkpoint,
@@ -65,7 +65,7 @@ def build_part(spec, section: str, **context: Any):
         info = spec.info
         cause = str(exc).splitlines()[0] if str(exc) else ""
         raise UserError(f"[{section}] {info.kind.replace('_', ' ')} '{info.name}' (from {info.origin}) could not be built: "
-                        f"{type(exc).__name__}: {cause}; check its settings with `dalle-kit plugins show {info.name}` "
+                        f"{type(exc).__name__}: {cause}; check its settings with `{hints.dalle_kit(f'plugins show {info.name}')}` "
                         f"(--traceback shows where it failed)") from exc
 
 
@@ -141,7 +141,7 @@ def resolve_run_dir(text: str | Path, *, what: str = "run") -> Path:
                         key=lambda p: (p.name[len(path.name):len(path.name) + 16], int(p.name[len(path.name) + 17:] or 1)))
     if not candidates:
         raise UserError(f"{what} '{text}': no run directory there and no finished run named {path.name}-<timestamp> "
-                        f"in {path.parent}/; train it first (dalle-kit run ...) or give the run directory's path")
+                        f"in {path.parent}/; train it first ({hints.dalle_kit('run ...')}) or give the run directory's path")
     return candidates[-1]
 
 
@@ -187,7 +187,7 @@ class Run:
     def open(cls, directory: str | Path, registry: Registry, **kw) -> Run:
         directory = Path(directory)
         if not (directory / RECIPE_FILE).is_file():
-            raise UserError(f"{directory}: not a run directory (no {RECIPE_FILE}); name a directory under runs/ made by `dalle-kit run`")
+            raise UserError(f"{directory}: not a run directory (no {RECIPE_FILE}); name a directory under runs/ made by `{hints.dalle_kit('run')}`")
         recipe = load_recipe(directory / RECIPE_FILE, registry, check_name=False)
         run = cls(directory, recipe, registry, **kw)
         for folder in (directory, run.checkpoint_dir) if run.writes else ():  # left by a process killed while writing
@@ -264,8 +264,7 @@ class Run:
         tmp.replace(self.dir / METRICS_FILE)
 
     def progress(self, total: int, initial: int = 0) -> tqdm:
-        return tqdm(total=total, initial=initial, desc=self.recipe.name, unit="step", dynamic_ncols=True,
-                    disable=self.quiet or not self.writes, file=sys.stderr, mininterval=1.0)
+        return progress.bar(total, self.recipe.name, "step", initial=initial, quiet=self.quiet or not self.writes)
 
     def say(self, text: str) -> None:
         """A line for the user (stdout, above any progress bar)."""
@@ -302,7 +301,11 @@ class Run:
         if bad:
             more = f" and {len(bad) - 3} more" if len(bad) > 3 else ""
             raise UserError(f"step {step}: the training state has diverged ({'; '.join(bad[:3])}{more}); not saved. "
-                            f"{self.last_good_text()}; lower [train] lr or add grad_clip, then dalle-kit run --resume {self.dir}")
+                            f"{self.last_good_text()}; lower [train] lr or add grad_clip, then {self.resume_command()}")
+
+    def resume_command(self) -> str:
+        """The command that continues this run, as it works where it is printed."""
+        return hints.dalle_kit(f"run --resume {hints.quote(str(self.dir))}")
 
     def last_good_checkpoint(self) -> tuple[int, Path] | None:
         """(step, path) of the newest checkpoint that verifies, or None."""
@@ -320,7 +323,7 @@ class Run:
         if isinstance(losses, dict):
             losses = ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in losses.items())
         return UserError(f"step {step}: loss is not finite ({losses}); stopped without saving. {self.last_good_text()}; "
-                         f"{fix}, then dalle-kit run --resume {self.dir}")
+                         f"{fix}, then {self.resume_command()}")
 
     def resume(self, state: dict[str, Any] | None, *, models: dict, optimizers: dict, rngs: dict) -> int:
         """Restore a training loop from `state` (its latest checkpoint, or None for a fresh start): weights,
@@ -380,15 +383,22 @@ class Run:
         if self._lock_file is not None:
             return
         path = self.dir / LOCK_FILE
-        f = open(path, "a+")
-        try:
-            fcntl.flock(f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:
-            f.seek(0)
-            holder = f.read().strip() or "?"
+        while True:
+            f = open(path, "a+")
+            try:
+                fcntl.flock(f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError:
+                f.seek(0)
+                holder = f.read().strip() or "?"
+                f.close()
+                raise UserError(f"{self.dir}: is being trained by another process (pid {holder}, it holds {path}); "
+                                "wait for it to finish or stop it (Ctrl-C / kill PID), then resume") from None
+            try:  # the holder we waited for may have removed the file (see `unlock`): lock the one at the path
+                if os.stat(path).st_ino == os.fstat(f.fileno()).st_ino:
+                    break
+            except FileNotFoundError:
+                pass
             f.close()
-            raise UserError(f"{self.dir}: is being trained by another process (pid {holder}, it holds {path}); "
-                            "wait for it to finish or stop it (Ctrl-C / kill PID), then resume") from None
         f.seek(0)
         f.truncate()
         f.write(f"{os.getpid()}\n")
@@ -396,7 +406,9 @@ class Run:
         self._lock_file = f
 
     def unlock(self) -> None:
+        """Release ``.lock`` and remove the file (a run that is not being trained has none)."""
         if self._lock_file is not None:
+            (self.dir / LOCK_FILE).unlink(missing_ok=True)  # while still held, so no one locks the old file
             self._lock_file.close()  # closing the file releases the flock
             self._lock_file = None
 

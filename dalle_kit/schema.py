@@ -22,6 +22,7 @@ from typing import Any, Literal, Union
 
 import attrs
 
+from . import hints
 from .errors import RecipeError, did_you_mean
 
 _MISSING = object()
@@ -260,7 +261,7 @@ def structure(cls: type, data: dict[str, Any], *, source: str, section: str, bas
         # attrs validators name the field in their message; point at it when we can.
         bad = next((n for n in kwargs if f"'{n}'" in msg), None)
         key = f"{prefix}key '{bad}'" if bad else prefix.strip() or "recipe"
-        raise RecipeError(source, key, f"invalid value: {msg}", "see `dalle-kit plugins show` for the allowed values") from None
+        raise RecipeError(source, key, f"invalid value: {msg}", f"see `{hints.dalle_kit('plugins show NAME')}` for the allowed values") from None
 
 
 def unstructure(config: Any) -> dict[str, Any]:

@@ -133,7 +133,7 @@ class Trainer:
                 if stop:
                     why = f" ({self.stop_reason})" if self.stop_reason else ""
                     if main:
-                        bar.write(f"stopped at step {step}{why}; continue with: dalle-kit run --resume {run.dir}")
+                        bar.write(f"stopped at step {step}{why}; continue with: {run.resume_command()}")
                     break
         finally:
             bar.close()

@@ -12,6 +12,7 @@ import pytest
 
 from dalle_kit.cli import main
 from dalle_kit.registry import Registry
+from heartbeat import pytest_runtest_protocol  # noqa: F401  (a hook: a line every few seconds in a long test)
 
 HERE = Path(__file__).parent
 PLUGIN_PACKAGES = HERE / "plugins"

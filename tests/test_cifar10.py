@@ -47,21 +47,39 @@ def test_reads_torchvision_format(tmp_path):
     check_part(CIFAR10, config)
 
 
-def test_offline_without_files_is_one_line(tmp_path):
+def test_offline_without_files_is_one_line(tmp_path, monkeypatch):
     root = tmp_path / "empty"
     with pytest.raises(dalle_kit.UserError) as err:
         CIFAR10(CIFAR10.Config(root=str(root), download=False)).load("train")
     msg = str(err.value)
     assert "\n" not in msg
     assert str(root) in msg and "cifar-10-python.tar.gz" in msg and "cifar-10-batches-py" in msg
+    assert "download = false" in msg
+    # no address that cannot be reached offline, and no torchvision argument the recipe does not have
+    assert "http" not in msg and "download=True" not in msg
+
+    import torchvision.datasets.cifar as tv_cifar
+
+    def offline(*args, **kwargs):  # torchvision's own text, offline
+        raise RuntimeError("<urlopen error [Errno -2] Name or service not known>")
+
+    monkeypatch.setattr(tv_cifar, "download_and_extract_archive", offline)
+    with pytest.raises(dalle_kit.UserError) as err:
+        CIFAR10(CIFAR10.Config(root=str(root), download=True)).check()
+    msg = str(err.value)
+    assert "download failed: Name or service not known" in msg and "http" not in msg and "\n" not in msg
 
 
 def test_cifar_recipe_is_valid_and_fails_cleanly_without_data(run_cli, tmp_path):
     repo = Path(__file__).parent.parent
-    code, out, err = run_cli("recipe", "check", repo / "recipes" / "cifar.toml")
+    data = make_cifar(tmp_path / "cifar")
+    code, out, err = run_cli("recipe", "check", repo / "recipes" / "cifar.toml", "--set", f"data.root={data}",
+                             "--set", "data.verify=false")
     assert code == 0, err
     recipe = write_recipe(tmp_path, (repo / "recipes" / "cifar.toml").read_text())
-    code, out, err = run_cli("run", recipe, "--set", f"data.root={tmp_path / 'nodata'}", "--set", "data.download=false",
-                             "--runs-dir", tmp_path / "runs", "-q")
-    assert code == 2 and "Traceback" not in err
-    assert "cifar10: no usable data in" in err and len(err.strip().splitlines()) == 1
+    for command in ("run", "recipe check"):  # refused before any run directory exists
+        code, out, err = run_cli(*command.split(), recipe, "--set", f"data.root={tmp_path / 'nodata'}", "--set",
+                                 "data.download=false", *(["--runs-dir", tmp_path / "runs", "-q"] if command == "run" else []))
+        assert code == 2 and "Traceback" not in err
+        assert "cifar10: no usable data in" in err and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "runs").exists() or not any((tmp_path / "runs").iterdir()), "a run directory was left behind"

@@ -150,3 +150,25 @@ def test_fast_profile_keeps_two_passes_for_a_batch_norm_discriminator(tiny_recip
     batches.clear()
     api.train(str(tiny_recipe), overrides, runs_dir=tmp_path / "sn", quiet=True)
     assert batches[0] == 64
+
+
+def test_dcgan_latent_codes_end_z_with_a_uniform_one_hot():
+    """latent_codes = K: z is Gaussian noise then a one-hot of one of K values (the generator can pick a mode
+    without blending two); 0, the default, leaves z plain Gaussian, drawn exactly as before."""
+    from dalle_kit.testing import check_part
+    from dalle_kit_plugins.dcgan import DCGANGenerator
+
+    config = DCGANGenerator.Config(latent_dim=8, ngf=8, text_embed=4, latent_codes=5)
+    generator = DCGANGenerator(config, text_dim=6, image_size=16, channels=3)
+    z = generator.sample_latent(400, torch.Generator().manual_seed(0))
+    assert generator.latent_dim == 13 and z.shape == (400, 13)
+    codes = z[:, 8:]
+    assert ((codes == 0) | (codes == 1)).all() and (codes.sum(1) == 1).all()
+    counts = codes.sum(0)
+    assert counts.min() > 50  # every value drawn, about 80 times each
+    assert generator(z[:4], torch.randn(4, 6)).shape == (4, 3, 16, 16)
+    check_part(DCGANGenerator, config)
+
+    plain = DCGANGenerator(DCGANGenerator.Config(latent_dim=8, ngf=8), text_dim=6, image_size=16, channels=3)
+    assert torch.equal(plain.sample_latent(4, torch.Generator().manual_seed(1)),
+                       torch.randn(4, 8, generator=torch.Generator().manual_seed(1)))

@@ -54,18 +54,35 @@ def test_evaluate_run_logs_each_score_with_its_protocol(run_dir):
 
 def test_eval_command_prints_scores_with_protocol(run_dir, capsys):
     assert main(["eval", str(run_dir), "--metric", "d-roc-auc", "--num-samples", "8", "--seed", "5"]) == 0
-    out = capsys.readouterr().out.strip().splitlines()
+    captured = capsys.readouterr()
+    assert "generating images: 100%" in captured.err  # progress on stderr, results alone on stdout
+    out = captured.out.strip().splitlines()
     assert len(out) == 1 and out[0].startswith("d-roc-auc: d_roc_auc=")
     assert "n_generated=8" in out[0] and "seed=5" in out[0] and "reference=8 shapes/test" in out[0]
     assert eval_rows(run_dir)[-1]["protocol"]["seed"] == 5
+    assert main(["eval", str(run_dir), "--metric", "d-roc-auc", "--num-samples", "8", "-q"]) == 0
+    assert capsys.readouterr().err == ""
+
+
+def test_progress_bars_leave_the_scores_as_they_are(run_dir, capsys):
+    """With its progress bars on (a forward hook counts the Inception batches), the same evaluation gives the same
+    numbers as a quiet one."""
+    loud = evaluate_run(Run.open(run_dir, get_registry(), quiet=False), ["kid", "fid"], num_samples=12)
+    err = capsys.readouterr().err
+    assert "Inception features of the generated images: 100%" in err and "generating images: 100%" in err
+    quiet = evaluate_run(Run.open(run_dir, get_registry(), quiet=True), ["kid", "fid"], num_samples=12)
+    assert capsys.readouterr().err == ""
+    assert {k: r.values for k, r in loud.items()} == {k: r.values for k, r in quiet.items()}
 
 
 def test_eval_command_errors_are_one_line(run_dir, capsys, tmp_path):
     assert main(["eval", str(run_dir), "--metric", "fdi"]) == 2
     err = capsys.readouterr().err.strip()
     assert "\n" not in err and "unknown metric 'fdi'" in err and "did you mean 'fid'" in err
-    assert main(["eval", str(run_dir)]) == 2  # the recipe lists no metrics and none were given
-    assert "no metrics" in capsys.readouterr().err
+    assert main(["eval", str(run_dir)]) == 2  # the recipe lists no metrics and none were given: it suggests some
+    err = capsys.readouterr().err.strip()
+    assert "\n" not in err and "no metrics" in err and "metrics that suit shapes" in err
+    assert f"dalle-kit eval {run_dir} --metric text-alignment --metric fid`" in err
     assert main(["eval", str(tmp_path)]) == 2
     assert "not a run directory" in capsys.readouterr().err
 

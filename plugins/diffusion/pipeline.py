@@ -20,7 +20,7 @@ import torch
 from torch import nn
 
 import dalle_kit
-from dalle_kit import param
+from dalle_kit import hints, param
 from dalle_kit.schema import Invalid, finite_positive
 from dalle_kit.testing import ConformanceError
 from dalle_kit_plugins.events.ema import use_average
@@ -237,7 +237,7 @@ class Diffusion(dalle_kit.Pipeline):
         """The run's modules with its latest weights (the EMA denoiser in place of the trained one where kept)."""
         state = run.load_checkpoint(prefixes=("models", "extra"))
         if state is None:
-            raise dalle_kit.UserError(f"{run.dir}: no checkpoint yet; train first with dalle-kit run")
+            raise dalle_kit.UserError(f"{run.dir}: no checkpoint yet; train first with {hints.dalle_kit('run')}")
         modules = self._build(run, run.build_dataset(), state)
         for key, module in modules.items():
             module.load_state_dict(state["models"][key])

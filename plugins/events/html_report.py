@@ -9,6 +9,7 @@ from __future__ import annotations
 import warnings
 
 import dalle_kit
+from dalle_kit import hints
 from dalle_kit.errors import one_line
 from dalle_kit.report import write_report
 
@@ -19,7 +20,7 @@ def _write(run) -> None:
     try:
         write_report(run.dir)
     except Exception as exc:  # a page is not worth a failed run: its checkpoints and metrics are already on disk
-        warnings.warn(f"{run.dir}: report.html not written ({one_line(exc)}); `dalle-kit report {run.dir}` retries",
+        warnings.warn(f"{run.dir}: report.html not written ({one_line(exc)}); `{hints.dalle_kit(f'report {hints.quote(str(run.dir))}')}` retries",
                       stacklevel=2)
 
 

@@ -50,15 +50,19 @@ class DCGANGenerator(dalle_kit.Generator):
         latent_dim: int = param(100, "size of the noise vector z", validator=attrs.validators.gt(0))
         ngf: int = param(64, "channels of the last hidden layer (doubling towards the input)", validator=attrs.validators.gt(0))
         text_embed: int = param(64, "the text vector is projected to this size before concatenation", validator=attrs.validators.gt(0))
+        latent_codes: int = param(0, "a categorical code beside the Gaussian noise: z ends with a one-hot of one of this "
+                                     "many values, drawn uniformly, so the generator can choose between separate modes "
+                                     "(the sizes and places a short caption leaves open) instead of blending two; "
+                                     "0: Gaussian noise only", validator=attrs.validators.ge(0))
 
     def __init__(self, config, *, text_dim: int, image_size: int, channels: int):
         super().__init__(config, text_dim=text_dim, image_size=image_size, channels=channels)
-        self.latent_dim = config.latent_dim
+        self.latent_dim = config.latent_dim + config.latent_codes
         levels = _levels(image_size)
         width = config.ngf * 2 ** (levels - 1)
         self.text_proj = nn.Sequential(nn.Linear(text_dim, config.text_embed), nn.LeakyReLU(0.2))
         layers: list[nn.Module] = [
-            nn.ConvTranspose2d(config.latent_dim + config.text_embed, width, 4, 1, 0, bias=False),
+            nn.ConvTranspose2d(self.latent_dim + config.text_embed, width, 4, 1, 0, bias=False),
             nn.BatchNorm2d(width),
             nn.ReLU(True),
         ]
@@ -68,6 +72,14 @@ class DCGANGenerator(dalle_kit.Generator):
         layers += [nn.ConvTranspose2d(width, channels, 4, 2, 1, bias=False), nn.Tanh()]
         self.net = nn.Sequential(*layers)
         _init(self)
+
+    def sample_latent(self, n: int, generator: torch.Generator | None = None, device=None) -> torch.Tensor:
+        """Gaussian noise [n, latent_dim], followed by a one-hot code [n, latent_codes] when the config asks for one."""
+        z = torch.randn(n, self.config.latent_dim, generator=generator)
+        codes = self.config.latent_codes
+        if codes:
+            z = torch.cat([z, nn.functional.one_hot(torch.randint(codes, (n,), generator=generator), codes).float()], 1)
+        return z.to(device or "cpu")
 
     def forward(self, z: torch.Tensor, text: torch.Tensor) -> torch.Tensor:
         h = torch.cat([z, self.text_proj(text)], dim=1)

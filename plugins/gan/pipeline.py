@@ -21,7 +21,7 @@ import attrs
 import torch
 
 import dalle_kit
-from dalle_kit import finetune, param
+from dalle_kit import finetune, hints, param
 from dalle_kit.schema import adam_betas
 from dalle_kit_plugins.common.bf16 import has_bf16
 from dalle_kit_plugins.gan.diffaugment import POLICIES, diff_augment
@@ -211,7 +211,7 @@ class GAN(dalle_kit.Pipeline):
         """(parts, context) with the run's latest weights; the generator is the EMA one when the run keeps an average."""
         state = run.load_checkpoint(prefixes=("models", "extra"))
         if state is None:
-            raise dalle_kit.UserError(f"{run.dir}: no checkpoint yet; train first with dalle-kit run")
+            raise dalle_kit.UserError(f"{run.dir}: no checkpoint yet; train first with {hints.dalle_kit('run')}")
         parts, context = self._build(run, run.build_dataset(), state, with_discriminator=with_discriminator)
         for key, module in parts.items():
             module.load_state_dict(state["models"][key])

@@ -94,9 +94,10 @@ class ClassifierSettings:
 
 
 def train_classifier(images: torch.Tensor, labels: torch.Tensor, classes: int, settings: ClassifierSettings,
-                     device: str | torch.device = "cpu") -> Classifier:
+                     device: str | torch.device = "cpu", bar=None) -> Classifier:
     """A `Classifier` trained from scratch on uint8 images [N, C, H, W] and int64 labels [N]; deterministic in
-    `settings.seed`, and the caller's global RNG stream is left as it was."""
+    `settings.seed`, and the caller's global RNG stream is left as it was. `bar` (a progress bar, optional)
+    advances by one per batch (`training_batches` in all)."""
     device = torch.device(device)
     g = torch.Generator().manual_seed(settings.seed)
     with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
@@ -104,7 +105,7 @@ def train_classifier(images: torch.Tensor, labels: torch.Tensor, classes: int, s
         model = Classifier(images.shape[1], classes, settings.width).to(device)
         n, bs = len(images), settings.batch_size
         opt = torch.optim.AdamW(model.parameters(), lr=settings.lr, weight_decay=settings.weight_decay)
-        steps = max(1, settings.epochs * ((n + bs - 1) // bs))
+        steps = max(1, training_batches(n, settings))
         sched = torch.optim.lr_scheduler.OneCycleLR(opt, settings.lr, total_steps=steps)
         model.train()
         for _ in range(settings.epochs):
@@ -119,7 +120,14 @@ def train_classifier(images: torch.Tensor, labels: torch.Tensor, classes: int, s
                 loss.backward()
                 opt.step()
                 sched.step()
+                if bar is not None:
+                    bar.update(1)
     return model.eval()
+
+
+def training_batches(n: int, settings: ClassifierSettings) -> int:
+    """How many batches `train_classifier` runs on `n` images."""
+    return settings.epochs * ((n + settings.batch_size - 1) // settings.batch_size)
 
 
 def accuracy(model: Classifier, images: torch.Tensor, labels: torch.Tensor, classes: int) -> tuple[float, list[float | None]]:
@@ -201,7 +209,9 @@ def load_or_train_classifier(evaluation, settings: ClassifierSettings, attribute
         info["weights_hash"] = file_digest(entry / WEIGHTS_FILE)
         return model.to(evaluation.device).eval(), info
     t0, cpu0 = time.monotonic(), time.process_time()
-    model = train_classifier(train_x, train_y, len(names), settings, evaluation.device)
+    with evaluation.progress(training_batches(len(train_x), settings), f"{metric}: training its classifier on "
+                             f"{evaluation.dataset_name}/train (once, then cached)", "batch") as bar:
+        model = train_classifier(train_x, train_y, len(names), settings, evaluation.device, bar)
     seconds, cpu = time.monotonic() - t0, time.process_time() - cpu0
     test_accuracy, per_class = accuracy(model, test_x, test_y, len(names))
     info = {"test_accuracy": test_accuracy, "test_accuracy_per_class": dict(zip(names, per_class)),
@@ -301,7 +311,9 @@ class CAS(_ClassifierMetric):
         _, info = self.classifier(evaluation)
         generated = check_images(evaluation, test_x, self.name)
         t0 = time.monotonic()
-        model = train_classifier(generated, labels, len(names), self.settings, evaluation.device)
+        with evaluation.progress(training_batches(len(generated), self.settings),
+                                 f"cas: training a classifier on the {len(generated)} generated images", "batch") as bar:
+            model = train_classifier(generated, labels, len(names), self.settings, evaluation.device, bar)
         seconds = time.monotonic() - t0
         cas, per_class = accuracy(model, test_x, test_y, len(names))
         details = {"per_class": dict(zip(names, per_class)), "real_accuracy_per_class": info["test_accuracy_per_class"],

@@ -41,7 +41,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 import dalle_kit
-from dalle_kit import param
+from dalle_kit import param, progress
 from dalle_kit.cache import tensor_digest
 from dalle_kit.checkpoint import atomic_write
 from dalle_kit.evaluation import MetricResult
@@ -166,9 +166,10 @@ def reference_cache_fields(evaluation, extractor: inception.Extractor, protocol:
 
 # ------------------------------------------------------------------ one feature pass
 def extract_features(images: torch.Tensor, extractor: inception.Extractor, batch_size: int, device: torch.device,
-                     memo: dict | None = None) -> torch.Tensor:
+                     memo: dict | None = None, bar=None) -> torch.Tensor:
     """2048-d Inception pool features [N, 2048] of uint8 images (or float32 ones in [0, 255], for the extractors that
-    read them), by torch-fidelity's own extraction loop."""
+    read them), by torch-fidelity's own extraction loop; `bar` (a progress bar, optional) advances by the images of
+    each batch the network has processed."""
     from torch_fidelity.utils import create_feature_extractor, get_featuresdict_from_dataset
 
     cuda = device.type == "cuda"
@@ -180,7 +181,15 @@ def extract_features(images: torch.Tensor, extractor: inception.Extractor, batch
                                        feature_extractor_weights_path=extractor.weights_path)
         if memo is not None:
             memo[key] = net
-    return get_featuresdict_from_dataset(inception.ImagesDataset(images), net, batch_size, cuda, True, False)[FEATURE_LAYER]
+    def count(_net, args, _out) -> None:  # a forward hook that returned something would replace the features
+        bar.update(len(args[0]))
+
+    hook = net.register_forward_hook(count) if bar is not None else None
+    try:
+        return get_featuresdict_from_dataset(inception.ImagesDataset(images), net, batch_size, cuda, True, False)[FEATURE_LAYER]
+    finally:
+        if hook is not None:
+            hook.remove()
 
 
 def generated_features(evaluation, extractor: inception.Extractor, batch_size: int, protocol: str = "dalle-kit") -> torch.Tensor:
@@ -189,7 +198,9 @@ def generated_features(evaluation, extractor: inception.Extractor, batch_size: i
     key = ("inception-features", extractor, batch_size, protocol)
     if key not in evaluation.shared:
         images = evaluation.generated_float if protocol == LUCIC2018 else evaluation.generated
-        evaluation.shared[key] = extract_features(images, extractor, batch_size, evaluation.device, evaluation.shared)
+        with evaluation.progress(len(images), "Inception features of the generated images", "img") as bar:
+            evaluation.shared[key] = extract_features(images, extractor, batch_size, evaluation.device,
+                                                      evaluation.shared, bar)
     return evaluation.shared[key]
 
 
@@ -211,7 +222,10 @@ def reference_features(evaluation, extractor: inception.Extractor, batch_size: i
         if features is not None and tuple(features.shape) != (evaluation.n_reference, 2048):
             features = None
     if features is None:
-        features = extract_features(evaluation.reference.images, extractor, batch_size, evaluation.device, evaluation.shared)
+        images = evaluation.reference.images
+        with evaluation.progress(len(images), f"Inception features of {evaluation.dataset_name}/"
+                                 f"{evaluation.reference_split} (once, then cached)", "img") as bar:
+            features = extract_features(images, extractor, batch_size, evaluation.device, evaluation.shared, bar)
         atomic_write(path, lambda tmp: save_file({"features": features.contiguous()}, str(tmp)))
     evaluation.shared[key] = features
     return features
@@ -257,6 +271,14 @@ def paired_scores(evaluation, extractor: inception.Extractor, metric: str, batch
     """torch-fidelity's values for one of fid/kid/prc, from the shared features (generated = input1, reference = input2)."""
     gen = generated_features(evaluation, extractor, batch_size, protocol)
     ref = reference_features(evaluation, extractor, batch_size, protocol)
+    progress.phase(f"{metric}: statistics of {len(gen)} and {len(ref)} feature vectors", quiet=evaluation.quiet)
+    try:
+        return _paired_scores(evaluation, gen, ref, metric)
+    finally:
+        progress.done()
+
+
+def _paired_scores(evaluation, gen: torch.Tensor, ref: torch.Tensor, metric: str) -> dict[str, float]:
     if metric == "fid":
         return {"frechet_inception_distance": frechet_distance(gen, ref)}
     if metric == "kid":

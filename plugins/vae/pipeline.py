@@ -22,7 +22,7 @@ import torch
 from torch import nn
 
 import dalle_kit
-from dalle_kit import finetune, param
+from dalle_kit import finetune, hints, param
 from dalle_kit.schema import adam_betas, finite_positive
 
 #: Held-out images (the first of the "test" split) whose reconstruction error is logged as recon_test.
@@ -164,7 +164,7 @@ class VAE(dalle_kit.Pipeline):
         """(checkpoint, modules, context) with the run's latest weights."""
         state = run.load_checkpoint(prefixes=("models", "extra"))
         if state is None:
-            raise dalle_kit.UserError(f"{run.dir}: no checkpoint yet; train first with dalle-kit run")
+            raise dalle_kit.UserError(f"{run.dir}: no checkpoint yet; train first with {hints.dalle_kit('run')}")
         modules, context = self._build(run, run.build_dataset(), state)
         for key, module in modules.items():
             module.load_state_dict(state["models"][key])
