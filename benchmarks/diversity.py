@@ -30,7 +30,7 @@ import torch
 
 from dalle_kit.registry import get_registry
 from dalle_kit.run import Run
-from dalle_kit_plugins.shapes import ATTRIBUTES, COLOURS, SHAPES, parse_caption
+from dalle_kit_plugins.data.shapes import ATTRIBUTES, COLOURS, SHAPES, parse_caption
 
 
 def pairwise_l1(images: torch.Tensor) -> float:

@@ -19,7 +19,6 @@ from .recipe import RECIPE_FILE, load_recipe, parse_override
 from .registry import Registry, get_registry
 from . import distributed
 from .run import Run, check_parts, pick_device, resolve_run_dir
-from .vocab import unknown_words
 
 DEFAULT_RECIPE = "default"
 #: The most images one `sample` call draws (prompts x -n): a grid beyond it is unreadable and may exhaust memory.
@@ -211,9 +210,12 @@ def sample(run_dir: str | Path, prompts: Sequence[str], n: int = 8, out: str | P
 def warn_unknown_words(run: Run, prompts: Sequence[str]) -> None:
     """One warning line naming the prompt words that the run's text encoder never saw, when it learned a vocabulary
     from the training captions (saved in the checkpoint as ``extra.text_encoder.vocab``)."""
+    spec = run.recipe.parts.get("text_encoder")
+    if spec is None:
+        return
     state = run.load_checkpoint(prefixes=("extra",))
     saved = ((state or {}).get("extra") or {}).get("text_encoder")
-    unknown = unknown_words(saved, prompts)
+    unknown = spec.info.cls.unknown_words(saved, prompts)
     if unknown:
         words = ", ".join(repr(w) for w in unknown[:8]) + (f" and {len(unknown) - 8} more" if len(unknown) > 8 else "")
         warnings.warn(f"{words}: not in the vocabulary the text encoder learned from {run.dir}'s training captions; "

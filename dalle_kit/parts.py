@@ -73,6 +73,12 @@ class TextEncoder(nn.Module, Part):
     def fit(self, captions: Sequence[str]) -> None:
         """Learn what needs the corpus (a vocabulary) from the training captions. Called once, before training."""
 
+    @classmethod
+    def unknown_words(cls, saved: dict[str, Any] | None, prompts: Sequence[str]) -> list[str]:
+        """The words of `prompts` that an encoder with this saved state (`extra_state_json`) never learned, so that
+        `dalle-kit sample` can warn about them; [] for encoders that read any word."""
+        return []
+
     def encode(self, captions: Sequence[str]) -> Tensor:
         raise NotImplementedError
 

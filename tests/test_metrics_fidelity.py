@@ -288,7 +288,7 @@ def test_fast_extractor_features_equal_the_unfused_network_bit_for_bit():
 def test_progress_counting_leaves_the_features_alone():
     """The progress bar counts images through a forward hook on the network; a hook that returned anything (tqdm's
     update returns True when it redraws) would replace the features, so the count must not touch them."""
-    from dalle_kit_plugins.fidelity import extract_features
+    from dalle_kit_plugins.metrics.fidelity import extract_features
 
     class Redrawing:  # a bar that redraws on every update, as a real one does now and then
         n = 0

@@ -65,12 +65,12 @@ class FittedVocabulary:
     def load_extra_state_json(self, state: dict) -> None:
         self._build(Vocabulary(state["vocab"]))
 
-
-def unknown_words(saved: dict | None, prompts: Iterable[str]) -> list[str]:
-    """The words of `prompts` missing from a fitted vocabulary saved as ``{"vocab": [words]}`` (a text encoder's
-    ``extra_state_json``), in order of appearance; [] when `saved` holds no vocabulary."""
-    words = (saved or {}).get("vocab") if isinstance(saved, dict) else None
-    if not words:
-        return []
-    known = set(words)
-    return list(dict.fromkeys(w for p in prompts for w in tokenize(p) if w not in known))
+    @classmethod
+    def unknown_words(cls, saved: dict | None, prompts: Iterable[str]) -> list[str]:
+        """The words of `prompts` missing from the vocabulary saved as ``{"vocab": [words]}`` (`extra_state_json`),
+        in order of appearance; [] when `saved` holds no vocabulary."""
+        words = (saved or {}).get("vocab") if isinstance(saved, dict) else None
+        if not words:
+            return []
+        known = set(words)
+        return list(dict.fromkeys(w for p in prompts for w in tokenize(p) if w not in known))
