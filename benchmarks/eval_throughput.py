@@ -67,7 +67,7 @@ def seconds(fn) -> float:
 
 def stock_weights(extractor) -> str | io.BytesIO:
     """The resolved weights as something torch-fidelity's own class loads: the file, or fid-helper's converted."""
-    from dalle_kit_plugins import inception
+    from dalle_kit_plugins.metrics import inception
 
     if extractor.weights_path is not None:
         return extractor.weights_path
@@ -81,7 +81,7 @@ def pass_table(extractor, n_images: int, batch: int, rounds: int, gemm_sizes: tu
     from torch.utils.flop_counter import FlopCounterMode
     from torch_fidelity.feature_extractor_inceptionv3 import FeatureExtractorInceptionV3
 
-    from dalle_kit_plugins import inception
+    from dalle_kit_plugins.metrics import inception
 
     threads = torch.get_num_threads()
     ours = inception.build(extractor, [LAYER]).eval()
@@ -121,7 +121,7 @@ def metrics_table(extractor, n: int, repeats: int, names: list[str]) -> Table:
 
     from dalle_kit.evaluation import Evaluation, build_metrics, compute_metrics
     from dalle_kit.registry import get_registry
-    from dalle_kit_plugins import inception
+    from dalle_kit_plugins.metrics import inception
     from dalle_kit_plugins.metrics.fidelity import kid_subset_size
 
     registry = get_registry()
@@ -181,7 +181,7 @@ def main() -> None:
     add_arguments(parser)
     args = parser.parse_args()
     warnings.filterwarnings("ignore")
-    from dalle_kit_plugins import inception
+    from dalle_kit_plugins.metrics import inception
     from dalle_kit_plugins.metrics.fidelity import FidelityConfig
 
     torch.set_num_threads(1 if args.smoke else usable_cpus())  # a smoke run on a busy machine: no spinning threads

@@ -5,8 +5,8 @@ Public API for plugin authors::
     import dalle_kit
 
     @dalle_kit.hookimpl
-    def register_generators(register):
-        register(MyGenerator)   # a dalle_kit.Generator subclass with `name` and an attrs `Config`
+    def register_text_encoders(register):
+        register(MyEncoder)   # a dalle_kit.TextEncoder subclass with `name` and an attrs `Config`
 """
 
 __version__ = "0.1.0"
@@ -16,8 +16,8 @@ from .markers import hookimpl, hookspec
 
 #: Names imported on first use (PEP 562): they need torch, and `dalle-kit --help` or `--version` should not.
 _LAZY = {
-    **{name: "parts" for name in ("Dataset", "Discriminator", "Generator", "ImageCaptions", "Loss", "Metric", "NoConfig",
-                                  "Part", "Pipeline", "TextEncoder", "TrainConfig", "prior_sampler", "to_float_images", "to_uint8_images")},
+    **{name: "parts" for name in ("Dataset", "ImageCaptions", "Metric", "NoConfig", "Part", "Pipeline", "TextEncoder",
+                                  "TrainConfig", "to_float_images", "to_uint8_images")},
     "HOOK_API_VERSION": "registry",
     "Trainer": "trainer",
     "Training": "trainer",
@@ -41,7 +41,6 @@ def __dir__():
 
 
 __all__ = [
-    "HOOK_API_VERSION", "Dataset", "Discriminator", "Generator", "ImageCaptions", "Loss", "Metric", "NoConfig",
-    "Part", "Pipeline", "RecipeError", "TextEncoder", "TrainConfig", "Trainer", "Training", "UserError", "hookimpl", "hookspec", "param", "prior_sampler",
-    "to_float_images", "to_uint8_images",
+    "HOOK_API_VERSION", "Dataset", "ImageCaptions", "Metric", "NoConfig", "Part", "Pipeline", "RecipeError", "TextEncoder",
+    "TrainConfig", "Trainer", "Training", "UserError", "hookimpl", "hookspec", "param", "to_float_images", "to_uint8_images",
 ]

@@ -12,7 +12,8 @@ What an `Evaluation` offers (everything is computed on first use and shared by t
 - ``prompts``: N captions drawn (seeded) from the reference split, so prompts are in-distribution
 - ``reference``: the first ``n_reference`` images of the dataset's reference split, with captions
 - ``dataset``: the dataset part (``dataset.load("train")`` for metrics that fit something)
-- ``critic()``: the run's discriminator as ``(images in [-1, 1], captions) -> logits``, if the pipeline has one
+- ``critic()``: the run's critic as ``(images in [-1, 1], captions) -> logits``, if its pipeline offers
+  ``critic(run) -> (judge, label)``
 - ``cache``: a `dalle_kit.cache.ContentCache` factory for content-keyed results; ``shared``: a dict
   metrics may use to share work within this evaluation (one feature pass for several scores)
 - ``progress(total, desc, unit)``: a progress bar on stderr for any step that takes more than a few seconds
@@ -138,15 +139,14 @@ class Evaluation:
             return draw if draw is not None else pipeline.sampler(run)
 
         def critic():
-            make = getattr(pipeline, "discriminator", None)
+            make = getattr(pipeline, "critic", None)
             if make is None:
-                raise UserError(f"pipeline '{run.recipe.pipeline.info.name}' has no discriminator to evaluate; "
-                                "drop d-roc-auc from the metrics")
-            judge = make(run)
-            name = run.recipe.parts["discriminator"].info.name if "discriminator" in run.recipe.parts else "discriminator"
+                raise UserError(f"pipeline '{run.recipe.pipeline.info.name}' has no critic (a network that scores "
+                                "image-caption pairs) to evaluate; drop the metric that needs one")
+            judge, label = make(run)
             found = run.good_checkpoint()
             step, digest = (found[0], file_digest(found[1])) if found else (0, "")
-            return judge, f"discriminator {name} (step {step})", digest
+            return judge, f"{label} (step {step})", digest
 
         return cls(run.build_dataset(), num_samples=num_samples, seed=seed, sampler=sampler, critic=critic,
                    device=run.device, cache_root=cache_root, metric_names=metric_names, quiet=run.quiet or not run.writes)
@@ -215,7 +215,7 @@ class Evaluation:
                 self._generated_float = self._generated.float()
                 return self._generated_float
             if self._sampler is None:
-                raise UserError("this evaluation has no generator to draw samples from")
+                raise UserError("this evaluation has no sampler to draw images from")
             draw = self._sampler()
             g = torch.Generator().manual_seed(self.seed)
             chunks = []
@@ -235,7 +235,7 @@ class Evaluation:
         """(judge, label, weights hash): judge(images in [-1, 1], captions) -> logits, from the pipeline."""
         if "critic" not in self.shared:
             if self._critic is None:
-                raise UserError("this evaluation has no discriminator to score images with")
+                raise UserError("this evaluation has no critic to score images with")
             self.shared["critic"] = self._critic()
         return self.shared["critic"]
 

@@ -1,12 +1,15 @@
-"""The hooks a plugin may implement: one ``register_*`` hook per kind of part.
+"""The hooks a plugin may implement: one ``register_*`` hook per kind of part, and the training events.
 
-Each receives ``register``, a function to call once per part class::
+Each registration hook receives ``register``, a function to call once per part class::
 
     @dalle_kit.hookimpl
-    def register_generators(register):
-        register(MyGenerator)
+    def register_text_encoders(register):
+        register(MyTextEncoder)
 
-The class must subclass the kind's base in `dalle_kit.parts` and carry ``name`` and ``Config``.
+The class must subclass its kind's base and carry ``name`` and ``Config``. The core's kinds are the ones every
+family shares (text encoders, datasets, metrics, pipelines); a family brings its own kinds through
+``register_kinds``, each with its registration hook (the GAN family's ``register_generators``,
+``register_discriminators`` and ``register_losses``), exactly as a third party does.
 """
 
 from .markers import hookspec
@@ -15,21 +18,6 @@ from .markers import hookspec
 @hookspec
 def register_text_encoders(register):
     """Register `dalle_kit.TextEncoder` subclasses: captions -> vectors."""
-
-
-@hookspec
-def register_generators(register):
-    """Register `dalle_kit.Generator` subclasses: (noise, text vector) -> images in [-1, 1]."""
-
-
-@hookspec
-def register_discriminators(register):
-    """Register `dalle_kit.Discriminator` subclasses: (images, text vector) -> logits."""
-
-
-@hookspec
-def register_losses(register):
-    """Register `dalle_kit.Loss` subclasses: adversarial objectives and their regularisers."""
 
 
 @hookspec
@@ -49,14 +37,17 @@ def register_pipelines(register):
 
 @hookspec
 def register_kinds(register):
-    """Register a new kind of part: ``register(Base, checks=[...])``, so that a new model family needs no core change.
+    """Register a new kind of part: ``register(Base, checks=[...], hook="register_<parts>")``, so that a new model
+    family needs no core change.
 
     ``Base`` subclasses `dalle_kit.Part` (and `torch.nn.Module` for a network) and sets ``kind = "<name>"``; its
-    docstring is the kind's contract. Its parts register through `register_parts`; a pipeline names the kind in
-    its ``sections`` (the recipe table); they are built as ``cls(config, **context)`` with the keys that
+    docstring is the kind's contract. Its parts register through `register_parts`, or through ``hook`` when given
+    (a registration hook of the kind's own, such as the GAN family's ``register_generators``); a pipeline names the
+    kind in its ``sections`` (the recipe table); they are built as ``cls(config, **context)`` with the keys that
     ``Base.build_context`` lists among ``text_dim``, ``image_size`` and ``channels`` (``recipe check`` builds them
-    once, before any run directory). ``checks`` are conformance functions ``check(cls, config, **kw)`` that
-    `dalle_kit.testing.check_part` runs on each part of the kind."""
+    once, before any run directory). A network kind describes its inputs (``Base.example_inputs`` and
+    ``expected_shape``, `dalle_kit.Part`) and `dalle_kit.testing.check_part` runs the network checks on its parts;
+    ``checks`` are conformance functions ``check(cls, config, **kw)`` of its own, run beside them."""
 
 
 @hookspec

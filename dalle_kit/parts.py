@@ -38,8 +38,24 @@ class Part:
     kind: ClassVar[str] = ""
     name: ClassVar[str] = ""
     Config: ClassVar[type] = NoConfig
-    #: For kinds that plugins add: the context keywords (of text_dim, image_size, channels) parts are built with.
+    #: The context keywords (of text_dim, image_size, channels) parts of this kind are built with.
     build_context: ClassVar[tuple[str, ...]] = ()
+    #: For network kinds: the range every output value must lie in (None: any finite value).
+    output_range: ClassVar[tuple[float, float] | None] = None
+    #: For network kinds: the positions of `example_inputs` that must receive gradients (a discriminator's images).
+    grad_inputs: ClassVar[tuple[int, ...]] = ()
+
+    @classmethod
+    def example_inputs(cls, part: Any, *, n: int, context: dict[str, Any], rng: torch.Generator,
+                       text_shift: bool = False) -> tuple | None:
+        """For network kinds: a batch of `n` inputs for ``part(*inputs)`` (``text_shift``: the same batch with other
+        texts), so that `dalle_kit.testing` checks any kind, a plugin's too. None: the kind is not a network."""
+        return None
+
+    @classmethod
+    def expected_shape(cls, part: Any, *, n: int, context: dict[str, Any]) -> tuple[int, ...] | None:
+        """For network kinds: the shape ``part(*example_inputs)`` must have (None: not checked)."""
+        return None
 
     @classmethod
     def pin(cls, config: Any) -> Any:
@@ -59,8 +75,8 @@ class Part:
 class TextEncoder(nn.Module, Part):
     """Turns captions into vectors: ``encode(list[str]) -> Tensor[B, dim]``.
 
-    Context: none. A trainable encoder is optimised by the pipeline with the discriminator
-    (or its own objective); a frozen one has no parameters that require grad.
+    Context: none. A trainable encoder is optimised by the pipeline (with one of its networks,
+    or by its own objective); a frozen one has no parameters that require grad.
     """
 
     kind = "text_encoder"
@@ -89,6 +105,16 @@ class TextEncoder(nn.Module, Part):
     def trainable(self) -> bool:
         return any(p.requires_grad for p in self.parameters())
 
+    @classmethod
+    def example_inputs(cls, part: Any, *, n: int, context: dict[str, Any], rng: torch.Generator,
+                       text_shift: bool = False) -> tuple:
+        captions = list(context["captions"])[:n]
+        return (captions[1:] + captions[:1] if text_shift else captions,)
+
+    @classmethod
+    def expected_shape(cls, part: Any, *, n: int, context: dict[str, Any]) -> tuple[int, ...]:
+        return (n, part.dim)
+
     @property
     def device(self) -> torch.device:
         for t in list(self.parameters()) + list(self.buffers()):
@@ -96,93 +122,11 @@ class TextEncoder(nn.Module, Part):
         return torch.device("cpu")
 
 
-class Generator(nn.Module, Part):
-    """Maps noise and a text vector to images: ``forward(z[B, latent_dim], text[B, D]) -> [B, C, H, W]`` in [-1, 1].
-
-    Context: ``text_dim``, ``image_size``, ``channels``. ``conditioning_layers`` names (fnmatch patterns
-    over ``named_modules()``) the layers that read the text; parameter-efficient fine-tuning trains only those.
-    """
-
-    kind = "generator"
-    latent_dim: int
-    conditioning_layers: ClassVar[tuple[str, ...]] = ()
-
-    def __init__(self, config, *, text_dim: int, image_size: int, channels: int):
-        super().__init__()
-        self.config, self.text_dim, self.image_size, self.channels = config, text_dim, image_size, channels
-
-    def sample_latent(self, n: int, generator: torch.Generator | None = None, device=None) -> Tensor:
-        return torch.randn(n, self.latent_dim, generator=generator).to(device or "cpu")
-
-
-def prior_sampler(encoder: TextEncoder, generator: Generator, device):
-    """``(prompts, rng) -> images in [-1, 1]`` (CPU, float): z from ``generator.sample_latent``, decoded with the
-    prompts' vectors. Puts both networks in eval mode; pipelines build their samplers from it."""
-    encoder.eval()
-    generator.eval()
-
-    @torch.inference_mode()
-    def draw(prompts, rng: torch.Generator) -> Tensor:
-        z = generator.sample_latent(len(prompts), rng, device)
-        return generator(z, encoder(prompts)).float().cpu()
-
-    return draw
-
-
-class Discriminator(nn.Module, Part):
-    """Judges image-text pairs: ``forward(images[B, C, H, W], text[B, D]) -> logits[B]`` (higher = real).
-
-    Context: ``text_dim``, ``image_size``, ``channels``. ``conditioning_layers``: as for `Generator`.
-    """
-
-    kind = "discriminator"
-    conditioning_layers: ClassVar[tuple[str, ...]] = ()
-
-    def __init__(self, config, *, text_dim: int, image_size: int, channels: int):
-        super().__init__()
-        self.config, self.text_dim, self.image_size, self.channels = config, text_dim, image_size, channels
-
-
-class Loss(Part):
-    """Adversarial objective from logits; optionally a regulariser that needs the images.
-
-    Context: none. What the ``gan`` pipeline calls, in order, each step (B = ``[train] batch_size``):
-
-    1. ``n_critic`` times: ``discriminator_loss(real_logits, fake_logits)`` with ``real_logits`` = D(real, t), shape
-       [B], and ``fake_logits`` = D(G(z, t), t), shape [B]; with ``[train] matching_aware`` it is
-       ``cat([D(G(z, t), t), D(real, t')])``, shape [2B] (the second half: real images with another sample's
-       caption), so a loss must not pair real and fake logits by index. Then ``penalty(discriminator, real,
-       fake, text)``: the images D just saw (after any augmentation), [B, C, H, W] in [-1, 1], ``fake``
-       detached, and the captions' embeddings [B, text_dim]; its result is added to the discriminator's loss.
-    2. ``generator_loss(fake_logits)`` with ``fake_logits`` = D(G(z, t), t), [B], from the updated D (whose
-       parameters take no gradient here). A loss with ``needs_real_logits = True`` is called as
-       ``generator_loss(fake_logits, real_logits)``, ``real_logits`` = D(real, t) on the same batch, [B]
-       (relativistic losses need both; this costs one more D forward per step).
-    """
-
-    kind = "loss"
-    #: Whether `generator_loss` takes the discriminator's logits on real images too (see the class docstring).
-    needs_real_logits: ClassVar[bool] = False
-
-    def __init__(self, config):
-        self.config = config
-
-    def discriminator_loss(self, real_logits: Tensor, fake_logits: Tensor) -> Tensor:
-        raise NotImplementedError
-
-    def generator_loss(self, fake_logits: Tensor, real_logits: Tensor | None = None) -> Tensor:
-        raise NotImplementedError
-
-    def penalty(self, discriminator: Discriminator, real: Tensor, fake: Tensor, text: Tensor) -> Tensor | None:
-        """An extra discriminator term (gradient penalty, R1); None when the loss has none."""
-        return None
-
-
 class Metric(Part):
     """Scores generated images: ``compute(evaluation) -> MetricResult`` (see `dalle_kit.evaluation`).
 
     The `Evaluation` gives the generated images and their prompts, the reference split, the dataset,
-    the run's discriminator and a content-keyed cache; the `MetricResult` holds the numbers
+    the run's critic (if its pipeline has one) and a content-keyed cache; the `MetricResult` holds the numbers
     (name -> finite float) and the `Protocol` that produced them (n generated, n reference, reference
     split, extractor, weights hash, seed). Context: none.
     """
@@ -323,8 +267,8 @@ class Pipeline(Part):
     ``sections`` maps each recipe table the pipeline needs to the kind of part it names. A pipeline
     supplies ``setup(run, state) -> dalle_kit.trainer.Training`` (its networks, optimizers, RNGs, one training
     step and how to draw) and the core `Trainer` runs the loop; `train(run)` may instead be overridden to run
-    a loop of its own. `sampler(run)` returns a callable ``(prompts, generator) -> images in [-1, 1]`` built
-    from the run's latest weights. A pipeline with a discriminator may also offer ``discriminator(run) ->
+    a loop of its own. `sampler(run)` returns a callable ``(prompts, rng) -> images in [-1, 1]`` built
+    from the run's latest weights. A pipeline with a critic may also offer ``critic(run) ->
     (images, captions) -> logits`` (used by d-roc-auc).
     """
 
@@ -369,11 +313,9 @@ class Pipeline(Part):
         return False
 
 
+#: The kinds every family shares; a family adds its own through ``register_kinds``.
 KINDS: dict[str, type[Part]] = {
     "text_encoder": TextEncoder,
-    "generator": Generator,
-    "discriminator": Discriminator,
-    "loss": Loss,
     "metric": Metric,
     "dataset": Dataset,
     "pipeline": Pipeline,

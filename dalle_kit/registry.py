@@ -27,11 +27,9 @@ from .schema import bad_defaults
 #: Version of the hook API. A plugin module may declare ``DALLE_KIT_API = <int>``; another value is refused.
 HOOK_API_VERSION = 1
 
+#: The registration hook of each of the core's kinds; a kind a plugin adds may bring its own (``register_kinds``).
 HOOK_KINDS = {
     "register_text_encoders": "text_encoder",
-    "register_generators": "generator",
-    "register_discriminators": "discriminator",
-    "register_losses": "loss",
     "register_metrics": "metric",
     "register_datasets": "dataset",
     "register_pipelines": "pipeline",
@@ -80,6 +78,8 @@ class Registry:
         self.kinds: dict[str, type] = dict(KINDS)
         self.kind_checks: dict[str, list] = {}
         self.kind_plugins: dict[str, PluginInfo] = {}
+        #: Registration hooks by name -> kind: the core's, and those the kinds plugins add declare.
+        self.kind_hooks: dict[str, str] = dict(HOOK_KINDS)
         self.parts: dict[str, dict[str, PartInfo]] = {kind: {} for kind in KINDS}
         self.recipes: dict[str, tuple[str, PluginInfo]] = {}
         self.plugins: list[PluginInfo] = []
@@ -119,25 +119,14 @@ class Registry:
         return registry
 
     def add_plugin(self, module: ModuleType | Any, info: PluginInfo) -> None:
+        """Register `module`'s hooks; their names are checked once every plugin's kinds are known (`_call_hooks`)."""
         api = getattr(module, "DALLE_KIT_API", HOOK_API_VERSION)
         if api != HOOK_API_VERSION:
             self._problem(info, f"built for dalle-kit hook API {api}, this dalle-kit provides hook API {HOOK_API_VERSION}",
                           f"install a version of {info.distribution} made for hook API {HOOK_API_VERSION}")
             return
-        for attr, obj in inspect.getmembers(module, callable):
-            marked = hasattr(obj, f"{PROJECT}_impl")
-            if marked and attr not in HOOK_NAMES:
-                self._problem(info, f"'{attr}' is not a dalle_kit hook{did_you_mean(attr, HOOK_NAMES)}",
-                              "rename it to one of: " + ", ".join(HOOK_NAMES))
-            elif not marked and attr in HOOK_NAMES and inspect.isfunction(obj):
-                self._problem(info, f"'{attr}' lacks the @dalle_kit.hookimpl decorator and is ignored",
-                              "decorate it with @dalle_kit.hookimpl")
-            elif marked and attr in REGISTER_HOOKS:
-                extra = [p for p in inspect.signature(obj).parameters if p != "register"]
-                if extra:
-                    self._problem(info, f"invalid hook: {attr}() takes {', '.join(repr(p) for p in extra)}, but the hook passes only 'register'",
-                                  f"define it as {attr}(register)")
-                    return
+        if not self._signatures_ok(module, info, REGISTER_HOOKS):
+            return
         try:
             self._pm.register(module, name=info.name)
         except (pluggy.PluginValidationError, ValueError) as exc:
@@ -145,25 +134,68 @@ class Registry:
             return
         self.plugins.append(info)
 
+    def _signatures_ok(self, module: ModuleType | Any, info: PluginInfo, register_hooks: Iterable[str]) -> bool:
+        """A registration hook must take `register` alone; a plugin with one that does not is left out entirely."""
+        for attr in register_hooks:
+            obj = getattr(module, attr, None)
+            if obj is not None and callable(obj) and hasattr(obj, f"{PROJECT}_impl"):
+                extra = [p for p in inspect.signature(obj).parameters if p != "register"]
+                if extra:
+                    self._problem(info, f"invalid hook: {attr}() takes {', '.join(repr(p) for p in extra)}, but the hook "
+                                        "passes only 'register'", f"define it as {attr}(register)")
+                    return False
+        return True
+
+    def _check_hook_names(self) -> None:
+        """Each plugin's marked functions must be known hooks (the core's, or a kind's), and known hooks marked."""
+        names = [*self.hook_names]
+        for info in list(self.plugins):
+            module = self._pm.get_plugin(info.name)
+            if not self._signatures_ok(module, info, [h for h in self.kind_hooks if h not in HOOK_KINDS]):
+                self._pm.unregister(module)
+                self.plugins.remove(info)
+                continue
+            for attr, obj in inspect.getmembers(module, callable):
+                marked = hasattr(obj, f"{PROJECT}_impl")
+                if marked and attr not in names:
+                    self._problem(info, f"'{attr}' is not a dalle_kit hook{did_you_mean(attr, names)}",
+                                  "rename it to one of: " + ", ".join(names))
+                elif not marked and attr in names and inspect.isfunction(obj):
+                    self._problem(info, f"'{attr}' lacks the @dalle_kit.hookimpl decorator and is ignored",
+                                  "decorate it with @dalle_kit.hookimpl")
+
+    @property
+    def hook_names(self) -> list[str]:
+        """Every hook a plugin may implement: the core's and the registration hooks of the kinds plugins added."""
+        extra = [h for h in self.kind_hooks if h not in HOOK_KINDS]
+        return ["register_kinds", *HOOK_KINDS, *extra, "register_parts", "register_recipes", *EVENT_HOOKS]
+
     def _call_hooks(self) -> None:
+        self._call("register_kinds")  # first: the kinds (and their registration hooks) the rest may name
+        self._check_hook_names()
+        for hook_name in [*self.kind_hooks, "register_parts", "register_recipes"]:
+            self._call(hook_name)
+
+    def _call(self, hook_name: str) -> None:
         by_module = {id(self._pm.get_plugin(p.name)): p for p in self.plugins}
-        for hook_name in REGISTER_HOOKS:
-            hook = getattr(self._pm.hook, hook_name)
-            for impl in hook.get_hookimpls():
-                info = by_module[id(impl.plugin)]
-                if hook_name == "register_recipes":
-                    register = self._recipe_register(info)
-                elif hook_name == "register_kinds":
-                    register = self._kind_register(info)
-                else:
-                    register = self._part_register(info, HOOK_KINDS.get(hook_name))
-                try:
-                    impl.function(**{arg: register for arg in impl.argnames})
-                except Exception as exc:
-                    self._problem(info, f"{hook_name} raised {type(exc).__name__}: {_one_line(exc)}", "fix the plugin")
+        hook = getattr(self._pm.hook, hook_name, None)
+        for impl in hook.get_hookimpls() if hook is not None else ():
+            info = by_module.get(id(impl.plugin))
+            if info is None:
+                continue
+            if hook_name == "register_recipes":
+                register = self._recipe_register(info)
+            elif hook_name == "register_kinds":
+                register = self._kind_register(info)
+            else:
+                register = self._part_register(info, self.kind_hooks.get(hook_name))
+            try:
+                impl.function(**{arg: register for arg in impl.argnames})
+            except Exception as exc:
+                self._problem(info, f"{hook_name} raised {type(exc).__name__}: {_one_line(exc)}", "fix the plugin")
 
     def _kind_register(self, info: PluginInfo):
-        def register(base: type, checks=()) -> None:
+        def register(base: type, checks=(), hook: str | None = None) -> None:
             kind = getattr(base, "kind", "") if isinstance(base, type) else ""
             if not (isinstance(base, type) and issubclass(base, Part)) or not kind:
                 self._problem(info, f"{getattr(base, '__name__', base)!r} registered as a kind is not a dalle_kit.Part subclass "
@@ -174,10 +206,16 @@ class Registry:
                 by = f"{owner.name} ({owner.distribution})" if owner else "dalle-kit's core"
                 self._problem(info, f"kind '{kind}' is already defined by {by}; this one is ignored", f"rename the kind in {info.distribution}")
                 return
+            if hook is not None and (not hook.startswith("register_") or hook in self.kind_hooks or hook in HOOK_NAMES):
+                self._problem(info, f"kind '{kind}': registration hook {hook!r} is taken or not named register_<parts>",
+                              f"name it register_{kind}s, or leave it out (its parts can register through register_parts)")
+                return
             self.kinds[kind] = base
             self.kind_checks[kind] = list(checks)
             self.kind_plugins[kind] = info
             self.parts[kind] = {}
+            if hook is not None:
+                self.kind_hooks[hook] = kind
 
         return register
 
@@ -190,8 +228,9 @@ class Registry:
                               "register the kind with register_kinds, or install the plugin that defines it")
                 return
             if not (isinstance(cls, type) and issubclass(cls, base)):
-                self._problem(info, f"{getattr(cls, '__name__', cls)!r} registered as a {kind} is not a subclass of dalle_kit.{base.__name__}",
-                              f"subclass dalle_kit.{base.__name__}")
+                where = public_name(base)
+                self._problem(info, f"{getattr(cls, '__name__', cls)!r} registered as a {kind} is not a subclass of {where}",
+                              f"subclass {where}")
                 return
             name = name or cls.name
             if not name:
@@ -260,6 +299,17 @@ class Registry:
             raise UserError(f"no recipe file or registered recipe named '{name}'{did_you_mean(name, self.recipes)}; "
                             f"registered: {', '.join(sorted(self.recipes)) or '(none)'}")
         return self.recipes[name][0]
+
+
+def public_name(base: type) -> str:
+    """Where plugin authors import a kind's base from: ``dalle_kit.TextEncoder``, or the family package that exports
+    it (``dalle_kit_plugins.gan.Generator``)."""
+    module = base.__module__
+    if module.startswith("dalle_kit."):
+        return f"dalle_kit.{base.__name__}"
+    package = module.rsplit(".", 1)[0]
+    exported = getattr(__import__(package, fromlist=["_"]), base.__name__, None) is base
+    return f"{package if exported else module}.{base.__name__}"
 
 
 def _dist_name(ep: metadata.EntryPoint) -> str:

@@ -72,42 +72,38 @@ def build_part(spec, section: str, **context: Any):
 def check_parts(recipe: Recipe, *, prerequisites: bool = True) -> None:
     """Build every part the recipe names once, on the CPU, and discard it: a part whose constructor fails (a size it
     does not support) is reported now, in one line, before any run directory exists. Datasets are only asked for
-    their image size and channels; text encoders, generators, discriminators and losses are built with the context
-    pipelines give them, parts of kinds that plugins add with the context their kind's ``build_context`` names.
+    their image size and channels; every other part is built with the context its kind's ``build_context`` names
+    (``text_dim`` from the recipe's text encoder, ``image_size`` and ``channels`` from its dataset).
 
     ``prerequisites=False`` (``recipe check``) lets a part's own `UserError` pass, such as a text encoder whose
-    ``pretrained`` run has not been trained yet: the recipe can be checked before the runs it builds on exist."""
+    ``pretrained`` run has not been trained yet: the recipe can be checked before the runs it builds on exist (the
+    parts that need that encoder's ``text_dim`` are then not built)."""
     sections = recipe.pipeline.info.cls.sections
     data = build_part(recipe.parts["data"], "data") if "data" in recipe.parts else None
-    text_dim = None
+    context: dict[str, Any] = {} if data is None else {"image_size": data.image_size, "channels": data.channels}
+    later = []
     for section, kind in sections.items():
         spec = recipe.parts.get(section)
-        if spec is None or kind in ("dataset", "generator", "discriminator") or spec.info.cls.build_context:
+        if spec is None or kind == "dataset":
+            continue
+        if spec.info.cls.build_context:
+            later.append((section, spec))
             continue
         try:
             part = build_part(spec, section)
         except UserError as exc:
             if prerequisites or exc.__cause__ is not None:  # a constructor that crashed is always reported
                 raise
-            if kind == "text_encoder":
-                text_dim = 32  # a stand-in: the generator and discriminator are still built once with it
             continue
         if kind == "text_encoder":
-            text_dim = getattr(part, "dim", None)
+            context["text_dim"] = part.dim
         del part
-    if data is None:
-        return
-    if text_dim is not None:
-        context = dict(text_dim=text_dim, image_size=data.image_size, channels=data.channels)
-        for section, kind in sections.items():
-            spec = recipe.parts.get(section)
-            if spec is None:
-                continue
-            if kind in ("generator", "discriminator"):  # built once and discarded
-                build_part(spec, section, **context)
-            elif kind != "dataset" and spec.info.cls.build_context:  # a kind a plugin added
-                build_part(spec, section, **{key: context[key] for key in spec.info.cls.build_context})
-    recipe.pipeline.info.cls(recipe.train).check(data.image_size, data.channels, text_dim)  # the models it adds itself
+    for section, spec in later:  # built once with their context and discarded
+        needed = spec.info.cls.build_context
+        if all(key in context for key in needed):
+            build_part(spec, section, **{key: context[key] for key in needed})
+    if data is not None:
+        recipe.pipeline.info.cls(recipe.train).check(data.image_size, data.channels, context.get("text_dim"))
 
 
 def pick_device(name: str) -> torch.device:

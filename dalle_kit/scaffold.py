@@ -1,5 +1,11 @@
 """`dalle-kit new-plugin`: write a ready plugin package (pyproject with the entry point, one working
-example part per requested kind, tests that use the conformance kit, a README)."""
+example part per requested kind, tests that use the conformance kit, a README).
+
+The core's kinds have their templates here (`PARTS`); a kind a family adds brings its own as the class attribute
+``scaffold`` of its base: a dict with ``hook`` (its registration hook), ``class`` (the example's class name),
+``code`` (the class, with ``{name}`` for the part's name), ``imports`` (lines the code needs), ``section`` (its
+recipe table) and ``suffix`` (for names in a package of several kinds).
+"""
 
 from __future__ import annotations
 
@@ -28,49 +34,6 @@ DALLE_KIT_API = {api}
 '''
 
 PARTS = {
-    "generator": ("register_generators", "Generator", '''
-class Generator(dalle_kit.Generator):
-    """A two-layer perceptron from (noise, text vector) to pixels in [-1, 1]."""
-
-    name = "{name}"
-
-    @attrs.frozen
-    class Config:
-        latent_dim: int = param(32, "size of the noise vector", validator=attrs.validators.gt(0))
-        hidden: int = param(256, "hidden units", validator=attrs.validators.gt(0))
-
-    def __init__(self, config, *, text_dim: int, image_size: int, channels: int):
-        super().__init__(config, text_dim=text_dim, image_size=image_size, channels=channels)
-        self.latent_dim = config.latent_dim
-        self.net = nn.Sequential(
-            nn.Linear(config.latent_dim + text_dim, config.hidden), nn.ReLU(),
-            nn.Linear(config.hidden, channels * image_size * image_size), nn.Tanh(),
-        )
-
-    def forward(self, z: torch.Tensor, text: torch.Tensor) -> torch.Tensor:
-        out = self.net(torch.cat([z, text], dim=1))
-        return out.view(len(z), self.channels, self.image_size, self.image_size)
-'''),
-    "discriminator": ("register_discriminators", "Discriminator", '''
-class Discriminator(dalle_kit.Discriminator):
-    """A perceptron with projection conditioning: logit = w.h + <W t, h>."""
-
-    name = "{name}"
-
-    @attrs.frozen
-    class Config:
-        hidden: int = param(256, "hidden units", validator=attrs.validators.gt(0))
-
-    def __init__(self, config, *, text_dim: int, image_size: int, channels: int):
-        super().__init__(config, text_dim=text_dim, image_size=image_size, channels=channels)
-        self.features = nn.Sequential(nn.Flatten(), nn.Linear(channels * image_size * image_size, config.hidden), nn.LeakyReLU(0.2))
-        self.head = nn.Linear(config.hidden, 1)
-        self.embed = nn.Linear(text_dim, config.hidden, bias=False)
-
-    def forward(self, images: torch.Tensor, text: torch.Tensor) -> torch.Tensor:
-        h = self.features(images)
-        return self.head(h).squeeze(1) + (self.embed(text) * h).sum(dim=1)
-'''),
     "text_encoder": ("register_text_encoders", "TextEncoder", '''
 class TextEncoder(dalle_kit.TextEncoder):
     """Hashed bag of words: each word goes to one of `buckets` learned embeddings (no vocabulary to fit)."""
@@ -94,18 +57,6 @@ class TextEncoder(dalle_kit.TextEncoder):
         flat = torch.tensor([i for row in ids for i in row], device=device)
         offsets = torch.tensor([0] + [len(r) for r in ids[:-1]], device=device).cumsum(0)
         return self.norm(self.embedding(flat, offsets))
-'''),
-    "loss": ("register_losses", "Loss", '''
-class Loss(dalle_kit.Loss):
-    """Least squares (LSGAN, Mao et al. 2017): D pushes real to 1 and fake to 0, G pushes fake to 1."""
-
-    name = "{name}"
-
-    def discriminator_loss(self, real_logits, fake_logits):
-        return 0.5 * ((real_logits - 1) ** 2).mean() + 0.5 * (fake_logits ** 2).mean()
-
-    def generator_loss(self, fake_logits):
-        return 0.5 * ((fake_logits - 1) ** 2).mean()
 '''),
     "dataset": ("register_datasets", "Dataset", '''
 COLOURS = {{"red": (220, 40, 40), "green": (40, 200, 60), "blue": (40, 80, 230), "yellow": (230, 210, 40)}}
@@ -202,26 +153,42 @@ Edit `{module}/__init__.py`; keep each part's `Config` in step with its construc
 Publish with `python -m build && twine upload dist/*`.
 '''
 
-SECTION = {"generator": "generator", "discriminator": "discriminator", "text_encoder": "text_encoder", "loss": "loss", "dataset": "data"}
+SECTION = {"text_encoder": "text_encoder", "dataset": "data"}
 
 
-#: The suffix of a part's name in a package that makes several kinds (toy-generator, toy-loss, ...).
-PART_SUFFIX = {"generator": "generator", "discriminator": "discriminator", "text_encoder": "text", "loss": "loss", "dataset": "data"}
+#: The suffix of a part's name in a package that makes several kinds (toy-text, toy-data, ...).
+PART_SUFFIX = {"text_encoder": "text", "dataset": "data"}
 
 
-def part_name(name: str, kind: str, kinds: list[str]) -> str:
+def templates(registry=None) -> dict[str, dict[str, str]]:
+    """Every kind the scaffold can make an example of: the core's, and those whose base brings a ``scaffold``."""
+    out = {kind: {"hook": hook, "class": cls, "code": code, "imports": "", "section": SECTION[kind], "suffix": PART_SUFFIX[kind]}
+           for kind, (hook, cls, code) in PARTS.items()}
+    if registry is None:
+        from .registry import get_registry
+
+        registry = get_registry()
+    for kind, base in registry.kinds.items():
+        template = getattr(base, "scaffold", None)
+        if isinstance(template, dict) and kind not in out:
+            out[kind] = {"imports": "", "section": kind, "suffix": kind, **template}
+    return out
+
+
+def part_name(name: str, kind: str, kinds: list[str], made: dict[str, dict[str, str]]) -> str:
     """The name a part is registered under: the plugin's name for a one-part package, else name-suffix by kind."""
-    return name if len(kinds) == 1 else f"{name}-{PART_SUFFIX[kind]}"
+    return name if len(kinds) == 1 else f"{name}-{made[kind]['suffix']}"
 
 
 def new_plugin(name: str, kinds: list[str], directory: str | Path = ".", api: int = 1) -> Path:
     """Write the package for plugin `name` under `directory`; returns its folder."""
     if not re.fullmatch(r"[a-z][a-z0-9-]*", name):
         raise UserError(f"new-plugin: name {name!r} must be lowercase letters, digits and '-', starting with a letter (e.g. my-gan)")
-    kinds = list(dict.fromkeys(kinds or ["generator"]))
-    unknown = [k for k in kinds if k not in PARTS]
+    made = templates()
+    kinds = list(dict.fromkeys(kinds or ["generator" if "generator" in made else "text_encoder"]))
+    unknown = [k for k in kinds if k not in made]
     if unknown:
-        raise UserError(f"new-plugin: cannot make an example of kind {unknown[0]!r}; choose from: {', '.join(PARTS)}")
+        raise UserError(f"new-plugin: cannot make an example of kind {unknown[0]!r}; choose from: {', '.join(made)}")
     name = name.removeprefix("dalle-kit-")  # the package gets the prefix once: new-plugin dalle-kit-x makes dalle-kit-x
     if not name:
         raise UserError("new-plugin: give the plugin's own name after 'dalle-kit-', for example dalle-kit-my-gan")
@@ -230,14 +197,16 @@ def new_plugin(name: str, kinds: list[str], directory: str | Path = ".", api: in
     root = Path(directory) / dist
     if root.exists():
         raise UserError(f"new-plugin: {root} already exists; choose another name or --dir (nothing was written)")
-    classes = [PARTS[k][1] for k in kinds]
-    body = HEADER.format(dist=dist, api=api)
-    part_names = {k: part_name(name, k, kinds) for k in kinds}
-    body += "".join(PARTS[k][2].format(name=part_names[k]) for k in kinds)
+    classes = [made[k]["class"] for k in kinds]
+    imports = "".join(dict.fromkeys(made[k]["imports"] for k in kinds if made[k]["imports"]))
+    body = HEADER.format(dist=dist, api=api).replace("from dalle_kit import param\n", "from dalle_kit import param\n" + imports)
+    body = body.rstrip("\n") + "\n"
+    part_names = {k: part_name(name, k, kinds, made) for k in kinds}
+    body += "".join("\n\n" + made[k]["code"].format(name=part_names[k]).strip("\n") + "\n" for k in kinds)
+    body = body.replace("\n\n\n\n", "\n\n\n")
     for kind in kinds:
-        hook, cls, _ = PARTS[kind]
-        body += f"\n\n@dalle_kit.hookimpl\ndef {hook}(register):\n    register({cls})\n"
-    usage = "\n".join(f'[{SECTION[k]}]\nname = "{part_names[k]}"' for k in kinds)
+        body += f"\n\n@dalle_kit.hookimpl\ndef {made[kind]['hook']}(register):\n    register({made[kind]['class']})\n"
+    usage = "\n".join(f'[{made[k]["section"]}]\nname = "{part_names[k]}"' for k in kinds)
     files = {
         root / "pyproject.toml": PYPROJECT.format(dist=dist, name=name, module=module, kinds=", ".join(kinds)),
         root / module / "__init__.py": body,

@@ -15,7 +15,7 @@ import torch
 import dalle_kit
 from dalle_kit.evaluation import Evaluation, compute_metrics
 from dalle_kit.registry import Registry
-from dalle_kit_plugins import class_accuracy
+from dalle_kit_plugins.metrics import class_accuracy
 from dalle_kit_plugins.metrics.class_accuracy import (CAS, NAMESPACE, WEIGHTS_FILE, ClassAccuracy, ClassifierSettings,
                                               load_or_train_classifier, train_classifier)
 from dalle_kit_plugins.data.mnist import MNIST

@@ -10,9 +10,10 @@ from torch import nn
 import dalle_kit
 from dalle_kit import param
 from dalle_kit import testing as kit
+from dalle_kit_plugins import gan
 
 
-class GoodGenerator(dalle_kit.Generator):
+class GoodGenerator(gan.Generator):
     name = "good"
 
     @attrs.frozen
@@ -98,7 +99,7 @@ def test_registration_catches_missing_name_and_base():
 
 
 def test_loss_direction_caught():
-    class Upside(dalle_kit.Loss):
+    class Upside(gan.Loss):
         name = "upside"
 
         def discriminator_loss(self, real, fake):
@@ -154,7 +155,7 @@ def test_text_encoder_checks_caught():
 
 
 def test_loss_penalty_caught():
-    class DetachedPenalty(dalle_kit.Loss):
+    class DetachedPenalty(gan.Loss):
         name = "detached-penalty"
 
         def discriminator_loss(self, real, fake):

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from dalle_kit.registry import Registry
-from dalle_kit.testing import _LinearJudge
+from dalle_kit_plugins.gan.kinds import LinearJudge as _LinearJudge
 
 LOSSES = Registry.discover(select="").parts["loss"]
 

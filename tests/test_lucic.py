@@ -84,7 +84,7 @@ def fid(dataset, generated: torch.Tensor, protocol: str, tmp_path, memo: dict | 
 def test_lucic2018_feeds_unpadded_tiled_grey_floats_to_the_resize(offline_inception, tmp_path):
     """The native protocol hands the network the 28x28 images tiled to 3 equal channels, unrounded, unpadded; the
     padded protocol hands it 32x32 uint8 images with a black border; and the two references differ."""
-    from dalle_kit_plugins import fidelity, inception
+    from dalle_kit_plugins.metrics import fidelity, inception
 
     native, padded = mnist(28), mnist(32)
     train28 = native.load("train").images[:12]
@@ -123,7 +123,7 @@ def test_lucic2018_feeds_unpadded_tiled_grey_floats_to_the_resize(offline_incept
 
 
 def test_float_images_of_integer_values_give_the_uint8_features(offline_inception):
-    from dalle_kit_plugins import fidelity
+    from dalle_kit_plugins.metrics import fidelity
 
     images = mnist(28).load("test").images[:4]
     extractor = fidelity.generated_extractor(PARTS["metric"]["fid"].cls.Config(), torch.device("cpu"))
@@ -229,7 +229,7 @@ class Quadratic(torch.nn.Module):
 
 
 def test_wgan_gp_in_compare_gans_pixels_doubles_the_norm():
-    from dalle_kit.testing import _LinearJudge
+    from dalle_kit_plugins.gan.kinds import LinearJudge as _LinearJudge
 
     judge = _LinearJudge()
     with torch.no_grad():

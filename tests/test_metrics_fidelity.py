@@ -20,7 +20,7 @@ from torch_fidelity.registry import FEATURE_EXTRACTORS_REGISTRY
 import dalle_kit
 from dalle_kit.evaluation import Evaluation, build_metrics, compute_metrics
 from dalle_kit.registry import get_registry
-from dalle_kit_plugins import inception
+from dalle_kit_plugins.metrics import inception
 from dalle_kit_plugins.metrics.fidelity import FidelityConfig, InceptionScore
 from dalle_kit_plugins.data.shapes import Shapes
 
@@ -231,7 +231,7 @@ def test_weights_resolution(monkeypatch, tmp_path):
 def test_bf16_mixed_pass_is_close_to_fp32_labelled_and_shares_the_fp32_reference(shapes, tmp_path, monkeypatch):
     """precision = "bf16-mixed": the generated images' pass in bf16 after an fp32 stem; the protocol says so, the
     reference features stay the fp32 cache entry; fp32 is the default and 'auto' picks bf16 only where it is native."""
-    from dalle_kit_plugins import fidelity
+    from dalle_kit_plugins.metrics import fidelity
 
     train = shapes.load("train")
     results = {}

@@ -9,7 +9,7 @@ from torch_fidelity.registry import FEATURE_EXTRACTORS_REGISTRY
 import dalle_kit
 from dalle_kit.evaluation import Evaluation, build_metrics, compute_metrics
 from dalle_kit.registry import get_registry
-from dalle_kit_plugins import inception
+from dalle_kit_plugins.metrics import inception
 from dalle_kit_plugins.metrics.fidelity import IntraFIDConfig
 from dalle_kit_plugins.data.shapes import Shapes
 

@@ -26,9 +26,10 @@ import dalle_kit
 from dalle_kit import param
 
 from dalle_kit_plugins.gan.infogan import _bn, _init, _side
+from dalle_kit_plugins import gan
 
 
-class BEGANDiscriminator(dalle_kit.Discriminator):
+class BEGANDiscriminator(gan.Discriminator):
     """BEGAN's auto-encoder discriminator as compare_gan builds it; returns minus each image's L1 reconstruction error."""
 
     name = "began"
@@ -69,7 +70,7 @@ class BEGANDiscriminator(dalle_kit.Discriminator):
         return -(decoded - (images + 1) / 2).abs().flatten(1).mean(dim=1)
 
 
-class BEGANLoss(dalle_kit.Loss):
+class BEGANLoss(gan.Loss):
     """BEGAN's equilibrium objective on reconstruction errors (the `began` discriminator's logits are minus them)."""
 
     name = "began"

@@ -18,6 +18,7 @@ from torch.nn.utils.parametrizations import spectral_norm
 
 import dalle_kit
 from dalle_kit import param
+from dalle_kit_plugins import gan
 
 
 def _levels(image_size: int) -> int:
@@ -39,7 +40,7 @@ def _init(module: nn.Module) -> None:
             nn.init.zeros_(m.bias)
 
 
-class DCGANGenerator(dalle_kit.Generator):
+class DCGANGenerator(gan.Generator):
     """DCGAN generator: (noise, projected text) -> transposed convolutions -> tanh."""
 
     name = "dcgan"
@@ -86,7 +87,7 @@ class DCGANGenerator(dalle_kit.Generator):
         return self.net(h[:, :, None, None])
 
 
-class DCGANDiscriminator(dalle_kit.Discriminator):
+class DCGANDiscriminator(gan.Discriminator):
     """DCGAN discriminator with projection conditioning on the text vector."""
 
     name = "dcgan"

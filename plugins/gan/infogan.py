@@ -29,6 +29,7 @@ from torch.nn.utils.parametrizations import spectral_norm
 
 import dalle_kit
 from dalle_kit import param
+from dalle_kit_plugins import gan
 
 #: TF's batch-norm decay 0.999 and epsilon 0.001 (compare_gan's ``ops.batch_norm``).
 BN_MOMENTUM, BN_EPS = 0.001, 0.001
@@ -57,7 +58,7 @@ def _bn(features: int, dims: int) -> nn.Module:
     return cls(features, eps=BN_EPS, momentum=BN_MOMENTUM)
 
 
-class InfoGANGenerator(dalle_kit.Generator):
+class InfoGANGenerator(gan.Generator):
     """The InfoGAN-style generator of Lucic et al. 2018 (compare_gan): two fc layers, two transposed convolutions."""
 
     name = "infogan"
@@ -101,7 +102,7 @@ class InfoGANGenerator(dalle_kit.Generator):
         return torch.sigmoid(logits) * 2 - 1
 
 
-class InfoGANDiscriminator(dalle_kit.Discriminator):
+class InfoGANDiscriminator(gan.Discriminator):
     """The InfoGAN-style discriminator of Lucic et al. 2018 (compare_gan): two convolutions, two fc layers."""
 
     name = "infogan"

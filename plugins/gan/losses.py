@@ -20,6 +20,7 @@ import torch.nn.functional as F
 
 import dalle_kit
 from dalle_kit import param
+from dalle_kit_plugins import gan
 
 
 def _input_gradient(discriminator, images: torch.Tensor, text: torch.Tensor, of=None) -> torch.Tensor:
@@ -46,7 +47,7 @@ class RegularisedConfig:
     r1_gamma: float = param(0.0, "weight of the R1 penalty on real images (0: off)", validator=attrs.validators.ge(0))
 
 
-class _R1(dalle_kit.Loss):
+class _R1(gan.Loss):
     Config = RegularisedConfig
 
     def penalty(self, discriminator, real, fake, text):
@@ -114,7 +115,7 @@ class LeastSquares(_R1):
         return 0.5 * (self._out(fake_logits) - 1).square().mean()
 
 
-class Wasserstein(dalle_kit.Loss):
+class Wasserstein(gan.Loss):
     """Wasserstein loss (WGAN, Arjovsky et al. 2017): the critic maximises D(real) - D(fake); keep it Lipschitz with
     ``[train] d_weight_clip`` (the paper's 0.01) and train it ``n_critic`` (5) times per generator step."""
 
@@ -148,7 +149,7 @@ class WassersteinGP(Wasserstein):
         return self.config.gp_lambda * (_slopes(grad, self.config.pixels, self.config.eps) - 1).square().mean()
 
 
-class DRAGAN(dalle_kit.Loss):
+class DRAGAN(gan.Loss):
     """DRAGAN (Kodali et al. 2017), as compare_gan has it: the non-saturating loss (`bce`) plus a gradient penalty around
     the real images: x_p = x + 0.5 * std(x) * u, u ~ U[0, 1) per pixel and std over the whole batch; at x + a (x_p - x),
     a ~ U[0, 1) per image, lambda * E (|grad D|_2 - 1)^2, the gradient of D's probability (the sigmoid of its logit)."""

@@ -26,6 +26,7 @@ from dalle_kit.schema import adam_betas
 from dalle_kit_plugins.common.bf16 import has_bf16
 from dalle_kit_plugins.gan.diffaugment import POLICIES, diff_augment
 from dalle_kit_plugins.events.ema import use_average
+from dalle_kit_plugins import gan
 
 
 def _positive(_, attribute, value):
@@ -204,7 +205,7 @@ class GAN(dalle_kit.Pipeline):
 
         return dalle_kit.Training(
             modules=dict(parts), optimizers={"g": opt_g, "d": opt_d}, rngs={"data": data_rng, "noise": noise_rng, "augment": aug_rng},
-            train_step=train_step, draw=lambda m: dalle_kit.prior_sampler(m["text_encoder"], m["generator"], device),
+            train_step=train_step, draw=lambda m: gan.prior_sampler(m["text_encoder"], m["generator"], device),
             extra_state=lambda: {"text_encoder": encoder.extra_state_json(), "loss": loss.extra_state_json()})
 
     def _load(self, run, with_discriminator: bool = False):
@@ -222,10 +223,11 @@ class GAN(dalle_kit.Pipeline):
 
     def sampler(self, run):
         parts, _ = self._load(run)
-        return dalle_kit.prior_sampler(parts["text_encoder"], parts["generator"], run.device)
+        return gan.prior_sampler(parts["text_encoder"], parts["generator"], run.device)
 
-    def discriminator(self, run):
-        """``(images in [-1, 1], captions) -> logits`` from the run's latest weights (for metrics such as d-roc-auc)."""
+    def critic(self, run):
+        """(``(images in [-1, 1], captions) -> logits``, label): the run's discriminator with its latest weights (for
+        metrics such as d-roc-auc)."""
         parts, _ = self._load(run, with_discriminator=True)
         encoder, judge = parts["text_encoder"], parts["discriminator"]
         encoder.eval()
@@ -235,7 +237,7 @@ class GAN(dalle_kit.Pipeline):
         def logits(images: torch.Tensor, captions) -> torch.Tensor:
             return judge(images.to(run.device), encoder(list(captions))).float().cpu()
 
-        return logits
+        return logits, f"discriminator {run.recipe.parts['discriminator'].info.name}"
 
 
 @dalle_kit.hookimpl

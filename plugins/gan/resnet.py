@@ -21,6 +21,7 @@ from torch.nn.utils.parametrizations import spectral_norm
 
 import dalle_kit
 from dalle_kit import param
+from dalle_kit_plugins import gan
 
 
 def _modulation(text_dim: int, channels: int, mlp: bool) -> nn.Module:
@@ -58,7 +59,7 @@ class UpBlock(nn.Module):
         return h + self.skip(F.interpolate(x, scale_factor=2))
 
 
-class ResNetGenerator(dalle_kit.Generator):
+class ResNetGenerator(gan.Generator):
     """SNGAN residual generator with text-conditioned batch norm (or DF-GAN affine modulation) in every block."""
 
     name = "resnet"
@@ -109,7 +110,7 @@ class DownBlock(nn.Module):
         return h + skip
 
 
-class ResNetSNDiscriminator(dalle_kit.Discriminator):
+class ResNetSNDiscriminator(gan.Discriminator):
     """SNGAN residual discriminator, spectral norm throughout, projection conditioning on the text."""
 
     name = "resnet-sn"

@@ -4,7 +4,8 @@ Real: the first ``n_reference`` images of the test split, each with its own capt
 evaluation's samples with the prompts they were drawn for. The score is the area under the ROC
 curve of the discriminator's logits (real = positive), computed exactly from ranks (ties count one
 half): 0.5 means the discriminator cannot tell them apart, 1.0 that it always can. Needs a pipeline
-that offers ``discriminator(run) -> (images in [-1, 1], captions) -> logits`` (the `gan` pipeline does).
+that offers ``critic(run)``, a function ``(images in [-1, 1], captions) -> logits`` (the `gan` pipeline's
+discriminator).
 """
 
 from __future__ import annotations

@@ -18,6 +18,7 @@ from torch import nn
 
 import dalle_kit
 from dalle_kit import param
+from dalle_kit_plugins import gan
 
 
 def _levels(image_size: int) -> int:
@@ -35,7 +36,7 @@ def _norm(kind: str, channels: int) -> nn.Module:
     return nn.Identity()
 
 
-class VAEDecoder(dalle_kit.Generator):
+class VAEDecoder(gan.Generator):
     """(z, projected text) -> linear -> 4x4 map -> [upsample, conv, norm, ReLU] x levels -> conv -> tanh."""
 
     name = "vae-decoder"

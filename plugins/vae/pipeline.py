@@ -24,6 +24,7 @@ from torch import nn
 import dalle_kit
 from dalle_kit import finetune, hints, param
 from dalle_kit.schema import adam_betas, finite_positive
+from dalle_kit_plugins import gan
 
 #: Held-out images (the first of the "test" split) whose reconstruction error is logged as recon_test.
 TEST_IMAGES = 256
@@ -141,7 +142,7 @@ class VAE(dalle_kit.Pipeline):
 
         return dalle_kit.Training(
             modules=modules, optimizers={"vae": opt}, rngs={"data": data_rng, "noise": noise_rng}, train_step=train_step,
-            draw=lambda m: dalle_kit.prior_sampler(m["text_encoder"], m["generator"], device),
+            draw=lambda m: gan.prior_sampler(m["text_encoder"], m["generator"], device),
             extra_state=lambda: {"text_encoder": encoder.extra_state_json()},
             log_values=lambda step: {"recon_test": self._recon_error(modules, test_real, test_captions, device)})
 
@@ -172,7 +173,7 @@ class VAE(dalle_kit.Pipeline):
 
     def sampler(self, run):
         _, modules, _ = self._load(run)
-        return dalle_kit.prior_sampler(modules["text_encoder"], modules["generator"], run.device)
+        return gan.prior_sampler(modules["text_encoder"], modules["generator"], run.device)
 
 
 @dalle_kit.hookimpl

@@ -6,9 +6,10 @@ from torch import nn
 
 import dalle_kit
 from dalle_kit import param
+from dalle_kit_plugins import gan
 
 
-class MLPGenerator(dalle_kit.Generator):
+class MLPGenerator(gan.Generator):
     """A two-layer perceptron from (noise, text) to pixels."""
 
     name = "mlp"

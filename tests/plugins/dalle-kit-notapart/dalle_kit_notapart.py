@@ -1,8 +1,9 @@
-"""A plugin that registers a class that is not a dalle_kit.Generator."""
+"""A plugin that registers a class that is not a gan.Generator."""
 
 from torch import nn
 
 import dalle_kit
+from dalle_kit_plugins import gan
 
 
 class NotAGenerator(nn.Module):
