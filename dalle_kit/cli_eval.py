@@ -16,11 +16,13 @@ import click
 @click.option("--json", "as_json", is_flag=True, help="Print the results as JSON.")
 def eval_cmd(run_dir, metrics, num_samples, seed, as_json):
     """Score the latest weights in RUN_DIR; each score is printed and logged to metrics.jsonl with its protocol."""
-    from .evaluation import evaluate_run, format_result
+    from .evaluation import build_metrics, evaluate_run, format_result
     from .registry import get_registry
     from .run import Run
 
     run = Run.open(run_dir, get_registry(), quiet=True)
+    # an unknown metric name is refused before the lock is taken (its file rewritten) or anything computed
+    build_metrics(list(metrics) or list(run.recipe.eval.metrics), run.registry, settings=run.recipe.metric_settings)
     run.lock()  # its rows go to metrics.jsonl, which a trainer resuming the run rewrites: one writer at a time
     try:
         results = evaluate_run(run, list(metrics) or None, num_samples, seed=seed)
