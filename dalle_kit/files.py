@@ -95,7 +95,8 @@ def _refuse(path: Path, mode: int) -> WriteRefused:
 
 def check_target(path: str | Path) -> Path:
     """Refuse (`WriteRefused`, one line) a target that is a link or an existing non-regular file, or whose folder
-    cannot exist because a file stands in its way; call it before the work whose result goes there."""
+    cannot exist because a file stands in its way (`WriteFailed`: its folder is on a read-only disk or not ours to
+    write); call it before the work whose result goes there."""
     path = Path(path)
     try:
         st = os.lstat(path)
@@ -118,6 +119,9 @@ def check_target(path: str | Path) -> Path:
             raise WriteFailed(path, exc) from None
         if not stat.S_ISDIR(st.st_mode):
             raise WriteRefused(f"{path}: {folder} is a file, not a folder; name a path inside a folder")
+        if not os.access(folder, os.W_OK):  # a read-only disk (even for root) or a folder of someone else's
+            code = errno.EROFS if os.statvfs(folder).f_flag & os.ST_RDONLY else errno.EACCES
+            raise WriteFailed(path, OSError(code, os.strerror(code))) from None
         break
     return path
 
