@@ -38,7 +38,7 @@ def test_new_plugin_end_to_end(run_cli, tmp_path, monkeypatch):
         assert registry.parts[kind][names[kind]].plugin.distribution == "dalle-kit-toy"
     assert all(f'name = "{n}"' in (root / "README.md").read_text() for n in names.values())
     # and a recipe made only of its parts trains
-    body = f"""
+    body = """
 name = "toy-run"
 pipeline = "gan"
 [data]
