@@ -1,6 +1,7 @@
 """Diversity within a prompt, cheaply: mean pairwise pixel L1 among images drawn for the same caption.
 
     .venv/bin/python benchmarks/diversity.py RUN_DIR [RUN_DIR ...] [--prompts 50] [--per-prompt 8] [--seed 0]
+                                             [--smoke] [--record]
 
 For each prompt, `--per-prompt` images are generated (noise from torch.Generator(seed)) and their mean
 pairwise L1 distance is taken (pixels in [0, 1], averaged over pixels and channels). The same number
@@ -12,8 +13,8 @@ near 0: the generator ignores its noise). No Inception, a few seconds per run on
 
 Short prompts: for each of the 18 colour + shape captions ("a red circle", which leave size and position open),
 `--per-prompt` images are drawn and counted as one solid object when the pixels brighter than half the colour's
-peak form exactly one region of at least 6 pixels and that region covers at least 25 (a small shape covers about
-50; doubled, faint and empty draws fail). Prints the fraction of such draws and how many prompts reach 7 of 8;
+peak form exactly one region of at least 6 pixels and that region covers at least 25 and at most 40% of the image (a
+small shape covers about 50, the largest real one about 200 of 1024; doubled, faint, empty and flooded draws fail). Prints the fraction of such draws and how many prompts reach 7 of 8;
 the same test passes on every real test image.
 
 For a `dcgan` generator it also prints the noise share of its first layer: z and the projected text
@@ -25,8 +26,11 @@ and t over the test captions: how much of what the generator starts from is nois
 from __future__ import annotations
 
 import argparse
+import tempfile
 
 import torch
+
+from _common import Table, add_arguments, emit
 
 from dalle_kit.registry import get_registry
 from dalle_kit.run import Run
@@ -80,7 +84,7 @@ def one_solid_object(image: torch.Tensor, colour: str) -> bool:
     labels, n = ndimage.label(bright, structure=np.ones((3, 3)))
     sizes = ndimage.sum(bright, labels, range(1, n + 1)) if n else []
     regions = [size for size in sizes if size >= 6]
-    return len(regions) == 1 and max(regions) >= 25
+    return len(regions) == 1 and 25 <= max(regions) <= 0.4 * bright.size
 
 
 def short_prompt_objects(run: Run, per_prompt: int, seed: int) -> tuple[float, int, int]:
@@ -115,14 +119,28 @@ def noise_share(run: Run, captions: list[str]) -> float | None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("runs", nargs="+")
+    parser.add_argument("runs", nargs="*", help="finished shapes runs (with --smoke: none, two tiny runs are trained)")
     parser.add_argument("--prompts", type=int, default=50, help="test captions on top of the grid prompts")
     parser.add_argument("--per-prompt", type=int, default=8)
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--quiet", action="store_true", help="only the summary lines")
+    parser.add_argument("--quiet", action="store_true", help="only the tables")
+    add_arguments(parser)
     args = parser.parse_args()
-    torch.set_grad_enabled(False)
     registry = get_registry()
+    tmp = None
+    if args.smoke:  # two runs of 2 steps on a small split (mode seeking off and on), few prompts
+        from dalle_kit import api
+
+        tmp = tempfile.TemporaryDirectory(prefix="diversity-")
+        torch.set_num_threads(1)
+        tiny = ["train.threads=1", "train.steps=2", "train.batch_size=4", "data.train_size=64", "data.test_size=200",
+                "eval.metrics=[]", "sample.every=0", "generator.ngf=8", "discriminator.ndf=8"]
+        args.runs = [str(api.train("shapes", [*tiny, f"train.mode_seeking={w}"], runs_dir=tmp.name, quiet=True,
+                                   registry=registry).dir) for w in (0.0, 0.1)]
+        args.prompts, args.per_prompt, args.quiet = 4, 2, True
+    if not args.runs:
+        parser.error("name at least one run directory (or --smoke)")
+    torch.set_grad_enabled(False)
     runs = [Run.open(d, registry, quiet=True) for d in args.runs]
     test = runs[0].build_dataset().load("test")
     prompts = choose_prompts(runs[0], test, args.prompts, args.seed)
@@ -133,21 +151,30 @@ def main() -> None:
         print(f"{'prompt':45s} {'real':>7s} " + " ".join(f"{n[-24:]:>24s}" for n in names))
         for i, p in enumerate(prompts[: len(runs[0].recipe.sample.prompts)]):
             print(f"{p[:45]:45s} {real[i]:7.4f} " + " ".join(f"{gen[d][i]:24.4f}" for d in args.runs))
-    mean_real = sum(real) / len(real)
-    print(f"pixel diversity (mean pairwise L1 within a prompt, {len(prompts)} prompts x {args.per_prompt}, seed {args.seed}): "
-          f"real {mean_real:.4f}")
-    for d, n in zip(args.runs, names):
-        m = sum(gen[d]) / len(gen[d])
-        ratio = sum(g / r for g, r in zip(gen[d], real)) / len(real)
-        share = noise_share(runs[names.index(n)], test.captions)
-        extra = f"  first-layer noise share {share:.3f}" if share is not None else ""
-        print(f"  {n}: generated {m:.4f}  mean ratio generated/real {ratio:.3f}{extra}")
-    real_ok = [one_solid_object(test.images[i], parse_caption(test.captions[i])["colour"]) for i in range(500)]
-    print(f"one solid object for a colour + shape prompt ({args.per_prompt} draws each, seed {args.seed}): "
-          f"real test images {sum(real_ok) / len(real_ok):.3f}")
-    for d, n in zip(args.runs, names):
-        fraction, good, total = short_prompt_objects(runs[names.index(n)], args.per_prompt, args.seed)
-        print(f"  {n}: {fraction:.3f} of the draws; {good} of {total} prompts at 7 of 8 or better")
+    limit = min(500, len(test.images))
+    real_ok = [one_solid_object(test.images[i], parse_caption(test.captions[i])["colour"]) for i in range(limit)]
+    table = Table("Diversity within a prompt and one solid object per short prompt",
+                  ["run", "steps", "mode_seeking", "pixel diversity generated", "real", "generated / real",
+                   "first-layer noise share", "one solid object (real: %.3f)" % (sum(real_ok) / len(real_ok)),
+                   "prompts at 7 of 8"])
+    kept = [i for i, r in enumerate(real) if r == r]  # prompts that at least two test images match
+    mean_real = sum(real[i] for i in kept) / len(kept)
+    for d, n, run in zip(args.runs, names, runs):
+        ratio = sum(gen[d][i] / real[i] for i in kept) / len(kept)
+        share = noise_share(run, test.captions)
+        fraction, good, total = short_prompt_objects(run, args.per_prompt, args.seed)
+        steps = [r["step"] for r in run.read_metrics() if r["kind"] == "train"]
+        table.add(n, steps[-1] if steps else "-", getattr(run.recipe.train, "mode_seeking", "-"),
+                  f"{sum(gen[d][i] for i in kept) / len(kept):.4f}", f"{mean_real:.4f}", f"{ratio:.3f}",
+                  "-" if share is None else f"{share:.3f}", f"{fraction:.3f}", f"{good} of {total}")
+    protocol = (f"pixel diversity: mean pairwise L1 (pixels in 0..1) among {args.per_prompt} draws per prompt, "
+                f"{len(kept)} prompts (the recipe's grid, then test captions drawn with seed {args.seed}; those at "
+                "least two test images match); real: "
+                "the same among test images matching each caption; one solid object: the 18 colour + shape prompts, "
+                f"{args.per_prompt} draws each, seed {args.seed}, real column over {limit} test images")
+    emit("diversity", protocol, [table], record=args.record, smoke=args.smoke)
+    if tmp is not None:
+        tmp.cleanup()
 
 
 if __name__ == "__main__":

@@ -12,6 +12,7 @@ import torch
 
 from . import hints, progress
 from .errors import UserError
+from .files import check_target
 from .evaluation import check_metrics
 from .grid import save_grid
 from .checkpoint import atomic_write_text
@@ -193,17 +194,20 @@ def sample(run_dir: str | Path, prompts: Sequence[str], n: int = 8, out: str | P
            registry: Registry | None = None) -> Path:
     """Draw `n` images per prompt from the run's latest weights into one grid PNG."""
     check_sample_request(prompts, n)
-    if out is not None and Path(out).is_dir():
+    if out is not None and Path(out).is_dir() and not Path(out).is_symlink():
         raise UserError(f"-o {out}: is a directory; name a PNG file, e.g. -o {Path(out) / 'sample.png'}")
+    if out is not None:
+        check_target(out)  # a link, a FIFO or a device there, a file in the way: refused before any drawing
     registry = registry or get_registry()
     run = Run.open(run_dir, registry, quiet=True)
     warn_unknown_words(run, prompts)
+    out = Path(out) if out else run.dir / "sample.png"
+    check_target(out)
     pipeline = run.recipe.pipeline.info.cls(run.recipe.train)
     draw = pipeline.sampler(run)
     generator = torch.Generator().manual_seed(seed)
     with torch.inference_mode():
         images = draw([p for p in prompts for _ in range(n)], generator)
-    out = Path(out) if out else run.dir / "sample.png"
     return save_grid(images, list(prompts), out, title=f"{run.recipe.name} ({run_dir})")
 
 

@@ -45,10 +45,10 @@ from typing import Any
 
 import attrs
 import tomli_w
-import torch
 
-from .errors import RecipeError, UserError, one_line
+from .errors import UserError, one_line
 from .evaluation import evaluate_run
+from .files import atomic_write_bytes, atomic_write_text, make_folder
 from .recipe import MAX_SEED, TOP_LEVEL, flatten_keys, load_recipe, read_toml
 from .schema import Invalid, param, structure
 from .registry import Registry, get_registry
@@ -225,7 +225,7 @@ def run_grid(target: str | Path, out: str | Path | None = None, *, runs_dir: str
             if cell.real not in dataset.info.cls.splits:
                 raise UserError(f"{grid.source}: cell [{cell.label}]: real = '{cell.real}' is not a split of dataset "
                                 f"'{dataset.info.name}'; use one of: {', '.join(dataset.info.cls.splits)}")
-    out.mkdir(parents=True, exist_ok=True)
+    make_folder(out)
     # Denormal floats slow GAN training down on CPUs (benchmarks/results/train-throughput.md); flushing them keeps a
     # grid's cost predictable. Every cell runs under the same setting.
     from .api import flush_denormals
@@ -333,9 +333,7 @@ def _load_state(path: Path, grid: Grid) -> dict[str, Any]:
 
 
 def _save_state(path: Path, state: dict[str, Any]) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(state, indent=2) + "\n")
-    tmp.replace(path)
+    atomic_write_text(path, json.dumps(state, indent=2) + "\n")
 
 
 # ------------------------------------------------------------------ reports
@@ -455,11 +453,10 @@ def chart(state: dict[str, Any], path: Path) -> Path:
     fig.suptitle(f"{state['name']}: seed {state['settings']['seed']}, {state['settings']['num_samples']} generated images per metric "
                  f"(protocol in {state['name']}.md)", fontsize=9)
     fig.tight_layout()
-    tmp = path.with_name(f".{path.name}.tmp")
-    fig.savefig(tmp, format="png")
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png")
     plt.close(fig)
-    tmp.replace(path)
-    return path
+    return atomic_write_bytes(path, buffer.getvalue())
 
 
 def _first_values(state: dict[str, Any]) -> dict[str, list[str]]:
@@ -471,14 +468,9 @@ def _first_values(state: dict[str, Any]) -> dict[str, list[str]]:
 
 
 def write_reports(state: dict[str, Any], stem: Path) -> list[Path]:
-    stem.parent.mkdir(parents=True, exist_ok=True)
     paths = []
     for suffix, text in ((".md", markdown(state)), (".csv", csv_text(state))):
-        path = stem.with_name(stem.name + suffix)
-        tmp = path.with_name(f".{path.name}.tmp")
-        tmp.write_text(text)
-        tmp.replace(path)
-        paths.append(path)
+        paths.append(atomic_write_text(stem.with_name(stem.name + suffix), text))
     json_path = stem.with_name(stem.name + ".json")
     _save_state(json_path, state)
     paths += [json_path, chart(state, stem.with_name(stem.name + ".png"))]

@@ -18,7 +18,7 @@ import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .files import atomic_write_text
+from .files import atomic_write_text, make_folder
 
 if TYPE_CHECKING:
     import torch
@@ -89,9 +89,26 @@ class ContentCache:
             for child in path.iterdir():
                 if child.is_file():
                     child.unlink()
-        path.mkdir(parents=True, exist_ok=True)
+        make_folder(path)
         atomic_write_text(manifest, json.dumps(fields, indent=2, sort_keys=True) + "\n")
         return path
+
+    def load_module(self, entry: Path, module: torch.nn.Module, weights_file: str, info_file: str) -> dict | None:
+        """Load the weights ``entry/weights_file`` (safetensors) into `module` and return ``entry/info_file`` (JSON)
+        with the weights' sha256 as ``weights_hash``; None when the entry is incomplete, damaged, planted (a pickle
+        is never unpickled: `dalle_kit.safe_load`) or does not fit `module`: the caller computes it again."""
+        from .safe_load import cached_tensors
+
+        weights = cached_tensors(entry / weights_file)
+        if weights is None or not (entry / info_file).is_file():
+            return None
+        try:
+            module.load_state_dict(weights)
+            info = json.loads((entry / info_file).read_text())
+        except (RuntimeError, ValueError, OSError):  # weights or info that do not fit: the entry is not trusted
+            return None
+        info["weights_hash"] = file_digest(entry / weights_file)
+        return info
 
     def entries(self) -> list[Path]:
         return sorted(p for p in self.dir.glob("*") if (p / MANIFEST).is_file()) if self.dir.is_dir() else []

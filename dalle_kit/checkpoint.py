@@ -14,22 +14,23 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import re
 from pathlib import Path
 from typing import Any
 
 import torch
 from safetensors import safe_open
-from safetensors.torch import save_file
+from safetensors.torch import save
 
-from .files import atomic_write, atomic_write_text  # noqa: F401  (re-exported: plugins import them from here)
+from .files import atomic_write, atomic_write_bytes, atomic_write_text  # noqa: F401  (re-exported: plugins import them from here)
+from .files import TEMP_RE, remove_stale_temporaries  # noqa: F401  (re-exported)
 
 _TREE_KEY = "dalle_kit.tree"
 _DIGEST_KEY = "dalle_kit.sha256"
 _STEP_RE = re.compile(r"step-(\d+)\.safetensors$")
-#: Temporary files of interrupted atomic writes: ``.<name>.tmp-<pid>`` (see `save_state`).
-TEMP_RE = re.compile(r"^\..+\.tmp-(\d+)$")
+#: Temporary files safetensors' own ``save_file`` makes beside its target (``.tmp`` and six letters or digits, the
+#: tempfile crate's names): left in checkpoints/ by a writer killed inside it (dalle-kit before it wrote the bytes itself).
+LIBRARY_TEMP_RE = re.compile(r"^\.tmp[A-Za-z0-9]{6}$")
 #: Model weights (tensors under ``models/``) larger than this in absolute value make a checkpoint unusable:
 #: a network whose weights reach it has diverged even when every number is still finite.
 WEIGHT_BOUND = 1e6
@@ -118,11 +119,12 @@ def save_state(path: str | Path, state: dict[str, Any]) -> Path:
     """Write `state` to `path` atomically and durably: a reader (or a machine that loses power) never sees a
     half-written file. The file carries a digest of its tensors, checked by `verify`."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     tensors: dict[str, torch.Tensor] = {}
     tree = _flatten(state, "", tensors)
-    atomic_write(path, lambda tmp: save_file(tensors, str(tmp), metadata={_TREE_KEY: json.dumps(tree),
-                                                                    _DIGEST_KEY: _tensor_digest(tensors)}))
+    # Serialised in memory and written by `atomic_write_bytes`: no temporary file of the library's own, and a full
+    # disk or a file-size limit is one line naming the bytes the file needs (`dalle_kit.files.WriteFailed`).
+    data = save(tensors, metadata={_TREE_KEY: json.dumps(tree), _DIGEST_KEY: _tensor_digest(tensors)})
+    atomic_write_bytes(path, data)
     return path
 
 
@@ -203,29 +205,15 @@ def newest_good(directory: str | Path) -> tuple[tuple[int, Path] | None, list[Ch
     return None, damaged
 
 
-def remove_stale_temporaries(directory: str | Path) -> list[Path]:
-    """Delete ``.<name>.tmp-<pid>`` files in `directory` left by writes whose process is gone; returns them."""
+def remove_library_temporaries(directory: str | Path) -> list[Path]:
+    """Delete the temporary files safetensors' ``save_file`` left in `directory` (`LIBRARY_TEMP_RE`). Their names say
+    nothing of their writer, so call this only while holding the run's lock (no trainer is writing there)."""
     removed = []
     directory = Path(directory)
     if not directory.is_dir():
         return removed
     for p in directory.iterdir():
-        m = TEMP_RE.match(p.name)
-        if not m or not p.is_file():
-            continue
-        pid = int(m.group(1))
-        if pid != os.getpid() and _alive(pid):
-            continue  # another process is writing it now
-        p.unlink(missing_ok=True)
-        removed.append(p)
+        if LIBRARY_TEMP_RE.match(p.name) and p.is_file() and not p.is_symlink():
+            p.unlink(missing_ok=True)
+            removed.append(p)
     return removed
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except (PermissionError, OSError):
-        return True
-    return True

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import errno
 import os
+import re
 import sys
 import warnings
 from pathlib import Path
@@ -225,10 +227,26 @@ def plugins_doctor():
     raise click.exceptions.Exit(1)  # problems found: a script or CI step running the doctor must see it fail
 
 
+#: errno values of a write the user can fix (space, file-size limit, read-only file system, permissions).
+_WRITE_ERRORS = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EROFS, errno.EACCES, errno.EPERM}
+#: errno values of a path the user gave that the operating system cannot use (too long, a loop of links, a file
+#: where a folder should be...).
+_PATH_ERRORS = {errno.ENAMETOOLONG, errno.ELOOP, errno.ENOTDIR, errno.EISDIR, errno.ENOENT, errno.EINVAL, errno.ENXIO}
+
+
+def _one_line(text: str) -> str:
+    return " ".join(text.split())
+
+
+def _printable(text: object) -> str:
+    """`text` on one line: control characters (a newline in a path the user gave) shown escaped, as Python writes them."""
+    return re.sub(r"[\x00-\x1f\x7f]", lambda m: repr(m.group())[1:-1], str(text))
+
+
 def main(argv=None) -> int:
     global _show_traceback
     _show_traceback = False
-    warnings.formatwarning = lambda msg, cat, *a, **k: f"dalle-kit: warning: {msg}\n"
+    warnings.formatwarning = lambda msg, cat, *a, **k: f"dalle-kit: warning: {_printable(msg)}\n"
     # numpy's notice when it meets the flush-to-zero mode training sets (torch.set_flush_denormal) is not the user's concern
     warnings.filterwarnings("ignore", message="The value of the smallest subnormal", category=UserWarning)
     try:
@@ -237,14 +255,31 @@ def main(argv=None) -> int:
         if _show_traceback:
             raise
         if os.environ.get("RANK", "0") == "0":  # in a multi-process run every rank meets it; one says so
-            click.echo(f"dalle-kit: error: {exc}", err=True)
+            click.echo(f"dalle-kit: error: {_printable(exc)}", err=True)
         return exc.exit_code
     except click.exceptions.Abort:
         click.echo("aborted", err=True)
         return 130
+    except click.UsageError as exc:  # click's own three lines (usage, hint, error) as one, with the --help hint
+        if _show_traceback:
+            raise
+        hint = f"{exc.ctx.command_path} --help" if exc.ctx is not None else "dalle-kit --help"
+        click.echo(f"dalle-kit: error: {_one_line(exc.format_message()).rstrip('.')}; see `{hint}`", err=True)
+        return 2
     except click.ClickException as exc:
-        exc.show()
-        return exc.exit_code
+        if _show_traceback:
+            raise
+        click.echo(f"dalle-kit: error: {_one_line(exc.format_message())}", err=True)
+        return 2
+    except OSError as exc:  # met outside dalle-kit's own checks: a full disk under a library, a path the OS refuses
+        if _show_traceback or not (exc.errno in _WRITE_ERRORS or (exc.filename and exc.errno in _PATH_ERRORS)):
+            raise
+        from .files import WriteFailed
+
+        line = (WriteFailed(exc.filename or "(a file)", exc) if exc.errno in _WRITE_ERRORS
+                else f"{exc.filename}: {exc.strerror}; check the path")
+        click.echo(f"dalle-kit: error: {_printable(line)}", err=True)
+        return 2
     except click.exceptions.Exit as exc:
         return exc.exit_code
     except KeyboardInterrupt:

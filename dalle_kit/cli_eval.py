@@ -21,11 +21,13 @@ def eval_cmd(run_dir, metrics, num_samples, seed, as_json, quiet):
 
     progress.phase("starting: importing torch and the plugins, loading the run", quiet=quiet)
     try:
-        from .evaluation import evaluate_run, format_result
+        from .evaluation import evaluate_run, format_result, run_metrics
         from .registry import get_registry
         from .run import Run
 
         run = Run.open(run_dir, get_registry(), quiet=quiet)  # quiet: no progress bars on stderr
+        # an unknown metric name is refused before the lock is taken (its file rewritten) or anything computed
+        run_metrics(run, metrics)
         run.lock()  # its rows go to metrics.jsonl, which a trainer resuming the run rewrites: one writer at a time
         try:
             progress.phase("loading the weights, checking the metrics", quiet=quiet)

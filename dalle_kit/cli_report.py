@@ -15,11 +15,14 @@ def report_cmd(run_dir, output):
     from pathlib import Path
 
     from .errors import UserError
+    from .files import check_target
     from .report import write_report
     from .run import resolve_run_dir
 
-    if output is not None and Path(output).is_dir():
+    if output is not None and Path(output).is_dir() and not Path(output).is_symlink():
         raise UserError(f"-o {output}: is a directory; name an HTML file, e.g. -o {Path(output) / 'report.html'}")
+    if output is not None:
+        check_target(output)
     click.echo(write_report(resolve_run_dir(run_dir), output))
 
 

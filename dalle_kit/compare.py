@@ -262,9 +262,13 @@ def write_comparison(run_dirs: Sequence[str | Path], out_dir: str | Path = "comp
 
     if len(run_dirs) < 2:
         raise UserError(f"compare: give at least two runs (got {len(run_dirs)}); `{hints.dalle_kit('report RUN')}` shows one run")
+    from .files import check_target
+
     out = Path(out_dir)
     if out.exists() and not out.is_dir():
         raise UserError(f"-o {out}: is a file; name a folder for compare.html and compare.md")
+    for name in ("compare.html", "compare.md"):  # refused before any grid is drawn, not after
+        check_target(out / name)
     if grids:
         from .api import check_sample_request
 
@@ -279,7 +283,6 @@ def write_comparison(run_dirs: Sequence[str | Path], out_dir: str | Path = "comp
     if not prompts and len({tuple(e.files.prompts[:DEFAULT_PROMPTS]) for e in entries}) > 1:
         shown += " (they differ between these runs; --prompt draws the same ones from every run)"
     intro = f"{len(entries)} runs. Sample grids: {shown}, {n} per prompt, seed {seed}." if grids else f"{len(entries)} runs."
-    out.mkdir(parents=True, exist_ok=True)
     title = "Comparison: " + " vs ".join(e.label for e in entries)
     return (atomic_write_text(out / "compare.html", render_html(entries, title, intro)),
             atomic_write_text(out / "compare.md", render_markdown(entries, title, intro)))

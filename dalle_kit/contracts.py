@@ -1,5 +1,6 @@
-"""The plugin reference, rendered from the code: the hooks (`dalle_kit.hookspecs`) and each kind's base class
-(`dalle_kit.parts`), with their docstrings and signatures. One source: docs/contracts.md is this module's
+"""The plugin reference, rendered from the code: the hooks (`dalle_kit.hookspecs`), each core kind's base class
+(`dalle_kit.parts`) and each kind the built-in plugins add (through ``register_kinds``, as any family does), with
+their docstrings and signatures. One source: docs/contracts.md is this module's
 output, and a test fails when the two differ.
 
     python -m dalle_kit.contracts > docs/contracts.md
@@ -14,7 +15,7 @@ import attrs
 
 from . import hookspecs, trainer
 from .parts import KINDS, Part, TrainConfig
-from .registry import EVENT_HOOKS
+from .registry import EVENT_HOOKS, Registry, public_name
 
 HEADER = """\
 # Plugin contracts (generated)
@@ -82,8 +83,22 @@ def render() -> str:
             doc = _doc(func)
             out.append(f"- `{name}{_signature(func)}`" + (": " + " ".join(doc.split()) if doc else ""))
     out += ["", "## Kinds of part", ""]
-    for kind, cls in KINDS.items():
-        out += [f"### {kind}: `dalle_kit.{cls.__name__}`", "", _doc(cls), ""]
+    out += _kinds({kind: (f"dalle_kit.{cls.__name__}", None, cls) for kind, cls in KINDS.items()})
+    builtins = Registry.discover(select="")  # the built-in plugins only: the reference does not follow what is installed
+    hooks = {kind: hook for hook, kind in builtins.kind_hooks.items()}
+    added = {kind: (public_name(cls), hooks.get(kind), cls)
+             for kind, cls in builtins.kinds.items() if kind not in KINDS}
+    out += ["## Kinds the built-in families add", "",
+            "Registered by their family's plugin through `register_kinds`, exactly as a third-party family adds one; "
+            "each comes with its own registration hook.", ""]
+    out += _kinds(added)
+    return "\n".join(out).rstrip() + "\n"
+
+
+def _kinds(kinds: dict[str, tuple[str, str | None, type]]) -> list[str]:
+    out: list[str] = []
+    for kind, (public, hook, cls) in kinds.items():
+        out += [f"### {kind}: `{public}`" + (f" (hook `{hook}(register)`)" if hook else ""), "", _doc(cls), ""]
         for what, name, func, attr in _own_members(cls):
             if what == "attribute":
                 tp, value = attr
@@ -95,7 +110,7 @@ def render() -> str:
                 doc = _doc(func)
                 out.append(f"- {label}" + (": " + " ".join(doc.split()) if doc else ""))
         out.append("")
-    return "\n".join(out).rstrip() + "\n"
+    return out
 
 
 if __name__ == "__main__":

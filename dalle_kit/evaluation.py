@@ -278,6 +278,17 @@ def compute_metrics(evaluation: Evaluation, metrics: dict[str, Metric]) -> dict[
     return {name: metric.compute(evaluation).check(name) for name, metric in metrics.items()}
 
 
+def run_metrics(run: Run, metrics: Sequence[str] | None = None) -> dict[str, Metric]:
+    """The metrics `metrics` names (default: the recipe's ``[eval] metrics``), built with the recipe's settings; an
+    unknown name or an empty list is refused in one line before anything is computed."""
+    names = list(metrics) if metrics else list(run.recipe.eval.metrics)
+    if not names:
+        dataset = run.recipe.parts["data"].info.name if "data" in run.recipe.parts else ""
+        raise UserError(f"{run.dir}: no metrics to compute (its recipe's [eval] metrics is empty); score it with "
+                        f"metrics that suit {dataset or 'its data'}: `{hints.eval_command(run.dir, dataset)}`")
+    return build_metrics(names, run.registry, settings=run.recipe.metric_settings)
+
+
 def evaluate_run(run: Run, metrics: Sequence[str] | None = None, num_samples: int | None = None,
                  step: int | None = None, *, seed: int | None = None, draw: Callable | None = None,
                  cache_root: str | Path | None = None) -> dict[str, MetricResult]:
@@ -287,12 +298,7 @@ def evaluate_run(run: Run, metrics: Sequence[str] | None = None, num_samples: in
     defaults to the latest checkpoint's. `draw` replaces the pipeline's sampler (for evaluating
     during training with the weights in memory). Returns the results by metric name.
     """
-    names = list(metrics) if metrics else list(run.recipe.eval.metrics)
-    if not names:
-        dataset = run.recipe.parts["data"].info.name if "data" in run.recipe.parts else ""
-        raise UserError(f"{run.dir}: no metrics to compute (its recipe's [eval] metrics is empty); score it with "
-                        f"metrics that suit {dataset or 'its data'}: `{hints.eval_command(run.dir, dataset)}`")
-    built = build_metrics(names, run.registry, settings=run.recipe.metric_settings)
+    built = run_metrics(run, metrics)
     num_samples = num_samples or run.recipe.eval.num_samples
     seed = run.recipe.seed if seed is None else seed
     if step is None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -9,6 +10,7 @@ import numpy as np
 import torch
 from PIL import Image, ImageDraw, ImageFont
 
+from .files import atomic_write_bytes
 from .parts import to_uint8_images
 
 
@@ -32,12 +34,9 @@ def save_grid(images: torch.Tensor, prompts: Sequence[str], path: str | Path, *,
         for c in range(per_row):
             tile = Image.fromarray(pixels[r * per_row + c]).resize((cell, cell), Image.NEAREST)
             sheet.paste(tile, (label_w + c * (cell + 2), y))
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    sheet.save(tmp, format="PNG")
-    tmp.replace(path)
-    return path
+    buffer = io.BytesIO()
+    sheet.save(buffer, format="PNG")
+    return atomic_write_bytes(path, buffer.getvalue())  # never through a link, a full disk in one line
 
 
 def _text_width(font, text: str) -> int:

@@ -76,7 +76,8 @@ class TextEncoder(nn.Module, Part):
     """Turns captions into vectors: ``encode(list[str]) -> Tensor[B, dim]``.
 
     Context: none. A trainable encoder is optimised by the pipeline (with one of its networks,
-    or by its own objective); a frozen one has no parameters that require grad.
+    or by its own objective); a frozen one has no parameters that require grad. ``dim`` 0 means no
+    conditioning: the parts built beside it are unconditional.
     """
 
     kind = "text_encoder"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 from pathlib import Path
 
@@ -10,13 +11,15 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
+from .files import atomic_write_bytes  # noqa: E402
+
 
 def read_jsonl(path: str | Path) -> list[dict]:
     path = Path(path)
-    if not path.exists():
+    if not path.is_file():  # absent (or a FIFO, which would block the read)
         return []
     rows = []
-    for line in path.read_text().splitlines():
+    for line in path.read_text(encoding="utf-8", errors="replace").splitlines():
         if line.strip():
             try:
                 rows.append(json.loads(line))
@@ -41,9 +44,7 @@ def plot_losses(metrics_path: str | Path, out: str | Path, title: str = "") -> P
     ax.grid(alpha=0.3)
     ax.legend()
     fig.tight_layout()
-    out = Path(out)
-    tmp = out.with_name(f".{out.name}.tmp")
-    fig.savefig(tmp, format="png")
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png")
     plt.close(fig)
-    tmp.replace(out)
-    return out
+    return atomic_write_bytes(out, buffer.getvalue())

@@ -47,7 +47,7 @@ class SampleConfig:
     def all_prompts(self) -> list[str]:
         extra = []
         if self.prompts_file:
-            extra = [line.strip() for line in Path(self.prompts_file).read_text().splitlines() if line.strip()]
+            extra = [line.strip() for line in Path(self.prompts_file).read_text(encoding="utf-8").splitlines() if line.strip()]
         return [*self.prompts, *extra]
 
 
@@ -193,6 +193,8 @@ def read_toml(path: Path) -> dict[str, Any]:
         raise RecipeError(str(path), "", "file not found", f"check the path, or run `{hints.dalle_kit('recipe list')}` for the built-in recipes")
     if path.is_dir():
         raise RecipeError(str(path), "", "is a directory, not a recipe file", "name a .toml file")
+    if not path.is_file():  # a FIFO or a device: reading it could block or never end
+        raise RecipeError(str(path), "", "is not a regular file", "name a .toml file")
     try:
         return tomllib.loads(path.read_text(encoding="utf-8"))
     except tomllib.TOMLDecodeError as exc:
@@ -274,6 +276,23 @@ def upgrade(data: dict[str, Any], source: str) -> dict[str, Any]:
     return data
 
 
+def check_prompts(sample: SampleConfig, source: str) -> None:
+    """The ``[sample]`` rules a pipeline that draws images needs: at least one prompt (every run ends with a grid of
+    them), none blank, a prompts_file that reads as text. One `RecipeError` each, before any run directory exists."""
+    try:
+        prompts = sample.all_prompts()
+    except (OSError, UnicodeDecodeError) as exc:
+        cause = exc.strerror if isinstance(exc, OSError) else "not UTF-8 text"
+        raise RecipeError(source, "[sample] key 'prompts_file'", f"cannot be read ({cause})",
+                          "point it at a UTF-8 text file with one prompt per line") from None
+    if not prompts:
+        raise RecipeError(source, "[sample] key 'prompts'", "no prompts: the run draws its sample grids from them",
+                          'list at least one, for example prompts = ["a red circle"]')
+    for i, prompt in enumerate(sample.prompts, 1):
+        if not prompt.strip():
+            raise RecipeError(source, "[sample] key 'prompts'", f"prompt {i} is empty", "give it some text or remove it")
+
+
 def validate(data: dict[str, Any], registry: Registry, *, source: str, base_dir: Path | None = None,
              check_name: bool = True) -> Recipe:
     """`data` (a parsed recipe) as a `Recipe`, or one `RecipeError`. ``check_name=False`` is for the recipe of a run
@@ -326,6 +345,8 @@ def validate(data: dict[str, Any], registry: Registry, *, source: str, base_dir:
     if top["init_from"] and not getattr(pipeline_cls, "finetunes", False):
         raise RecipeError(source, "key 'init_from'", f"pipeline '{pipeline_info.name}' cannot start from another run",
                           "remove init_from and finetune, or use a pipeline that fine-tunes (gan, vae)")
+    if pipeline_cls.draws_images:
+        check_prompts(sample, source)
     if evaluation.metrics and not pipeline_cls.draws_images:
         raise RecipeError(source, "[eval] metrics", f"pipeline '{pipeline_info.name}' draws no images, so there is nothing for "
                           f"{', '.join(evaluation.metrics)} to score",

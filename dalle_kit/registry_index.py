@@ -127,13 +127,11 @@ def listing() -> dict[str, Any]:
     from .registry import get_registry
 
     data = describe_registry(get_registry())
-    try:
-        from .files import atomic_write_text
+    from .files import WriteFailed, WriteRefused, atomic_write_text
 
-        path = _path()
-        path.parent.mkdir(parents=True, exist_ok=True)
-        atomic_write_text(path, json.dumps({"format": INDEX_FORMAT, "fingerprint": key, "registry": data}))
-    except OSError:  # a read-only cache only costs speed
+    try:
+        atomic_write_text(_path(), json.dumps({"format": INDEX_FORMAT, "fingerprint": key, "registry": data}))
+    except (OSError, WriteFailed, WriteRefused):  # a read-only or full cache only costs speed
         pass
     return data
 

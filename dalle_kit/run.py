@@ -7,7 +7,7 @@ Layout of ``runs/<name>-<timestamp>/``::
     metrics.jsonl        one JSON object per line: step, time, losses, metric results
     checkpoints/         step-<n>.safetensors: weights, optimizers, RNG states (atomic writes, sha256-verified,
                          only finite states are written; a damaged newest file falls back to the newest good one)
-    .lock                held (flock) by the process training the run; a second trainer is refused
+    .lock                held (flock) by the process training or evaluating the run; a second one is refused
     samples/             step-<n>.png: a grid per prompt row
     loss_curve.png
 """
@@ -18,6 +18,7 @@ import glob
 import json
 import os
 import re
+import shutil
 import signal
 import sys
 import time
@@ -38,10 +39,21 @@ from .checkpoint import (
     load_state,
     newest_good,
     non_finite,
-    remove_stale_temporaries,
+    remove_library_temporaries,
     save_state,
+    verify,
 )
 from .errors import UserError
+from .files import (
+    WriteFailed,
+    WriteRefused,
+    append_text,
+    atomic_write_text,
+    check_target,
+    make_folder,
+    open_in_place,
+    remove_stale_temporaries,
+)
 from .grid import save_grid
 from .plots import plot_losses, read_jsonl
 from .recipe import RECIPE_FILE, Recipe, load_recipe
@@ -50,6 +62,11 @@ from .registry import Registry
 PARTS_FILE = "parts.json"
 METRICS_FILE = "metrics.jsonl"
 LOCK_FILE = ".lock"
+LOSS_CURVE = "loss_curve.png"
+#: The files and folders a training or an evaluation writes in a run directory: each must be a regular file (a
+#: folder) or absent, never a link (checked when the run is locked, before any work).
+RUN_FILES = (RECIPE_FILE, PARTS_FILE, METRICS_FILE, LOSS_CURVE)
+RUN_FOLDERS = ("checkpoints", "samples", "tensorboard")
 #: Signals that stop training at the end of the current step with a checkpoint (a second one stops at once).
 STOP_SIGNALS = tuple(getattr(signal, name) for name in ("SIGINT", "SIGTERM", "SIGHUP") if hasattr(signal, name))
 
@@ -141,6 +158,29 @@ def resolve_run_dir(text: str | Path, *, what: str = "run") -> Path:
     return candidates[-1]
 
 
+def _lock_holder(fd: int) -> str:
+    """The pid holding the flock on `fd`'s file: what the holder wrote there, else the kernel's /proc/locks entry for
+    the file's inode (a holder that has not written yet); '' when neither says."""
+    try:
+        text = os.pread(fd, 32, 0).decode("ascii", "replace").split("\n", 1)[0].strip()
+    except OSError:
+        text = ""
+    if text.isdigit():
+        return text
+    try:
+        st = os.fstat(fd)
+        where = f"{os.major(st.st_dev):02x}:{os.minor(st.st_dev):02x}:{st.st_ino}"
+        with open("/proc/locks") as f:
+            for line in f:  # "1: FLOCK  ADVISORY  WRITE 1234 08:01:5678 0 EOF"
+                fields = line.split()
+                if len(fields) > 5 and fields[1] == "FLOCK" and fields[5] == where:
+                    if fields[4].isdigit() and fields[4] != "0":
+                        return fields[4]
+    except OSError:
+        pass
+    return ""
+
+
 class Run:
     def __init__(self, directory: Path, recipe: Recipe, registry: Registry, *, stop_at: int | None = None, quiet: bool = False):
         self.dir = Path(directory)
@@ -167,16 +207,23 @@ class Run:
         if base.resolve().parent != root:  # validate() allows only safe names; this is the last line of defence
             raise UserError(f"name '{recipe.name}': the run directory {base} would lie outside {runs_dir}/; "
                             "use letters, digits, '.', '_' and '-' only")
+        make_folder(runs_dir)
         directory, n = base, 1
         while True:
             try:
-                directory.mkdir(parents=True, exist_ok=False)
+                directory.mkdir(exist_ok=False)
                 break
             except FileExistsError:
                 n += 1
                 directory = base.with_name(f"{base.name}-{n}")
-        (directory / RECIPE_FILE).write_text(recipe.dumps())
-        (directory / PARTS_FILE).write_text(json.dumps(recipe.origins(), indent=2) + "\n")
+            except OSError as exc:  # no space, no permission, a read-only disk
+                raise WriteFailed(directory, exc) from None
+        try:
+            atomic_write_text(directory / RECIPE_FILE, recipe.dumps())
+            atomic_write_text(directory / PARTS_FILE, json.dumps(recipe.origins(), indent=2) + "\n")
+        except UserError:  # a full disk: no half-made run directory is left behind
+            shutil.rmtree(directory, ignore_errors=True)
+            raise
         return cls(directory, recipe, registry, **kw)
 
     @classmethod
@@ -195,13 +242,19 @@ class Run:
 
     def warn_if_parts_changed(self) -> None:
         path = self.dir / PARTS_FILE
-        if not path.exists():
+        if not path.is_file():
             return
-        saved = json.loads(path.read_text())
+        try:
+            saved = json.loads(path.read_text(encoding="utf-8"))
+            saved = saved if isinstance(saved, dict) else {}
+        except (ValueError, OSError):  # damaged: nothing to compare with
+            warnings.warn(f"{path}: unreadable; the parts that made this run are not compared with the installed ones",
+                          stacklevel=2)
+            return
         for section, now in self.recipe.origins().items():
             then = saved.get(section)
-            if then and (then["distribution"], then["version"]) != (now["distribution"], now["version"]):
-                warnings.warn(f"{self.dir}: [{section}] '{now['name']}' was made with {then['distribution']} {then['version']}, "
+            if isinstance(then, dict) and (then.get("distribution"), then.get("version")) != (now["distribution"], now["version"]):
+                warnings.warn(f"{self.dir}: [{section}] '{now['name']}' was made with {then.get('distribution')} {then.get('version')}, "
                               f"now provided by {now['distribution']} {now['version']}; results may differ", stacklevel=2)
 
     # ------------------------------------------------------------ parts
@@ -243,8 +296,7 @@ class Run:
         row = {"step": step, "kind": kind, "time": round(self.elapsed, 3), **values}
         if not self.writes:
             return row
-        with open(self.dir / METRICS_FILE, "a") as f:
-            f.write(json.dumps(row) + "\n")
+        append_text(self.dir / METRICS_FILE, json.dumps(row) + "\n")
         return row
 
     def read_metrics(self) -> list[dict[str, Any]]:
@@ -255,9 +307,7 @@ class Run:
         if not self.writes:
             return
         rows = [r for r in self.read_metrics() if r.get("step", 0) <= step]
-        tmp = self.dir / f".{METRICS_FILE}.tmp-{os.getpid()}"
-        tmp.write_text("".join(json.dumps(r) + "\n" for r in rows))
-        tmp.replace(self.dir / METRICS_FILE)
+        atomic_write_text(self.dir / METRICS_FILE, "".join(json.dumps(r) + "\n" for r in rows))
 
     def progress(self, total: int, initial: int = 0) -> tqdm:
         return progress.bar(total, self.recipe.name, "step", initial=initial, quiet=self.quiet or not self.writes)
@@ -269,7 +319,7 @@ class Run:
     def plot(self) -> None:
         if not self.writes:
             return
-        plot_losses(self.dir / METRICS_FILE, self.dir / "loss_curve.png", title=self.recipe.name)
+        plot_losses(self.dir / METRICS_FILE, self.dir / LOSS_CURVE, title=self.recipe.name)
 
     # ------------------------------------------------------------ checkpoints
     @property
@@ -285,7 +335,12 @@ class Run:
             self.check_finite(step, state)
         if not self.writes:
             raise RuntimeError(f"rank {distributed.rank()} may not write checkpoints; rank 0 does")
-        path = save_state(self.checkpoint_dir / checkpoint_name(step), {"step": step, **state})
+        try:
+            path = save_state(self.checkpoint_dir / checkpoint_name(step), {"step": step, **state})
+        except WriteFailed as exc:  # a full disk, a file-size limit: nothing replaced, nothing pruned
+            kept = ", kept" if self.last_good_checkpoint() is not None else ""
+            raise UserError(f"step {step}: checkpoint not saved: {exc}; {self.last_good_text()}{kept}; "
+                            f"then continue with dalle-kit run --resume {self.dir}") from None
         for _, old in list_checkpoints(self.checkpoint_dir)[:-keep_last]:
             if old != path:
                 old.unlink(missing_ok=True)
@@ -297,7 +352,7 @@ class Run:
         if bad:
             more = f" and {len(bad) - 3} more" if len(bad) > 3 else ""
             raise UserError(f"step {step}: the training state has diverged ({'; '.join(bad[:3])}{more}); not saved. "
-                            f"{self.last_good_text()}; lower [train] lr or add grad_clip, then {self.resume_command()}")
+                            f"{self.last_good_text()}; {self.retrain_advice('lower [train] lr or add grad_clip')}")
 
     def resume_command(self) -> str:
         """The command that continues this run, as it works where it is printed."""
@@ -319,7 +374,14 @@ class Run:
         if isinstance(losses, dict):
             losses = ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in losses.items())
         return UserError(f"step {step}: loss is not finite ({losses}); stopped without saving. {self.last_good_text()}; "
-                         f"{fix}, then {self.resume_command()}")
+                         f"{self.retrain_advice(fix)}")
+
+    def retrain_advice(self, fix: str) -> str:
+        """What to do after a divergence: `fix` in a new run (resuming would replay the same steps, and ``--set`` on a
+        resumed run changes only its length); from the last good weights where the pipeline can start from a run."""
+        start = (f" (init_from = \"{self.dir}\" in it starts from the last good weights)"
+                 if getattr(self.recipe.pipeline.info.cls, "finetunes", False) else "")
+        return f"{fix} in the recipe and start a new run with {hints.dalle_kit('run RECIPE')}{start}"
 
     def resume(self, state: dict[str, Any] | None, *, models: dict, optimizers: dict, rngs: dict) -> int:
         """Restore a training loop from `state` (its latest checkpoint, or None for a fresh start): weights,
@@ -351,16 +413,20 @@ class Run:
         file is reported once as a warning line naming the one used instead; a folder of only damaged files is a
         one-line `UserError`."""
         found, damaged = newest_good(self.checkpoint_dir)
+        if found is None and damaged:  # one line names them all: no warning per file before it
+            listed = "; ".join(f"{e.path.name}: {e.reason}" for e in damaged)
+            raise UserError(f"{self.checkpoint_dir}: no usable checkpoint, every one is damaged ({listed}); "
+                            "restore one from a backup or train again")
         for exc in damaged:
             if exc.path in self._reported:
                 continue
             self._reported.add(exc.path)
-            instead = f"using {found[1]} (step {found[0]}) instead" if found else "no good checkpoint left"
-            warnings.warn(f"{exc.path}: damaged checkpoint ({exc.reason}); {instead}", stacklevel=3)
-        if found is None and damaged:
-            listed = "; ".join(f"{e.path.name}: {e.reason}" for e in damaged)
-            raise UserError(f"{self.checkpoint_dir}: no usable checkpoint, every one is damaged ({listed}); "
-                            "restore one from a backup or train again")
+            warnings.warn(f"{exc.path}: damaged checkpoint ({exc.reason}); using {found[1]} (step {found[0]}) instead",
+                          stacklevel=3)
+        if found is not None and found[1] not in self._reported and not verify(found[1]):
+            self._reported.add(found[1])
+            warnings.warn(f"{found[1]}: carries no digest (written before checkpoints carried one, or the digest was "
+                          "removed); loaded unverified", stacklevel=3)
         return found
 
     def load_checkpoint(self, prefixes: tuple[str, ...] | None = None) -> dict[str, Any] | None:
@@ -373,39 +439,64 @@ class Run:
     # ------------------------------------------------------------ one trainer at a time
     def lock(self) -> None:
         """Hold ``.lock`` (flock) until `unlock` or the process ends (the kernel drops it with the process, even when
-        killed); a run whose lock another holder has is a one-line `UserError`."""
+        killed); a run whose lock another holder has is a one-line `UserError`. The file is opened without following
+        a link, and a link, a folder or another non-regular file there is refused in one line (`dalle_kit.files`).
+        Holding it, the temporary files a killed writer left in the run are removed, the library's own included."""
         import fcntl
 
         if self._lock_file is not None:
             return
         path = self.dir / LOCK_FILE
         while True:
-            f = open(path, "a+")
+            fd = open_in_place(path)
             try:
-                fcntl.flock(f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except OSError:
-                f.seek(0)
-                holder = f.read().strip() or "?"
-                f.close()
-                raise UserError(f"{self.dir}: is being trained by another process (pid {holder}, it holds {path}); "
-                                "wait for it to finish or stop it (Ctrl-C / kill PID), then resume") from None
+                holder = _lock_holder(fd)
+                os.close(fd)
+                who = f"pid {holder}" if holder else "a process"
+                raise UserError(f"{self.dir}: is in use by another process, training or evaluating it ({who} holds {path}); "
+                                "wait for it to finish or stop it (Ctrl-C / kill PID), then try again") from None
             try:  # the holder we waited for may have removed the file (see `unlock`): lock the one at the path
-                if os.stat(path).st_ino == os.fstat(f.fileno()).st_ino:
+                if os.stat(path, follow_symlinks=False).st_ino == os.fstat(fd).st_ino:
                     break
             except FileNotFoundError:
                 pass
-            f.close()
-        f.seek(0)
-        f.truncate()
-        f.write(f"{os.getpid()}\n")
-        f.flush()
-        self._lock_file = f
+            os.close(fd)
+        pid = f"{os.getpid()}\n".encode()
+        try:
+            os.pwrite(fd, pid, 0)  # the new pid first, then cut: a reader never sees the file empty
+            os.ftruncate(fd, len(pid))
+        except OSError as exc:
+            os.close(fd)
+            raise WriteFailed(path, exc, len(pid)) from None
+        self._lock_file = fd
+        try:
+            self.check_files()
+        except UserError:
+            self.unlock()
+            raise
+        if self.writes:
+            for folder in (self.dir, self.checkpoint_dir):
+                remove_stale_temporaries(folder)
+                remove_library_temporaries(folder)
+
+    def check_files(self) -> None:
+        """Refuse, in one line, a run directory in which a file it writes is a link or not a regular file, or a folder
+        it writes into is a link (`RUN_FILES`, `RUN_FOLDERS`): a run received from someone else is never written
+        through."""
+        for name in RUN_FILES:
+            check_target(self.dir / name)
+        for name in RUN_FOLDERS:
+            if (self.dir / name).is_symlink():
+                raise WriteRefused(f"{self.dir / name}: is a symbolic link; dalle-kit never writes through a link: "
+                                   "replace it with a folder")
 
     def unlock(self) -> None:
         """Release ``.lock`` and remove the file (a run that is not being trained has none)."""
         if self._lock_file is not None:
             (self.dir / LOCK_FILE).unlink(missing_ok=True)  # while still held, so no one locks the old file
-            self._lock_file.close()  # closing the file releases the flock
+            os.close(self._lock_file)  # closing the file releases the flock
             self._lock_file = None
 
     # ------------------------------------------------------------ samples

@@ -14,6 +14,7 @@ import textwrap
 from pathlib import Path
 
 from .errors import UserError
+from .files import atomic_write_text
 
 HEADER = '''\
 """{dist}: dalle-kit plugin. Each class below is one part; the hooks at the end register them."""
@@ -215,6 +216,5 @@ def new_plugin(name: str, kinds: list[str], directory: str | Path = ".", api: in
                                           parts=", ".join(f"{k.replace('_', ' ')} `{part_names[k]}`" for k in kinds)),
     }
     for path, text in files.items():
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(textwrap.dedent(text).lstrip("\n") if path.suffix != ".py" else text)
+        atomic_write_text(path, textwrap.dedent(text).lstrip("\n") if path.suffix != ".py" else text)
     return root

@@ -46,16 +46,21 @@ def param(default: Any = _MISSING, doc: str = "", *, validator=None, path: str |
 
 
 # Validators for numbers that torch would reject or that would poison training (nan, inf, out of range).
+#: The largest float32: a setting that multiplies float32 tensors must fit it (a learning rate of 1e308 overflows).
+FLOAT32_MAX = 3.4028234663852886e38
+
+
 def finite_positive(_, attribute, value):
-    """attrs validator: a finite number > 0 (learning rates); None passes (an optional field left unset)."""
-    if value is not None and not (math.isfinite(value) and value > 0):
-        raise ValueError(f"'{attribute.name}' must be a finite number > 0, got {value}")
+    """attrs validator: a finite number > 0 that fits float32 (learning rates); None passes (an optional field left
+    unset)."""
+    if value is not None and not (math.isfinite(value) and 0 < value <= FLOAT32_MAX):
+        raise ValueError(f"'{attribute.name}' must be a finite number > 0 (at most 3.4e38, float32), got {value}")
 
 
 def finite_nonnegative(_, attribute, value):
-    """attrs validator: a finite number >= 0 (weight decay, clipping thresholds)."""
-    if value is not None and not (math.isfinite(value) and value >= 0):
-        raise ValueError(f"'{attribute.name}' must be a finite number >= 0, got {value}")
+    """attrs validator: a finite number >= 0 that fits float32 (weight decay, clipping thresholds)."""
+    if value is not None and not (math.isfinite(value) and 0 <= value <= FLOAT32_MAX):
+        raise ValueError(f"'{attribute.name}' must be a finite number >= 0 (at most 3.4e38, float32), got {value}")
 
 
 def adam_betas(_, attribute, value):

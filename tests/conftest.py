@@ -117,6 +117,36 @@ def fashion_root(tmp_path_factory) -> Path | None:
     return fashion_mnist_root(tmp_path_factory.mktemp("fashion"))
 
 
+CIFAR_CLASSES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
+
+
+def make_cifar(root: Path, per_batch: int = 20) -> Path:
+    """Files laid out exactly as the python version of CIFAR-10 (cifar-10-batches-py/: pickled dicts of numpy
+    arrays), random pixels; CIFAR-10 itself cannot be fetched here. Their MD5 sums are not the official ones, so
+    recipes read them with [data] verify = false."""
+    import pickle
+
+    import numpy as np
+
+    folder = root / "cifar-10-batches-py"
+    folder.mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    names = [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]
+    for name in names:
+        labels = rng.integers(0, 10, per_batch).tolist()
+        data = rng.integers(0, 256, (per_batch, 3 * 32 * 32), dtype=np.uint8)
+        with open(folder / name, "wb") as f:
+            pickle.dump({"data": data, "labels": labels, "batch_label": name}, f)
+    with open(folder / "batches.meta", "wb") as f:
+        pickle.dump({"label_names": CIFAR_CLASSES}, f)
+    return root
+
+
+@pytest.fixture(scope="session")
+def cifar_root(tmp_path_factory) -> Path:
+    return make_cifar(tmp_path_factory.mktemp("cifar"))
+
+
 @pytest.fixture
 def offline_inception(monkeypatch, tmp_path):
     """No standard Inception weights anywhere: an empty torch home, no configured file (fid-helper's are used)."""

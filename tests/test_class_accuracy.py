@@ -103,6 +103,7 @@ def trained(mnist, cache_root):
     return model, info, time.monotonic() - t0
 
 
+@pytest.mark.slow  # trains the classifier on real MNIST (about a minute and a half on 2 cores)
 def test_classifier_reaches_98_5_percent_on_real_mnist_and_is_cached(trained, mnist, cache_root, monkeypatch):
     _, info, seconds = trained
     assert (info["n_train"], info["n_test"]) == (60000, 10000)
@@ -120,6 +121,7 @@ def test_classifier_reaches_98_5_percent_on_real_mnist_and_is_cached(trained, mn
         load_or_train_classifier(Evaluation(mnist, num_samples=1, cache_root=cache_root), ClassifierSettings(seed=1))
 
 
+@pytest.mark.slow  # trains the classifier on real MNIST (about a minute and a half on 2 cores)
 def test_real_test_images_with_their_captions_score_high_and_shuffled_ones_low(trained, mnist, cache_root):
     _, info, _ = trained
     test = mnist.load("test")
@@ -141,6 +143,7 @@ def test_real_test_images_with_their_captions_score_high_and_shuffled_ones_low(t
     assert wrong.values["class_accuracy"] <= 0.2
 
 
+@pytest.mark.slow  # trains the classifier on real MNIST (about a minute and a half on 2 cores)
 def test_cas_is_high_for_real_images_and_low_for_permuted_labels(trained, mnist, cache_root):
     _, info, _ = trained
     train = mnist.load("train")  # real images standing in for generated ones (not from the test split CAS is tested on)
@@ -161,6 +164,7 @@ def test_cas_is_high_for_real_images_and_low_for_permuted_labels(trained, mnist,
     assert bad.values["cas"] < 0.3
 
 
+@pytest.mark.slow  # trains the classifier on real MNIST (about a minute and a half on 2 cores)
 def test_refusals_on_mnist(trained, mnist, cache_root):
     images = mnist.load("test").images[:2]
     for metric in (ClassAccuracy(ClassAccuracy.Config()), CAS(CAS.Config())):

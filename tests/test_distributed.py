@@ -6,7 +6,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pytest
 
 from conftest import SHAPES_16, TINY, write_recipe
 from dalle_kit.checkpoint import list_checkpoints

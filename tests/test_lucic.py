@@ -84,7 +84,7 @@ def fid(dataset, generated: torch.Tensor, protocol: str, tmp_path, memo: dict | 
 def test_lucic2018_feeds_unpadded_tiled_grey_floats_to_the_resize(offline_inception, tmp_path):
     """The native protocol hands the network the 28x28 images tiled to 3 equal channels, unrounded, unpadded; the
     padded protocol hands it 32x32 uint8 images with a black border; and the two references differ."""
-    from dalle_kit_plugins.metrics import fidelity, inception
+    from dalle_kit_plugins.metrics import fidelity
 
     native, padded = mnist(28), mnist(32)
     train28 = native.load("train").images[:12]

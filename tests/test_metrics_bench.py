@@ -60,7 +60,7 @@ def test_grid_runs_every_cell_records_failures_and_skips_finished_ones(tmp_path,
     for suffix in (".md", ".csv", ".json", ".png", ".html"):
         assert (out / f"tiny{suffix}").is_file()
     md = (out / "tiny.md").read_text()
-    assert "## Protocol" in md and "| d-roc-auc | 8 | 8 | shapes/test | discriminator dcgan (step 2) |" in md
+    assert "## Protocol" in md and "| d-roc-auc | dalle-kit (ours) | 8 | 8 | shapes/test | discriminator dcgan (step 2) |" in md
     assert md.count("failed: ") == 2
     rows = list(csv.DictReader(io.StringIO((out / "tiny.csv").read_text())))
     ok_rows = [r for r in rows if r["status"] == "ok"]

@@ -14,7 +14,7 @@ from dalle_kit.run import Run
 
 TINY = ["data.train_size=256", "data.test_size=64", "data.size=16", "train.steps=4", "train.batch_size=16",
         "generator.ngf=8", "discriminator.ndf=8", "sample.every=0", "eval.metrics=[]"]
-PROTOCOL_KEYS = {"n_generated", "n_reference", "reference_split", "extractor", "weights_hash", "seed", "dataset"}
+PROTOCOL_KEYS = {"name", "published", "n_generated", "n_reference", "reference_split", "extractor", "weights_hash", "seed", "dataset"}
 
 
 @pytest.fixture(autouse=True)

@@ -220,7 +220,11 @@ def test_weights_resolution(monkeypatch, tmp_path):
     monkeypatch.setenv(inception.WEIGHTS_ENV, str(configured))
     with pytest.raises(dalle_kit.UserError, match="not found"):
         inception.resolve()
-    configured.write_bytes(b"weights")
+    configured.write_bytes(b"weights")  # not a torch file: refused in one line before any image is drawn
+    with pytest.raises(dalle_kit.UserError, match="not a plain file of tensors") as refused:
+        inception.resolve()
+    assert "\n" not in str(refused.value) and str(refused.value).endswith(inception.STANDARD_WEIGHTS)
+    torch.save({"w": torch.zeros(3)}, configured)
     extractor = inception.resolve()
     assert (extractor.tf_name, extractor.weights_path, extractor.has_logits) == (inception.FAST_NAME, str(configured), True)
     assert extractor.weights_hash == sha256(configured)

@@ -52,7 +52,7 @@ def test_saved_recipes_record_their_format_and_version(old_run, tmp_path, run_cl
     newer = tmp_path / "newer.toml"
     newer.write_text(f'recipe_format = {RECIPE_FORMAT + 1}\nwritten_by = "dalle-kit 9.0"\n' + (old_run / "recipe.toml").read_text())
     code, out, err = run_cli("recipe", "check", newer)
-    assert code == 2 and "written by dalle-kit 9.0" in err and "pip install -U dalle-kit" in err
+    assert code == 2 and "written by dalle-kit 9.0" in err and "pip install -e ." in err
     assert len(err.strip().splitlines()) == 1
 
 

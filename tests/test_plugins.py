@@ -12,7 +12,7 @@ import pytest
 from conftest import TINY, cli_subprocess, write_recipe
 
 from dalle_kit import api
-from dalle_kit.registry import Registry, get_registry
+from dalle_kit.registry import Registry
 from dalle_kit_plugins import gan
 
 

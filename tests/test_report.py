@@ -97,7 +97,7 @@ def images(text: str) -> int:
 def test_the_report_plugin_comes_in_through_the_entry_point_group():
     from dalle_kit.registry import Registry
 
-    plugin = next(p for p in Registry.discover(select="").plugins if p.name == "html-report")
+    plugin = next(p for p in Registry.discover(select="").plugins if p.name == "events.html_report")
     assert plugin.distribution == "dalle-kit"
 
 

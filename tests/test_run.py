@@ -29,7 +29,7 @@ def test_tiny_run_writes_everything(tiny_recipe, tmp_path, run_cli):
     recipe = load_recipe(run_dir / "recipe.toml", get_registry())
     assert recipe.train.steps == 30 and recipe.train.lr == 2e-4
     parts = json.loads((run_dir / "parts.json").read_text())
-    assert parts["generator"] == {"kind": "generator", "name": "dcgan", "plugin": "dcgan", "distribution": "dalle-kit",
+    assert parts["generator"] == {"kind": "generator", "name": "dcgan", "plugin": "gan.dcgan", "distribution": "dalle-kit",
                                   "version": parts["generator"]["version"]}
     rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in rows] == [5, 10, 15, 20, 25, 30]

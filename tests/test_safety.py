@@ -11,6 +11,7 @@ import signal
 import subprocess
 import sys
 import time
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -230,9 +231,12 @@ def test_no_good_checkpoint_is_one_line(copy, run_cli, tmp_path):
     _foreign(copy / "checkpoints" / "step-00000010.safetensors")
     for args in (("sample", copy, "a red circle", "-o", tmp_path / "x.png"), ("run", "--resume", copy, "-q"),
                  ("eval", copy, "-m", "d-roc-auc", "-n", "8")):
-        with pytest.warns(UserWarning):
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")  # no warning line per damaged file before the error: one line in all
             line = one_line_error(*run_cli(*args))
         assert "no usable checkpoint" in line and "step-00000020.safetensors" in line and "step-00000010" in line
+    done = cli_subprocess("sample", str(copy), "a red circle", "-o", str(tmp_path / "x.png"))
+    assert done.returncode == 2 and len(done.stderr.strip().splitlines()) == 1, done.stderr
     assert not (tmp_path / "x.png").exists()
 
 
@@ -248,6 +252,9 @@ def test_checkpoints_carry_a_digest_and_old_ones_still_load(copy, run_cli, tmp_p
     code, out, err = run_cli("sample", copy, "a red circle", "-n", "2", "-o", tmp_path / "old.png")
     assert code == 0, err
     assert not [w for w in recwarn if "damaged" in str(w.message)]
+    # loaded, but not silently: one warning line says it was not verified
+    unverified = [str(w.message) for w in recwarn if "no digest" in str(w.message)]
+    assert len(unverified) == 1 and "step-00000020.safetensors" in unverified[0] and "unverified" in unverified[0]
 
 
 def test_stale_temporaries_are_removed_when_a_run_is_opened(copy):
@@ -285,10 +292,10 @@ def test_signal_checkpoints_and_resume_continues(tiny_recipe, tmp_path, run_cli,
         run_dir = next(runs.iterdir())
         # 5: a second trainer of the same run is refused while the first holds the lock
         line = one_line_error(*run_cli("run", "--resume", run_dir, "-q"))
-        assert "being trained by another process" in line and f"pid {proc.pid}" in line
+        assert "in use by another process" in line and f"pid {proc.pid} holds" in line
         # and so is an evaluation, whose rows the trainer's resume would rewrite
         line = one_line_error(*run_cli("eval", run_dir, "-m", "d-roc-auc", "-n", "8"))
-        assert "being trained by another process" in line
+        assert "in use by another process" in line and f"pid {proc.pid} holds" in line
         proc.send_signal(signum)
         out, err = proc.communicate(timeout=120)
     finally:
@@ -311,7 +318,7 @@ def test_final_checkpoint_comes_before_the_final_grid(tiny_recipe, tmp_path):
     run = api.train(str(tiny_recipe), ["train.steps=12", "train.checkpoint_every=10", "sample.every=0"], stop_at=10,
                     runs_dir=tmp_path / "runs", quiet=True)
     (run.dir / "samples").write_text("in the way")  # a file where the grid's folder goes: the final grid fails
-    with pytest.raises(OSError):
+    with pytest.raises(UserError, match="samples is a file, not a folder"):
         api.train(resume=run.dir, quiet=True)
     assert steps(run.dir)[-1] == 12, "the final checkpoint was lost to an error in the final sample grid"
     assert not (run.dir / ".lock").exists() or _lock_free(run.dir / ".lock")

@@ -9,7 +9,6 @@ import json
 import types
 
 import attrs
-import pytest
 
 from conftest import SHAPES_16, TINY, write_recipe
 

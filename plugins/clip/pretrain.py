@@ -21,11 +21,11 @@ import math
 
 import attrs
 import torch
-from safetensors.torch import save_file
+from safetensors.torch import save
 
 import dalle_kit
 from dalle_kit import param
-from dalle_kit.checkpoint import atomic_write, atomic_write_text
+from dalle_kit.files import atomic_write_bytes, atomic_write_text
 from dalle_kit.schema import finite_nonnegative, finite_positive
 from dalle_kit_plugins.clip.models import (
     CONFIG_FILE,
@@ -172,7 +172,7 @@ def contrastive_accuracy(model, images: torch.Tensor, tokens: torch.Tensor, capt
 
 
 def _save_weights(path, tensors: dict) -> None:
-    atomic_write(path, lambda tmp: save_file(tensors, str(tmp), metadata={"format": "pt"}))
+    atomic_write_bytes(path, save(tensors, metadata={"format": "pt"}))
 
 
 @dalle_kit.hookimpl

@@ -41,6 +41,8 @@ import torch
 import dalle_kit
 from dalle_kit import ImageCaptions, UserError, param
 from dalle_kit.cache import ContentCache
+from dalle_kit.files import atomic_write, atomic_write_text
+from dalle_kit.safe_load import npy
 
 EXTENSIONS = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".gif")
 METADATA, CSV_FILE = "metadata.jsonl", "captions.csv"
@@ -431,13 +433,13 @@ class ImageFolder(dalle_kit.Dataset):
         if meta is None:
             meta = self._decode_to_cache(entry, items)
         failed = [(rel, msg) for rel, msg in meta["failed"]]
-        array = np.load(entry / IMAGES_FILE, mmap_mode="c")[: meta["rows"]]  # copy-on-write: writable, never written back
+        array = npy(entry / IMAGES_FILE, mmap_mode="c")[: meta["rows"]]  # copy-on-write: writable, never written back
         return torch.from_numpy(array), failed
 
     def _read_meta(self, entry: Path, n: int) -> dict | None:
         try:
             meta = json.loads((entry / META_FILE).read_text())
-            header = np.load(entry / IMAGES_FILE, mmap_mode="r")
+            header = npy(entry / IMAGES_FILE, mmap_mode="r")  # an object array (a pickle) raises ValueError: decoded again
         except (OSError, ValueError):
             return None
         expected = (n, self.channels, self.image_size, self.image_size)
@@ -447,19 +449,17 @@ class ImageFolder(dalle_kit.Dataset):
 
     def _decode_to_cache(self, entry: Path, items: list[Item]) -> dict:
         shape = (len(items), self.channels, self.image_size, self.image_size)
-        tmp = entry / f".{IMAGES_FILE}.tmp-{os.getpid()}"
-        try:
+        failed: list[tuple[str, str]] = []
+
+        def decode(tmp: Path) -> None:
             out = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8, shape=shape)
-            failed = self._decode_into(out, items)
+            failed.extend(self._decode_into(out, items))
             out.flush()
             del out
-            tmp.replace(entry / IMAGES_FILE)
-        finally:
-            tmp.unlink(missing_ok=True)
+
+        atomic_write(entry / IMAGES_FILE, decode)
         meta = {"rows": len(items) - len(failed), "failed": failed}
-        tmp_meta = entry / f".{META_FILE}.tmp-{os.getpid()}"
-        tmp_meta.write_text(json.dumps(meta) + "\n")
-        tmp_meta.replace(entry / META_FILE)
+        atomic_write_text(entry / META_FILE, json.dumps(meta) + "\n")
         return meta
 
     def _decode_into(self, out: np.ndarray, items: list[Item]) -> list[tuple[str, str]]:

@@ -14,7 +14,6 @@ the CPU give the same weights.
 from __future__ import annotations
 
 import contextlib
-import math
 from typing import Literal
 
 import attrs
@@ -22,16 +21,11 @@ import torch
 
 import dalle_kit
 from dalle_kit import finetune, hints, param
-from dalle_kit.schema import adam_betas
+from dalle_kit.schema import adam_betas, finite_positive
 from dalle_kit_plugins.common.bf16 import has_bf16
 from dalle_kit_plugins.gan.diffaugment import POLICIES, diff_augment
 from dalle_kit_plugins.events.ema import use_average
 from dalle_kit_plugins import gan
-
-
-def _positive(_, attribute, value):
-    if value is not None and not (math.isfinite(value) and value > 0):  # nan, inf: Adam would poison every weight
-        raise ValueError(f"'{attribute.name}' must be a finite number > 0, got {value}")
 
 
 class GAN(dalle_kit.Pipeline):
@@ -51,8 +45,8 @@ class GAN(dalle_kit.Pipeline):
     @attrs.frozen
     class Config(dalle_kit.TrainConfig):
         steps: int = param(3000, "training iterations (one D step and one G step each)", validator=attrs.validators.gt(0))
-        lr: float = param(2e-4, "Adam learning rate of the generator", validator=_positive)
-        lr_d: float | None = param(None, "Adam learning rate of the discriminator (default: lr)", validator=_positive)
+        lr: float = param(2e-4, "Adam learning rate of the generator", validator=finite_positive)
+        lr_d: float | None = param(None, "Adam learning rate of the discriminator (default: lr)", validator=finite_positive)
         betas: tuple[float, float] = param((0.5, 0.999), "Adam betas, each in [0, 1)", validator=adam_betas)
         grad_clip: float = param(0.0, "clip each network's gradient norm to this (0: off)", validator=attrs.validators.ge(0))
         matching_aware: bool = param(False, "also show D real images with mismatched captions as negatives (GAN-INT-CLS, Reed et al. 2016)")

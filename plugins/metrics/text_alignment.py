@@ -24,13 +24,13 @@ import time
 import attrs
 import torch
 import torch.nn.functional as F
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save
 from torch import nn
 
 import dalle_kit
 from dalle_kit import param
 from dalle_kit.cache import file_digest
-from dalle_kit.checkpoint import atomic_write, atomic_write_text
+from dalle_kit.files import atomic_write_bytes, atomic_write_text
 from dalle_kit.evaluation import MetricResult
 
 PROBE_VERSION = 1
@@ -127,13 +127,12 @@ def load_or_train_probe(evaluation, settings: ProbeSettings) -> tuple[Probe, dic
                                   f"'{evaluation.dataset_name}' has none")
     fields = {"probe_version": PROBE_VERSION, "dataset": evaluation.dataset_name, "dataset_config": evaluation.dataset_config,
               "settings": attrs.asdict(settings)}
-    entry = evaluation.cache("text-alignment-probe").entry(fields)
+    cache = evaluation.cache("text-alignment-probe")
+    entry = cache.entry(fields)
     classes = {k: len(v) for k, v in train.attribute_names.items()}
-    if (entry / PROBE_FILE).is_file() and (entry / INFO_FILE).is_file():
-        probe = Probe(train.images.shape[1], classes, settings.width)
-        probe.load_state_dict(load_file(entry / PROBE_FILE))
-        info = json.loads((entry / INFO_FILE).read_text())
-        info["weights_hash"] = file_digest(entry / PROBE_FILE)
+    probe = Probe(train.images.shape[1], classes, settings.width)
+    info = cache.load_module(entry, probe, PROBE_FILE, INFO_FILE)  # None: absent, damaged or planted; trained again
+    if info is not None:
         return probe.eval(), info
     t0 = time.monotonic()
     n = min(settings.train_images, len(train))
@@ -146,7 +145,7 @@ def load_or_train_probe(evaluation, settings: ProbeSettings) -> tuple[Probe, dic
             "train_seconds": round(time.monotonic() - t0, 1), "attribute_names": train.attribute_names}
     atomic_write_text(entry / INFO_FILE, json.dumps(info, indent=2) + "\n")
     weights = {k: v.contiguous() for k, v in probe.state_dict().items()}
-    atomic_write(entry / PROBE_FILE, lambda tmp: save_file(weights, str(tmp)))  # last: the entry is complete
+    atomic_write_bytes(entry / PROBE_FILE, save(weights))  # last: the entry is complete
     info["weights_hash"] = file_digest(entry / PROBE_FILE)
     return probe, info
 

@@ -16,8 +16,12 @@ class NoText(dalle_kit.TextEncoder):
     name = "none"
     dim = 0
 
+    def __init__(self, config=None):
+        super().__init__(config)
+        self.register_buffer("empty", torch.zeros(0), persistent=False)  # follows .to(): device and dtype
+
     def encode(self, captions: Sequence[str]) -> torch.Tensor:
-        return torch.zeros(len(captions), 0)
+        return self.empty.new_zeros(len(captions), 0)
 
 
 @dalle_kit.hookimpl

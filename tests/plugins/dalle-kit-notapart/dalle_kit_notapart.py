@@ -3,7 +3,6 @@
 from torch import nn
 
 import dalle_kit
-from dalle_kit_plugins import gan
 
 
 class NotAGenerator(nn.Module):
