@@ -89,16 +89,26 @@ def load() -> str:
 
 
 def commit() -> str:
-    done = subprocess.run(["git", "-C", str(ROOT), "describe", "--always", "--dirty=+changes"], capture_output=True,
-                          text=True, check=False)
+    done = subprocess.run(
+        ["git", "-C", str(ROOT), "describe", "--always", "--dirty=+changes"],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
     return done.stdout.strip() or "unknown"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--smoke", action="store_true",
-                        help="the smallest sizes: checks that the benchmark runs (seconds); its numbers mean nothing")
-    parser.add_argument("--record", action="store_true",
-                        help="append the rows to the results file's tables (benchmarks/results/NAME.md)")
+    parser.add_argument(
+        "--smoke",
+        action="store_true",
+        help="the smallest sizes: checks that the benchmark runs (seconds); its numbers mean nothing",
+    )
+    parser.add_argument(
+        "--record",
+        action="store_true",
+        help="append the rows to the results file's tables (benchmarks/results/NAME.md)",
+    )
 
 
 @attrs.define
@@ -119,8 +129,9 @@ class Table:
         return ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
 
 
-def emit(name: str, protocol: str, tables: Sequence[Table], *, record: bool, smoke: bool,
-         results: Path = RESULTS) -> None:
+def emit(
+    name: str, protocol: str, tables: Sequence[Table], *, record: bool, smoke: bool, results: Path = RESULTS
+) -> None:
     """Print the tables (Markdown) and, with ``record``, append their rows to ``results/<name>.md``."""
     common = [datetime.date.today().isoformat(), machine(), load() + (", smoke" if smoke else ""), commit()]
     lines = {t.title: ["| " + " | ".join([*common, *row]) + " |" for row in t.rows] for t in tables}
@@ -148,8 +159,10 @@ def _insert(text: list[str], table: Table, rows: list[str], path: Path) -> list[
     while i < len(text) and not text[i].startswith("|"):
         i += 1
     if i == len(text) or text[i] != table.header()[0]:
-        raise SystemExit(f"{path}: the table under '{heading}' has other columns than {table.header()[0]}; "
-                         "move it aside (rename its heading) and record again")
+        raise SystemExit(
+            f"{path}: the table under '{heading}' has other columns than {table.header()[0]}; "
+            "move it aside (rename its heading) and record again"
+        )
     while i < len(text) and text[i].startswith("|"):
         i += 1
     return [*text[:i], *rows, *text[i:]]
@@ -173,19 +186,46 @@ CHILD = {"preexec_fn": _die_with_parent} if sys.platform.startswith("linux") els
 
 # ---------------------------------------------------------------- training runs timed through the CLI
 
-def command(recipe: str, runs: Path, steps: int, overrides: Sequence[str] = (), nproc: int = 1,
-            log_every: int = 25) -> list[str]:
+
+def command(
+    recipe: str, runs: Path, steps: int, overrides: Sequence[str] = (), nproc: int = 1, log_every: int = 25
+) -> list[str]:
     """`dalle-kit run` of ``recipe`` for ``steps`` steps: no sample grids, no evaluation, one checkpoint at the end."""
-    args = [sys.executable, "-m", "dalle_kit", "run", recipe, "--runs-dir", str(runs), "-q", "--set",
-            f"train.steps={steps}", "--set", f"train.log_every={log_every}", "--set", f"train.checkpoint_every={steps}",
-            "--set", "sample.every=0", "--set", "eval.metrics=[]"]
+    args = [
+        sys.executable,
+        "-m",
+        "dalle_kit",
+        "run",
+        recipe,
+        "--runs-dir",
+        str(runs),
+        "-q",
+        "--set",
+        f"train.steps={steps}",
+        "--set",
+        f"train.log_every={log_every}",
+        "--set",
+        f"train.checkpoint_every={steps}",
+        "--set",
+        "sample.every=0",
+        "--set",
+        "eval.metrics=[]",
+    ]
     if nproc > 1:
         args += ["--nproc", str(nproc)]
     return args + [a for o in overrides for a in ("--set", o)]
 
 
-def timed_run(recipe: str, runs: Path, steps: int, overrides: Sequence[str] = (), *, nproc: int = 1,
-              threads: int | None = None, log_every: int = 25) -> dict:
+def timed_run(
+    recipe: str,
+    runs: Path,
+    steps: int,
+    overrides: Sequence[str] = (),
+    *,
+    nproc: int = 1,
+    threads: int | None = None,
+    log_every: int = 25,
+) -> dict:
     """Train in a fresh process (``threads``: its OMP_NUM_THREADS, None: unset) and read its speed off the training
     log's own clock, from the second logged step (the first steps warm up allocators and caches) to the last, so
     that start-up, data loading and the final checkpoint stay outside."""
@@ -205,8 +245,13 @@ def timed_run(recipe: str, runs: Path, steps: int, overrides: Sequence[str] = ()
     batch = tomllib.loads((run_dir / "recipe.toml").read_text())["train"]["batch_size"]
     seconds, steps_timed = last["time"] - first["time"], last["step"] - first["step"]
     ((_, checkpoint),) = list_checkpoints(run_dir / "checkpoints")[-1:]
-    return {"processes": nproc, "batch_per_process": batch, "steps_timed": steps_timed, "seconds": round(seconds, 2),
-            "ms_per_step": round(1000 * seconds / steps_timed, 1),
-            "images_per_s": round(steps_timed * batch * nproc / seconds, 1),
-            "threads_used": load_state(checkpoint, ("trainer",)).get("trainer", {}).get("threads"),
-            "last_losses": {k: v for k, v in last.items() if k.startswith("loss")}}
+    return {
+        "processes": nproc,
+        "batch_per_process": batch,
+        "steps_timed": steps_timed,
+        "seconds": round(seconds, 2),
+        "ms_per_step": round(1000 * seconds / steps_timed, 1),
+        "images_per_s": round(steps_timed * batch * nproc / seconds, 1),
+        "threads_used": load_state(checkpoint, ("trainer",)).get("trainer", {}).get("threads"),
+        "last_losses": {k: v for k, v in last.items() if k.startswith("loss")},
+    }

@@ -95,7 +95,7 @@ class Generator32(nn.Module):
     def __init__(self, nz: int = 128, ngf: int = 256, bottom_width: int = 4):
         super().__init__()
         self.nz, self.ngf, self.bottom_width = nz, ngf, bottom_width
-        self.l1 = _xavier(nn.Linear(nz, bottom_width ** 2 * ngf), 1.0)
+        self.l1 = _xavier(nn.Linear(nz, bottom_width**2 * ngf), 1.0)
         self.blocks = nn.Sequential(GBlock(ngf), GBlock(ngf), GBlock(ngf))
         self.b5 = nn.BatchNorm2d(ngf)
         self.c5 = _xavier(nn.Conv2d(ngf, 3, 3, 1, 1), 1.0)
@@ -108,8 +108,9 @@ class Generator32(nn.Module):
 class Discriminator32(nn.Module):
     def __init__(self, ndf: int = 128):
         super().__init__()
-        self.blocks = nn.Sequential(DBlockOptimized(3, ndf), DBlock(ndf, ndf, True), DBlock(ndf, ndf, False),
-                                    DBlock(ndf, ndf, False))
+        self.blocks = nn.Sequential(
+            DBlockOptimized(3, ndf), DBlock(ndf, ndf, True), DBlock(ndf, ndf, False), DBlock(ndf, ndf, False)
+        )
         self.l5 = _xavier(nn.Linear(ndf, 1), 1.0)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -138,7 +139,9 @@ def mimicry_step(images: torch.Tensor, batch: int, seed: int = 0, ngf: int = 256
         d_loss.backward()
         opt_d.step()
         opt_g.zero_grad(set_to_none=True)
-        g_loss = -torch.log(torch.sigmoid(D(G(torch.randn(batch, G.nz, generator=noise_rng)))) + 1e-8).mean()  # ns_loss_gen
+        g_loss = -torch.log(
+            torch.sigmoid(D(G(torch.randn(batch, G.nz, generator=noise_rng)))) + 1e-8
+        ).mean()  # ns_loss_gen
         g_loss.backward()  # D's gradients from here are cleared by its next zero_grad, as in mimicry
         opt_g.step()
         return {"loss_d": d_loss.item(), "loss_g": g_loss.item()}
@@ -160,19 +163,25 @@ def check_against(source: str) -> str:
 
     torch.manual_seed(0)
     lines = []
-    for theirs, ours, first, shape in ((DCGANGenerator32(), Generator32(), 2, (8, 128)),
-                                       (DCGANDiscriminator32(), Discriminator32(), 1, (8, 3, 32, 32))):
-        state = {re.sub(r"^block(\d)\.", lambda m: f"blocks.{int(m.group(1)) - first}.", k): v
-                 for k, v in theirs.state_dict().items()}
+    for theirs, ours, first, shape in (
+        (DCGANGenerator32(), Generator32(), 2, (8, 128)),
+        (DCGANDiscriminator32(), Discriminator32(), 1, (8, 3, 32, 32)),
+    ):
+        state = {
+            re.sub(r"^block(\d)\.", lambda m: f"blocks.{int(m.group(1)) - first}.", k): v
+            for k, v in theirs.state_dict().items()
+        }
         ours.load_state_dict(state, strict=True)
         x = torch.randn(shape)
         a, b = x.clone().requires_grad_(), x.clone().requires_grad_()
         out_a, out_b = theirs(a), ours(b)
         out_a.sum().backward()
         out_b.sum().backward()
-        lines.append(f"{type(theirs).__name__}: {sum(p.numel() for p in ours.parameters())} parameters; max |output "
-                     f"diff| {(out_a - out_b).abs().max().item():.3g}, max |input-gradient diff| "
-                     f"{(a.grad - b.grad).abs().max().item():.3g}")
+        lines.append(
+            f"{type(theirs).__name__}: {sum(p.numel() for p in ours.parameters())} parameters; max |output "
+            f"diff| {(out_a - out_b).abs().max().item():.3g}, max |input-gradient diff| "
+            f"{(a.grad - b.grad).abs().max().item():.3g}"
+        )
     return "\n".join(lines)
 
 
@@ -180,6 +189,10 @@ if __name__ == "__main__":
     import argparse
 
     parser = argparse.ArgumentParser(description="Check the networks here against torch-mimicry's own classes.")
-    parser.add_argument("--against", required=True, metavar="DIR",
-                        help="torch-mimicry 0.1.16 unpacked (pip download torch-mimicry==0.1.16 --no-deps; tar xzf)")
+    parser.add_argument(
+        "--against",
+        required=True,
+        metavar="DIR",
+        help="torch-mimicry 0.1.16 unpacked (pip download torch-mimicry==0.1.16 --no-deps; tar xzf)",
+    )
     print(check_against(parser.parse_args().against))

@@ -27,10 +27,14 @@ from _common import CHILD, Table, add_arguments, emit
 CLI = "from dalle_kit.cli import main; import sys; sys.exit(main({args!r}))"
 #: (command, its answer as shipped, the same answer with everything imported)
 PAIRS = {
-    "--help": ([sys.executable, "-c", CLI.format(args=["--help"])],
-               [sys.executable, "-c", "import torch; " + CLI.format(args=["--help"])]),
-    "plugins list": ([sys.executable, "-c", CLI.format(args=["plugins", "list"])],
-                     [sys.executable, "-c", CLI.format(args=["plugins", "list"])]),
+    "--help": (
+        [sys.executable, "-c", CLI.format(args=["--help"])],
+        [sys.executable, "-c", "import torch; " + CLI.format(args=["--help"])],
+    ),
+    "plugins list": (
+        [sys.executable, "-c", CLI.format(args=["plugins", "list"])],
+        [sys.executable, "-c", CLI.format(args=["plugins", "list"])],
+    ),
 }
 FULL = {"--help": "torch imported first", "plugins list": "full discovery (empty cache)"}
 
@@ -59,13 +63,27 @@ def main() -> None:
                     cold = name == "plugins list" and i == 1
                     times[(name, i)].append(timed(cmd, os.path.join(work, f"cold-{r}") if cold else warm))
     med = {key: statistics.median(t) for key, t in times.items()}
-    table = Table("Wall time of a CLI command", ["python", "repeats", "command", "as shipped (s)",
-                                                 "everything imported (s)", "which", "ratio"])
+    table = Table(
+        "Wall time of a CLI command",
+        ["python", "repeats", "command", "as shipped (s)", "everything imported (s)", "which", "ratio"],
+    )
     for name in PAIRS:
-        table.add(sys.version.split()[0], args.repeat, name, f"{med[(name, 0)]:.3f}", f"{med[(name, 1)]:.3f}",
-                  FULL[name], f"{med[(name, 1)] / med[(name, 0)]:.1f}x")
-    emit("cli-startup", f"fresh interpreter each, median of {args.repeat} interleaved", [table], record=args.record,
-         smoke=args.smoke)
+        table.add(
+            sys.version.split()[0],
+            args.repeat,
+            name,
+            f"{med[(name, 0)]:.3f}",
+            f"{med[(name, 1)]:.3f}",
+            FULL[name],
+            f"{med[(name, 1)] / med[(name, 0)]:.1f}x",
+        )
+    emit(
+        "cli-startup",
+        f"fresh interpreter each, median of {args.repeat} interleaved",
+        [table],
+        record=args.record,
+        smoke=args.smoke,
+    )
 
 
 if __name__ == "__main__":

@@ -44,18 +44,36 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="ddp-throughput-") as tmp:
         for i, (nproc, threads, device, scale) in enumerate(configs):
             extra = [f"device={device}"] + ([f"train.batch_size={base_batch * scale}"] if scale > 1 else [])
-            result = timed_run(args.recipe, Path(tmp) / str(i), args.steps, [*overrides, *extra], nproc=nproc,
-                               threads=threads, log_every=log_every)
+            result = timed_run(
+                args.recipe,
+                Path(tmp) / str(i),
+                args.steps,
+                [*overrides, *extra],
+                nproc=nproc,
+                threads=threads,
+                log_every=log_every,
+            )
             base_batch = base_batch or result["batch_per_process"]
             results.append({"threads_each": threads, "device": device, **result})
-    table = Table("Images per second in 1 and N processes",
-                  ["recipe", "steps", "processes", "threads each", "device", "batch per process", "images/s",
-                   "vs 1 process"])
+    table = Table(
+        "Images per second in 1 and N processes",
+        ["recipe", "steps", "processes", "threads each", "device", "batch per process", "images/s", "vs 1 process"],
+    )
     for r in results:
-        table.add(args.recipe, args.steps, r["processes"], r["threads_each"], r["device"], r["batch_per_process"],
-                  r["images_per_s"], f"{r['images_per_s'] / results[0]['images_per_s']:.2f}x")
-    protocol = (f"each configuration one run of {args.steps} steps in fresh processes, timed from the second logged "
-                f"step (log every {log_every}) to the last by the training log's clock")
+        table.add(
+            args.recipe,
+            args.steps,
+            r["processes"],
+            r["threads_each"],
+            r["device"],
+            r["batch_per_process"],
+            r["images_per_s"],
+            f"{r['images_per_s'] / results[0]['images_per_s']:.2f}x",
+        )
+    protocol = (
+        f"each configuration one run of {args.steps} steps in fresh processes, timed from the second logged "
+        f"step (log every {log_every}) to the last by the training log's clock"
+    )
     emit("ddp-throughput", protocol, [table], record=args.record, smoke=args.smoke)
 
 

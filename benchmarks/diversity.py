@@ -97,7 +97,7 @@ def short_prompt_objects(run: Run, per_prompt: int, seed: int) -> tuple[float, i
         images = draw([p for p, _ in prompts for _ in range(per_prompt)], g)
     images = ((images.float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
     right = [one_solid_object(images[i], prompts[i // per_prompt][1]) for i in range(len(images))]
-    per = [sum(right[i * per_prompt:(i + 1) * per_prompt]) for i in range(len(prompts))]
+    per = [sum(right[i * per_prompt : (i + 1) * per_prompt]) for i in range(len(prompts))]
     return sum(right) / len(right), sum(k >= 7 * per_prompt / 8 for k in per), len(prompts)
 
 
@@ -110,7 +110,7 @@ def noise_share(run: Run, captions: list[str]) -> float | None:
     if not isinstance(first, torch.nn.ConvTranspose2d) or not hasattr(generator, "text_proj"):
         return None
     weight = first.weight.detach().float().flatten(2)  # [in, out, k*k]
-    w_z, w_t = weight[: generator.latent_dim], weight[generator.latent_dim:]
+    w_z, w_t = weight[: generator.latent_dim], weight[generator.latent_dim :]
     var_z = w_z.square().sum(0)  # z ~ N(0, I): the variance of each output
     text = generator.text_proj(encoder(captions)).float()  # [N, text_embed]
     var_t = torch.einsum("nc,cok->nok", text, w_t).var(0)
@@ -133,10 +133,25 @@ def main() -> None:
 
         tmp = tempfile.TemporaryDirectory(prefix="diversity-")
         torch.set_num_threads(1)
-        tiny = ["train.threads=1", "train.steps=2", "train.batch_size=4", "data.train_size=64", "data.test_size=200",
-                "eval.metrics=[]", "sample.every=0", "generator.ngf=8", "discriminator.ndf=8"]
-        args.runs = [str(api.train("shapes", [*tiny, f"train.mode_seeking={w}"], runs_dir=tmp.name, quiet=True,
-                                   registry=registry).dir) for w in (0.0, 0.1)]
+        tiny = [
+            "train.threads=1",
+            "train.steps=2",
+            "train.batch_size=4",
+            "data.train_size=64",
+            "data.test_size=200",
+            "eval.metrics=[]",
+            "sample.every=0",
+            "generator.ngf=8",
+            "discriminator.ndf=8",
+        ]
+        args.runs = [
+            str(
+                api.train(
+                    "shapes", [*tiny, f"train.mode_seeking={w}"], runs_dir=tmp.name, quiet=True, registry=registry
+                ).dir
+            )
+            for w in (0.0, 0.1)
+        ]
         args.prompts, args.per_prompt, args.quiet = 4, 2, True
     if not args.runs:
         parser.error("name at least one run directory (or --smoke)")
@@ -153,10 +168,20 @@ def main() -> None:
             print(f"{p[:45]:45s} {real[i]:7.4f} " + " ".join(f"{gen[d][i]:24.4f}" for d in args.runs))
     limit = min(500, len(test.images))
     real_ok = [one_solid_object(test.images[i], parse_caption(test.captions[i])["colour"]) for i in range(limit)]
-    table = Table("Diversity within a prompt and one solid object per short prompt",
-                  ["run", "steps", "mode_seeking", "pixel diversity generated", "real", "generated / real",
-                   "first-layer noise share", "one solid object (real: %.3f)" % (sum(real_ok) / len(real_ok)),
-                   "prompts at 7 of 8"])
+    table = Table(
+        "Diversity within a prompt and one solid object per short prompt",
+        [
+            "run",
+            "steps",
+            "mode_seeking",
+            "pixel diversity generated",
+            "real",
+            "generated / real",
+            "first-layer noise share",
+            "one solid object (real: %.3f)" % (sum(real_ok) / len(real_ok)),
+            "prompts at 7 of 8",
+        ],
+    )
     kept = [i for i, r in enumerate(real) if r == r]  # prompts that at least two test images match
     mean_real = sum(real[i] for i in kept) / len(kept)
     for d, n, run in zip(args.runs, names, runs):
@@ -164,14 +189,24 @@ def main() -> None:
         share = noise_share(run, test.captions)
         fraction, good, total = short_prompt_objects(run, args.per_prompt, args.seed)
         steps = [r["step"] for r in run.read_metrics() if r["kind"] == "train"]
-        table.add(n, steps[-1] if steps else "-", getattr(run.recipe.train, "mode_seeking", "-"),
-                  f"{sum(gen[d][i] for i in kept) / len(kept):.4f}", f"{mean_real:.4f}", f"{ratio:.3f}",
-                  "-" if share is None else f"{share:.3f}", f"{fraction:.3f}", f"{good} of {total}")
-    protocol = (f"pixel diversity: mean pairwise L1 (pixels in 0..1) among {args.per_prompt} draws per prompt, "
-                f"{len(kept)} prompts (the recipe's grid, then test captions drawn with seed {args.seed}; those at "
-                "least two test images match); real: "
-                "the same among test images matching each caption; one solid object: the 18 colour + shape prompts, "
-                f"{args.per_prompt} draws each, seed {args.seed}, real column over {limit} test images")
+        table.add(
+            n,
+            steps[-1] if steps else "-",
+            getattr(run.recipe.train, "mode_seeking", "-"),
+            f"{sum(gen[d][i] for i in kept) / len(kept):.4f}",
+            f"{mean_real:.4f}",
+            f"{ratio:.3f}",
+            "-" if share is None else f"{share:.3f}",
+            f"{fraction:.3f}",
+            f"{good} of {total}",
+        )
+    protocol = (
+        f"pixel diversity: mean pairwise L1 (pixels in 0..1) among {args.per_prompt} draws per prompt, "
+        f"{len(kept)} prompts (the recipe's grid, then test captions drawn with seed {args.seed}; those at "
+        "least two test images match); real: "
+        "the same among test images matching each caption; one solid object: the 18 colour + shape prompts, "
+        f"{args.per_prompt} draws each, seed {args.seed}, real column over {limit} test images"
+    )
     emit("diversity", protocol, [table], record=args.record, smoke=args.smoke)
     if tmp is not None:
         tmp.cleanup()

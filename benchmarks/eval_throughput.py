@@ -95,24 +95,50 @@ def pass_table(extractor, n_images: int, batch: int, rounds: int, gemm_sizes: tu
     gflop = counter.get_total_flops() / 1e9
     with torch.inference_mode():
         reference = torch.cat([contestants["dalle-kit extractor"](b) for b in batches])
-        differences = {name: (torch.cat([f(b) for b in batches]) - reference).abs().max().item()
-                       for name, f in contestants.items()}  # also each contestant's warm-up
+        differences = {
+            name: (torch.cat([f(b) for b in batches]) - reference).abs().max().item() for name, f in contestants.items()
+        }  # also each contestant's warm-up
         rates: dict[str, list[float]] = {name: [] for name in contestants}
         for _ in range(rounds):
             for name, f in contestants.items():
                 rates[name].append(n_images / seconds(lambda: [f(b) for b in batches]))
     gemm = gemm_rates(threads, gemm_sizes)
     best_name, best = max(gemm.items(), key=lambda kv: kv[1])
-    table = Table("The Inception pass", ["extractor and weights", "threads", "images x rounds", "batch", "contestant",
-                                         "img/s", "GFLOP/s", "of best fp32 rate", "vs torch-fidelity",
-                                         "max feature diff (abs)"])
+    table = Table(
+        "The Inception pass",
+        [
+            "extractor and weights",
+            "threads",
+            "images x rounds",
+            "batch",
+            "contestant",
+            "img/s",
+            "GFLOP/s",
+            "of best fp32 rate",
+            "vs torch-fidelity",
+            "max feature diff (abs)",
+        ],
+    )
     stock_rate = statistics.median(rates["torch-fidelity stock extractor"])
     for name, values in rates.items():
         rate = statistics.median(values)
-        table.add(extractor.label, threads, f"{n_images} x {rounds}", batch, name, f"{rate:.2f}", f"{rate * gflop:.1f}",
-                  f"{rate * gflop / best:.0%}", f"{rate / stock_rate:.2f}x", f"{differences[name]:.2e}")
-    how = (f"{gflop:.2f} GFLOP an image; best fp32 rate {best:.0f} GFLOP/s ({best_name}; "
-           + ", ".join(f"{k} {v:.0f}" for k, v in gemm.items()) + ")")
+        table.add(
+            extractor.label,
+            threads,
+            f"{n_images} x {rounds}",
+            batch,
+            name,
+            f"{rate:.2f}",
+            f"{rate * gflop:.1f}",
+            f"{rate * gflop / best:.0%}",
+            f"{rate / stock_rate:.2f}x",
+            f"{differences[name]:.2e}",
+        )
+    how = (
+        f"{gflop:.2f} GFLOP an image; best fp32 rate {best:.0f} GFLOP/s ({best_name}; "
+        + ", ".join(f"{k} {v:.0f}" for k, v in gemm.items())
+        + ")"
+    )
     return table, how
 
 
@@ -129,21 +155,39 @@ def metrics_table(extractor, n: int, repeats: int, names: list[str]) -> Table:
     dataset = data(data.Config(train_size=n, test_size=n))
     train, test = dataset.load("train"), dataset.load("test")
     subset = kid_subset_size(n, n)
-    keys = {"fid": [("fid", "frechet_inception_distance")],
-            "kid": [("kid_mean", "kernel_inception_distance_mean"), ("kid_std", "kernel_inception_distance_std")],
-            "prc": [("precision", "precision"), ("recall", "recall")]}
+    keys = {
+        "fid": [("fid", "frechet_inception_distance")],
+        "kid": [("kid_mean", "kernel_inception_distance_mean"), ("kid_std", "kernel_inception_distance_std")],
+        "prc": [("precision", "precision"), ("recall", "recall")],
+    }
 
     def direct() -> dict[str, float]:
         scores = torch_fidelity.calculate_metrics(
-            input1=inception.ImagesDataset(train.images), input2=inception.ImagesDataset(test.images),
-            fid="fid" in names, kid="kid" in names, prc="prc" in names, kid_subset_size=subset,
-            feature_extractor="inception-v3-compat", feature_extractor_weights_path=weights, cuda=False, cache=False,
-            rng_seed=SEED, verbose=False)
+            input1=inception.ImagesDataset(train.images),
+            input2=inception.ImagesDataset(test.images),
+            fid="fid" in names,
+            kid="kid" in names,
+            prc="prc" in names,
+            kid_subset_size=subset,
+            feature_extractor="inception-v3-compat",
+            feature_extractor_weights_path=weights,
+            cuda=False,
+            cache=False,
+            rng_seed=SEED,
+            verbose=False,
+        )
         return {f"{m}.{ours}": float(scores[theirs]) for m in names for ours, theirs in keys[m]}
 
     def dalle_kit(repeat: int, work: str) -> dict[str, float]:
-        evaluation = Evaluation(dataset, num_samples=n, generated=train.images, prompts=train.captions, seed=SEED,
-                                cache_root=Path(work) / f"cache-{repeat}", metric_names=names)
+        evaluation = Evaluation(
+            dataset,
+            num_samples=n,
+            generated=train.images,
+            prompts=train.captions,
+            seed=SEED,
+            cache_root=Path(work) / f"cache-{repeat}",
+            metric_names=names,
+        )
         results = compute_metrics(evaluation, build_metrics(names, registry))
         return {f"{m}.{ours}": float(results[m].values[ours]) for m in names for ours, _ in keys[m]}
 
@@ -161,13 +205,36 @@ def metrics_table(extractor, n: int, repeats: int, names: list[str]) -> Table:
                 values[side] = direct() if side == "direct" else dalle_kit(repeat, work)
                 times[side].append(time.perf_counter() - t0)
     rate = {side: 2 * n / min(t) for side, t in times.items()}
-    table = Table("The metrics end to end", ["extractor and weights", "threads", "images", "repeats", "metrics",
-                                             "dalle-kit img/s", "torch-fidelity img/s", "ratio",
-                                             "values: dalle-kit / torch-fidelity / abs diff"])
-    cells = "; ".join(f"{k} {values['dalle-kit'][k]:.6g} / {values['direct'][k]:.6g} / "
-                      f"{abs(values['dalle-kit'][k] - values['direct'][k]):.2g}" for k in values["direct"])
-    table.add(extractor.label, torch.get_num_threads(), f"2 x {n} shapes", repeats, ", ".join(names),
-              f"{rate['dalle-kit']:.2f}", f"{rate['direct']:.2f}", f"{rate['dalle-kit'] / rate['direct']:.2f}x", cells)
+    table = Table(
+        "The metrics end to end",
+        [
+            "extractor and weights",
+            "threads",
+            "images",
+            "repeats",
+            "metrics",
+            "dalle-kit img/s",
+            "torch-fidelity img/s",
+            "ratio",
+            "values: dalle-kit / torch-fidelity / abs diff",
+        ],
+    )
+    cells = "; ".join(
+        f"{k} {values['dalle-kit'][k]:.6g} / {values['direct'][k]:.6g} / "
+        f"{abs(values['dalle-kit'][k] - values['direct'][k]):.2g}"
+        for k in values["direct"]
+    )
+    table.add(
+        extractor.label,
+        torch.get_num_threads(),
+        f"2 x {n} shapes",
+        repeats,
+        ", ".join(names),
+        f"{rate['dalle-kit']:.2f}",
+        f"{rate['direct']:.2f}",
+        f"{rate['dalle-kit'] / rate['direct']:.2f}x",
+        cells,
+    )
     return table
 
 
@@ -192,8 +259,13 @@ def main() -> None:
     extractor = inception.resolve()
     pass_, how = pass_table(extractor, args.images, batch, args.rounds, gemm_sizes)
     end_to_end = metrics_table(extractor, args.n, args.repeats, names)
-    emit("eval-throughput", f"one process, {torch.get_num_threads()} threads; {how}", [pass_, end_to_end],
-         record=args.record, smoke=args.smoke)
+    emit(
+        "eval-throughput",
+        f"one process, {torch.get_num_threads()} threads; {how}",
+        [pass_, end_to_end],
+        record=args.record,
+        smoke=args.smoke,
+    )
 
 
 if __name__ == "__main__":

@@ -31,13 +31,22 @@ import torch
 
 from _common import Table, add_arguments, emit
 
-DEFAULT_METRICS = {"shapes": ["fid", "kid", "text-alignment"],
-                   "mnist": ["fid", "kid", "prc", "intra-fid", "class-accuracy", "cas"],
-                   "fashion-mnist": ["fid", "kid", "prc", "intra-fid", "class-accuracy", "cas"]}
+DEFAULT_METRICS = {
+    "shapes": ["fid", "kid", "text-alignment"],
+    "mnist": ["fid", "kid", "prc", "intra-fid", "class-accuracy", "cas"],
+    "fashion-mnist": ["fid", "kid", "prc", "intra-fid", "class-accuracy", "cas"],
+}
 DIFFUSION_SETTINGS = [{"steps": s, "guidance_scale": g} for g in (3.0, 1.0) for s in (25, 50)]
-PROMPTS = ["a red circle", "a blue square", "a green triangle", "a large yellow circle in the top left",
-           "a small white square in the bottom right", "a purple triangle in the center", "a small orange circle",
-           "a large cyan triangle"]
+PROMPTS = [
+    "a red circle",
+    "a blue square",
+    "a green triangle",
+    "a large yellow circle in the top left",
+    "a small white square in the bottom right",
+    "a purple triangle in the center",
+    "a small orange circle",
+    "a large cyan triangle",
+]
 
 # Lucic, Kurach, Michalski, Gelly, Bousquet, "Are GANs Created Equal? A Large-Scale Study", NeurIPS 2018, Table 2:
 # best FID of a large-scale hyper-parameter search per model (mean, std over 50 re-runs of the best setting; 10,000
@@ -54,8 +63,16 @@ LUCIC = {  # model: (MNIST, Fashion-MNIST, checked)
     "BEGAN": ((13.1, 1.0), (22.9, 0.9), True),
     "VAE": ((23.8, 0.6), (58.7, 1.2), False),
 }
-OURS_TO_LUCIC = {"bce": "NS GAN", "minimax": "MM GAN", "lsgan": "LSGAN", "wgan": "WGAN", "wgan-gp": "WGAN GP", "dragan": "DRAGAN",
-                 "began": "BEGAN", "vae": "VAE"}
+OURS_TO_LUCIC = {
+    "bce": "NS GAN",
+    "minimax": "MM GAN",
+    "lsgan": "LSGAN",
+    "wgan": "WGAN",
+    "wgan-gp": "WGAN GP",
+    "dragan": "DRAGAN",
+    "began": "BEGAN",
+    "vae": "VAE",
+}
 COLUMN = {"mnist": 0, "fashion-mnist": 1}
 
 
@@ -80,16 +97,23 @@ def seconds_per_image(draw, prompts: list[str], per_prompt: int) -> float:
 
 
 def scores(results: dict) -> str:
-    return "; ".join(f"{name} " + ", ".join(f"{k} {v:.6g}" for k, v in result.values.items())
-                     for name, result in results.items())
+    return "; ".join(
+        f"{name} " + ", ".join(f"{k} {v:.6g}" for k, v in result.values.items()) for name, result in results.items()
+    )
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--recipes", nargs="*", default=None, help="recipes to train (default: the shapes families)")
     parser.add_argument("--runs", nargs="*", default=[], help="finished runs to score as they are")
-    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                        help="override for every recipe trained here")
+    parser.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override for every recipe trained here",
+    )
     parser.add_argument("--runs-dir", default="runs", help="where the recipes train")
     parser.add_argument("-n", "--num-samples", type=int, default=1000)
     parser.add_argument("--metrics", nargs="*", default=None, help="default: per dataset (DEFAULT_METRICS)")
@@ -111,17 +135,39 @@ def main() -> None:
         args.runs_dir, args.num_samples, args.metrics, prompts, per_prompt = tmp.name, 4, ["kid"], PROMPTS[:2], 1
         args.calibrate = True
         torch.set_num_threads(1)  # on a busy machine: no threads spinning against it
-        args.overrides += ["train.threads=1", "train.steps=2", "train.batch_size=4", "data.train_size=64",
-                           "data.test_size=8", "eval.metrics=[]", "sample.every=0", 'sample.prompts=["a red circle"]',
-                           "sample.per_prompt=1"]
+        args.overrides += [
+            "train.threads=1",
+            "train.steps=2",
+            "train.batch_size=4",
+            "data.train_size=64",
+            "data.test_size=8",
+            "eval.metrics=[]",
+            "sample.every=0",
+            'sample.prompts=["a red circle"]',
+            "sample.per_prompt=1",
+        ]
         settings_grid, extra = [{"steps": 2, "guidance_scale": 3.0}], {"shapes-diffusion": ["train.sample_steps=2"]}
     registry = get_registry()
-    runs = [api.train(name, [*args.overrides, *extra.get(name, [])], runs_dir=args.runs_dir, quiet=True,
-                      registry=registry).dir for name in args.recipes or []]
+    runs = [
+        api.train(
+            name, [*args.overrides, *extra.get(name, [])], runs_dir=args.runs_dir, quiet=True, registry=registry
+        ).dir
+        for name in args.recipes or []
+    ]
     runs += [Path(r) for r in args.runs]
 
-    table = Table("Scores, one protocol", ["recipe", "steps trained", "train time", "sampling", "sampling vs first row",
-                                           "scores", "published best FID, same loss"])
+    table = Table(
+        "Scores, one protocol",
+        [
+            "recipe",
+            "steps trained",
+            "train time",
+            "sampling",
+            "sampling vs first row",
+            "scores",
+            "published best FID, same loss",
+        ],
+    )
     protocols: dict[str, None] = {}
     first_rate = None
     for run_dir in runs:
@@ -134,31 +180,47 @@ def main() -> None:
             draw = pipeline.sampler(run, **setting)
             per_image = seconds_per_image(draw, prompts, per_prompt)
             first_rate = first_rate or per_image
-            evaluation = Evaluation.from_run(run, num_samples=args.num_samples, seed=args.seed, metric_names=names,
-                                             draw=draw)
+            evaluation = Evaluation.from_run(
+                run, num_samples=args.num_samples, seed=args.seed, metric_names=names, draw=draw
+            )
             metrics = build_metrics(names, registry, settings=dict(run.recipe.metric_settings))
             results = compute_metrics(evaluation, metrics)
             protocols.update({f"{name}: {result.protocol.line()}": None for name, result in results.items()})
-            label = run.recipe.name + (f", {setting['steps']} steps, guidance {setting['guidance_scale']:g}"
-                                       if setting else "")
-            table.add(label, train[-1]["step"] if train else "-",
-                      f"{train[-1]['time'] / 60:.1f} min" if train else "-", f"{per_image * 1000:.1f} ms/image",
-                      f"{per_image / first_rate:.2f}x", scores(results), published(dataset, run))
+            label = run.recipe.name + (
+                f", {setting['steps']} steps, guidance {setting['guidance_scale']:g}" if setting else ""
+            )
+            table.add(
+                label,
+                train[-1]["step"] if train else "-",
+                f"{train[-1]['time'] / 60:.1f} min" if train else "-",
+                f"{per_image * 1000:.1f} ms/image",
+                f"{per_image / first_rate:.2f}x",
+                scores(results),
+                published(dataset, run),
+            )
     if args.calibrate and runs:
         run = Run.open(runs[0], registry, quiet=True)
         data = run.build_dataset()
         real = data.load("train")
         names = args.metrics or DEFAULT_METRICS.get(run.recipe.parts["data"].info.name, ["fid", "kid"])
         n = args.num_samples
-        evaluation = Evaluation(data, num_samples=n, seed=args.seed, metric_names=names, generated=real.images[:n],
-                                prompts=list(real.captions[:n]))
+        evaluation = Evaluation(
+            data,
+            num_samples=n,
+            seed=args.seed,
+            metric_names=names,
+            generated=real.images[:n],
+            prompts=list(real.captions[:n]),
+        )
         metrics = build_metrics(names, registry, settings=dict(run.recipe.metric_settings))
         results = compute_metrics(evaluation, metrics)
         table.add("real train images in the place of generated ones", "-", "-", "-", "-", scores(results), "-")
-    protocol = (f"{args.num_samples} generated images a row, prompts drawn with seed {args.seed} from the test "
-                f"captions, against the first {args.num_samples} test images; sampling: {len(prompts) * per_prompt} "
-                "images in one batch after a warm-up batch; train time: the run's training clock. Protocols: "
-                + " | ".join(protocols))
+    protocol = (
+        f"{args.num_samples} generated images a row, prompts drawn with seed {args.seed} from the test "
+        f"captions, against the first {args.num_samples} test images; sampling: {len(prompts) * per_prompt} "
+        "images in one batch after a warm-up batch; train time: the run's training clock. Protocols: "
+        + " | ".join(protocols)
+    )
     emit("families", protocol, [table], record=args.record, smoke=args.smoke)
     if tmp is not None:
         tmp.cleanup()

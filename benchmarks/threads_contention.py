@@ -44,20 +44,29 @@ DEADLINE = 600.0  # seconds the measured run may take to reach its step ARRIVAL
 CPUS = usable_cpus()  # torch's default thread count, and the rival runs' explicit one
 
 
-def measure(recipe: str, steps: int, threads: str, competitor: str, tmp: Path, overrides: list[str],
-            log_every: int) -> dict:
+def measure(
+    recipe: str, steps: int, threads: str, competitor: str, tmp: Path, overrides: list[str], log_every: int
+) -> dict:
     """``competitor``: "none", "run" (a training run with all usable CPUs as threads) or "spinner" (one process
     keeping one core busy)."""
     rival = None
     if competitor != "none":
         env = {k: v for k, v in os.environ.items() if k != "OMP_NUM_THREADS"}
-        args = (command(recipe, tmp / f"rival-{threads}", 100000, [*overrides, f"train.threads={CPUS}"])
-                if competitor == "run" else [sys.executable, "-c", SPINNER])
+        args = (
+            command(recipe, tmp / f"rival-{threads}", 100000, [*overrides, f"train.threads={CPUS}"])
+            if competitor == "run"
+            else [sys.executable, "-c", SPINNER]
+        )
         rival = subprocess.Popen(args, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, **CHILD)
         time.sleep(HEAD_START)
     try:
-        result = timed_run(recipe, tmp / f"run-{threads}-{competitor}", steps, [*overrides, f"train.threads={threads}"],
-                           log_every=log_every)
+        result = timed_run(
+            recipe,
+            tmp / f"run-{threads}-{competitor}",
+            steps,
+            [*overrides, f"train.threads={threads}"],
+            log_every=log_every,
+        )
     finally:
         if rival is not None:
             rival.kill()
@@ -86,18 +95,26 @@ def measure_incumbent(recipe: str, threads: str, newcomer: str, tmp: Path, overr
         deadline = time.monotonic() + DEADLINE
         while not any(r.get("kind") == "train" and r["step"] >= ARRIVAL for r in log_rows(runs)):
             if measured.poll() is not None:
-                raise SystemExit(f"the measured run exited ({measured.returncode}) before its step {ARRIVAL}: "
-                                 f"run `{' '.join(args)}` to see why")
+                raise SystemExit(
+                    f"the measured run exited ({measured.returncode}) before its step {ARRIVAL}: "
+                    f"run `{' '.join(args)}` to see why"
+                )
             if time.monotonic() > deadline:
-                raise SystemExit(f"the measured run did not reach its step {ARRIVAL} in {DEADLINE:g} s: the machine "
-                                 "is too busy for this benchmark")
+                raise SystemExit(
+                    f"the measured run did not reach its step {ARRIVAL} in {DEADLINE:g} s: the machine "
+                    "is too busy for this benchmark"
+                )
             time.sleep(0.2)
         quiet_rows = [r for r in log_rows(runs) if r.get("kind") == "train"]
         start = quiet_rows[-1]["time"]  # the log's clock when the newcomer starts (within one log interval)
         rival_threads = [f"train.threads={CPUS}"] if newcomer == "run" else []
-        rival = subprocess.Popen(command(recipe, tmp / f"newcomer-{threads}-{newcomer}", 100000,
-                                         [*overrides, *rival_threads]),
-                                 env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, **CHILD)
+        rival = subprocess.Popen(
+            command(recipe, tmp / f"newcomer-{threads}-{newcomer}", 100000, [*overrides, *rival_threads]),
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            **CHILD,
+        )
         time.sleep(SETTLE + WINDOW + SLACK)
         rows = log_rows(runs)
     finally:
@@ -108,10 +125,18 @@ def measure_incumbent(recipe: str, threads: str, newcomer: str, tmp: Path, overr
     train = [r for r in rows if r.get("kind") == "train" and start + SETTLE <= r["time"] <= start + SETTLE + WINDOW]
     quiet = [r for r in quiet_rows if r["step"] >= ARRIVAL // 2]
     counts = [r["threads"] for r in rows if r.get("kind") == "threads"]
-    ms = lambda rs: round(1000 * (rs[-1]["time"] - rs[0]["time"]) / (rs[-1]["step"] - rs[0]["step"]), 1)
-    return {"threads_setting": threads, "newcomer": newcomer, "ms_per_step_alone": ms(quiet),
-            "ms_per_step": ms(train), "steps_timed": train[-1]["step"] - train[0]["step"],
-            "thread_changes": counts}
+
+    def ms(rs: list[dict]) -> float:
+        return round(1000 * (rs[-1]["time"] - rs[0]["time"]) / (rs[-1]["step"] - rs[0]["step"]), 1)
+
+    return {
+        "threads_setting": threads,
+        "newcomer": newcomer,
+        "ms_per_step_alone": ms(quiet),
+        "ms_per_step": ms(train),
+        "steps_timed": train[-1]["step"] - train[0]["step"],
+        "thread_changes": counts,
+    }
 
 
 def main() -> None:
@@ -139,22 +164,51 @@ def main() -> None:
     def label(setting: str) -> str:
         return f"{setting} (torch's default)" if setting.isdigit() else setting
 
-    second = Table("The measured run arriving second",
-                   ["recipe", "steps", "threads setting", "threads used", "beside", "ms/step", "vs quiet default"])
+    second = Table(
+        "The measured run arriving second",
+        ["recipe", "steps", "threads setting", "threads used", "beside", "ms/step", "vs quiet default"],
+    )
     for r in results:
-        second.add(args.recipe, args.steps, label(r["threads_setting"]), r["threads_used"], r["competitor"],
-                   r["ms_per_step"], f"{r['ms_per_step'] / quiet:.2f}x")
-    first = Table("The measured run there first, the competitor arriving while it trains",
-                  ["recipe", "threads setting", "thread changes", "newcomer", "arriving at step", "ms/step alone",
-                   "ms/step beside", "vs quiet default"])
+        second.add(
+            args.recipe,
+            args.steps,
+            label(r["threads_setting"]),
+            r["threads_used"],
+            r["competitor"],
+            r["ms_per_step"],
+            f"{r['ms_per_step'] / quiet:.2f}x",
+        )
+    first = Table(
+        "The measured run there first, the competitor arriving while it trains",
+        [
+            "recipe",
+            "threads setting",
+            "thread changes",
+            "newcomer",
+            "arriving at step",
+            "ms/step alone",
+            "ms/step beside",
+            "vs quiet default",
+        ],
+    )
     for r in incumbents:
         changes = " -> ".join(str(c) for c in r["thread_changes"]) or "none"
-        first.add(args.recipe, label(r["threads_setting"]), changes, r["newcomer"], ARRIVAL, r["ms_per_step_alone"],
-                  r["ms_per_step"], f"{r['ms_per_step'] / quiet:.2f}x")
-    protocol = (f"first table: {args.steps} steps a run, mean step time from the second logged step (log every "
-                f"{log_every}) by the training log's clock, competitors started {HEAD_START:g} s before; second "
-                f"table: step time over {WINDOW:g} s from {SETTLE:g} s after the newcomer started, by the measured "
-                f"run's log; 'vs quiet default' against the first row of the first table")
+        first.add(
+            args.recipe,
+            label(r["threads_setting"]),
+            changes,
+            r["newcomer"],
+            ARRIVAL,
+            r["ms_per_step_alone"],
+            r["ms_per_step"],
+            f"{r['ms_per_step'] / quiet:.2f}x",
+        )
+    protocol = (
+        f"first table: {args.steps} steps a run, mean step time from the second logged step (log every "
+        f"{log_every}) by the training log's clock, competitors started {HEAD_START:g} s before; second "
+        f"table: step time over {WINDOW:g} s from {SETTLE:g} s after the newcomer started, by the measured "
+        f"run's log; 'vs quiet default' against the first row of the first table"
+    )
     emit("threads-contention", protocol, [second, first], record=args.record, smoke=args.smoke)
 
 

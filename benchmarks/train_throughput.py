@@ -66,8 +66,11 @@ def hand_loop(recipe_name: str, batch: int, tmp: Path, overrides: Sequence[str] 
     cfg = recipe.train
     train_set = run.build_dataset().load("train")
     opt_g = torch.optim.Adam([p for p in G.parameters() if p.requires_grad], lr=cfg.lr, betas=cfg.betas)
-    opt_d = torch.optim.Adam([p for p in D.parameters() if p.requires_grad] +
-                             [p for p in encoder.parameters() if p.requires_grad], lr=cfg.lr, betas=cfg.betas)
+    opt_d = torch.optim.Adam(
+        [p for p in D.parameters() if p.requires_grad] + [p for p in encoder.parameters() if p.requires_grad],
+        lr=cfg.lr,
+        betas=cfg.betas,
+    )
     data_rng = torch.Generator().manual_seed(recipe.seed + 1)
     noise_rng = torch.Generator().manual_seed(recipe.seed + 2)
     relu = torch.nn.functional.relu
@@ -108,8 +111,19 @@ def counted(step) -> tuple[dict[str, float], int]:
     return losses, counter.get_total_flops()
 
 
-def in_process(recipe: str, batch: int, overrides: Sequence[str], *, steps: int, warmup: int, rounds: int, threads: int,
-               mimicry_batch: int | None, mimicry_steps: int, mimicry_widths: tuple[int, int] = (256, 128)) -> dict:
+def in_process(
+    recipe: str,
+    batch: int,
+    overrides: Sequence[str],
+    *,
+    steps: int,
+    warmup: int,
+    rounds: int,
+    threads: int,
+    mimicry_batch: int | None,
+    mimicry_steps: int,
+    mimicry_widths: tuple[int, int] = (256, 128),
+) -> dict:
     """Time the contestants of part 1, interleaved in this process."""
     torch.set_num_threads(threads)
     with tempfile.TemporaryDirectory(prefix="train-throughput-") as tmp:
@@ -117,7 +131,7 @@ def in_process(recipe: str, batch: int, overrides: Sequence[str], *, steps: int,
         contestants = {"hand": hand}
         for profile in ("standard", "fast"):
             t, _, _ = training(recipe, batch, profile, Path(tmp), overrides)
-            contestants[f"dalle-kit {profile}"] = (lambda f: (lambda: f(0)))(t.train_step)
+            contestants[f"dalle-kit {profile}"] = (lambda f: lambda: f(0))(t.train_step)
         if mimicry_batch:
             from _mimicry import mimicry_step
 
@@ -143,9 +157,19 @@ def in_process(recipe: str, batch: int, overrides: Sequence[str], *, steps: int,
     for name, ts in times.items():
         s = statistics.median(ts)
         b = mimicry_batch if name == MIMICRY else batch
-        rows.append({"batch": b, "contestant": name, "ms_per_step": 1000 * s, "images_per_s": b / s,
-                     "gflop_per_step": work[name] / 1e9, "gflops": work[name] / s / 1e9,
-                     "of_peak": work[name] / s / 1e9 / peak, "vs_hand": hand_s / s, "losses": first[name]})
+        rows.append(
+            {
+                "batch": b,
+                "contestant": name,
+                "ms_per_step": 1000 * s,
+                "images_per_s": b / s,
+                "gflop_per_step": work[name] / 1e9,
+                "gflops": work[name] / s / 1e9,
+                "of_peak": work[name] / s / 1e9 / peak,
+                "vs_hand": hand_s / s,
+                "losses": first[name],
+            }
+        )
     return {"rows": rows, "peak": how, "peak_gflops": peak}
 
 
@@ -156,8 +180,12 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds of whole runs (part 2)")
     parser.add_argument("--hand-steps", type=int, default=60, help="timed steps per round of part 1")
     parser.add_argument("--hand-rounds", type=int, default=5, help="interleaved rounds of part 1")
-    parser.add_argument("--no-mimicry", dest="mimicry", action="store_false",
-                        help="part 1 without torch-mimicry's DCGAN32 step (_mimicry.py)")
+    parser.add_argument(
+        "--no-mimicry",
+        dest="mimicry",
+        action="store_false",
+        help="part 1 without torch-mimicry's DCGAN32 step (_mimicry.py)",
+    )
     add_arguments(parser)
     args = parser.parse_args()
     cpus = 1 if args.smoke else usable_cpus()  # a smoke run on a busy machine: no threads spinning against it
@@ -166,42 +194,102 @@ def main() -> None:
         batches, warmup, mimicry_steps, log_every, overrides = (8,), 1, 1, 1, ["data.train_size=256"]
         args.steps, args.rounds, args.hand_steps, args.hand_rounds = 4, 1, 2, 1
 
-    step_table = Table("The same step in one process", ["recipe", "threads", "batch", "contestant", "ms/step",
-                       "images/s", "GFLOP a step", "GFLOP/s", "of fp32 peak", "vs hand loop",
-                       "first step's losses (d, g)"])
+    step_table = Table(
+        "The same step in one process",
+        [
+            "recipe",
+            "threads",
+            "batch",
+            "contestant",
+            "ms/step",
+            "images/s",
+            "GFLOP a step",
+            "GFLOP/s",
+            "of fp32 peak",
+            "vs hand loop",
+            "first step's losses (d, g)",
+        ],
+    )
     peaks = []
     for i, batch in enumerate(batches):
         mimicry_batch = (2 if args.smoke else batch) if args.mimicry and i == 0 else None
-        result = in_process(args.recipe, batch, overrides, steps=args.hand_steps, warmup=warmup,
-                            rounds=args.hand_rounds, threads=cpus, mimicry_batch=mimicry_batch,
-                            mimicry_steps=mimicry_steps, mimicry_widths=(16, 16) if args.smoke else (256, 128))
+        result = in_process(
+            args.recipe,
+            batch,
+            overrides,
+            steps=args.hand_steps,
+            warmup=warmup,
+            rounds=args.hand_rounds,
+            threads=cpus,
+            mimicry_batch=mimicry_batch,
+            mimicry_steps=mimicry_steps,
+            mimicry_widths=(16, 16) if args.smoke else (256, 128),
+        )
         peaks.append(f"{result['peak_gflops']:.0f} GFLOP/s ({result['peak']})")
         for r in result["rows"]:
-            step_table.add(args.recipe, cpus, r["batch"], r["contestant"], f"{r['ms_per_step']:.1f}",
-                           f"{r['images_per_s']:.1f}", f"{r['gflop_per_step']:.2f}", f"{r['gflops']:.1f}",
-                           f"{r['of_peak']:.0%}", f"{r['vs_hand']:.2f}x",
-                           f"{r['losses']['loss_d']:.6f}, {r['losses']['loss_g']:.6f}")
+            step_table.add(
+                args.recipe,
+                cpus,
+                r["batch"],
+                r["contestant"],
+                f"{r['ms_per_step']:.1f}",
+                f"{r['images_per_s']:.1f}",
+                f"{r['gflop_per_step']:.2f}",
+                f"{r['gflops']:.1f}",
+                f"{r['of_peak']:.0%}",
+                f"{r['vs_hand']:.2f}x",
+                f"{r['losses']['loss_d']:.6f}, {r['losses']['loss_g']:.6f}",
+            )
 
     configs = [(profile, batch) for batch in batches for profile in ("standard", "fast")]
     times: dict[tuple[str, int], list[dict]] = {c: [] for c in configs}
     with tempfile.TemporaryDirectory(prefix="train-throughput-runs-") as tmp:
         for r in range(args.rounds):
             for profile, batch in configs:
-                times[(profile, batch)].append(timed_run(
-                    args.recipe, Path(tmp) / f"{profile}-{batch}-{r}", args.steps,
-                    [*overrides, f'train.profile="{profile}"', f"train.batch_size={batch}"], threads=cpus,
-                    log_every=log_every))
-    run_table = Table("Whole runs through the CLI", ["recipe", "steps", "rounds", "threads", "profile", "batch",
-                      "ms/step", "images/s", "vs standard at the first batch"])
+                times[(profile, batch)].append(
+                    timed_run(
+                        args.recipe,
+                        Path(tmp) / f"{profile}-{batch}-{r}",
+                        args.steps,
+                        [*overrides, f'train.profile="{profile}"', f"train.batch_size={batch}"],
+                        threads=cpus,
+                        log_every=log_every,
+                    )
+                )
+    run_table = Table(
+        "Whole runs through the CLI",
+        [
+            "recipe",
+            "steps",
+            "rounds",
+            "threads",
+            "profile",
+            "batch",
+            "ms/step",
+            "images/s",
+            "vs standard at the first batch",
+        ],
+    )
     medians = {c: statistics.median(x["images_per_s"] for x in times[c]) for c in configs}
     for profile, batch in configs:
         ms = statistics.median(x["ms_per_step"] for x in times[(profile, batch)])
-        run_table.add(args.recipe, args.steps, args.rounds, cpus, profile, batch, f"{ms:.1f}",
-                      f"{medians[(profile, batch)]:.1f}", f"{medians[(profile, batch)] / medians[configs[0]]:.2f}x")
-    protocol = (f"part 1: {args.hand_rounds} interleaved rounds of {args.hand_steps} steps after {warmup} warm-up "
-                f"steps, median; FLOPs by FlopCounterMode; fp32 peak {'; '.join(dict.fromkeys(peaks))}. Part 2: "
-                f"{args.steps} steps a run, timed from the second logged step (log every {log_every}) by the "
-                f"training log's clock, median of {args.rounds} interleaved rounds")
+        run_table.add(
+            args.recipe,
+            args.steps,
+            args.rounds,
+            cpus,
+            profile,
+            batch,
+            f"{ms:.1f}",
+            f"{medians[(profile, batch)]:.1f}",
+            f"{medians[(profile, batch)] / medians[configs[0]]:.2f}x",
+        )
+    protocol = (
+        f"part 1: {args.hand_rounds} interleaved rounds of {args.hand_steps} steps after {warmup} warm-up "
+        f"steps, median; FLOPs by FlopCounterMode; fp32 peak {'; '.join(dict.fromkeys(peaks))}. Part 2: "
+        f"{args.steps} steps a run, timed from the second logged step (log every {log_every}) by the "
+        f"training log's clock, median of {args.rounds} interleaved rounds"
+    )
     emit("train-throughput", protocol, [step_table, run_table], record=args.record, smoke=args.smoke)
 
 

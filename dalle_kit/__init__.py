@@ -16,8 +16,21 @@ from .markers import hookimpl, hookspec
 
 #: Names imported on first use (PEP 562): they need torch, and `dalle-kit --help` or `--version` should not.
 _LAZY = {
-    **{name: "parts" for name in ("Dataset", "ImageCaptions", "Metric", "NoConfig", "Part", "Pipeline", "TextEncoder",
-                                  "TrainConfig", "to_float_images", "to_uint8_images")},
+    **{
+        name: "parts"
+        for name in (
+            "Dataset",
+            "ImageCaptions",
+            "Metric",
+            "NoConfig",
+            "Part",
+            "Pipeline",
+            "TextEncoder",
+            "TrainConfig",
+            "to_float_images",
+            "to_uint8_images",
+        )
+    },
     "HOOK_API_VERSION": "registry",
     "Trainer": "trainer",
     "Training": "trainer",
@@ -41,6 +54,22 @@ def __dir__():
 
 
 __all__ = [
-    "HOOK_API_VERSION", "Dataset", "ImageCaptions", "Metric", "NoConfig", "Part", "Pipeline", "RecipeError", "TextEncoder",
-    "TrainConfig", "Trainer", "Training", "UserError", "hookimpl", "hookspec", "param", "to_float_images", "to_uint8_images",
+    "HOOK_API_VERSION",
+    "Dataset",
+    "ImageCaptions",
+    "Metric",
+    "NoConfig",
+    "Part",
+    "Pipeline",
+    "RecipeError",
+    "TextEncoder",
+    "TrainConfig",
+    "Trainer",
+    "Training",
+    "UserError",
+    "hookimpl",
+    "hookspec",
+    "param",
+    "to_float_images",
+    "to_uint8_images",
 ]

@@ -27,14 +27,22 @@ MAX_SAMPLE_IMAGES = 1024
 SAMPLE_EXAMPLE = 'sample RUN_DIR "a red circle"'
 
 
-def train(target: str | None = None, overrides: Sequence[str] = (), *, resume: str | Path | None = None,
-          stop_at: int | None = None, runs_dir: str | Path = "runs", quiet: bool = False,
-          registry: Registry | None = None) -> Run:
+def train(
+    target: str | None = None,
+    overrides: Sequence[str] = (),
+    *,
+    resume: str | Path | None = None,
+    stop_at: int | None = None,
+    runs_dir: str | Path = "runs",
+    quiet: bool = False,
+    registry: Registry | None = None,
+) -> Run:
     """Validate the recipe, make the run directory and train; or continue the run in `resume`."""
     registry = registry or get_registry()
     if distributed.requested():  # one of several processes (torchrun): rank 0 makes and locks the run directory
-        return _train_distributed(target, overrides, resume=resume, stop_at=stop_at, runs_dir=runs_dir, quiet=quiet,
-                                  registry=registry)
+        return _train_distributed(
+            target, overrides, resume=resume, stop_at=stop_at, runs_dir=runs_dir, quiet=quiet, registry=registry
+        )
     if resume is not None:
         if target is not None:
             raise UserError("give either a recipe or --resume RUN_DIR, not both")
@@ -92,8 +100,9 @@ def _train_distributed(target, overrides, *, resume, stop_at, runs_dir, quiet, r
                 if resume is not None:
                     run = open_for_resume(resume, overrides, stop_at=stop_at, quiet=quiet, registry=registry)
                 else:
-                    run = create_checked(target, overrides, stop_at=stop_at, runs_dir=runs_dir, quiet=quiet,
-                                         registry=registry)
+                    run = create_checked(
+                        target, overrides, stop_at=stop_at, runs_dir=runs_dir, quiet=quiet, registry=registry
+                    )
                     run.lock()
                 path = str(run.dir)
             except UserError as exc:
@@ -159,8 +168,10 @@ EXTENDABLE = (["train", "steps"],)
 def check_extension(overrides: Sequence[str]) -> None:
     for text in overrides:
         if parse_override(text)[0] not in EXTENDABLE:
-            raise UserError(f"--set {text!r}: a run being resumed can only be trained for longer (--set train.steps=N); "
-                            "start a new run with the changed recipe instead")
+            raise UserError(
+                f"--set {text!r}: a run being resumed can only be trained for longer (--set train.steps=N); "
+                "start a new run with the changed recipe instead"
+            )
 
 
 def extend(run: Run, overrides: Sequence[str], done: int, registry: Registry) -> None:
@@ -170,12 +181,15 @@ def extend(run: Run, overrides: Sequence[str], done: int, registry: Registry) ->
     recipe = load_recipe(run.dir / RECIPE_FILE, registry, list(overrides), check_name=False)
     steps = recipe.train.steps
     if steps <= done:
-        raise UserError(f"--set train.steps={steps}: {run.dir} already has a checkpoint at step {done}; "
-                        f"give more steps than {done}")
+        raise UserError(
+            f"--set train.steps={steps}: {run.dir} already has a checkpoint at step {done}; give more steps than {done}"
+        )
     if recipe.pipeline.info.cls(recipe.train).schedule_depends_on_steps():
-        raise UserError(f"--set train.steps={steps}: {run.dir / RECIPE_FILE} has a learning-rate schedule that "
-                        "ends at [train] steps, so a longer run would not match one made with that many steps; "
-                        "start a new run (init_from = this run) instead")
+        raise UserError(
+            f"--set train.steps={steps}: {run.dir / RECIPE_FILE} has a learning-rate schedule that "
+            "ends at [train] steps, so a longer run would not match one made with that many steps; "
+            "start a new run (init_from = this run) instead"
+        )
     atomic_write_text(run.dir / RECIPE_FILE, recipe.dumps())
     run.recipe = recipe
 
@@ -185,13 +199,21 @@ def pin(recipe, registry: Registry):
     so the new run records which runs it built on, not names that a later run would change."""
     if recipe.init_from:
         recipe = attrs.evolve(recipe, init_from=str(resolve_run_dir(recipe.init_from, what="init_from")))
-    parts = {section: attrs.evolve(spec, config=spec.info.cls.pin(spec.config)) for section, spec in recipe.parts.items()}
+    parts = {
+        section: attrs.evolve(spec, config=spec.info.cls.pin(spec.config)) for section, spec in recipe.parts.items()
+    }
     settings = {name: registry.get("metric", name).cls.pin(config) for name, config in recipe.metric_settings.items()}
     return attrs.evolve(recipe, parts=parts, metric_settings=settings)
 
 
-def sample(run_dir: str | Path, prompts: Sequence[str], n: int = 8, out: str | Path | None = None, seed: int = 0,
-           registry: Registry | None = None) -> Path:
+def sample(
+    run_dir: str | Path,
+    prompts: Sequence[str],
+    n: int = 8,
+    out: str | Path | None = None,
+    seed: int = 0,
+    registry: Registry | None = None,
+) -> Path:
     """Draw `n` images per prompt from the run's latest weights into one grid PNG."""
     check_sample_request(prompts, n)
     if out is not None and Path(out).is_dir() and not Path(out).is_symlink():
@@ -222,8 +244,11 @@ def warn_unknown_words(run: Run, prompts: Sequence[str]) -> None:
     unknown = spec.info.cls.unknown_words(saved, prompts)
     if unknown:
         words = ", ".join(repr(w) for w in unknown[:8]) + (f" and {len(unknown) - 8} more" if len(unknown) > 8 else "")
-        warnings.warn(f"{words}: not in the vocabulary the text encoder learned from {run.dir}'s training captions; "
-                      "it reads them as unknown, so they do not steer the images", stacklevel=2)
+        warnings.warn(
+            f"{words}: not in the vocabulary the text encoder learned from {run.dir}'s training captions; "
+            "it reads them as unknown, so they do not steer the images",
+            stacklevel=2,
+        )
 
 
 def check_sample_request(prompts: Sequence[str], n: int) -> None:
@@ -232,10 +257,11 @@ def check_sample_request(prompts: Sequence[str], n: int) -> None:
         raise UserError(f"give at least one prompt, for example: {hints.dalle_kit(SAMPLE_EXAMPLE)}")
     for i, prompt in enumerate(prompts, 1):
         if not prompt.strip():
-            raise UserError(f"prompt {i} is empty; give some text, for example: "
-                            f"{hints.dalle_kit(SAMPLE_EXAMPLE)}")
+            raise UserError(f"prompt {i} is empty; give some text, for example: {hints.dalle_kit(SAMPLE_EXAMPLE)}")
     if n < 1:
         raise UserError(f"-n {n}: need at least one image per prompt")
     if n * len(prompts) > MAX_SAMPLE_IMAGES:
-        raise UserError(f"-n {n} x {len(prompts)} prompts = {n * len(prompts)} images: at most {MAX_SAMPLE_IMAGES} per call; "
-                        f"lower -n to {max(1, MAX_SAMPLE_IMAGES // len(prompts))} or split the prompts")
+        raise UserError(
+            f"-n {n} x {len(prompts)} prompts = {n * len(prompts)} images: at most {MAX_SAMPLE_IMAGES} per call; "
+            f"lower -n to {max(1, MAX_SAMPLE_IMAGES // len(prompts))} or split the prompts"
+        )

@@ -66,7 +66,9 @@ def _grid_axes(_, attribute, value):
     axes = flatten_keys(value)
     for key, values in axes.items():
         if not isinstance(values, list) or not values:
-            raise Invalid(f"[grid] {key}", f"expected a non-empty list of alternatives, got {values!r}", f"write {key} = [a, b]")
+            raise Invalid(
+                f"[grid] {key}", f"expected a non-empty list of alternatives, got {values!r}", f"write {key} = [a, b]"
+            )
 
 
 def _grid_seed(_, attribute, value):
@@ -81,10 +83,14 @@ class ExtraCell:
     label: str = param(doc="shown in the first axis' column")
     base: str = param(doc="recipe name or path")
     set: dict[str, Any] = param({}, "recipe values for this cell (dotted keys or tables)")
-    published: dict[str, str] = param({}, "metric -> a published value for this cell, printed beside its own "
-                                          "(e.g. {fid = \"6.8 ± 0.5\"})")
-    real: str = param("", "a split of the base recipe's dataset: a calibration cell that trains nothing and scores "
-                          "that split's first num_samples images as if generated")
+    published: dict[str, str] = param(
+        {}, 'metric -> a published value for this cell, printed beside its own (e.g. {fid = "6.8 ± 0.5"})'
+    )
+    real: str = param(
+        "",
+        "a split of the base recipe's dataset: a calibration cell that trains nothing and scores "
+        "that split's first num_samples images as if generated",
+    )
 
 
 @attrs.frozen
@@ -94,8 +100,11 @@ class GridFile:
 
     name: str = param(doc="the grid's name (its reports are OUT/<name>.md, .csv, .json, .png)")
     base: str = param(doc="recipe name or path every grid cell starts from")
-    grid: dict[str, Any] = param({}, "key -> list of values; every combination is a cell (may be left out when "
-                                     "[[extra]] cells are given)", validator=_grid_axes)
+    grid: dict[str, Any] = param(
+        {},
+        "key -> list of values; every combination is a cell (may be left out when [[extra]] cells are given)",
+        validator=_grid_axes,
+    )
     seed: int = param(0, "the seed of every cell", validator=_grid_seed)
     metrics: list[str] = param([], "metric names scored for every cell", validator=_metric_names)
     num_samples: int = param(1000, "generated images per metric", validator=attrs.validators.gt(0))
@@ -148,8 +157,16 @@ class Grid:
     def cells(self) -> list[Cell]:
         keys = self.columns
         combos = itertools.product(*self.axes.values()) if self.axes else ()
-        specs = [(dict(zip(keys, combo, strict=True)), self.base, {**self.fixed, **dict(zip(keys, combo, strict=True))}, {}, "")
-                 for combo in combos]
+        specs = [
+            (
+                dict(zip(keys, combo, strict=True)),
+                self.base,
+                {**self.fixed, **dict(zip(keys, combo, strict=True))},
+                {},
+                "",
+            )
+            for combo in combos
+        ]
         for extra in self.extra:  # its label stands in the first axis' column, "-" in the others
             params = {k: (extra["label"] if i == 0 else "-") for i, k in enumerate(keys)}
             specs.append((params, extra["base"], dict(extra["set"]), extra.get("published", {}), extra.get("real", "")))
@@ -175,7 +192,7 @@ def _key_path(key: str) -> str:
 
 def _override(key: str, value: Any) -> str:
     text = tomli_w.dumps({"v": value}).strip()
-    return f"{_key_path(key)}={text[len('v = '):]}"
+    return f"{_key_path(key)}={text[len('v = ') :]}"
 
 
 def load_grid(target: str | Path, registry: Registry) -> Grid:
@@ -193,22 +210,51 @@ def load_grid(target: str | Path, registry: Registry) -> Grid:
 
     extras = [structure(ExtraCell, e, source=source, section=f"extra #{i + 1}") for i, e in enumerate(spec.extra)]
     if not spec.grid and not extras:
-        raise UserError(f"{source}: [grid]: needs at least one key with a list of values, or [[extra]] cells; "
-                        'write loss = ["bce", "hinge"]')
+        raise UserError(
+            f"{source}: [grid]: needs at least one key with a list of values, or [[extra]] cells; "
+            'write loss = ["bce", "hinge"]'
+        )
     for i, e in enumerate(extras):
         unknown = sorted(set(e.published) - set(spec.metrics))
         if unknown:
-            raise UserError(f"{source}: extra #{i + 1}: published value for '{unknown[0]}', which is not among the grid's "
-                            f"metrics ({', '.join(spec.metrics)}); name one of them")
-    cells_extra = [{"label": e.label, "base": resolve_base(e.base), "set": flatten_keys(e.set), "published": dict(e.published),
-                    "real": e.real} for e in extras]
-    return Grid(path, spec.name, resolve_base(spec.base), spec.seed, spec.metrics, spec.num_samples, spec.description,
-                flatten_keys(spec.set), flatten_keys(spec.grid), cells_extra)
+            raise UserError(
+                f"{source}: extra #{i + 1}: published value for '{unknown[0]}', which is not among the grid's "
+                f"metrics ({', '.join(spec.metrics)}); name one of them"
+            )
+    cells_extra = [
+        {
+            "label": e.label,
+            "base": resolve_base(e.base),
+            "set": flatten_keys(e.set),
+            "published": dict(e.published),
+            "real": e.real,
+        }
+        for e in extras
+    ]
+    return Grid(
+        path,
+        spec.name,
+        resolve_base(spec.base),
+        spec.seed,
+        spec.metrics,
+        spec.num_samples,
+        spec.description,
+        flatten_keys(spec.set),
+        flatten_keys(spec.grid),
+        cells_extra,
+    )
 
 
 # ------------------------------------------------------------------ running
-def run_grid(target: str | Path, out: str | Path | None = None, *, runs_dir: str | Path | None = None,
-             registry: Registry | None = None, quiet: bool = True, echo=print) -> dict[str, Any]:
+def run_grid(
+    target: str | Path,
+    out: str | Path | None = None,
+    *,
+    runs_dir: str | Path | None = None,
+    registry: Registry | None = None,
+    quiet: bool = True,
+    echo=print,
+) -> dict[str, Any]:
     """Train and evaluate every cell (skipping finished ones), then write the reports. Returns the state."""
     registry = registry or get_registry()
     grid = load_grid(target, registry)
@@ -223,8 +269,10 @@ def run_grid(target: str | Path, out: str | Path | None = None, *, runs_dir: str
         if cell.real:
             dataset = recipe.parts["data"]
             if cell.real not in dataset.info.cls.splits:
-                raise UserError(f"{grid.source}: cell [{cell.label}]: real = '{cell.real}' is not a split of dataset "
-                                f"'{dataset.info.name}'; use one of: {', '.join(dataset.info.cls.splits)}")
+                raise UserError(
+                    f"{grid.source}: cell [{cell.label}]: real = '{cell.real}' is not a split of dataset "
+                    f"'{dataset.info.name}'; use one of: {', '.join(dataset.info.cls.splits)}"
+                )
     make_folder(out)
     # Denormal floats slow GAN training down on CPUs (benchmarks/results/train-throughput.md); flushing them keeps a
     # grid's cost predictable. Every cell runs under the same setting.
@@ -234,7 +282,9 @@ def run_grid(target: str | Path, out: str | Path | None = None, *, runs_dir: str
         return _run_cells(grid, cells, out, runs_dir, registry, quiet, echo)
 
 
-def _run_cells(grid: Grid, cells: list[Cell], out: Path, runs_dir: Path, registry: Registry, quiet: bool, echo) -> dict[str, Any]:
+def _run_cells(
+    grid: Grid, cells: list[Cell], out: Path, runs_dir: Path, registry: Registry, quiet: bool, echo
+) -> dict[str, Any]:
     from . import api
 
     state_path = out / f"{grid.name}.json"
@@ -247,19 +297,33 @@ def _run_cells(grid: Grid, cells: list[Cell], out: Path, runs_dir: Path, registr
             echo(f"[{n}/{len(cells)}] {cell.label}: done before, skipped")
             state["cells"].append(previous)
             continue
-        record = {"id": cell.id, "params": cell.params, "overrides": cell.overrides, "status": "running",
-                  "run_dir": (previous or {}).get("run_dir"), **({"published": cell.published} if cell.published else {}),
-                  **({"real": cell.real} if cell.real else {})}
+        record = {
+            "id": cell.id,
+            "params": cell.params,
+            "overrides": cell.overrides,
+            "status": "running",
+            "run_dir": (previous or {}).get("run_dir"),
+            **({"published": cell.published} if cell.published else {}),
+            **({"real": cell.real} if cell.real else {}),
+        }
         state["cells"].append(record)
         if cell.real:
-            echo(f"[{n}/{len(cells)}] {cell.label}: evaluating {', '.join(grid.metrics)} on {grid.num_samples} real "
-                 f"'{cell.real}' images")
+            echo(
+                f"[{n}/{len(cells)}] {cell.label}: evaluating {', '.join(grid.metrics)} on {grid.num_samples} real "
+                f"'{cell.real}' images"
+            )
             try:
                 t1 = time.monotonic()
                 results = _evaluate_real(grid, cell, registry)
-                record.update(train_seconds=0, eval_seconds=round(time.monotonic() - t1, 1), status="ok",
-                              results={m: {"values": r.values, "protocol": r.protocol.to_dict(), "details": r.details}
-                                       for m, r in results.items()})
+                record.update(
+                    train_seconds=0,
+                    eval_seconds=round(time.monotonic() - t1, 1),
+                    status="ok",
+                    results={
+                        m: {"values": r.values, "protocol": r.protocol.to_dict(), "details": r.details}
+                        for m, r in results.items()
+                    },
+                )
             except Exception as exc:
                 record["status"] = "failed"
                 record["error"] = one_line(exc)
@@ -281,8 +345,10 @@ def _run_cells(grid: Grid, cells: list[Cell], out: Path, runs_dir: Path, registr
             t1 = time.monotonic()
             results = evaluate_run(run, grid.metrics, grid.num_samples, seed=grid.seed)
             record["eval_seconds"] = round(time.monotonic() - t1, 1)
-            record["results"] = {m: {"values": r.values, "protocol": r.protocol.to_dict(), "details": r.details}
-                                 for m, r in results.items()}
+            record["results"] = {
+                m: {"values": r.values, "protocol": r.protocol.to_dict(), "details": r.details}
+                for m, r in results.items()
+            }
             record["status"] = "ok"
         except Exception as exc:  # a failing cell is recorded and the rest go on
             record["status"] = "failed"
@@ -303,14 +369,22 @@ def _evaluate_real(grid: Grid, cell: Cell, registry: Registry):
     images = dataset.load(cell.real)
     n = min(grid.num_samples, len(images))
     metrics = build_metrics(grid.metrics, registry, settings=recipe.metric_settings)
-    evaluation = Evaluation(dataset, num_samples=n, seed=grid.seed, generated=images.images[:n],
-                            prompts=images.captions[:n], metric_names=list(metrics))
+    evaluation = Evaluation(
+        dataset,
+        num_samples=n,
+        seed=grid.seed,
+        generated=images.images[:n],
+        prompts=images.captions[:n],
+        metric_names=list(metrics),
+    )
     return compute_metrics(evaluation, metrics)
 
 
 def _train_cell(api, grid: Grid, cell: Cell, cell_runs: Path, registry: Registry, quiet: bool):
     """Train the cell's run, continuing an interrupted one of the same cell if there is one."""
-    existing = sorted(p for p in cell_runs.glob("*") if (p / "checkpoints").is_dir() and any((p / "checkpoints").iterdir()))
+    existing = sorted(
+        p for p in cell_runs.glob("*") if (p / "checkpoints").is_dir() and any((p / "checkpoints").iterdir())
+    )
     if existing:
         return api.train(resume=existing[-1], quiet=quiet, registry=registry)
     return api.train(cell.base, cell.overrides, runs_dir=cell_runs, quiet=quiet, registry=registry)
@@ -318,8 +392,16 @@ def _train_cell(api, grid: Grid, cell: Cell, cell_runs: Path, registry: Registry
 
 def _load_state(path: Path, grid: Grid) -> dict[str, Any]:
     axes = grid.axes or {CELL_AXIS: [e["label"] for e in grid.extra]}
-    fresh = {"version": STATE_VERSION, "name": grid.name, "source": str(grid.source), "description": grid.description,
-             "settings": grid.settings(), "fixed": grid.fixed, "axes": axes, "cells": []}
+    fresh = {
+        "version": STATE_VERSION,
+        "name": grid.name,
+        "source": str(grid.source),
+        "description": grid.description,
+        "settings": grid.settings(),
+        "fixed": grid.fixed,
+        "axes": axes,
+        "cells": [],
+    }
     if not path.is_file():
         return fresh
     try:
@@ -370,34 +452,68 @@ def markdown(state: dict[str, Any]) -> str:
     if state.get("description"):
         lines += [state["description"], ""]
     fixed = ", ".join(f"`{k} = {json.dumps(v)}`" for k, v in state["fixed"].items())
-    lines += [f"Base recipe `{s['base']}`" + (f" with {fixed}" if fixed else "") + f"; every cell trained with seed {s['seed']} "
-              f"and evaluated on {s['num_samples']} generated images with seed {s['seed']}.", "",
-              "## Protocol", "", "| metric | protocol | n generated | n reference | reference split | extractor | weights sha256 | seed |",
-              "| --- | --- | --- | --- | --- | --- | --- | --- |"]
+    lines += [
+        f"Base recipe `{s['base']}`"
+        + (f" with {fixed}" if fixed else "")
+        + f"; every cell trained with seed {s['seed']} "
+        f"and evaluated on {s['num_samples']} generated images with seed {s['seed']}.",
+        "",
+        "## Protocol",
+        "",
+        "| metric | protocol | n generated | n reference | reference split | extractor | weights sha256 | seed |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- |",
+    ]
     protocols = _protocols(state)
     for metric, p in protocols.items():
         split = f"{p.get('dataset', '')}/{p['reference_split']}" if p["reference_split"] else "-"
         digest = p["weights_hash"] if p["weights_hash"] == PER_CELL else f"`{p['weights_hash'][:16]}`"
-        lines.append(f"| {metric} | {_protocol_label(p)} | {p['n_generated']} | {p['n_reference']} | {split} | {p['extractor']} "
-                     f"| {digest} | {p['seed']} |")
+        lines.append(
+            f"| {metric} | {_protocol_label(p)} | {p['n_generated']} | {p['n_reference']} | {split} | {p['extractor']} "
+            f"| {digest} | {p['seed']} |"
+        )
     # Where a metric's protocol differs between cells (a calibration row under another protocol), each cell says its own.
     per_cell = [m for m, p in protocols.items() if PER_CELL in (p.get("name"), p.get("published"), p.get("dataset"))]
     published = [m for m in s["metrics"] if any(m in c.get("published", {}) for c in state["cells"])]
     train = sum(c.get("train_seconds") or 0 for c in state["cells"])
     evaluate = sum(c.get("eval_seconds", 0) for c in state["cells"])
-    head = [*axes, *(k for _, k in columns), *(f"{m} published" for m in published), *(f"{m} protocol" for m in per_cell),
-            "train s", "eval s", "status"]
-    lines += ["", f"Time: {train:.0f} s training, {evaluate:.0f} s evaluating ({(train + evaluate) / 60:.1f} min over "
-              f"{len(state['cells'])} cells).", "", "## Results", "", "| " + " | ".join(head) + " |",
-              "| " + " | ".join(["---"] * len(head)) + " |"]
+    head = [
+        *axes,
+        *(k for _, k in columns),
+        *(f"{m} published" for m in published),
+        *(f"{m} protocol" for m in per_cell),
+        "train s",
+        "eval s",
+        "status",
+    ]
+    lines += [
+        "",
+        f"Time: {train:.0f} s training, {evaluate:.0f} s evaluating ({(train + evaluate) / 60:.1f} min over "
+        f"{len(state['cells'])} cells).",
+        "",
+        "## Results",
+        "",
+        "| " + " | ".join(head) + " |",
+        "| " + " | ".join(["---"] * len(head)) + " |",
+    ]
     for cell in state["cells"]:
         results = cell.get("results", {})
         values = [results.get(m, {}).get("values", {}).get(k) for m, k in columns]
         status = "ok" if cell["status"] == "ok" else f"{cell['status']}: {cell.get('error', '')}".replace("|", "/")
-        lines.append("| " + " | ".join([*(str(cell["params"][a]) for a in axes), *("-" if v is None else f"{v:.4g}" for v in values),
-                                        *(cell.get("published", {}).get(m, "-") for m in published),
-                                        *(_protocol_label(results[m]["protocol"]) if m in results else "-" for m in per_cell),
-                                        str(cell.get("train_seconds", "-")), str(cell.get("eval_seconds", "-")), status]) + " |")
+        lines.append(
+            "| "
+            + " | ".join(
+                [
+                    *(str(cell["params"][a]) for a in axes),
+                    *("-" if v is None else f"{v:.4g}" for v in values),
+                    *(cell.get("published", {}).get(m, "-") for m in published),
+                    *(_protocol_label(results[m]["protocol"]) if m in results else "-" for m in per_cell),
+                    str(cell.get("train_seconds", "-")),
+                    str(cell.get("eval_seconds", "-")),
+                    status,
+                ]
+            )
+            + " |"
+        )
     return "\n".join(lines) + "\n"
 
 
@@ -414,20 +530,55 @@ def csv_text(state: dict[str, Any]) -> str:
     axes = list(state["axes"])
     buf = io.StringIO()
     writer = csv.writer(buf)
-    writer.writerow([*axes, "metric", "value_name", "value", "published", "protocol", "n_generated", "n_reference",
-                     "dataset", "reference_split", "extractor", "weights_hash", "seed", "status", "error"])
+    writer.writerow(
+        [
+            *axes,
+            "metric",
+            "value_name",
+            "value",
+            "published",
+            "protocol",
+            "n_generated",
+            "n_reference",
+            "dataset",
+            "reference_split",
+            "extractor",
+            "weights_hash",
+            "seed",
+            "status",
+            "error",
+        ]
+    )
     for cell in state["cells"]:
         params = [cell["params"][a] for a in axes]
         if cell["status"] != "ok":
-            writer.writerow([*params, "", "", "", "", "", "", "", "", "", "", "", "", cell["status"], cell.get("error", "")])
+            writer.writerow(
+                [*params, "", "", "", "", "", "", "", "", "", "", "", "", cell["status"], cell.get("error", "")]
+            )
             continue
         for metric, result in cell["results"].items():
             p = result["protocol"]
             for i, (key, value) in enumerate(result["values"].items()):
                 published = cell.get("published", {}).get(metric, "") if i == 0 else ""
-                writer.writerow([*params, metric, key, repr(value), published, _protocol_label(p), p["n_generated"],
-                                 p["n_reference"], p.get("dataset", ""), p["reference_split"] or "", p["extractor"],
-                                 p["weights_hash"], p["seed"], "ok", ""])
+                writer.writerow(
+                    [
+                        *params,
+                        metric,
+                        key,
+                        repr(value),
+                        published,
+                        _protocol_label(p),
+                        p["n_generated"],
+                        p["n_reference"],
+                        p.get("dataset", ""),
+                        p["reference_split"] or "",
+                        p["extractor"],
+                        p["weights_hash"],
+                        p["seed"],
+                        "ok",
+                        "",
+                    ]
+                )
     return buf.getvalue()
 
 
@@ -443,15 +594,29 @@ def chart(state: dict[str, Any], path: Path) -> Path:
     for ax, (metric, key) in zip(axes[0], columns):
         heights = [c.get("results", {}).get(metric, {}).get("values", {}).get(key) for c in state["cells"]]
         xs = range(len(heights))
-        ax.bar(xs, [h if h is not None else 0 for h in heights], color=["C0" if h is not None else "lightgrey" for h in heights])
+        ax.bar(
+            xs,
+            [h if h is not None else 0 for h in heights],
+            color=["C0" if h is not None else "lightgrey" for h in heights],
+        )
         for x, h in zip(xs, heights):
-            ax.text(x, h if h is not None else 0, "failed" if h is None else f"{h:.3g}", ha="center", va="bottom", fontsize=7)
+            ax.text(
+                x,
+                h if h is not None else 0,
+                "failed" if h is None else f"{h:.3g}",
+                ha="center",
+                va="bottom",
+                fontsize=7,
+            )
         ax.set_xticks(list(xs), labels, fontsize=7)
         ax.set_xlabel(" / ".join(state["axes"]), fontsize=7)
         ax.set_title(key, fontsize=9)
         ax.grid(axis="y", alpha=0.3)
-    fig.suptitle(f"{state['name']}: seed {state['settings']['seed']}, {state['settings']['num_samples']} generated images per metric "
-                 f"(protocol in {state['name']}.md)", fontsize=9)
+    fig.suptitle(
+        f"{state['name']}: seed {state['settings']['seed']}, {state['settings']['num_samples']} generated images per metric "
+        f"(protocol in {state['name']}.md)",
+        fontsize=9,
+    )
     fig.tight_layout()
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png")

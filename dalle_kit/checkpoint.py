@@ -54,7 +54,10 @@ def _flatten(node: Any, prefix: str, tensors: dict[str, torch.Tensor]) -> Any:
             return {"__dict__": {k: _flatten(v, f"{prefix}{k}/", tensors) for k, v in node.items()}}
         return {"__items__": [[k, _flatten(v, f"{prefix}{k}/", tensors)] for k, v in node.items()]}
     if isinstance(node, (list, tuple)):
-        return {"__list__": [_flatten(v, f"{prefix}{i}/", tensors) for i, v in enumerate(node)], "tuple": isinstance(node, tuple)}
+        return {
+            "__list__": [_flatten(v, f"{prefix}{i}/", tensors) for i, v in enumerate(node)],
+            "tuple": isinstance(node, tuple),
+        }
     if node is None or isinstance(node, (bool, int, float, str)):
         return {"__value__": node}
     raise TypeError(f"cannot store {type(node).__name__} in a checkpoint")

@@ -27,8 +27,12 @@ def _registry():
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
 @click.version_option(__version__, prog_name="dalle-kit")
-@click.option("--traceback", "traceback_", is_flag=True,
-              help="Show the full traceback of an error instead of one line (for plugin authors).")
+@click.option(
+    "--traceback",
+    "traceback_",
+    is_flag=True,
+    help="Show the full traceback of an error instead of one line (for plugin authors).",
+)
 def cli(traceback_):
     """dalle-kit: text-conditional image generation from parts assembled by TOML recipes."""
     global _show_traceback
@@ -38,25 +42,46 @@ def cli(traceback_):
 # ---------------------------------------------------------------------------- run / sample
 @cli.command()
 @click.argument("recipe", required=False)
-@click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE", help="Override a recipe value, e.g. --set train.steps=500.")
+@click.option(
+    "--set",
+    "overrides",
+    multiple=True,
+    metavar="KEY=VALUE",
+    help="Override a recipe value, e.g. --set train.steps=500.",
+)
 @click.option("--resume", type=click.Path(), help="Continue the run in this directory from its last checkpoint.")
-@click.option("--stop-at", type=click.IntRange(min=1), help="Stop after this step with a checkpoint, as if interrupted.")
+@click.option(
+    "--stop-at", type=click.IntRange(min=1), help="Stop after this step with a checkpoint, as if interrupted."
+)
 @click.option("--runs-dir", default="runs", show_default=True, help="Where run directories are made.")
 @click.option("-q", "--quiet", is_flag=True, help="No progress bar.")
-@click.option("--nproc", type=click.IntRange(min=1), default=1, show_default=True,
-              help="Train in this many processes (torchrun, DistributedDataParallel; batch_size is per process).")
+@click.option(
+    "--nproc",
+    type=click.IntRange(min=1),
+    default=1,
+    show_default=True,
+    help="Train in this many processes (torchrun, DistributedDataParallel; batch_size is per process).",
+)
 def run(recipe, overrides, resume, stop_at, runs_dir, quiet, nproc):
     """Train RECIPE (a .toml file or a built-in recipe name; default: the embedded shapes recipe)."""
     from . import progress
 
-    progress.phase("starting: importing torch and the plugins, checking the recipe, its data and metrics",
-                   quiet=quiet or "WORLD_SIZE" in os.environ)
+    progress.phase(
+        "starting: importing torch and the plugins, checking the recipe, its data and metrics",
+        quiet=quiet or "WORLD_SIZE" in os.environ,
+    )
     from . import api
 
     if nproc > 1 and "WORLD_SIZE" not in os.environ:
-        args = [*([recipe] if recipe else []), *(a for o in overrides for a in ("--set", o)),
-                *(["--resume", resume] if resume else []), *(["--stop-at", str(stop_at)] if stop_at else []),
-                "--runs-dir", runs_dir, *(["--quiet"] if quiet else [])]
+        args = [
+            *([recipe] if recipe else []),
+            *(a for o in overrides for a in ("--set", o)),
+            *(["--resume", resume] if resume else []),
+            *(["--stop-at", str(stop_at)] if stop_at else []),
+            "--runs-dir",
+            runs_dir,
+            *(["--quiet"] if quiet else []),
+        ]
         from .launch import launch
 
         raise click.exceptions.Exit(launch(nproc, ["run", *args], recipe, overrides, resume))
@@ -150,9 +175,16 @@ def recipe_list():
 # ---------------------------------------------------------------------------- plugin authors
 @cli.command("new-plugin")
 @click.argument("name")
-@click.option("--kind", "kinds", multiple=True, metavar="KIND",
-              help="Example part to include (repeatable): generator, discriminator, text_encoder, loss, dataset.")
-@click.option("--dir", "directory", default=".", show_default=True, type=click.Path(), help="Where to write the package.")
+@click.option(
+    "--kind",
+    "kinds",
+    multiple=True,
+    metavar="KIND",
+    help="Example part to include (repeatable): generator, discriminator, text_encoder, loss, dataset.",
+)
+@click.option(
+    "--dir", "directory", default=".", show_default=True, type=click.Path(), help="Where to write the package."
+)
 def new_plugin(name, kinds, directory):
     """Write a ready plugin package NAME: entry point, example parts, conformance tests, README."""
     from .scaffold import new_plugin as scaffold
@@ -160,8 +192,10 @@ def new_plugin(name, kinds, directory):
     root = scaffold(name, list(kinds), directory)
     shown = hints.shown_path(root)
     shown = shown if Path(shown).is_absolute() or shown.startswith(".") else f"./{shown}"  # pip -e wants a path
-    click.echo(f"wrote {root}\nnext: {hints.pip_install('-e', f'{shown}[test]')} && {hints.dalle_kit('plugins list')} && "
-               f"{hints.python()} -m pytest {hints.quote(shown)}")
+    click.echo(
+        f"wrote {root}\nnext: {hints.pip_install('-e', f'{shown}[test]')} && {hints.dalle_kit('plugins list')} && "
+        f"{hints.python()} -m pytest {hints.quote(shown)}"
+    )
 
 
 # ---------------------------------------------------------------------------- plugins
@@ -217,7 +251,10 @@ def plugins_show(name):
 def plugins_doctor():
     """Explain each plugin problem and how to fix it (exit status 1 when there is one)."""
     reg = _registry()
-    click.echo(f"{len(reg.plugins)} plugins loaded: " + ", ".join(f"{p.name} ({p.distribution} {p.version})" for p in reg.plugins))
+    click.echo(
+        f"{len(reg.plugins)} plugins loaded: "
+        + ", ".join(f"{p.name} ({p.distribution} {p.version})" for p in reg.plugins)
+    )
     if not reg.problems:
         click.echo("no problems found")
         return
@@ -276,8 +313,11 @@ def main(argv=None) -> int:
             raise
         from .files import WriteFailed
 
-        line = (WriteFailed(exc.filename or "(a file)", exc) if exc.errno in _WRITE_ERRORS
-                else f"{exc.filename}: {exc.strerror}; check the path")
+        line = (
+            WriteFailed(exc.filename or "(a file)", exc)
+            if exc.errno in _WRITE_ERRORS
+            else f"{exc.filename}: {exc.strerror}; check the path"
+        )
         click.echo(f"dalle-kit: error: {_printable(line)}", err=True)
         return 2
     except click.exceptions.Exit as exc:

@@ -9,9 +9,17 @@ import click
 
 @click.command("eval")
 @click.argument("run_dir", type=click.Path())
-@click.option("-m", "--metric", "metrics", multiple=True, metavar="NAME",
-              help="Metric to compute (repeatable; default: the recipe's [eval] metrics). See `dalle-kit plugins list`.")
-@click.option("-n", "--num-samples", type=click.IntRange(min=1), help="Generated images per metric (default: [eval] num_samples).")
+@click.option(
+    "-m",
+    "--metric",
+    "metrics",
+    multiple=True,
+    metavar="NAME",
+    help="Metric to compute (repeatable; default: the recipe's [eval] metrics). See `dalle-kit plugins list`.",
+)
+@click.option(
+    "-n", "--num-samples", type=click.IntRange(min=1), help="Generated images per metric (default: [eval] num_samples)."
+)
 @click.option("--seed", type=int, help="Seed of the prompts and noise (default: the recipe's seed).")
 @click.option("--json", "as_json", is_flag=True, help="Print the results as JSON.")
 @click.option("-q", "--quiet", is_flag=True, help="No progress bars.")
@@ -45,7 +53,9 @@ def eval_cmd(run_dir, metrics, num_samples, seed, as_json, quiet):
 
 @click.command("bench")
 @click.argument("grid")
-@click.option("-o", "--out", type=click.Path(), help="Folder for the table, chart and progress (default: bench/<name>).")
+@click.option(
+    "-o", "--out", type=click.Path(), help="Folder for the table, chart and progress (default: bench/<name>)."
+)
 @click.option("--runs-dir", type=click.Path(), help="Where the cells' run directories go (default: OUT/runs).")
 @click.option("--dry-run", is_flag=True, help="Validate the grid and list its cells without running them.")
 @click.option("-q", "--quiet", is_flag=True, help="No progress bars (each cell's training and evaluation).")
@@ -78,11 +88,15 @@ def bench_cmd(grid, out, runs_dir, dry_run, quiet, progress):
         for cell in spec.cells():
             load_recipe(spec.base, registry, cell.overrides)
             click.echo(f"{cell.id}  {cell.label}")
-        click.echo(f"{len(spec.cells())} cells, metrics {', '.join(spec.metrics)} on {spec.num_samples} samples, seed {spec.seed}")
+        click.echo(
+            f"{len(spec.cells())} cells, metrics {', '.join(spec.metrics)} on {spec.num_samples} samples, seed {spec.seed}"
+        )
         return
     state = run_grid(grid, out, runs_dir=runs_dir, registry=registry, quiet=quiet, echo=click.echo)
     failed = [c for c in state["cells"] if c["status"] != "ok"]
     name = state["name"]
     folder = out or f"bench/{name}"
-    click.echo(f"{len(state['cells']) - len(failed)} of {len(state['cells'])} cells ok; "
-               f"wrote {folder}/{name}.md, .csv, .json, .png, .html")
+    click.echo(
+        f"{len(state['cells']) - len(failed)} of {len(state['cells'])} cells ok; "
+        f"wrote {folder}/{name}.md, .csv, .json, .png, .html"
+    )

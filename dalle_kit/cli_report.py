@@ -28,10 +28,23 @@ def report_cmd(run_dir, output):
 
 @click.command("compare")
 @click.argument("run_dirs", nargs=-1, required=True, metavar="RUN RUN...")
-@click.option("-o", "--out", "out_dir", default="compare", show_default=True, type=click.Path(),
-              help="Folder for compare.html and compare.md.")
-@click.option("-p", "--prompt", "prompts", multiple=True, metavar="TEXT",
-              help="Prompt of the sample grids (repeatable; default: each run's first 4 [sample] prompts).")
+@click.option(
+    "-o",
+    "--out",
+    "out_dir",
+    default="compare",
+    show_default=True,
+    type=click.Path(),
+    help="Folder for compare.html and compare.md.",
+)
+@click.option(
+    "-p",
+    "--prompt",
+    "prompts",
+    multiple=True,
+    metavar="TEXT",
+    help="Prompt of the sample grids (repeatable; default: each run's first 4 [sample] prompts).",
+)
 @click.option("--seed", default=0, show_default=True, help="Noise seed of the sample grids.")
 @click.option("-n", "num", type=click.IntRange(min=1), default=4, show_default=True, help="Images per prompt.")
 @click.option("--no-grids", is_flag=True, help="Do not draw sample grids (recipes and metrics only).")

@@ -62,14 +62,20 @@ class MetricTable:
 def metric_table(entries: Sequence[Entry]) -> MetricTable:
     protocols = pages.Protocols()
     latest = [entry.files.latest_evals() if entry.files else {} for entry in entries]
-    keys = list(dict.fromkeys((metric, value) for evals in latest for metric, row in evals.items() for value in eval_values(row)))
+    keys = list(
+        dict.fromkeys(
+            (metric, value) for evals in latest for metric, row in evals.items() for value in eval_values(row)
+        )
+    )
     columns: list[Column] = []
     cells: dict[tuple[int, int], tuple[float, int]] = {}
     for metric, value in keys:
         by_protocol: dict[str, int] = {}
         for i, evals in enumerate(latest):
             row = evals.get(metric)
-            if row is None or value not in eval_values(row) or not has_protocol(row):  # no protocol: nothing to compare with
+            if (
+                row is None or value not in eval_values(row) or not has_protocol(row)
+            ):  # no protocol: nothing to compare with
                 continue
             pid = protocols.id(row["protocol"], metric)
             if pid not in by_protocol:
@@ -119,7 +125,9 @@ def draw_fresh_grids(entries: Sequence[Entry], prompts: Sequence[str] = (), *, s
                 entry.grid_note = f"no grid: {one_line(exc)}"
                 continue
             entry.grid = path.read_bytes()
-            entry.grid_note = f"drawn now from its newest checkpoint ({entry.files.checkpoint_text()}), seed {seed}, {n} per prompt"
+            entry.grid_note = (
+                f"drawn now from its newest checkpoint ({entry.files.checkpoint_text()}), seed {seed}, {n} per prompt"
+            )
 
 
 def use_last_grids(entries: Sequence[Entry]) -> None:
@@ -134,10 +142,12 @@ def use_last_grids(entries: Sequence[Entry]) -> None:
 
 
 # ---------------------------------------------------------------------------------------------------- pages
-METRICS_NOTE = ("Each run's newest score of every metric, its step below it. A column holds scores made under one "
-                "protocol only (its P-number; the protocols are listed in full below): a run whose score used another "
-                "protocol (other image counts, reference split, extractor, weights or seed) has it in a column of its own, "
-                "marked \u26a0 and shaded, never in the same column.")
+METRICS_NOTE = (
+    "Each run's newest score of every metric, its step below it. A column holds scores made under one "
+    "protocol only (its P-number; the protocols are listed in full below): a run whose score used another "
+    "protocol (other image counts, reference split, extractor, weights or seed) has it in a column of its own, "
+    "marked \u26a0 and shaded, never in the same column."
+)
 
 
 def _names(column: Column) -> list[str]:
@@ -156,7 +166,17 @@ def _run_rows(entries: Sequence[Entry]) -> list[list[str]]:
         if f is None:
             rows.append([entry.label, "-", "-", "-", "-", "-", entry.note or "no run directory"])
             continue
-        rows.append([entry.label, f.name, f.pipeline, f.dataset, f.progress_text(), f.checkpoint_text(), entry.note or str(f.dir)])
+        rows.append(
+            [
+                entry.label,
+                f.name,
+                f.pipeline,
+                f.dataset,
+                f.progress_text(),
+                f.checkpoint_text(),
+                entry.note or str(f.dir),
+            ]
+        )
     return rows
 
 
@@ -167,8 +187,11 @@ def render_html(entries: Sequence[Entry], title: str, intro: str = "") -> str:
     labels = [e.label for e in entries]
     table = metric_table(entries)
     if table.columns:
-        head = "".join(f'<th class="{"other-protocol" if c.other else ""}">{"<br>".join(esc(n) for n in _names(c))}<br>'
-                       f'<small>{esc(c.protocol)}{" &#9888;" if c.other else ""}</small></th>' for c in table.columns)
+        head = "".join(
+            f'<th class="{"other-protocol" if c.other else ""}">{"<br>".join(esc(n) for n in _names(c))}<br>'
+            f"<small>{esc(c.protocol)}{' &#9888;' if c.other else ''}</small></th>"
+            for c in table.columns
+        )
         body = []
         for i, entry in enumerate(entries):
             cells = []
@@ -176,19 +199,29 @@ def render_html(entries: Sequence[Entry], title: str, intro: str = "") -> str:
                 shade = " other-protocol" if column.other else ""
                 if (i, j) in table.cells:
                     value, step = table.cells[(i, j)]
-                    cells.append(f'<td class="num{shade}"><b>{esc(pages.fmt(value))}</b><br><small>step {esc(step)}</small></td>')
+                    cells.append(
+                        f'<td class="num{shade}"><b>{esc(pages.fmt(value))}</b><br><small>step {esc(step)}</small></td>'
+                    )
                 else:
                     cells.append(f'<td class="missing{shade}">&mdash;</td>')
             body.append(f"<tr><td>{esc(entry.label)}</td>{''.join(cells)}</tr>")
-        metrics = (f'<p class="note">{esc(METRICS_NOTE)}</p>\n<div class="wide"><table>\n<thead><tr><th>run</th>{head}</tr></thead>\n'
-                   "<tbody>\n" + "\n".join(body) + "\n</tbody>\n</table></div>\n<h3>Protocols</h3>\n" + table.protocols.html())
+        metrics = (
+            f'<p class="note">{esc(METRICS_NOTE)}</p>\n<div class="wide"><table>\n<thead><tr><th>run</th>{head}</tr></thead>\n'
+            "<tbody>\n" + "\n".join(body) + "\n</tbody>\n</table></div>\n<h3>Protocols</h3>\n" + table.protocols.html()
+        )
     else:
-        metrics = pages.empty(f"None of these runs has been evaluated yet: `{hints.dalle_kit('eval RUN')}` scores one "
-                              "(add --metric NAME when its recipe lists no [eval] metrics).")
+        metrics = pages.empty(
+            f"None of these runs has been evaluated yet: `{hints.dalle_kit('eval RUN')}` scores one "
+            "(add --metric NAME when its recipe lists no [eval] metrics)."
+        )
 
     figures = []
     for entry in entries:
-        picture = pages.image(entry.grid, entry.label) if entry.grid is not None else pages.empty(entry.grid_note or "no grid: no run directory")
+        picture = (
+            pages.image(entry.grid, entry.label)
+            if entry.grid is not None
+            else pages.empty(entry.grid_note or "no grid: no run directory")
+        )
         caption = f"<b>{esc(entry.label)}</b>" + (f"<br>{esc(entry.grid_note)}" if entry.grid is not None else "")
         figures.append(f"<figure>{picture}<figcaption>{caption}</figcaption></figure>")
     samples = '<div class="side">\n' + "\n".join(figures) + "\n</div>"
@@ -199,16 +232,22 @@ def render_html(entries: Sequence[Entry], title: str, intro: str = "") -> str:
         recipes = pages.table(["key", *(esc(label) for label in diff_labels)], rows, raw=True)
     else:
         recipes = pages.empty("The recipes are the same in every key.")
-    recipes += (f'\n<p class="note">{len(differ)} keys differ; {len(same)} keys have the same value in every run.</p>\n'
-                + pages.details(f"the {len(same)} shared keys", "\n".join(same)))
+    recipes += (
+        f'\n<p class="note">{len(differ)} keys differ; {len(same)} keys have the same value in every run.</p>\n'
+        + pages.details(f"the {len(same)} shared keys", "\n".join(same))
+    )
 
     series: dict[str, list] = {}
     for i, entry in enumerate(entries):
         for name, points in (entry.files.series() if entry.files else {}).items():
             series.setdefault(name, [(label, []) for label in labels])[i] = (entry.label, points)
-    sections = [("runs", "Runs", pages.table(RUN_HEADERS, _run_rows(entries))), ("metrics", "Metrics", metrics),
-                ("samples", "Samples", samples), ("recipes", "Recipe differences", recipes),
-                ("curves", "Training curves", curves_section(series, labels))]
+    sections = [
+        ("runs", "Runs", pages.table(RUN_HEADERS, _run_rows(entries))),
+        ("metrics", "Metrics", metrics),
+        ("samples", "Samples", samples),
+        ("recipes", "Recipe differences", recipes),
+        ("curves", "Training curves", curves_section(series, labels)),
+    ]
     head = f"<h1>{esc(title)}</h1>" + (f'\n<p class="meta">{esc(intro)}</p>' if intro else "")
     return pages.sectioned_page(title, head, sections)
 
@@ -218,19 +257,30 @@ def _md(text: Any) -> str:
 
 
 def _md_table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> list[str]:
-    return ["| " + " | ".join(_md(h) for h in headers) + " |", "|" + " --- |" * len(headers),
-            *("| " + " | ".join(_md(c) for c in row) + " |" for row in rows), ""]
+    return [
+        "| " + " | ".join(_md(h) for h in headers) + " |",
+        "|" + " --- |" * len(headers),
+        *("| " + " | ".join(_md(c) for c in row) + " |" for row in rows),
+        "",
+    ]
 
 
 def render_markdown(entries: Sequence[Entry], title: str, intro: str = "") -> str:
-    lines = [f"# {title}", ""] + ([intro, ""] if intro else []) + ["## Runs", ""] + _md_table(RUN_HEADERS, _run_rows(entries))
+    lines = (
+        [f"# {title}", ""]
+        + ([intro, ""] if intro else [])
+        + ["## Runs", ""]
+        + _md_table(RUN_HEADERS, _run_rows(entries))
+    )
     table = metric_table(entries)
     lines += ["## Metrics", ""]
     if table.columns:
         rows = []
         for i, entry in enumerate(entries):
-            cells = [f"{pages.fmt(table.cells[(i, j)][0])} (step {table.cells[(i, j)][1]})" if (i, j) in table.cells else "-"
-                     for j in range(len(table.columns))]
+            cells = [
+                f"{pages.fmt(table.cells[(i, j)][0])} (step {table.cells[(i, j)][1]})" if (i, j) in table.cells else "-"
+                for j in range(len(table.columns))
+            ]
             rows.append([entry.label, *cells])
         lines += [METRICS_NOTE, ""] + _md_table(["run", *(_column_title(c) for c in table.columns)], rows)
         lines += ["### Protocols", ""] + _md_table(table.protocols.headers(), table.protocols.rows())
@@ -238,10 +288,17 @@ def render_markdown(entries: Sequence[Entry], title: str, intro: str = "") -> st
         lines += ["None of these runs has been evaluated yet.", ""]
     labels, differ, same = recipe_diff(entries)
     lines += ["## Recipe differences", ""]
-    lines += (_md_table(["key", *labels], [[f"`{r[0]}`", *(f"`{v}`" for v in r[1:])] for r in differ]) if differ
-              else ["The recipes are the same in every key.", ""])
-    lines += [f"{len(differ)} keys differ; {len(same)} keys have the same value in every run.", "",
-              "Sample grids and training curves: see the HTML page beside this file.", ""]
+    lines += (
+        _md_table(["key", *labels], [[f"`{r[0]}`", *(f"`{v}`" for v in r[1:])] for r in differ])
+        if differ
+        else ["The recipes are the same in every key.", ""]
+    )
+    lines += [
+        f"{len(differ)} keys differ; {len(same)} keys have the same value in every run.",
+        "",
+        "Sample grids and training curves: see the HTML page beside this file.",
+        "",
+    ]
     return "\n".join(lines)
 
 
@@ -254,14 +311,23 @@ def entries_for(run_dirs: Sequence[str | Path]) -> list[Entry]:
     return [Entry(f.dir.name if names.count(f.dir.name) == 1 else str(f.dir), f) for f in found]
 
 
-def write_comparison(run_dirs: Sequence[str | Path], out_dir: str | Path = "compare", *, prompts: Sequence[str] = (),
-                     seed: int = 0, n: int = 4, grids: bool = True) -> tuple[Path, Path]:
+def write_comparison(
+    run_dirs: Sequence[str | Path],
+    out_dir: str | Path = "compare",
+    *,
+    prompts: Sequence[str] = (),
+    seed: int = 0,
+    n: int = 4,
+    grids: bool = True,
+) -> tuple[Path, Path]:
     """Compare the runs into ``out_dir/compare.html`` and ``compare.md``; returns their paths. `grids`: draw each run's
     grid now (`draw_fresh_grids`)."""
     from .checkpoint import atomic_write_text
 
     if len(run_dirs) < 2:
-        raise UserError(f"compare: give at least two runs (got {len(run_dirs)}); `{hints.dalle_kit('report RUN')}` shows one run")
+        raise UserError(
+            f"compare: give at least two runs (got {len(run_dirs)}); `{hints.dalle_kit('report RUN')}` shows one run"
+        )
     from .files import check_target
 
     out = Path(out_dir)
@@ -279,13 +345,23 @@ def write_comparison(run_dirs: Sequence[str | Path], out_dir: str | Path = "comp
     else:
         for entry in entries:
             entry.grid_note = "no grid: not drawn (--no-grids)"
-    shown = f"the prompts {', '.join(repr(p) for p in prompts)}" if prompts else f"each run's first {DEFAULT_PROMPTS} [sample] prompts"
+    shown = (
+        f"the prompts {', '.join(repr(p) for p in prompts)}"
+        if prompts
+        else f"each run's first {DEFAULT_PROMPTS} [sample] prompts"
+    )
     if not prompts and len({tuple(e.files.prompts[:DEFAULT_PROMPTS]) for e in entries}) > 1:
         shown += " (they differ between these runs; --prompt draws the same ones from every run)"
-    intro = f"{len(entries)} runs. Sample grids: {shown}, {n} per prompt, seed {seed}." if grids else f"{len(entries)} runs."
+    intro = (
+        f"{len(entries)} runs. Sample grids: {shown}, {n} per prompt, seed {seed}."
+        if grids
+        else f"{len(entries)} runs."
+    )
     title = "Comparison: " + " vs ".join(e.label for e in entries)
-    return (atomic_write_text(out / "compare.html", render_html(entries, title, intro)),
-            atomic_write_text(out / "compare.md", render_markdown(entries, title, intro)))
+    return (
+        atomic_write_text(out / "compare.html", render_html(entries, title, intro)),
+        atomic_write_text(out / "compare.md", render_markdown(entries, title, intro)),
+    )
 
 
 def write_bench_page(state: dict[str, Any], path: Path) -> Path:
@@ -302,6 +378,8 @@ def write_bench_page(state: dict[str, Any], path: Path) -> Path:
         entries.append(Entry(label, files, note=note))
     use_last_grids(entries)
     s = state["settings"]
-    intro = (f"Bench grid {state['name']}: {len(entries)} cells from base recipe {s['base']}, seed {s['seed']}, "
-             f"{s['num_samples']} generated images per metric. Grids: the last one each cell's training saved.")
+    intro = (
+        f"Bench grid {state['name']}: {len(entries)} cells from base recipe {s['base']}, seed {s['seed']}, "
+        f"{s['num_samples']} generated images per metric. Grids: the last one each cell's training saved."
+    )
     return atomic_write_text(path, render_html(entries, f"{state['name']}: bench cells side by side", intro))

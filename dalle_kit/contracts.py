@@ -84,13 +84,20 @@ def render() -> str:
             out.append(f"- `{name}{_signature(func)}`" + (": " + " ".join(doc.split()) if doc else ""))
     out += ["", "## Kinds of part", ""]
     out += _kinds({kind: (f"dalle_kit.{cls.__name__}", None, cls) for kind, cls in KINDS.items()})
-    builtins = Registry.discover(select="")  # the built-in plugins only: the reference does not follow what is installed
+    builtins = Registry.discover(
+        select=""
+    )  # the built-in plugins only: the reference does not follow what is installed
     hooks = {kind: hook for hook, kind in builtins.kind_hooks.items()}
-    added = {kind: (public_name(cls), hooks.get(kind), cls)
-             for kind, cls in builtins.kinds.items() if kind not in KINDS}
-    out += ["## Kinds the built-in families add", "",
-            "Registered by their family's plugin through `register_kinds`, exactly as a third-party family adds one; "
-            "each comes with its own registration hook.", ""]
+    added = {
+        kind: (public_name(cls), hooks.get(kind), cls) for kind, cls in builtins.kinds.items() if kind not in KINDS
+    }
+    out += [
+        "## Kinds the built-in families add",
+        "",
+        "Registered by their family's plugin through `register_kinds`, exactly as a third-party family adds one; "
+        "each comes with its own registration hook.",
+        "",
+    ]
     out += _kinds(added)
     return "\n".join(out).rstrip() + "\n"
 
@@ -106,7 +113,11 @@ def _kinds(kinds: dict[str, tuple[str, str | None, type]]) -> list[str]:
             elif what == "property":
                 out.append(f"- property `{name}`" + (f": {_doc(func).splitlines()[0]}" if _doc(func) else ""))
             else:
-                label = f"`{name}{_signature(func)}`" if name != "__init__" else f"built as `{cls.__name__}{_signature(func)}`"
+                label = (
+                    f"`{name}{_signature(func)}`"
+                    if name != "__init__"
+                    else f"built as `{cls.__name__}{_signature(func)}`"
+                )
                 doc = _doc(func)
                 out.append(f"- {label}" + (": " + " ".join(doc.split()) if doc else ""))
         out.append("")

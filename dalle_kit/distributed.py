@@ -88,7 +88,9 @@ def parallel(module: torch.nn.Module, device: torch.device, *, sync_batchnorm: b
     warnings.filterwarnings("ignore", message="Grad strides do not match bucket view strides")
     if sync_batchnorm:
         module = torch.nn.SyncBatchNorm.convert_sync_batchnorm(module)  # replaces the BatchNorm children in place
-    return torch.nn.parallel.DistributedDataParallel(module, device_ids=[device.index] if device.type == "cuda" else None)
+    return torch.nn.parallel.DistributedDataParallel(
+        module, device_ids=[device.index] if device.type == "cuda" else None
+    )
 
 
 def broadcast(obj: Any) -> Any:

@@ -65,9 +65,11 @@ class Protocol:
 
     def line(self) -> str:
         ref = f"{self.n_reference} {self.dataset}/{self.reference_split}" if self.reference_split else "none"
-        return (f"protocol={self.name} ({'published: ' + self.published if self.published else 'ours'}), "
-                f"n_generated={self.n_generated}, reference={ref}, extractor={self.extractor}, "
-                f"weights={self.weights_hash[:16] or '-'}, seed={self.seed}")
+        return (
+            f"protocol={self.name} ({'published: ' + self.published if self.published else 'ours'}), "
+            f"n_generated={self.n_generated}, reference={ref}, extractor={self.extractor}, "
+            f"weights={self.weights_hash[:16] or '-'}, seed={self.seed}"
+        )
 
 
 @attrs.frozen
@@ -91,23 +93,41 @@ class MetricResult:
 
     def row(self, metric: str) -> dict[str, Any]:
         """The metrics.jsonl fields: metric name, values (flat), protocol and details."""
-        return {"metric": metric, **{k: float(v) for k, v in self.values.items()},
-                "protocol": self.protocol.to_dict(), **({"details": self.details} if self.details else {})}
+        return {
+            "metric": metric,
+            **{k: float(v) for k, v in self.values.items()},
+            "protocol": self.protocol.to_dict(),
+            **({"details": self.details} if self.details else {}),
+        }
 
 
 class Evaluation:
     """The context a metric computes from. Build it from a run with `from_run`, or directly in tests."""
 
-    def __init__(self, dataset: Dataset, *, num_samples: int, seed: int = 0, reference_split: str = "test",
-                 n_reference: int | None = None, sampler: Callable[[], Callable] | None = None,
-                 generated: torch.Tensor | None = None, prompts: Sequence[str] | None = None,
-                 critic: Callable[[], tuple[Callable, str, str]] | None = None, device: str | torch.device = "cpu",
-                 cache_root: str | Path | None = None, metric_names: Sequence[str] = (), quiet: bool = False):
+    def __init__(
+        self,
+        dataset: Dataset,
+        *,
+        num_samples: int,
+        seed: int = 0,
+        reference_split: str = "test",
+        n_reference: int | None = None,
+        sampler: Callable[[], Callable] | None = None,
+        generated: torch.Tensor | None = None,
+        prompts: Sequence[str] | None = None,
+        critic: Callable[[], tuple[Callable, str, str]] | None = None,
+        device: str | torch.device = "cpu",
+        cache_root: str | Path | None = None,
+        metric_names: Sequence[str] = (),
+        quiet: bool = False,
+    ):
         if num_samples < 1:
             raise UserError(f"num_samples must be at least 1, got {num_samples}")
         if generated is not None:
             if generated.dtype != torch.uint8 or generated.ndim != 4:
-                raise ValueError(f"generated images must be uint8 [N, C, H, W], got {generated.dtype} {tuple(generated.shape)}")
+                raise ValueError(
+                    f"generated images must be uint8 [N, C, H, W], got {generated.dtype} {tuple(generated.shape)}"
+                )
             if prompts is None or len(prompts) != len(generated):
                 raise ValueError("generated images need one prompt each")
             num_samples = len(generated)
@@ -131,8 +151,16 @@ class Evaluation:
 
     # ---------------------------------------------------------------- from a run
     @classmethod
-    def from_run(cls, run: Run, *, num_samples: int, seed: int, metric_names: Sequence[str] = (),
-                 draw: Callable | None = None, cache_root: str | Path | None = None) -> Evaluation:
+    def from_run(
+        cls,
+        run: Run,
+        *,
+        num_samples: int,
+        seed: int,
+        metric_names: Sequence[str] = (),
+        draw: Callable | None = None,
+        cache_root: str | Path | None = None,
+    ) -> Evaluation:
         pipeline = run.recipe.pipeline.info.cls(run.recipe.train)
 
         def sampler():
@@ -141,15 +169,26 @@ class Evaluation:
         def critic():
             make = getattr(pipeline, "critic", None)
             if make is None:
-                raise UserError(f"pipeline '{run.recipe.pipeline.info.name}' has no critic (a network that scores "
-                                "image-caption pairs) to evaluate; drop the metric that needs one")
+                raise UserError(
+                    f"pipeline '{run.recipe.pipeline.info.name}' has no critic (a network that scores "
+                    "image-caption pairs) to evaluate; drop the metric that needs one"
+                )
             judge, label = make(run)
             found = run.good_checkpoint()
             step, digest = (found[0], file_digest(found[1])) if found else (0, "")
             return judge, f"{label} (step {step})", digest
 
-        return cls(run.build_dataset(), num_samples=num_samples, seed=seed, sampler=sampler, critic=critic,
-                   device=run.device, cache_root=cache_root, metric_names=metric_names, quiet=run.quiet or not run.writes)
+        return cls(
+            run.build_dataset(),
+            num_samples=num_samples,
+            seed=seed,
+            sampler=sampler,
+            critic=critic,
+            device=run.device,
+            cache_root=cache_root,
+            metric_names=metric_names,
+            quiet=run.quiet or not run.writes,
+        )
 
     def progress(self, total: int | None, desc: str, unit: str = "it"):
         """A progress bar on stderr (`dalle_kit.progress.bar`) for a step of a metric that takes a while; use it as a
@@ -183,8 +222,9 @@ class Evaluation:
         if self._reference is None:
             data = self.split(self.reference_split)
             n = self.n_reference
-            self._reference = ImageCaptions(data.images[:n], data.captions[:n],
-                                            {k: v[:n] for k, v in data.attributes.items()}, data.attribute_names)
+            self._reference = ImageCaptions(
+                data.images[:n], data.captions[:n], {k: v[:n] for k, v in data.attributes.items()}, data.attribute_names
+            )
         return self._reference
 
     @property
@@ -221,7 +261,7 @@ class Evaluation:
             chunks = []
             with torch.inference_mode(), self.progress(len(self.prompts), "generating images", "img") as bar:
                 for i in range(0, len(self.prompts), GENERATE_BATCH):
-                    images = draw(self.prompts[i:i + GENERATE_BATCH], g)
+                    images = draw(self.prompts[i : i + GENERATE_BATCH], g)
                     chunks.append(to_unit255_images(images.float().cpu()))
                     bar.update(len(chunks[-1]))
             self._generated_float = torch.cat(chunks)
@@ -242,20 +282,34 @@ class Evaluation:
     def cache(self, namespace: str) -> ContentCache:
         return ContentCache(namespace, self.cache_root)
 
-    def protocol(self, *, extractor: str, weights_hash: str, n_reference: int | None = None,
-                 reference_split: str | None | object = _SAME, name: str = "dalle-kit", published: str = "") -> Protocol:
+    def protocol(
+        self,
+        *,
+        extractor: str,
+        weights_hash: str,
+        n_reference: int | None = None,
+        reference_split: str | None | object = _SAME,
+        name: str = "dalle-kit",
+        published: str = "",
+    ) -> Protocol:
         """The protocol of a score computed on this evaluation's images (reference defaults to this one's)."""
         return Protocol(
             n_generated=self.n_generated,
             n_reference=self.n_reference if n_reference is None else n_reference,
             reference_split=self.reference_split if reference_split is _SAME else reference_split,
-            extractor=extractor, weights_hash=weights_hash, seed=self.seed, dataset=self.dataset_name,
-            name=name, published=published,
+            extractor=extractor,
+            weights_hash=weights_hash,
+            seed=self.seed,
+            dataset=self.dataset_name,
+            name=name,
+            published=published,
         )
 
 
 # -------------------------------------------------------------------- running metrics
-def build_metrics(names: Sequence[str], registry, source: str = "--metric", settings: dict[str, Any] | None = None) -> dict[str, Metric]:
+def build_metrics(
+    names: Sequence[str], registry, source: str = "--metric", settings: dict[str, Any] | None = None
+) -> dict[str, Metric]:
     """Instantiate each named metric with its config from `settings` (the recipe's ``[eval.<metric>]`` tables)
     or its defaults, failing with one line on an unknown name."""
     if not names:
@@ -284,14 +338,23 @@ def run_metrics(run: Run, metrics: Sequence[str] | None = None) -> dict[str, Met
     names = list(metrics) if metrics else list(run.recipe.eval.metrics)
     if not names:
         dataset = run.recipe.parts["data"].info.name if "data" in run.recipe.parts else ""
-        raise UserError(f"{run.dir}: no metrics to compute (its recipe's [eval] metrics is empty); score it with "
-                        f"metrics that suit {dataset or 'its data'}: `{hints.eval_command(run.dir, dataset)}`")
+        raise UserError(
+            f"{run.dir}: no metrics to compute (its recipe's [eval] metrics is empty); score it with "
+            f"metrics that suit {dataset or 'its data'}: `{hints.eval_command(run.dir, dataset)}`"
+        )
     return build_metrics(names, run.registry, settings=run.recipe.metric_settings)
 
 
-def evaluate_run(run: Run, metrics: Sequence[str] | None = None, num_samples: int | None = None,
-                 step: int | None = None, *, seed: int | None = None, draw: Callable | None = None,
-                 cache_root: str | Path | None = None) -> dict[str, MetricResult]:
+def evaluate_run(
+    run: Run,
+    metrics: Sequence[str] | None = None,
+    num_samples: int | None = None,
+    step: int | None = None,
+    *,
+    seed: int | None = None,
+    draw: Callable | None = None,
+    cache_root: str | Path | None = None,
+) -> dict[str, MetricResult]:
     """Score the run's latest weights and log one ``kind="eval"`` row per metric to metrics.jsonl.
 
     Defaults come from the recipe's ``[eval]`` table (metrics, num_samples) and its seed; `step`
@@ -306,8 +369,9 @@ def evaluate_run(run: Run, metrics: Sequence[str] | None = None, num_samples: in
         if state is None and draw is None:
             raise UserError(f"{run.dir}: no checkpoint to evaluate yet; train first with {hints.dalle_kit('run')}")
         step = int(state["step"]) if state is not None else 0
-    evaluation = Evaluation.from_run(run, num_samples=num_samples, seed=seed, metric_names=list(built),
-                                     draw=draw, cache_root=cache_root)
+    evaluation = Evaluation.from_run(
+        run, num_samples=num_samples, seed=seed, metric_names=list(built), draw=draw, cache_root=cache_root
+    )
     results = compute_metrics(evaluation, built)
     for name, result in results.items():
         run.log(step, kind="eval", **result.row(name))
@@ -332,8 +396,14 @@ def check_metrics(run: Run, metrics: Sequence[str] | None = None) -> None:
     if not names:
         return
     built = build_metrics(names, run.registry, source=f"{run.dir}: [eval] metrics", settings=run.recipe.metric_settings)
-    evaluation = Evaluation(run.build_dataset(), num_samples=run.recipe.eval.num_samples, seed=run.recipe.seed,
-                            device=run.device, metric_names=list(built), quiet=run.quiet)
+    evaluation = Evaluation(
+        run.build_dataset(),
+        num_samples=run.recipe.eval.num_samples,
+        seed=run.recipe.seed,
+        device=run.device,
+        metric_names=list(built),
+        quiet=run.quiet,
+    )
     for metric in built.values():
         metric.check(evaluation)
 

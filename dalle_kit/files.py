@@ -68,8 +68,11 @@ def _failure_line(path: Path, exc: OSError, needed: int | None) -> str:
         what = "no space left on the device" if code == errno.ENOSPC else "disk quota exceeded"
         return f"{path}: cannot write: {what}" + (f" ({room})" if room else "") + "; free some space and try again"
     if code == errno.EFBIG:
-        return (f"{path}: cannot write: file too large for this process's file-size limit or the file system"
-                + (f" ({need})" if need else "") + "; raise the limit (ulimit -f unlimited) or write elsewhere")
+        return (
+            f"{path}: cannot write: file too large for this process's file-size limit or the file system"
+            + (f" ({need})" if need else "")
+            + "; raise the limit (ulimit -f unlimited) or write elsewhere"
+        )
     if code == errno.EROFS:
         return f"{path}: cannot write: read-only file system; write to another folder"
     if code in (errno.EACCES, errno.EPERM):
@@ -79,8 +82,14 @@ def _failure_line(path: Path, exc: OSError, needed: int | None) -> str:
 
 
 def _kind(mode: int) -> str:
-    for test, name in ((stat.S_ISLNK, "a symbolic link"), (stat.S_ISDIR, "a folder"), (stat.S_ISFIFO, "a FIFO"),
-                       (stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device"), (stat.S_ISSOCK, "a socket")):
+    for test, name in (
+        (stat.S_ISLNK, "a symbolic link"),
+        (stat.S_ISDIR, "a folder"),
+        (stat.S_ISFIFO, "a FIFO"),
+        (stat.S_ISCHR, "a character device"),
+        (stat.S_ISBLK, "a block device"),
+        (stat.S_ISSOCK, "a socket"),
+    ):
         if test(mode):
             return name
     return "not a regular file"
@@ -88,9 +97,12 @@ def _kind(mode: int) -> str:
 
 def _refuse(path: Path, mode: int) -> WriteRefused:
     if stat.S_ISLNK(mode):
-        return WriteRefused(f"{path}: is a symbolic link; dalle-kit never writes through a link: remove the link "
-                            "or name another file")
-    return WriteRefused(f"{path}: is {_kind(mode)}, not a regular file; dalle-kit will not replace it: name another file")
+        return WriteRefused(
+            f"{path}: is a symbolic link; dalle-kit never writes through a link: remove the link or name another file"
+        )
+    return WriteRefused(
+        f"{path}: is {_kind(mode)}, not a regular file; dalle-kit will not replace it: name another file"
+    )
 
 
 def check_target(path: str | Path) -> Path:
@@ -194,7 +206,7 @@ def atomic_write_bytes(path: str | Path, data: bytes | bytearray | memoryview) -
             try:
                 written = 0
                 while written < len(view):
-                    written += os.write(fd, view[written:written + (1 << 24)])
+                    written += os.write(fd, view[written : written + (1 << 24)])
                 os.fsync(fd)
             finally:
                 os.close(fd)
@@ -263,8 +275,11 @@ def open_in_place(path: str | Path, flags: int = os.O_RDWR | os.O_CREAT) -> int:
     non-regular file or a file with other hard links is refused in one line (it would be changed through them)."""
     path = Path(path)
     try:
-        fd = os.open(path, flags | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0),
-                     0o644)
+        fd = os.open(
+            path,
+            flags | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0),
+            0o644,
+        )
     except OSError as exc:
         try:
             mode = os.lstat(path).st_mode
@@ -277,8 +292,10 @@ def open_in_place(path: str | Path, flags: int = os.O_RDWR | os.O_CREAT) -> int:
     if not stat.S_ISREG(st.st_mode) or st.st_nlink > 1:
         os.close(fd)
         if st.st_nlink > 1 and stat.S_ISREG(st.st_mode):
-            raise WriteRefused(f"{path}: has {st.st_nlink - 1} other hard link(s); dalle-kit writes it in place and would "
-                               f"change them too: replace it with a copy (cp {path} {path}.copy && mv {path}.copy {path})")
+            raise WriteRefused(
+                f"{path}: has {st.st_nlink - 1} other hard link(s); dalle-kit writes it in place and would "
+                f"change them too: replace it with a copy (cp {path} {path}.copy && mv {path}.copy {path})"
+            )
         raise _refuse(path, st.st_mode)
     return fd
 

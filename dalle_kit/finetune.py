@@ -53,11 +53,17 @@ def source_state(run) -> dict[str, Any] | None:
     directory = resolve_run_dir(run.recipe.init_from, what="init_from")
     found, damaged = newest_good(directory / "checkpoints")
     for exc in damaged:
-        warnings.warn(f"init_from: {exc.path}: damaged checkpoint ({exc.reason}); "
-                      + (f"using {found[1]} (step {found[0]}) instead" if found else "no good checkpoint left"), stacklevel=2)
+        warnings.warn(
+            f"init_from: {exc.path}: damaged checkpoint ({exc.reason}); "
+            + (f"using {found[1]} (step {found[0]}) instead" if found else "no good checkpoint left"),
+            stacklevel=2,
+        )
     if found is None:
-        raise UserError(f"init_from '{run.recipe.init_from}': {directory} has no " + ("usable " if damaged else "")
-                        + "checkpoint yet; train it first")
+        raise UserError(
+            f"init_from '{run.recipe.init_from}': {directory} has no "
+            + ("usable " if damaged else "")
+            + "checkpoint yet; train it first"
+        )
     state = load_state(found[1], ("step", "models", "extra"))
     state["dir"] = str(directory)
     return state
@@ -68,13 +74,17 @@ def load_weights(parts: dict[str, nn.Module], state: dict[str, Any]) -> None:
     for key, module in parts.items():
         weights = state["models"].get(key)
         if weights is None:
-            raise UserError(f"init_from {state['dir']}: that run has no '{key}' weights; start from a run of the same pipeline")
+            raise UserError(
+                f"init_from {state['dir']}: that run has no '{key}' weights; start from a run of the same pipeline"
+            )
         try:
             module.load_state_dict(weights)
         except RuntimeError as exc:
             detail = str(exc).splitlines()[1].strip() if len(str(exc).splitlines()) > 1 else str(exc)
-            raise UserError(f"init_from {state['dir']}: its {key} weights do not fit this recipe's [{key}] ({detail}); "
-                            f"use the same [{key}] settings as that run") from None
+            raise UserError(
+                f"init_from {state['dir']}: its {key} weights do not fit this recipe's [{key}] ({detail}); "
+                f"use the same [{key}] settings as that run"
+            ) from None
 
 
 def _conditioning(part: nn.Module) -> list[nn.Module]:
@@ -98,8 +108,10 @@ def apply_mode(mode: str, parts: dict[str, nn.Module], rank: int = 4) -> tuple[i
         targets = [m for part in parts.values() for m in _conditioning(part)]
         if not targets:
             names = ", ".join(f"{k} '{getattr(p, 'name', type(p).__name__)}'" for k, p in parts.items())
-            raise UserError(f"finetune = '{mode}': none of the parts ({names}) declares conditioning layers and the text "
-                            f"encoder is frozen; use finetune = 'full'")
+            raise UserError(
+                f"finetune = '{mode}': none of the parts ({names}) declares conditioning layers and the text "
+                f"encoder is frozen; use finetune = 'full'"
+            )
         for part in parts.values():
             part.requires_grad_(False)
         if mode == "conditioning":
@@ -110,7 +122,8 @@ def apply_mode(mode: str, parts: dict[str, nn.Module], rank: int = 4) -> tuple[i
             for lin in linears.values():
                 weight = lin.weight
                 parametrize.register_parametrization(
-                    lin, "weight", LowRankUpdate(weight.shape[0], weight.shape[1], rank).to(weight.device, weight.dtype))
+                    lin, "weight", LowRankUpdate(weight.shape[0], weight.shape[1], rank).to(weight.device, weight.dtype)
+                )
         else:
             raise ValueError(f"unknown fine-tuning mode {mode!r}")
     params = _unique(parts)
@@ -124,6 +137,8 @@ def prepare(run, parts: dict[str, nn.Module], source: dict[str, Any] | None) -> 
         load_weights(parts, source)
     trainable, total = apply_mode(run.recipe.finetune, parts, run.recipe.lora_rank)
     if source is not None:
-        run.say(f"finetune {run.recipe.finetune} from {source['dir']} (step {source['step']}): "
-                f"{trainable:,} of {total:,} parameters train ({100 * trainable / total:.2f}%)")
+        run.say(
+            f"finetune {run.recipe.finetune} from {source['dir']} (step {source['step']}): "
+            f"{trainable:,} of {total:,} parameters train ({100 * trainable / total:.2f}%)"
+        )
         run.log(0, kind="finetune", mode=run.recipe.finetune, init_from=source["dir"], trainable=trainable, total=total)

@@ -14,7 +14,9 @@ from .files import atomic_write_bytes
 from .parts import to_uint8_images
 
 
-def save_grid(images: torch.Tensor, prompts: Sequence[str], path: str | Path, *, title: str = "", cell: int = 64) -> Path:
+def save_grid(
+    images: torch.Tensor, prompts: Sequence[str], path: str | Path, *, title: str = "", cell: int = 64
+) -> Path:
     """Save images [len(prompts) * per_prompt, C, H, W] in [-1, 1] as rows labelled with their prompt."""
     rows = len(prompts)
     per_row = len(images) // max(rows, 1)

@@ -34,8 +34,16 @@ def launch(nproc: int, args: Sequence[str], target: str | None, overrides: Seque
         recipe = load_recipe(target or DEFAULT_RECIPE, registry, overrides)
         if recipe.train.sync_batchnorm and pick_device(recipe.device).type != "cuda":
             raise UserError("[train] sync_batchnorm = true needs CUDA (torch's SyncBatchNorm); set it false on the CPU")
-    command = [sys.executable, "-m", "dalle_kit.launch", "--standalone", f"--nproc_per_node={nproc}",
-               "-m", "dalle_kit", *args]
+    command = [
+        sys.executable,
+        "-m",
+        "dalle_kit.launch",
+        "--standalone",
+        f"--nproc_per_node={nproc}",
+        "-m",
+        "dalle_kit",
+        *args,
+    ]
     proc = subprocess.Popen(command, start_new_session=True)
     stopped: list[int] = []
 

@@ -85,10 +85,12 @@ def esc(value: Any) -> str:
 
 def page(title: str, body: str) -> str:
     """A whole HTML document: `title` (text) and `body` (HTML)."""
-    return (f'<!DOCTYPE html>\n<html lang="en">\n<head>\n<meta charset="utf-8">\n'
-            f'<meta name="viewport" content="width=device-width, initial-scale=1">\n<title>{esc(title)}</title>\n'
-            f"<style>{CSS}</style>\n</head>\n<body data-images-loaded=\"\">\n<main>\n{body}\n</main>\n"
-            f"<script>{IMAGES_SCRIPT}</script>\n</body>\n</html>\n")
+    return (
+        f'<!DOCTYPE html>\n<html lang="en">\n<head>\n<meta charset="utf-8">\n'
+        f'<meta name="viewport" content="width=device-width, initial-scale=1">\n<title>{esc(title)}</title>\n'
+        f'<style>{CSS}</style>\n</head>\n<body data-images-loaded="">\n<main>\n{body}\n</main>\n'
+        f"<script>{IMAGES_SCRIPT}</script>\n</body>\n</html>\n"
+    )
 
 
 def section(anchor: str, heading: str, content: str) -> str:
@@ -97,7 +99,9 @@ def section(anchor: str, heading: str, content: str) -> str:
 
 def sectioned_page(title: str, head: str, sections: Sequence[tuple[str, str, str]]) -> str:
     """A page of `head` (HTML), a menu of the sections and the sections, each (anchor, heading, content HTML)."""
-    nav = "<nav>" + "".join(f'<a href="#{esc(anchor)}">{esc(heading)}</a>' for anchor, heading, _ in sections) + "</nav>"
+    nav = (
+        "<nav>" + "".join(f'<a href="#{esc(anchor)}">{esc(heading)}</a>' for anchor, heading, _ in sections) + "</nav>"
+    )
     return page(title, f"{head}\n{nav}\n" + "\n".join(section(*s) for s in sections))
 
 
@@ -153,16 +157,20 @@ def image(data: bytes, alt: str, *, css: str = "grid", attrs: str = "") -> str:
     width, height = png_size(data)
     scale = max(1, math.ceil(READABLE_WIDTH / width)) if width < READABLE_WIDTH else 1
     scale = min(scale, 4)
-    return (f'<img class="{css}" src="{data_uri(data)}" alt="{esc(alt)}" width="{width * scale}" '
-            f'height="{height * scale}"{attrs}>')
+    return (
+        f'<img class="{css}" src="{data_uri(data)}" alt="{esc(alt)}" width="{width * scale}" '
+        f'height="{height * scale}"{attrs}>'
+    )
 
 
 def grid_viewer(grids: Sequence[tuple[str, bytes]]) -> str:
     """Sample grids over time: the newest shown large with a slider to step through them (inline JS), and every grid
     in a strip below, readable without JavaScript. `grids` are (caption, PNG bytes), oldest first."""
     caption, newest = grids[-1]
-    strip = "\n".join(f'<figure>{image(data, text, attrs=_caption_attribute(text))}<figcaption>{esc(text)}</figcaption></figure>'
-                      for text, data in grids)
+    strip = "\n".join(
+        f"<figure>{image(data, text, attrs=_caption_attribute(text))}<figcaption>{esc(text)}</figcaption></figure>"
+        for text, data in grids
+    )
     last = len(grids) - 1
     return f"""<div class="viewer">
 <div class="controls"><input type="range" id="grid-slider" min="0" max="{last}" value="{last}" step="1" hidden
@@ -210,8 +218,9 @@ def ticks(lo: float, hi: float, count: int = 4) -> list[float]:
     return [round(k * step, 12) for k in range(first, math.floor(hi / step + 1e-9) + 1)]
 
 
-def line_chart(title: str, lines: Sequence[tuple[str, list[tuple[float, float]]]], *, width: int = 280,
-               height: int = 180) -> str:
+def line_chart(
+    title: str, lines: Sequence[tuple[str, list[tuple[float, float]]]], *, width: int = 280, height: int = 180
+) -> str:
     """An inline SVG chart of (label, [(x, y), ...]) lines against step, coloured in `COLORS` order; lines with
     fewer than one finite point are skipped."""
     lines = [(label, [(x, y) for x, y in pts if math.isfinite(y)]) for label, pts in lines]
@@ -234,40 +243,62 @@ def line_chart(title: str, lines: Sequence[tuple[str, list[tuple[float, float]]]
     def py(y: float) -> float:
         return top + (1 - (y - y0) / (y1 - y0)) * ph
 
-    parts = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" viewBox="0 0 {width} {height}" '
-             f'role="img" aria-label="{esc(title)}" font-family="sans-serif" font-size="10">',
-             f'<text x="{left}" y="15" font-size="12" font-weight="600" fill="#1d232a">{esc(title)}</text>']
+    parts = [
+        f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" viewBox="0 0 {width} {height}" '
+        f'role="img" aria-label="{esc(title)}" font-family="sans-serif" font-size="10">',
+        f'<text x="{left}" y="15" font-size="12" font-weight="600" fill="#1d232a">{esc(title)}</text>',
+    ]
     for y in ticks(y0, y1):
         parts.append(f'<line x1="{left}" x2="{left + pw}" y1="{py(y):.1f}" y2="{py(y):.1f}" stroke="#e4e7eb"/>')
-        parts.append(f'<text x="{left - 4}" y="{py(y) + 3:.1f}" text-anchor="end" fill="#5b6570">{esc(f"{y:.4g}")}</text>')
+        parts.append(
+            f'<text x="{left - 4}" y="{py(y) + 3:.1f}" text-anchor="end" fill="#5b6570">{esc(f"{y:.4g}")}</text>'
+        )
     for x in ticks(x0, x1):
         parts.append(f'<line x1="{px(x):.1f}" x2="{px(x):.1f}" y1="{top}" y2="{top + ph}" stroke="#f0f2f4"/>')
-        parts.append(f'<text x="{px(x):.1f}" y="{height - 12}" text-anchor="middle" fill="#5b6570">{esc(f"{x:.6g}")}</text>')
+        parts.append(
+            f'<text x="{px(x):.1f}" y="{height - 12}" text-anchor="middle" fill="#5b6570">{esc(f"{x:.6g}")}</text>'
+        )
     parts.append(f'<text x="{left + pw}" y="{height - 1}" text-anchor="end" fill="#8a939c">step</text>')
     parts.append(f'<rect x="{left}" y="{top}" width="{pw}" height="{ph}" fill="none" stroke="#c4cad0"/>')
     for i, label, pts in drawn:
         color = COLORS[i % len(COLORS)]
         if len(pts) == 1:
-            (x, y), = pts
-            parts.append(f'<circle cx="{px(x):.1f}" cy="{py(y):.1f}" r="2.5" fill="{color}"><title>{esc(label)}</title></circle>')
+            ((x, y),) = pts
+            parts.append(
+                f'<circle cx="{px(x):.1f}" cy="{py(y):.1f}" r="2.5" fill="{color}"><title>{esc(label)}</title></circle>'
+            )
             continue
         coords = " ".join(f"{px(x):.1f},{py(y):.1f}" for x, y in pts)
-        parts.append(f'<polyline fill="none" stroke="{color}" stroke-width="1.3" points="{coords}">'
-                     f"<title>{esc(label)}</title></polyline>")
+        parts.append(
+            f'<polyline fill="none" stroke="{color}" stroke-width="1.3" points="{coords}">'
+            f"<title>{esc(label)}</title></polyline>"
+        )
     parts.append("</svg>")
     return "".join(parts)
 
 
 def legend(labels: Sequence[str]) -> str:
-    return '<div class="legend">' + "".join(f'<span class="swatch" style="background:{COLORS[i % len(COLORS)]}"></span>{esc(label)}'
-                                            for i, label in enumerate(labels)) + "</div>"
+    return (
+        '<div class="legend">'
+        + "".join(
+            f'<span class="swatch" style="background:{COLORS[i % len(COLORS)]}"></span>{esc(label)}'
+            for i, label in enumerate(labels)
+        )
+        + "</div>"
+    )
 
 
 # ---------------------------------------------------------------------------------------------------- protocols
 #: The fields of a metric's protocol (`dalle_kit.evaluation.Protocol`), as table headings.
-PROTOCOL_FIELDS = (("n_generated", "n generated"), ("n_reference", "n reference"), ("dataset", "dataset"),
-                   ("reference_split", "reference split"), ("extractor", "extractor"),
-                   ("weights_hash", "weights sha256"), ("seed", "seed"))
+PROTOCOL_FIELDS = (
+    ("n_generated", "n generated"),
+    ("n_reference", "n reference"),
+    ("dataset", "dataset"),
+    ("reference_split", "reference split"),
+    ("extractor", "extractor"),
+    ("weights_hash", "weights sha256"),
+    ("seed", "seed"),
+)
 
 
 class Protocols:
@@ -289,8 +320,10 @@ class Protocols:
 
     def rows(self) -> list[list[Any]]:
         """One row per protocol: id, metrics, then every field (text)."""
-        return [[f"P{n + 1}", ", ".join(self.metrics[n]), *(_protocol_text(p, key) for key, _ in PROTOCOL_FIELDS)]
-                for n, p in enumerate(self.seen)]
+        return [
+            [f"P{n + 1}", ", ".join(self.metrics[n]), *(_protocol_text(p, key) for key, _ in PROTOCOL_FIELDS)]
+            for n, p in enumerate(self.seen)
+        ]
 
     def headers(self) -> list[str]:
         return ["protocol", "metrics", *(title for _, title in PROTOCOL_FIELDS)]
@@ -300,8 +333,10 @@ class Protocols:
         if not self.seen:
             return ""
         hash_column = 2 + [key for key, _ in PROTOCOL_FIELDS].index("weights_hash")
-        rows = [[f'<span class="hash">{esc(cell)}</span>' if i == hash_column else esc(cell) for i, cell in enumerate(row)]
-                for row in self.rows()]
+        rows = [
+            [f'<span class="hash">{esc(cell)}</span>' if i == hash_column else esc(cell) for i, cell in enumerate(row)]
+            for row in self.rows()
+        ]
         return table(self.headers(), rows, raw=True)
 
 

@@ -46,8 +46,9 @@ class Part:
     grad_inputs: ClassVar[tuple[int, ...]] = ()
 
     @classmethod
-    def example_inputs(cls, part: Any, *, n: int, context: dict[str, Any], rng: torch.Generator,
-                       text_shift: bool = False) -> tuple | None:
+    def example_inputs(
+        cls, part: Any, *, n: int, context: dict[str, Any], rng: torch.Generator, text_shift: bool = False
+    ) -> tuple | None:
         """For network kinds: a batch of `n` inputs for ``part(*inputs)`` (``text_shift``: the same batch with other
         texts), so that `dalle_kit.testing` checks any kind, a plugin's too. None: the kind is not a network."""
         return None
@@ -107,8 +108,9 @@ class TextEncoder(nn.Module, Part):
         return any(p.requires_grad for p in self.parameters())
 
     @classmethod
-    def example_inputs(cls, part: Any, *, n: int, context: dict[str, Any], rng: torch.Generator,
-                       text_shift: bool = False) -> tuple:
+    def example_inputs(
+        cls, part: Any, *, n: int, context: dict[str, Any], rng: torch.Generator, text_shift: bool = False
+    ) -> tuple:
         captions = list(context["captions"])[:n]
         return (captions[1:] + captions[:1] if text_shift else captions,)
 
@@ -156,8 +158,13 @@ class ImageCaptions(torch.utils.data.Dataset):
     ``attribute_names`` maps it to the class names, for metrics that need the ground truth.
     """
 
-    def __init__(self, images: Tensor, captions: Sequence[str], attributes: dict[str, Tensor] | None = None,
-                 attribute_names: dict[str, Sequence[str]] | None = None):
+    def __init__(
+        self,
+        images: Tensor,
+        captions: Sequence[str],
+        attributes: dict[str, Tensor] | None = None,
+        attribute_names: dict[str, Sequence[str]] | None = None,
+    ):
         if images.dtype != torch.uint8 or images.ndim != 4:
             raise ValueError(f"images must be uint8 [N, C, H, W], got {images.dtype} {tuple(images.shape)}")
         if len(captions) != len(images):
@@ -253,12 +260,18 @@ class TrainConfig:
     log_every: int = param(25, "write losses to metrics.jsonl every this many steps", validator=attrs.validators.gt(0))
     checkpoint_every: int = param(500, "save a checkpoint every this many steps", validator=attrs.validators.gt(0))
     threads: int | Literal["auto", "once", "adaptive"] = param(
-        "auto", "CPU threads for torch: 'auto' takes the usable CPUs that other processes leave free and looks again "
-                "every 15 s (a resumed run starts with its saved count; bit-reproducible while the count stays, each "
-                "change logged); 'once' chooses once and keeps the count, on resume too; 'adaptive' is 'auto'; or a "
-                "number. An OMP_NUM_THREADS in the environment wins", validator=_threads)
-    sync_batchnorm: bool = param(False, "in a multi-process run (torchrun, run --nproc), BatchNorm statistics over the "
-                                        "global batch instead of each process's (SyncBatchNorm; CUDA only)")
+        "auto",
+        "CPU threads for torch: 'auto' takes the usable CPUs that other processes leave free and looks again "
+        "every 15 s (a resumed run starts with its saved count; bit-reproducible while the count stays, each "
+        "change logged); 'once' chooses once and keeps the count, on resume too; 'adaptive' is 'auto'; or a "
+        "number. An OMP_NUM_THREADS in the environment wins",
+        validator=_threads,
+    )
+    sync_batchnorm: bool = param(
+        False,
+        "in a multi-process run (torchrun, run --nproc), BatchNorm statistics over the "
+        "global batch instead of each process's (SyncBatchNorm; CUDA only)",
+    )
 
 
 class Pipeline(Part):

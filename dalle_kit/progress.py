@@ -39,8 +39,17 @@ def bar(total: int | None, desc: str, unit: str = "it", *, quiet: bool = False, 
     """A bar on stderr, redrawn when it moves (at most once a second) and every `HEARTBEAT` seconds when it does not;
     a disabled one (every call a no-op) when `quiet`. Ends a `phase` line still showing."""
     done()
-    return Bar(total=total, desc=desc, unit=unit, file=sys.stderr, disable=quiet, dynamic_ncols=True,
-               mininterval=1.0, leave=leave, **kwargs)
+    return Bar(
+        total=total,
+        desc=desc,
+        unit=unit,
+        file=sys.stderr,
+        disable=quiet,
+        dynamic_ncols=True,
+        mininterval=1.0,
+        leave=leave,
+        **kwargs,
+    )
 
 
 _phase: Bar | None = None
@@ -53,8 +62,9 @@ def phase(desc: str, *, quiet: bool = False) -> None:
     global _phase
     done()
     if not quiet and sys.stderr.isatty():  # a transient line means nothing in a log or a captured stream
-        _phase = Bar(total=None, desc=desc, file=sys.stderr, dynamic_ncols=True, leave=False,
-                     bar_format="{desc} {elapsed}")
+        _phase = Bar(
+            total=None, desc=desc, file=sys.stderr, dynamic_ncols=True, leave=False, bar_format="{desc} {elapsed}"
+        )
 
 
 def done() -> None:

@@ -31,8 +31,12 @@ MAX_SEED = 2**63 - 1
 def check_run_name(name: str, source: str) -> None:
     if not NAME_RE.fullmatch(name):
         shown = repr(name if len(name) <= 40 else name[:40] + "...")
-        raise RecipeError(source, "key 'name'", f"{shown} is not a usable run name ({len(name)} characters)",
-                          "use 1 to 100 letters, digits, '.', '_' or '-', not starting with '.' or '-', e.g. name = \"my-run\"")
+        raise RecipeError(
+            source,
+            "key 'name'",
+            f"{shown} is not a usable run name ({len(name)} characters)",
+            "use 1 to 100 letters, digits, '.', '_' or '-', not starting with '.' or '-', e.g. name = \"my-run\"",
+        )
 
 
 @attrs.frozen
@@ -47,7 +51,11 @@ class SampleConfig:
     def all_prompts(self) -> list[str]:
         extra = []
         if self.prompts_file:
-            extra = [line.strip() for line in Path(self.prompts_file).read_text(encoding="utf-8").splitlines() if line.strip()]
+            extra = [
+                line.strip()
+                for line in Path(self.prompts_file).read_text(encoding="utf-8").splitlines()
+                if line.strip()
+            ]
         return [*self.prompts, *extra]
 
 
@@ -55,8 +63,11 @@ class SampleConfig:
 class LogConfig:
     """The ``[log]`` table: where a run's numbers and pictures go besides metrics.jsonl and samples/."""
 
-    tensorboard: bool = param(True, "write TensorBoard event files to <run>/tensorboard (losses, learning rates, metrics with "
-                                    "their protocol, sample grids); view all runs with: tensorboard --logdir runs")
+    tensorboard: bool = param(
+        True,
+        "write TensorBoard event files to <run>/tensorboard (losses, learning rates, metrics with "
+        "their protocol, sample grids); view all runs with: tensorboard --logdir runs",
+    )
 
 
 @attrs.frozen
@@ -83,8 +94,11 @@ def _device_name(_, attribute, value):
 
 def _finetune_mode(_, attribute, value):
     if value not in FINETUNE_MODES:
-        raise Invalid("finetune", f"'{value}' is not a fine-tuning mode{did_you_mean(value, FINETUNE_MODES)}",
-                      f"use one of: {', '.join(FINETUNE_MODES)}")
+        raise Invalid(
+            "finetune",
+            f"'{value}' is not a fine-tuning mode{did_you_mean(value, FINETUNE_MODES)}",
+            f"use one of: {', '.join(FINETUNE_MODES)}",
+        )
 
 
 def _lora_rank(_, attribute, value):
@@ -101,18 +115,30 @@ class TopLevel:
     seed: int = param(0, "seed for weights, data order and noise", validator=_seed_range)
     device: str = param("auto", "'auto', 'cpu', 'cuda' or 'cuda:N'", validator=_device_name)
     description: str = param("", "free text")
-    init_from: str = param("", "start from this run's latest weights: a run directory, or runs/<name> for the newest run of that name")
-    finetune: str = param("full", "with init_from: 'full' trains every weight, 'conditioning' only the layers that read the text, "
-                                  "'lora' low-rank adapters on those layers", validator=_finetune_mode)
+    init_from: str = param(
+        "", "start from this run's latest weights: a run directory, or runs/<name> for the newest run of that name"
+    )
+    finetune: str = param(
+        "full",
+        "with init_from: 'full' trains every weight, 'conditioning' only the layers that read the text, "
+        "'lora' low-rank adapters on those layers",
+        validator=_finetune_mode,
+    )
     lora_rank: int = param(4, "rank of the low-rank adapters (finetune = 'lora')", validator=_lora_rank)
-    recipe_format: int = param(0, "written into a run's recipe.toml: the format of recipes it follows (0: before formats "
-                                  "were recorded); older formats are upgraded when read, newer ones refused")
+    recipe_format: int = param(
+        0,
+        "written into a run's recipe.toml: the format of recipes it follows (0: before formats "
+        "were recorded); older formats are upgraded when read, newer ones refused",
+    )
     written_by: str = param("", "written into a run's recipe.toml: the dalle-kit version that made the run")
 
     def __attrs_post_init__(self):  # cross-field rules
         if self.finetune != "full" and not self.init_from:
-            raise Invalid("finetune", f"finetune = '{self.finetune}' trains only part of a model but there is no init_from",
-                          'add init_from = "runs/<name>" (the run to start from) or remove finetune')
+            raise Invalid(
+                "finetune",
+                f"finetune = '{self.finetune}' trains only part of a model but there is no init_from",
+                'add init_from = "runs/<name>" (the run to start from) or remove finetune',
+            )
 
 
 #: The top-level keys (name -> attrs field), for code that needs to tell them from table names.
@@ -145,7 +171,9 @@ class Recipe:
     parts: dict[str, PartSpec]
     sample: SampleConfig
     eval: EvalConfig
-    metric_settings: dict[str, Any] = attrs.field(factory=dict)  # metric name -> its Config, from [eval.<metric>] tables
+    metric_settings: dict[str, Any] = attrs.field(
+        factory=dict
+    )  # metric name -> its Config, from [eval.<metric>] tables
     log: LogConfig = attrs.field(factory=LogConfig)
     init_from: str = ""
     finetune: str = "full"
@@ -159,8 +187,14 @@ class Recipe:
         """The resolved recipe: every default filled in, ready for TOML."""
         from . import __version__
 
-        data: dict[str, Any] = {"recipe_format": RECIPE_FORMAT, "written_by": f"dalle-kit {__version__}",
-                                "name": self.name, "pipeline": self.pipeline.info.name, "seed": self.seed, "device": self.device}
+        data: dict[str, Any] = {
+            "recipe_format": RECIPE_FORMAT,
+            "written_by": f"dalle-kit {__version__}",
+            "name": self.name,
+            "pipeline": self.pipeline.info.name,
+            "seed": self.seed,
+            "device": self.device,
+        }
         if self.description:
             data["description"] = self.description
         if self.init_from:
@@ -182,15 +216,25 @@ class Recipe:
         """Which distribution and version provided each part (recorded in the run directory)."""
         specs = {"pipeline": self.pipeline, **self.parts}
         return {
-            section: {"kind": s.info.kind, "name": s.info.name, "plugin": s.info.plugin.name,
-                      "distribution": s.info.plugin.distribution, "version": s.info.plugin.version}
+            section: {
+                "kind": s.info.kind,
+                "name": s.info.name,
+                "plugin": s.info.plugin.name,
+                "distribution": s.info.plugin.distribution,
+                "version": s.info.plugin.version,
+            }
             for section, s in specs.items()
         }
 
 
 def read_toml(path: Path) -> dict[str, Any]:
     if not path.exists():
-        raise RecipeError(str(path), "", "file not found", f"check the path, or run `{hints.dalle_kit('recipe list')}` for the built-in recipes")
+        raise RecipeError(
+            str(path),
+            "",
+            "file not found",
+            f"check the path, or run `{hints.dalle_kit('recipe list')}` for the built-in recipes",
+        )
     if path.is_dir():
         raise RecipeError(str(path), "", "is a directory, not a recipe file", "name a .toml file")
     if not path.is_file():  # a FIFO or a device: reading it could block or never end
@@ -252,22 +296,37 @@ def resolve_source(target: str, registry: Registry) -> Path:
     return Path(registry.recipe_path(target))
 
 
-def load_recipe(target: str | Path, registry: Registry, overrides: list[str] = (), *, check_name: bool = True) -> Recipe:
+def load_recipe(
+    target: str | Path, registry: Registry, overrides: list[str] = (), *, check_name: bool = True
+) -> Recipe:
     path = resolve_source(str(target), registry)
-    return validate(apply_overrides(read_toml(path), list(overrides)), registry, source=str(target), base_dir=path.parent,
-                    check_name=check_name)
+    return validate(
+        apply_overrides(read_toml(path), list(overrides)),
+        registry,
+        source=str(target),
+        base_dir=path.parent,
+        check_name=check_name,
+    )
 
 
 def upgrade(data: dict[str, Any], source: str) -> dict[str, Any]:
     """`data` brought to `RECIPE_FORMAT` through `UPGRADES`; a recipe from a newer dalle-kit is one line."""
     fmt = data.get("recipe_format", 0)
     if not isinstance(fmt, int) or isinstance(fmt, bool) or fmt < 0:
-        raise RecipeError(source, "key 'recipe_format'", f"expected a format number, got {fmt!r}",
-                          f"remove the key (it is written by dalle-kit) or set recipe_format = {RECIPE_FORMAT}")
+        raise RecipeError(
+            source,
+            "key 'recipe_format'",
+            f"expected a format number, got {fmt!r}",
+            f"remove the key (it is written by dalle-kit) or set recipe_format = {RECIPE_FORMAT}",
+        )
     if fmt > RECIPE_FORMAT:
         by = data.get("written_by") or "a newer dalle-kit"
-        raise RecipeError(source, "key 'recipe_format'", f"format {fmt} was written by {by}; this dalle-kit reads "
-                          f"formats up to {RECIPE_FORMAT}", f"upgrade dalle-kit: {hints.upgrade()}")
+        raise RecipeError(
+            source,
+            "key 'recipe_format'",
+            f"format {fmt} was written by {by}; this dalle-kit reads formats up to {RECIPE_FORMAT}",
+            f"upgrade dalle-kit: {hints.upgrade()}",
+        )
     data = dict(data)
     while fmt < RECIPE_FORMAT:
         data = UPGRADES[fmt](data)
@@ -283,76 +342,166 @@ def check_prompts(sample: SampleConfig, source: str) -> None:
         prompts = sample.all_prompts()
     except (OSError, UnicodeDecodeError) as exc:
         cause = exc.strerror if isinstance(exc, OSError) else "not UTF-8 text"
-        raise RecipeError(source, "[sample] key 'prompts_file'", f"cannot be read ({cause})",
-                          "point it at a UTF-8 text file with one prompt per line") from None
+        raise RecipeError(
+            source,
+            "[sample] key 'prompts_file'",
+            f"cannot be read ({cause})",
+            "point it at a UTF-8 text file with one prompt per line",
+        ) from None
     if not prompts:
-        raise RecipeError(source, "[sample] key 'prompts'", "no prompts: the run draws its sample grids from them",
-                          'list at least one, for example prompts = ["a red circle"]')
+        raise RecipeError(
+            source,
+            "[sample] key 'prompts'",
+            "no prompts: the run draws its sample grids from them",
+            'list at least one, for example prompts = ["a red circle"]',
+        )
     for i, prompt in enumerate(sample.prompts, 1):
         if not prompt.strip():
-            raise RecipeError(source, "[sample] key 'prompts'", f"prompt {i} is empty", "give it some text or remove it")
+            raise RecipeError(
+                source, "[sample] key 'prompts'", f"prompt {i} is empty", "give it some text or remove it"
+            )
 
 
-def validate(data: dict[str, Any], registry: Registry, *, source: str, base_dir: Path | None = None,
-             check_name: bool = True) -> Recipe:
+def validate(
+    data: dict[str, Any], registry: Registry, *, source: str, base_dir: Path | None = None, check_name: bool = True
+) -> Recipe:
     """`data` (a parsed recipe) as a `Recipe`, or one `RecipeError`. ``check_name=False`` is for the recipe of a run
     directory that already exists: any run name is accepted (it no longer makes a path), and keys the installed
     parts no longer declare are ignored with a warning (as diffusers loads an older config), so runs written by
     another version keep loading for sample, eval and --resume."""
     data = upgrade(data, source)
     if "base" in data and "grid" in data:  # a bench grid handed to a command that reads recipes
-        raise RecipeError(source, "key 'base'", "this file is a bench grid (base + [grid]), not a recipe",
-                          f"run it with dalle-kit bench {source} (add --dry-run to check it without training)")
+        raise RecipeError(
+            source,
+            "key 'base'",
+            "this file is a bench grid (base + [grid]), not a recipe",
+            f"run it with dalle-kit bench {source} (add --dry-run to check it without training)",
+        )
     tables = {k: v for k, v in data.items() if isinstance(v, dict)}
-    top = attrs.asdict(structure(TopLevel, {k: v for k, v in data.items() if k not in tables}, source=source, section="", ignore_unknown=not check_name))
+    top = attrs.asdict(
+        structure(
+            TopLevel,
+            {k: v for k, v in data.items() if k not in tables},
+            source=source,
+            section="",
+            ignore_unknown=not check_name,
+        )
+    )
     if check_name:
         check_run_name(top["name"], source)
 
     pipeline_info = registry.get("pipeline", top["pipeline"], source=source, key="key 'pipeline'")
     pipeline_cls = pipeline_info.cls
-    known_tables = {**{s: "part" for s in pipeline_cls.sections}, "train": "train", **{s: "common" for s in COMMON_SECTIONS}}
+    known_tables = {
+        **{s: "part" for s in pipeline_cls.sections},
+        "train": "train",
+        **{s: "common" for s in COMMON_SECTIONS},
+    }
     for section in tables:
         if section not in known_tables:
-            raise RecipeError(source, f"[{section}]", f"unknown section for pipeline '{pipeline_info.name}'{did_you_mean(section, known_tables)}",
-                              f"remove it or use one of: {', '.join(known_tables)}")
+            raise RecipeError(
+                source,
+                f"[{section}]",
+                f"unknown section for pipeline '{pipeline_info.name}'{did_you_mean(section, known_tables)}",
+                f"remove it or use one of: {', '.join(known_tables)}",
+            )
 
     parts: dict[str, PartSpec] = {}
     for section, kind in pipeline_cls.sections.items():
         table = dict(tables.get(section, {}))
         if "name" not in table:
             choices = ", ".join(sorted(registry.parts.get(kind, {}))) or "(none installed)"
-            raise RecipeError(source, f"[{section}] name", f"missing: pipeline '{pipeline_info.name}' needs a {kind.replace('_', ' ')}",
-                              f"add [{section}] with name = one of: {choices}")
+            raise RecipeError(
+                source,
+                f"[{section}] name",
+                f"missing: pipeline '{pipeline_info.name}' needs a {kind.replace('_', ' ')}",
+                f"add [{section}] with name = one of: {choices}",
+            )
         name = table.pop("name")
         if not isinstance(name, str):
-            raise RecipeError(source, f"[{section}] name", f"expected string, got {type(name).__name__} {name!r}", 'write name = "..."')
+            raise RecipeError(
+                source,
+                f"[{section}] name",
+                f"expected string, got {type(name).__name__} {name!r}",
+                'write name = "..."',
+            )
         info = registry.get(kind, name, source=source, key=f"[{section}] name")
-        parts[section] = PartSpec(info, structure(info.cls.Config, table, source=source, section=section, base_dir=base_dir, ignore_unknown=not check_name))
+        parts[section] = PartSpec(
+            info,
+            structure(
+                info.cls.Config, table, source=source, section=section, base_dir=base_dir, ignore_unknown=not check_name
+            ),
+        )
 
-    train = structure(pipeline_cls.Config, tables.get("train", {}), source=source, section="train", base_dir=base_dir, ignore_unknown=not check_name)
-    sample = structure(SampleConfig, tables.get("sample", {}), source=source, section="sample", base_dir=base_dir, ignore_unknown=not check_name)
+    train = structure(
+        pipeline_cls.Config,
+        tables.get("train", {}),
+        source=source,
+        section="train",
+        base_dir=base_dir,
+        ignore_unknown=not check_name,
+    )
+    sample = structure(
+        SampleConfig,
+        tables.get("sample", {}),
+        source=source,
+        section="sample",
+        base_dir=base_dir,
+        ignore_unknown=not check_name,
+    )
     eval_table = dict(tables.get("eval", {}))
     metric_tables = {k: eval_table.pop(k) for k in list(eval_table) if isinstance(eval_table[k], dict)}
-    evaluation = structure(EvalConfig, eval_table, source=source, section="eval", base_dir=base_dir, ignore_unknown=not check_name)
-    log = structure(LogConfig, tables.get("log", {}), source=source, section="log", base_dir=base_dir, ignore_unknown=not check_name)
+    evaluation = structure(
+        EvalConfig, eval_table, source=source, section="eval", base_dir=base_dir, ignore_unknown=not check_name
+    )
+    log = structure(
+        LogConfig, tables.get("log", {}), source=source, section="log", base_dir=base_dir, ignore_unknown=not check_name
+    )
     for metric in evaluation.metrics:
         registry.get("metric", metric, source=source, key="[eval] metrics")
     metric_settings = {}
     for metric, table in metric_tables.items():  # [eval.<metric>]: that metric's settings
         info = registry.get("metric", metric, source=source, key=f"[eval.{metric}]")
-        metric_settings[metric] = structure(info.cls.Config, table, source=source, section=f"eval.{metric}", base_dir=base_dir, ignore_unknown=not check_name)
+        metric_settings[metric] = structure(
+            info.cls.Config,
+            table,
+            source=source,
+            section=f"eval.{metric}",
+            base_dir=base_dir,
+            ignore_unknown=not check_name,
+        )
 
     if top["init_from"] and not getattr(pipeline_cls, "finetunes", False):
-        raise RecipeError(source, "key 'init_from'", f"pipeline '{pipeline_info.name}' cannot start from another run",
-                          "remove init_from and finetune, or use a pipeline that fine-tunes (gan, vae)")
+        raise RecipeError(
+            source,
+            "key 'init_from'",
+            f"pipeline '{pipeline_info.name}' cannot start from another run",
+            "remove init_from and finetune, or use a pipeline that fine-tunes (gan, vae)",
+        )
     if pipeline_cls.draws_images:
         check_prompts(sample, source)
     if evaluation.metrics and not pipeline_cls.draws_images:
-        raise RecipeError(source, "[eval] metrics", f"pipeline '{pipeline_info.name}' draws no images, so there is nothing for "
-                          f"{', '.join(evaluation.metrics)} to score",
-                          "remove [eval] metrics (score what it trains through a recipe that uses it, e.g. clip-score)")
+        raise RecipeError(
+            source,
+            "[eval] metrics",
+            f"pipeline '{pipeline_info.name}' draws no images, so there is nothing for "
+            f"{', '.join(evaluation.metrics)} to score",
+            "remove [eval] metrics (score what it trains through a recipe that uses it, e.g. clip-score)",
+        )
 
-    return Recipe(source=source, name=top["name"], pipeline=PartSpec(pipeline_info, train), seed=top["seed"],
-                  device=top["device"], description=top["description"], parts=parts, sample=sample, eval=evaluation,
-                  metric_settings=metric_settings, init_from=top["init_from"], finetune=top["finetune"], lora_rank=top["lora_rank"],
-                  log=log)
+    return Recipe(
+        source=source,
+        name=top["name"],
+        pipeline=PartSpec(pipeline_info, train),
+        seed=top["seed"],
+        device=top["device"],
+        description=top["description"],
+        parts=parts,
+        sample=sample,
+        eval=evaluation,
+        metric_settings=metric_settings,
+        init_from=top["init_from"],
+        finetune=top["finetune"],
+        lora_rank=top["lora_rank"],
+        log=log,
+    )

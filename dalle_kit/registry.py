@@ -109,12 +109,17 @@ class Registry:
             except BaseException as exc:  # a plugin's import may raise anything, SystemExit included
                 if isinstance(exc, KeyboardInterrupt):
                     raise
-                registry._problem(info, f"failed to import {ep.value}: {type(exc).__name__}: {_one_line(exc)}",
-                                  f"fix the plugin or uninstall it: pip uninstall {dist}")
+                registry._problem(
+                    info,
+                    f"failed to import {ep.value}: {type(exc).__name__}: {_one_line(exc)}",
+                    f"fix the plugin or uninstall it: pip uninstall {dist}",
+                )
                 continue
             registry.add_plugin(module, info)
         for name, module in extra:
-            registry.add_plugin(module, PluginInfo(name, getattr(module, "__distribution__", name), "local", module.__name__))
+            registry.add_plugin(
+                module, PluginInfo(name, getattr(module, "__distribution__", name), "local", module.__name__)
+            )
         registry._call_hooks()
         return registry
 
@@ -122,15 +127,22 @@ class Registry:
         """Register `module`'s hooks; their names are checked once every plugin's kinds are known (`_call_hooks`)."""
         api = getattr(module, "DALLE_KIT_API", HOOK_API_VERSION)
         if api != HOOK_API_VERSION:
-            self._problem(info, f"built for dalle-kit hook API {api}, this dalle-kit provides hook API {HOOK_API_VERSION}",
-                          f"install a version of {info.distribution} made for hook API {HOOK_API_VERSION}")
+            self._problem(
+                info,
+                f"built for dalle-kit hook API {api}, this dalle-kit provides hook API {HOOK_API_VERSION}",
+                f"install a version of {info.distribution} made for hook API {HOOK_API_VERSION}",
+            )
             return
         if not self._signatures_ok(module, info, REGISTER_HOOKS):
             return
         try:
             self._pm.register(module, name=info.name)
         except (pluggy.PluginValidationError, ValueError) as exc:
-            self._problem(info, f"invalid plugin: {' '.join(str(exc).split())}", "see the hook specifications in dalle_kit/hookspecs.py")
+            self._problem(
+                info,
+                f"invalid plugin: {' '.join(str(exc).split())}",
+                "see the hook specifications in dalle_kit/hookspecs.py",
+            )
             return
         self.plugins.append(info)
 
@@ -141,8 +153,12 @@ class Registry:
             if obj is not None and callable(obj) and hasattr(obj, f"{PROJECT}_impl"):
                 extra = [p for p in inspect.signature(obj).parameters if p != "register"]
                 if extra:
-                    self._problem(info, f"invalid hook: {attr}() takes {', '.join(repr(p) for p in extra)}, but the hook "
-                                        "passes only 'register'", f"define it as {attr}(register)")
+                    self._problem(
+                        info,
+                        f"invalid hook: {attr}() takes {', '.join(repr(p) for p in extra)}, but the hook "
+                        "passes only 'register'",
+                        f"define it as {attr}(register)",
+                    )
                     return False
         return True
 
@@ -158,11 +174,17 @@ class Registry:
             for attr, obj in inspect.getmembers(module, callable):
                 marked = hasattr(obj, f"{PROJECT}_impl")
                 if marked and attr not in names:
-                    self._problem(info, f"'{attr}' is not a dalle_kit hook{did_you_mean(attr, names)}",
-                                  "rename it to one of: " + ", ".join(names))
+                    self._problem(
+                        info,
+                        f"'{attr}' is not a dalle_kit hook{did_you_mean(attr, names)}",
+                        "rename it to one of: " + ", ".join(names),
+                    )
                 elif not marked and attr in names and inspect.isfunction(obj):
-                    self._problem(info, f"'{attr}' lacks the @dalle_kit.hookimpl decorator and is ignored",
-                                  "decorate it with @dalle_kit.hookimpl")
+                    self._problem(
+                        info,
+                        f"'{attr}' lacks the @dalle_kit.hookimpl decorator and is ignored",
+                        "decorate it with @dalle_kit.hookimpl",
+                    )
 
     @property
     def hook_names(self) -> list[str]:
@@ -198,17 +220,28 @@ class Registry:
         def register(base: type, checks=(), hook: str | None = None) -> None:
             kind = getattr(base, "kind", "") if isinstance(base, type) else ""
             if not (isinstance(base, type) and issubclass(base, Part)) or not kind:
-                self._problem(info, f"{getattr(base, '__name__', base)!r} registered as a kind is not a dalle_kit.Part subclass "
-                                    "with a `kind`", "subclass dalle_kit.Part and set kind = '<name>'")
+                self._problem(
+                    info,
+                    f"{getattr(base, '__name__', base)!r} registered as a kind is not a dalle_kit.Part subclass "
+                    "with a `kind`",
+                    "subclass dalle_kit.Part and set kind = '<name>'",
+                )
                 return
             if kind in self.kinds:
                 owner = self.kind_plugins.get(kind)
                 by = f"{owner.name} ({owner.distribution})" if owner else "dalle-kit's core"
-                self._problem(info, f"kind '{kind}' is already defined by {by}; this one is ignored", f"rename the kind in {info.distribution}")
+                self._problem(
+                    info,
+                    f"kind '{kind}' is already defined by {by}; this one is ignored",
+                    f"rename the kind in {info.distribution}",
+                )
                 return
             if hook is not None and (not hook.startswith("register_") or hook in self.kind_hooks or hook in HOOK_NAMES):
-                self._problem(info, f"kind '{kind}': registration hook {hook!r} is taken or not named register_<parts>",
-                              f"name it register_{kind}s, or leave it out (its parts can register through register_parts)")
+                self._problem(
+                    info,
+                    f"kind '{kind}': registration hook {hook!r} is taken or not named register_<parts>",
+                    f"name it register_{kind}s, or leave it out (its parts can register through register_parts)",
+                )
                 return
             self.kinds[kind] = base
             self.kind_checks[kind] = list(checks)
@@ -224,36 +257,54 @@ class Registry:
             kind = hook_kind or getattr(cls, "kind", "")
             base = self.kinds.get(kind)
             if base is None:
-                self._problem(info, f"{getattr(cls, '__name__', cls)!r} has kind {kind!r}, which no installed plugin defines",
-                              "register the kind with register_kinds, or install the plugin that defines it")
+                self._problem(
+                    info,
+                    f"{getattr(cls, '__name__', cls)!r} has kind {kind!r}, which no installed plugin defines",
+                    "register the kind with register_kinds, or install the plugin that defines it",
+                )
                 return
             if not (isinstance(cls, type) and issubclass(cls, base)):
                 where = public_name(base)
-                self._problem(info, f"{getattr(cls, '__name__', cls)!r} registered as a {kind} is not a subclass of {where}",
-                              f"subclass {where}")
+                self._problem(
+                    info,
+                    f"{getattr(cls, '__name__', cls)!r} registered as a {kind} is not a subclass of {where}",
+                    f"subclass {where}",
+                )
                 return
             name = name or cls.name
             if not name:
                 self._problem(info, f"{cls.__name__} has no name", "set the class attribute name = '...'")
                 return
             if not attrs.has(cls.Config):
-                self._problem(info, f"{kind} '{name}': Config is not an attrs class", "declare Config with @attrs.frozen")
+                self._problem(
+                    info, f"{kind} '{name}': Config is not an attrs class", "declare Config with @attrs.frozen"
+                )
                 return
             wrong = bad_defaults(cls.Config)
             if wrong:
-                self._problem(info, f"{kind} '{name}': Config default {wrong[0]}",
-                              "make the default match the annotation (or the annotation the default)")
+                self._problem(
+                    info,
+                    f"{kind} '{name}': Config default {wrong[0]}",
+                    "make the default match the annotation (or the annotation the default)",
+                )
                 return
             if kind == "pipeline":
                 missing = [f.name for f in attrs.fields(TrainConfig) if f.name not in attrs.fields_dict(cls.Config)]
                 if missing:
-                    self._problem(info, f"pipeline '{name}': Config lacks the [train] settings {', '.join(missing)} that "
-                                        "every pipeline has", "subclass dalle_kit.TrainConfig for the pipeline's Config")
+                    self._problem(
+                        info,
+                        f"pipeline '{name}': Config lacks the [train] settings {', '.join(missing)} that "
+                        "every pipeline has",
+                        "subclass dalle_kit.TrainConfig for the pipeline's Config",
+                    )
                     return
             taken = self.parts[kind].get(name)
             if taken is not None:
-                self._problem(info, f"{kind} '{name}' is already registered by {taken.plugin.name} ({taken.origin}); this one is ignored",
-                              f"rename the {kind} in {info.distribution}")
+                self._problem(
+                    info,
+                    f"{kind} '{name}' is already registered by {taken.plugin.name} ({taken.origin}); this one is ignored",
+                    f"rename the {kind} in {info.distribution}",
+                )
                 return
             self.parts[kind][name] = PartInfo(kind, name, cls, info)
 
@@ -280,24 +331,38 @@ class Registry:
     def get(self, kind: str, name: str, *, source: str = "recipe", key: str = "name") -> PartInfo:
         """The part `name` of `kind`, or a one-line error with a "did you mean" and the choices."""
         if kind not in self.parts:
-            raise RecipeError(source, key, f"kind of part '{kind}' is not defined by any installed plugin",
-                              f"install the plugin that defines it (see `{hints.dalle_kit('plugins list')}`)")
+            raise RecipeError(
+                source,
+                key,
+                f"kind of part '{kind}' is not defined by any installed plugin",
+                f"install the plugin that defines it (see `{hints.dalle_kit('plugins list')}`)",
+            )
         parts = self.parts[kind]
         if name in parts:
             return parts[name]
         hint = did_you_mean(name, parts)
         broken = [p for p in self.problems if name in p.cause or name == p.plugin.name]
-        extra = f" (plugin {broken[0].plugin.name} failed to load: see `{hints.dalle_kit('plugins doctor')}`)" if broken else ""
-        raise RecipeError(source, key, f"unknown {kind.replace('_', ' ')} '{name}'{hint}{extra}",
-                          "use one of: " + (", ".join(sorted(parts)) or "(none installed)"))
+        extra = (
+            f" (plugin {broken[0].plugin.name} failed to load: see `{hints.dalle_kit('plugins doctor')}`)"
+            if broken
+            else ""
+        )
+        raise RecipeError(
+            source,
+            key,
+            f"unknown {kind.replace('_', ' ')} '{name}'{hint}{extra}",
+            "use one of: " + (", ".join(sorted(parts)) or "(none installed)"),
+        )
 
     def find(self, name: str) -> list[PartInfo]:
         return [parts[name] for parts in self.parts.values() if name in parts]
 
     def recipe_path(self, name: str) -> str:
         if name not in self.recipes:
-            raise UserError(f"no recipe file or registered recipe named '{name}'{did_you_mean(name, self.recipes)}; "
-                            f"registered: {', '.join(sorted(self.recipes)) or '(none)'}")
+            raise UserError(
+                f"no recipe file or registered recipe named '{name}'{did_you_mean(name, self.recipes)}; "
+                f"registered: {', '.join(sorted(self.recipes)) or '(none)'}"
+            )
         return self.recipes[name][0]
 
 

@@ -87,16 +87,22 @@ def describe_registry(registry) -> dict[str, Any]:
 
     parts = {}
     for kind, infos in registry.parts.items():
-        parts[kind] = [{
-            "name": name,
-            "origin": info.origin,
-            "doc": (info.cls.__doc__ or "").strip(),
-            "where": f"{info.cls.__module__}.{info.cls.__qualname__}",
-            "params": describe(info.cls.Config),
-        } for name, info in sorted(infos.items())]
+        parts[kind] = [
+            {
+                "name": name,
+                "origin": info.origin,
+                "doc": (info.cls.__doc__ or "").strip(),
+                "where": f"{info.cls.__module__}.{info.cls.__qualname__}",
+                "params": describe(info.cls.Config),
+            }
+            for name, info in sorted(infos.items())
+        ]
     return {
         "parts": parts,
-        "recipes": {name: [path, plugin.distribution, plugin.version] for name, (path, plugin) in sorted(registry.recipes.items())},
+        "recipes": {
+            name: [path, plugin.distribution, plugin.version]
+            for name, (path, plugin) in sorted(registry.recipes.items())
+        },
         "problems": [p.line() for p in registry.problems],
     }
 
@@ -134,4 +140,3 @@ def listing() -> dict[str, Any]:
     except (OSError, WriteFailed, WriteRefused):  # a read-only or full cache only costs speed
         pass
     return data
-

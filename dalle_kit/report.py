@@ -41,7 +41,9 @@ class RunFiles:
     def __init__(self, directory: str | Path):
         self.dir = Path(directory)
         if not (self.dir / RECIPE_FILE).is_file():
-            raise UserError(f"{directory}: not a run directory (no {RECIPE_FILE}); name a directory made by `{hints.dalle_kit('run')}`")
+            raise UserError(
+                f"{directory}: not a run directory (no {RECIPE_FILE}); name a directory made by `{hints.dalle_kit('run')}`"
+            )
         self.recipe_text = (self.dir / RECIPE_FILE).read_text(encoding="utf-8", errors="replace")
         try:
             self.recipe: dict[str, Any] = tomllib.loads(self.recipe_text)
@@ -106,8 +108,11 @@ class RunFiles:
     def thread_changes(self) -> list[tuple[int, int]]:
         """(step, new count) of every change of CPU thread count (``[train] threads = "auto"`` on a shared
         machine), oldest first."""
-        return [(int(r["step"]), int(r["threads"])) for r in self.rows
-                if r.get("kind") == "threads" and _number(r.get("threads")) and "step" in r]
+        return [
+            (int(r["step"]), int(r["threads"]))
+            for r in self.rows
+            if r.get("kind") == "threads" and _number(r.get("threads")) and "step" in r
+        ]
 
     def latest_evals(self) -> dict[str, dict[str, Any]]:
         """metric -> its newest eval row (the last logged)."""
@@ -165,9 +170,14 @@ def duration(seconds: float | None) -> str:
 
 # ---------------------------------------------------------------------------------------------------- sections
 def summary(files: RunFiles) -> str:
-    facts = [("pipeline", files.pipeline), ("dataset", files.dataset), ("seed", files.recipe.get("seed", "-")),
-             ("steps trained", files.progress_text()), ("training time", duration(files.seconds_trained)),
-             ("newest checkpoint", files.checkpoint_text())]
+    facts = [
+        ("pipeline", files.pipeline),
+        ("dataset", files.dataset),
+        ("seed", files.recipe.get("seed", "-")),
+        ("steps trained", files.progress_text()),
+        ("training time", duration(files.seconds_trained)),
+        ("newest checkpoint", files.checkpoint_text()),
+    ]
     if changes := files.thread_changes():  # they explain a slower stretch, and why the run is not bit-reproducible
         facts.append(("CPU threads", ", ".join(f"{count} from step {step}" for step, count in changes)))
     return '<p class="meta">' + " &middot; ".join(f"{esc(k)}: <b>{esc(v)}</b>" for k, v in facts) + "</p>"
@@ -176,9 +186,11 @@ def summary(files: RunFiles) -> str:
 def metrics_section(files: RunFiles) -> str:
     rows = files.eval_rows
     if not rows:
-        return pages.empty(f"No evaluations yet: `{hints.eval_command(files.dir, files.dataset)}` scores the newest "
-                           f"checkpoint with metrics that suit {files.dataset} (or list metrics in the recipe's [eval] "
-                           "table).")
+        return pages.empty(
+            f"No evaluations yet: `{hints.eval_command(files.dir, files.dataset)}` scores the newest "
+            f"checkpoint with metrics that suit {files.dataset} (or list metrics in the recipe's [eval] "
+            "table)."
+        )
     protocols = pages.Protocols()
     table_rows = []
     for row in rows:
@@ -186,13 +198,18 @@ def metrics_section(files: RunFiles) -> str:
         more = pages.json_details("details", row["details"]) if row.get("details") else ""
         protocol = protocols.id(row["protocol"], row["metric"]) if has_protocol(row) else "none recorded"
         table_rows.append([esc(row.get("step", "-")), esc(row["metric"]), values, esc(protocol), more])
-    return (f'<p class="note">Every score of {esc(files.dir.name)}, oldest first; its protocol (P-number) is listed in full '
-            "below it. Scores compare only under the same protocol.</p>\n"
-            + pages.table(["step", "metric", "values", "protocol", "details"], table_rows, raw=True)
-            + "\n<h3>Protocols</h3>\n" + protocols.html())
+    return (
+        f'<p class="note">Every score of {esc(files.dir.name)}, oldest first; its protocol (P-number) is listed in full '
+        "below it. Scores compare only under the same protocol.</p>\n"
+        + pages.table(["step", "metric", "values", "protocol", "details"], table_rows, raw=True)
+        + "\n<h3>Protocols</h3>\n"
+        + protocols.html()
+    )
 
 
-def curves_section(series: dict[str, list[tuple[str, list[tuple[float, float]]]]], labels: list[str] | None = None) -> str:
+def curves_section(
+    series: dict[str, list[tuple[str, list[tuple[float, float]]]]], labels: list[str] | None = None
+) -> str:
     """One chart per logged value: `series` maps its name to (label, points) lines (one per run in a comparison)."""
     if not series:
         return pages.empty("No training rows logged yet.")
@@ -208,27 +225,44 @@ def samples_section(files: RunFiles) -> str:
 
 
 def recipe_section(files: RunFiles) -> str:
-    return (f'<p class="note">{esc(RECIPE_FILE)}: the recipe as the run resolved it, every default filled in.</p>\n'
-            f'<pre class="recipe">{esc(files.recipe_text)}</pre>')
+    return (
+        f'<p class="note">{esc(RECIPE_FILE)}: the recipe as the run resolved it, every default filled in.</p>\n'
+        f'<pre class="recipe">{esc(files.recipe_text)}</pre>'
+    )
 
 
 def parts_section(files: RunFiles) -> str:
     if not files.parts:
         return pages.empty(f"No {PARTS_FILE} in this run directory.")
-    rows = [[section, p.get("kind", "-"), p.get("name", "-"), p.get("plugin", "-"), p.get("distribution", "-"), p.get("version", "-")]
-            for section, p in files.parts.items()]
+    rows = [
+        [
+            section,
+            p.get("kind", "-"),
+            p.get("name", "-"),
+            p.get("plugin", "-"),
+            p.get("distribution", "-"),
+            p.get("version", "-"),
+        ]
+        for section, p in files.parts.items()
+    ]
     return pages.table(["section", "kind", "name", "plugin", "distribution", "version"], rows)
 
 
 def render_report(directory: str | Path) -> str:
     files = RunFiles(directory)
     series = {name: [(name, points)] for name, points in files.series().items()}
-    sections = [("metrics", "Metrics", metrics_section(files)), ("curves", "Training curves", curves_section(series)),
-                ("samples", "Sample grids", samples_section(files)), ("recipe", "Recipe", recipe_section(files)),
-                ("parts", "Parts", parts_section(files))]
-    head = (f"<h1>{esc(files.name)}<small>{esc(files.dir.name)}</small></h1>\n{summary(files)}\n"
-            f'<p class="meta">Report of {esc(files.dir.resolve())}, written {esc(datetime.now().strftime("%Y-%m-%d %H:%M"))} '
-            "by dalle-kit.</p>")
+    sections = [
+        ("metrics", "Metrics", metrics_section(files)),
+        ("curves", "Training curves", curves_section(series)),
+        ("samples", "Sample grids", samples_section(files)),
+        ("recipe", "Recipe", recipe_section(files)),
+        ("parts", "Parts", parts_section(files)),
+    ]
+    head = (
+        f"<h1>{esc(files.name)}<small>{esc(files.dir.name)}</small></h1>\n{summary(files)}\n"
+        f'<p class="meta">Report of {esc(files.dir.resolve())}, written {esc(datetime.now().strftime("%Y-%m-%d %H:%M"))} '
+        "by dalle-kit.</p>"
+    )
     return pages.sectioned_page(f"{files.name}: dalle-kit run report", head, sections)
 
 

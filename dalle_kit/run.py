@@ -81,9 +81,11 @@ def build_part(spec, section: str, **context: Any):
     except Exception as exc:
         info = spec.info
         cause = str(exc).splitlines()[0] if str(exc) else ""
-        raise UserError(f"[{section}] {info.kind.replace('_', ' ')} '{info.name}' (from {info.origin}) could not be built: "
-                        f"{type(exc).__name__}: {cause}; check its settings with `{hints.dalle_kit(f'plugins show {info.name}')}` "
-                        f"(--traceback shows where it failed)") from exc
+        raise UserError(
+            f"[{section}] {info.kind.replace('_', ' ')} '{info.name}' (from {info.origin}) could not be built: "
+            f"{type(exc).__name__}: {cause}; check its settings with `{hints.dalle_kit(f'plugins show {info.name}')}` "
+            f"(--traceback shows where it failed)"
+        ) from exc
 
 
 def check_parts(recipe: Recipe, *, prerequisites: bool = True) -> None:
@@ -132,7 +134,7 @@ def pick_device(name: str) -> torch.device:
     except RuntimeError:
         raise UserError(f"device '{name}' is not a device; use 'auto', 'cpu', 'cuda' or 'cuda:N'") from None
     if device.type == "cuda" and not torch.cuda.is_available():
-        raise UserError(f"device '{name}' asked for but CUDA is not available here; set device = \"auto\" or \"cpu\"")
+        raise UserError(f'device \'{name}\' asked for but CUDA is not available here; set device = "auto" or "cpu"')
     if device.type == "cuda" and device.index is None and distributed.requested():
         device = torch.device("cuda", distributed.local_rank())
     return device
@@ -149,12 +151,19 @@ def resolve_run_dir(text: str | Path, *, what: str = "run") -> Path:
     if (path / "recipe.toml").is_file():
         return path
     stamped = re.compile(re.escape(path.name) + r"-\d{8}-\d{6}(-\d+)?")
-    candidates = sorted((p for p in path.parent.glob(f"{glob.escape(path.name)}-*")
-                         if stamped.fullmatch(p.name) and latest_checkpoint(p / "checkpoints") is not None),
-                        key=lambda p: (p.name[len(path.name):len(path.name) + 16], int(p.name[len(path.name) + 17:] or 1)))
+    candidates = sorted(
+        (
+            p
+            for p in path.parent.glob(f"{glob.escape(path.name)}-*")
+            if stamped.fullmatch(p.name) and latest_checkpoint(p / "checkpoints") is not None
+        ),
+        key=lambda p: (p.name[len(path.name) : len(path.name) + 16], int(p.name[len(path.name) + 17 :] or 1)),
+    )
     if not candidates:
-        raise UserError(f"{what} '{text}': no run directory there and no finished run named {path.name}-<timestamp> "
-                        f"in {path.parent}/; train it first ({hints.dalle_kit('run ...')}) or give the run directory's path")
+        raise UserError(
+            f"{what} '{text}': no run directory there and no finished run named {path.name}-<timestamp> "
+            f"in {path.parent}/; train it first ({hints.dalle_kit('run ...')}) or give the run directory's path"
+        )
     return candidates[-1]
 
 
@@ -182,7 +191,9 @@ def _lock_holder(fd: int) -> str:
 
 
 class Run:
-    def __init__(self, directory: Path, recipe: Recipe, registry: Registry, *, stop_at: int | None = None, quiet: bool = False):
+    def __init__(
+        self, directory: Path, recipe: Recipe, registry: Registry, *, stop_at: int | None = None, quiet: bool = False
+    ):
         self.dir = Path(directory)
         self.recipe = recipe
         self.registry = registry
@@ -205,8 +216,10 @@ class Run:
         base = Path(runs_dir) / f"{recipe.name}-{stamp}"
         root = Path(runs_dir).resolve()
         if base.resolve().parent != root:  # validate() allows only safe names; this is the last line of defence
-            raise UserError(f"name '{recipe.name}': the run directory {base} would lie outside {runs_dir}/; "
-                            "use letters, digits, '.', '_' and '-' only")
+            raise UserError(
+                f"name '{recipe.name}': the run directory {base} would lie outside {runs_dir}/; "
+                "use letters, digits, '.', '_' and '-' only"
+            )
         make_folder(runs_dir)
         directory, n = base, 1
         while True:
@@ -230,7 +243,9 @@ class Run:
     def open(cls, directory: str | Path, registry: Registry, **kw) -> Run:
         directory = Path(directory)
         if not (directory / RECIPE_FILE).is_file():
-            raise UserError(f"{directory}: not a run directory (no {RECIPE_FILE}); name a directory under runs/ made by `{hints.dalle_kit('run')}`")
+            raise UserError(
+                f"{directory}: not a run directory (no {RECIPE_FILE}); name a directory under runs/ made by `{hints.dalle_kit('run')}`"
+            )
         recipe = load_recipe(directory / RECIPE_FILE, registry, check_name=False)
         run = cls(directory, recipe, registry, **kw)
         for folder in (directory, run.checkpoint_dir) if run.writes else ():  # left by a process killed while writing
@@ -248,14 +263,22 @@ class Run:
             saved = json.loads(path.read_text(encoding="utf-8"))
             saved = saved if isinstance(saved, dict) else {}
         except (ValueError, OSError):  # damaged: nothing to compare with
-            warnings.warn(f"{path}: unreadable; the parts that made this run are not compared with the installed ones",
-                          stacklevel=2)
+            warnings.warn(
+                f"{path}: unreadable; the parts that made this run are not compared with the installed ones",
+                stacklevel=2,
+            )
             return
         for section, now in self.recipe.origins().items():
             then = saved.get(section)
-            if isinstance(then, dict) and (then.get("distribution"), then.get("version")) != (now["distribution"], now["version"]):
-                warnings.warn(f"{self.dir}: [{section}] '{now['name']}' was made with {then.get('distribution')} {then.get('version')}, "
-                              f"now provided by {now['distribution']} {now['version']}; results may differ", stacklevel=2)
+            if isinstance(then, dict) and (then.get("distribution"), then.get("version")) != (
+                now["distribution"],
+                now["version"],
+            ):
+                warnings.warn(
+                    f"{self.dir}: [{section}] '{now['name']}' was made with {then.get('distribution')} {then.get('version')}, "
+                    f"now provided by {now['distribution']} {now['version']}; results may differ",
+                    stacklevel=2,
+                )
 
     # ------------------------------------------------------------ parts
     def build(self, section: str, **context: Any):
@@ -270,7 +293,9 @@ class Run:
     def parallel(self, module: torch.nn.Module) -> torch.nn.Module:
         """`module` for the forward passes that train it: DistributedDataParallel when several processes train
         (gradients averaged over the ranks in backward), the module itself otherwise (`dalle_kit.distributed`)."""
-        return distributed.parallel(module, self.device, sync_batchnorm=getattr(self.recipe.train, "sync_batchnorm", False))
+        return distributed.parallel(
+            module, self.device, sync_batchnorm=getattr(self.recipe.train, "sync_batchnorm", False)
+        )
 
     def build_text_encoder(self, saved: dict[str, Any] | None, captions=None):
         """The recipe's text encoder on the run's device: its non-tensor state (a vocabulary) restored from `saved` (a
@@ -339,8 +364,10 @@ class Run:
             path = save_state(self.checkpoint_dir / checkpoint_name(step), {"step": step, **state})
         except WriteFailed as exc:  # a full disk, a file-size limit: nothing replaced, nothing pruned
             kept = ", kept" if self.last_good_checkpoint() is not None else ""
-            raise UserError(f"step {step}: checkpoint not saved: {exc}; {self.last_good_text()}{kept}; "
-                            f"then continue with dalle-kit run --resume {self.dir}") from None
+            raise UserError(
+                f"step {step}: checkpoint not saved: {exc}; {self.last_good_text()}{kept}; "
+                f"then continue with dalle-kit run --resume {self.dir}"
+            ) from None
         for _, old in list_checkpoints(self.checkpoint_dir)[:-keep_last]:
             if old != path:
                 old.unlink(missing_ok=True)
@@ -351,8 +378,10 @@ class Run:
         bad = non_finite(state)
         if bad:
             more = f" and {len(bad) - 3} more" if len(bad) > 3 else ""
-            raise UserError(f"step {step}: the training state has diverged ({'; '.join(bad[:3])}{more}); not saved. "
-                            f"{self.last_good_text()}; {self.retrain_advice('lower [train] lr or add grad_clip')}")
+            raise UserError(
+                f"step {step}: the training state has diverged ({'; '.join(bad[:3])}{more}); not saved. "
+                f"{self.last_good_text()}; {self.retrain_advice('lower [train] lr or add grad_clip')}"
+            )
 
     def resume_command(self) -> str:
         """The command that continues this run, as it works where it is printed."""
@@ -373,14 +402,19 @@ class Run:
         checkpoint; nothing is saved (``raise run.diverged(step, losses)``)."""
         if isinstance(losses, dict):
             losses = ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in losses.items())
-        return UserError(f"step {step}: loss is not finite ({losses}); stopped without saving. {self.last_good_text()}; "
-                         f"{self.retrain_advice(fix)}")
+        return UserError(
+            f"step {step}: loss is not finite ({losses}); stopped without saving. {self.last_good_text()}; "
+            f"{self.retrain_advice(fix)}"
+        )
 
     def retrain_advice(self, fix: str) -> str:
         """What to do after a divergence: `fix` in a new run (resuming would replay the same steps, and ``--set`` on a
         resumed run changes only its length); from the last good weights where the pipeline can start from a run."""
-        start = (f" (init_from = \"{self.dir}\" in it starts from the last good weights)"
-                 if getattr(self.recipe.pipeline.info.cls, "finetunes", False) else "")
+        start = (
+            f' (init_from = "{self.dir}" in it starts from the last good weights)'
+            if getattr(self.recipe.pipeline.info.cls, "finetunes", False)
+            else ""
+        )
         return f"{fix} in the recipe and start a new run with {hints.dalle_kit('run RECIPE')}{start}"
 
     def resume(self, state: dict[str, Any] | None, *, models: dict, optimizers: dict, rngs: dict) -> int:
@@ -415,18 +449,25 @@ class Run:
         found, damaged = newest_good(self.checkpoint_dir)
         if found is None and damaged:  # one line names them all: no warning per file before it
             listed = "; ".join(f"{e.path.name}: {e.reason}" for e in damaged)
-            raise UserError(f"{self.checkpoint_dir}: no usable checkpoint, every one is damaged ({listed}); "
-                            "restore one from a backup or train again")
+            raise UserError(
+                f"{self.checkpoint_dir}: no usable checkpoint, every one is damaged ({listed}); "
+                "restore one from a backup or train again"
+            )
         for exc in damaged:
             if exc.path in self._reported:
                 continue
             self._reported.add(exc.path)
-            warnings.warn(f"{exc.path}: damaged checkpoint ({exc.reason}); using {found[1]} (step {found[0]}) instead",
-                          stacklevel=3)
+            warnings.warn(
+                f"{exc.path}: damaged checkpoint ({exc.reason}); using {found[1]} (step {found[0]}) instead",
+                stacklevel=3,
+            )
         if found is not None and found[1] not in self._reported and not verify(found[1]):
             self._reported.add(found[1])
-            warnings.warn(f"{found[1]}: carries no digest (written before checkpoints carried one, or the digest was "
-                          "removed); loaded unverified", stacklevel=3)
+            warnings.warn(
+                f"{found[1]}: carries no digest (written before checkpoints carried one, or the digest was "
+                "removed); loaded unverified",
+                stacklevel=3,
+            )
         return found
 
     def load_checkpoint(self, prefixes: tuple[str, ...] | None = None) -> dict[str, Any] | None:
@@ -455,8 +496,10 @@ class Run:
                 holder = _lock_holder(fd)
                 os.close(fd)
                 who = f"pid {holder}" if holder else "a process"
-                raise UserError(f"{self.dir}: is in use by another process, training or evaluating it ({who} holds {path}); "
-                                "wait for it to finish or stop it (Ctrl-C / kill PID), then try again") from None
+                raise UserError(
+                    f"{self.dir}: is in use by another process, training or evaluating it ({who} holds {path}); "
+                    "wait for it to finish or stop it (Ctrl-C / kill PID), then try again"
+                ) from None
             try:  # the holder we waited for may have removed the file (see `unlock`): lock the one at the path
                 if os.stat(path, follow_symlinks=False).st_ino == os.fstat(fd).st_ino:
                     break
@@ -489,8 +532,10 @@ class Run:
             check_target(self.dir / name)
         for name in RUN_FOLDERS:
             if (self.dir / name).is_symlink():
-                raise WriteRefused(f"{self.dir / name}: is a symbolic link; dalle-kit never writes through a link: "
-                                   "replace it with a folder")
+                raise WriteRefused(
+                    f"{self.dir / name}: is a symbolic link; dalle-kit never writes through a link: "
+                    "replace it with a folder"
+                )
 
     def unlock(self) -> None:
         """Release ``.lock`` and remove the file (a run that is not being trained has none)."""

@@ -51,9 +51,13 @@ def _why(exc: BaseException, what: str = "tensors") -> str:
         return f"it is a pickle that would call {called.group(1)} when loaded; refused, nothing in it was run"
     lines = [line.strip() for line in text.splitlines() if line.strip()]
     if "Weights only load failed" in text:  # torch's weights-only unpickler: the reason is on a line of its own
-        detail = next((line for line in lines[1:] if not line.startswith(("Please file", "Check the documentation"))), "")
-        return (f"not a plain file of {what} (torch's weights-only loader: {detail or 'refused'}); refused, nothing in it "
-                "was run")
+        detail = next(
+            (line for line in lines[1:] if not line.startswith(("Please file", "Check the documentation"))), ""
+        )
+        return (
+            f"not a plain file of {what} (torch's weights-only loader: {detail or 'refused'}); refused, nothing in it "
+            "was run"
+        )
     first = lines[0] if lines else type(exc).__name__
     if len(first) > 120:
         first = first[:120].rsplit(" ", 1)[0] + " ..."
@@ -71,8 +75,11 @@ def torch_tensors(path: str | Path, *, fix: str = "") -> dict[str, torch.Tensor]
             state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:
         raise UnsafeFile(path, _why(exc), fix) from None
-    if not isinstance(state, dict) or not state or not all(
-            isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in state.items()):
+    if (
+        not isinstance(state, dict)
+        or not state
+        or not all(isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in state.items())
+    ):
         raise UnsafeFile(path, "holds something other than a dict of named tensors", fix)
     return dict(state)
 
@@ -105,8 +112,11 @@ def cached_tensors(path: str | Path) -> dict[str, torch.Tensor] | None:
 
 #: The globals a pickle of numpy arrays names (numpy 1 and 2 module paths; ``_frombuffer`` for protocol 5,
 #: ``_codecs.encode`` for bytes in protocol 2). Nothing else is ever looked up, so nothing else can be called.
-_ARRAY_GLOBALS = {(f"numpy.{core}.{module}", name) for core in ("core", "_core")
-                  for module, name in (("multiarray", "_reconstruct"), ("numeric", "_frombuffer"))}
+_ARRAY_GLOBALS = {
+    (f"numpy.{core}.{module}", name)
+    for core in ("core", "_core")
+    for module, name in (("multiarray", "_reconstruct"), ("numeric", "_frombuffer"))
+}
 _ARRAY_GLOBALS |= {("numpy", "ndarray"), ("numpy", "dtype"), ("_codecs", "encode")}
 
 

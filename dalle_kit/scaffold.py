@@ -35,7 +35,10 @@ DALLE_KIT_API = {api}
 '''
 
 PARTS = {
-    "text_encoder": ("register_text_encoders", "TextEncoder", '''
+    "text_encoder": (
+        "register_text_encoders",
+        "TextEncoder",
+        '''
 class TextEncoder(dalle_kit.TextEncoder):
     """Hashed bag of words: each word goes to one of `buckets` learned embeddings (no vocabulary to fit)."""
 
@@ -58,8 +61,12 @@ class TextEncoder(dalle_kit.TextEncoder):
         flat = torch.tensor([i for row in ids for i in row], device=device)
         offsets = torch.tensor([0] + [len(r) for r in ids[:-1]], device=device).cumsum(0)
         return self.norm(self.embedding(flat, offsets))
-'''),
-    "dataset": ("register_datasets", "Dataset", '''
+''',
+    ),
+    "dataset": (
+        "register_datasets",
+        "Dataset",
+        '''
 COLOURS = {{"red": (220, 40, 40), "green": (40, 200, 60), "blue": (40, 80, 230), "yellow": (230, 210, 40)}}
 
 
@@ -91,7 +98,8 @@ class Dataset(dalle_kit.Dataset):
         names = list(COLOURS)
         return dalle_kit.ImageCaptions(images, [f"a {{names[i]}} image" for i in labels.tolist()],
                                        attributes={{"colour": labels}}, attribute_names={{"colour": names}})
-'''),
+''',
+    ),
 }
 
 TESTS = '''\
@@ -109,7 +117,7 @@ def test_part_conforms(part):
     check_part(part)
 '''
 
-PYPROJECT = '''\
+PYPROJECT = """\
 [build-system]
 requires = ["setuptools>=68"]
 build-backend = "setuptools.build_meta"
@@ -131,9 +139,9 @@ test = ["pytest"]
 
 [tool.setuptools]
 packages = ["{module}"]
-'''
+"""
 
-README = '''\
+README = """\
 # {dist}
 
 A [dalle-kit](https://pypi.org/project/dalle-kit/) plugin providing: {parts}.
@@ -152,7 +160,7 @@ Use it in a recipe by name:
 Edit `{module}/__init__.py`; keep each part's `Config` in step with its constructor, and
 `pytest` checks every part against its kind's contract (`dalle_kit.testing.check_part`).
 Publish with `python -m build && twine upload dist/*`.
-'''
+"""
 
 SECTION = {"text_encoder": "text_encoder", "dataset": "data"}
 
@@ -163,8 +171,17 @@ PART_SUFFIX = {"text_encoder": "text", "dataset": "data"}
 
 def templates(registry=None) -> dict[str, dict[str, str]]:
     """Every kind the scaffold can make an example of: the core's, and those whose base brings a ``scaffold``."""
-    out = {kind: {"hook": hook, "class": cls, "code": code, "imports": "", "section": SECTION[kind], "suffix": PART_SUFFIX[kind]}
-           for kind, (hook, cls, code) in PARTS.items()}
+    out = {
+        kind: {
+            "hook": hook,
+            "class": cls,
+            "code": code,
+            "imports": "",
+            "section": SECTION[kind],
+            "suffix": PART_SUFFIX[kind],
+        }
+        for kind, (hook, cls, code) in PARTS.items()
+    }
     if registry is None:
         from .registry import get_registry
 
@@ -184,7 +201,9 @@ def part_name(name: str, kind: str, kinds: list[str], made: dict[str, dict[str, 
 def new_plugin(name: str, kinds: list[str], directory: str | Path = ".", api: int = 1) -> Path:
     """Write the package for plugin `name` under `directory`; returns its folder."""
     if not re.fullmatch(r"[a-z][a-z0-9-]*", name):
-        raise UserError(f"new-plugin: name {name!r} must be lowercase letters, digits and '-', starting with a letter (e.g. my-gan)")
+        raise UserError(
+            f"new-plugin: name {name!r} must be lowercase letters, digits and '-', starting with a letter (e.g. my-gan)"
+        )
     made = templates()
     kinds = list(dict.fromkeys(kinds or ["generator" if "generator" in made else "text_encoder"]))
     unknown = [k for k in kinds if k not in made]
@@ -200,7 +219,9 @@ def new_plugin(name: str, kinds: list[str], directory: str | Path = ".", api: in
         raise UserError(f"new-plugin: {root} already exists; choose another name or --dir (nothing was written)")
     classes = [made[k]["class"] for k in kinds]
     imports = "".join(dict.fromkeys(made[k]["imports"] for k in kinds if made[k]["imports"]))
-    body = HEADER.format(dist=dist, api=api).replace("from dalle_kit import param\n", "from dalle_kit import param\n" + imports)
+    body = HEADER.format(dist=dist, api=api).replace(
+        "from dalle_kit import param\n", "from dalle_kit import param\n" + imports
+    )
     body = body.rstrip("\n") + "\n"
     part_names = {k: part_name(name, k, kinds, made) for k in kinds}
     body += "".join("\n\n" + made[k]["code"].format(name=part_names[k]).strip("\n") + "\n" for k in kinds)
@@ -212,8 +233,12 @@ def new_plugin(name: str, kinds: list[str], directory: str | Path = ".", api: in
         root / "pyproject.toml": PYPROJECT.format(dist=dist, name=name, module=module, kinds=", ".join(kinds)),
         root / module / "__init__.py": body,
         root / "tests" / f"test_{module}.py": TESTS.format(dist=dist, module=module, classes=", ".join(classes)),
-        root / "README.md": README.format(dist=dist, module=module, usage=usage,
-                                          parts=", ".join(f"{k.replace('_', ' ')} `{part_names[k]}`" for k in kinds)),
+        root / "README.md": README.format(
+            dist=dist,
+            module=module,
+            usage=usage,
+            parts=", ".join(f"{k.replace('_', ' ')} `{part_names[k]}`" for k in kinds),
+        ),
     }
     for path, text in files.items():
         atomic_write_text(path, textwrap.dedent(text).lstrip("\n") if path.suffix != ".py" else text)

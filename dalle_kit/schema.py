@@ -204,8 +204,15 @@ def bad_defaults(cls: type) -> list[str]:
     return problems
 
 
-def structure(cls: type, data: dict[str, Any], *, source: str, section: str, base_dir: Path | None = None,
-              ignore_unknown: bool = False):
+def structure(
+    cls: type,
+    data: dict[str, Any],
+    *,
+    source: str,
+    section: str,
+    base_dir: Path | None = None,
+    ignore_unknown: bool = False,
+):
     """Build `cls` from a recipe table, failing with one `RecipeError` line naming the key and fix.
 
     ``ignore_unknown`` (for the recipe of a run directory written by another version, as diffusers' configs do):
@@ -214,9 +221,12 @@ def structure(cls: type, data: dict[str, Any], *, source: str, section: str, bas
     prefix = f"[{section}] " if section else ""
     unknown = [key for key in data if key not in fields]
     if unknown and ignore_unknown:
-        warnings.warn(f"{source}: {prefix}{', '.join(repr(k) for k in unknown)} {'is' if len(unknown) == 1 else 'are'} not "
-                      f"a setting of the installed version and {'is' if len(unknown) == 1 else 'are'} ignored (the run was "
-                      "written by another version)", stacklevel=2)
+        warnings.warn(
+            f"{source}: {prefix}{', '.join(repr(k) for k in unknown)} {'is' if len(unknown) == 1 else 'are'} not "
+            f"a setting of the installed version and {'is' if len(unknown) == 1 else 'are'} ignored (the run was "
+            "written by another version)",
+            stacklevel=2,
+        )
         data = {k: v for k, v in data.items() if k in fields}
     for key in data:
         if key not in fields:
@@ -231,7 +241,9 @@ def structure(cls: type, data: dict[str, Any], *, source: str, section: str, bas
     for name, field in fields.items():
         if name not in data:
             if field.default is attrs.NOTHING:
-                raise RecipeError(source, f"{prefix}key '{name}'", "is required", f"add {name} = <{type_name(field.type)}>")
+                raise RecipeError(
+                    source, f"{prefix}key '{name}'", "is required", f"add {name} = <{type_name(field.type)}>"
+                )
             continue
         value = data[name]
         try:
@@ -242,7 +254,11 @@ def structure(cls: type, data: dict[str, Any], *, source: str, section: str, bas
                 f"{prefix}key '{name}'",
                 f"expected {type_name(field.type)}, got {type(value).__name__} {_toml_repr(value)}",
                 f"write {name} = <{type_name(field.type)}>"
-                + (f", for example {name} = {_toml_repr(field.default)}" if field.default is not attrs.NOTHING and not isinstance(field.default, attrs.Factory) else ""),
+                + (
+                    f", for example {name} = {_toml_repr(field.default)}"
+                    if field.default is not attrs.NOTHING and not isinstance(field.default, attrs.Factory)
+                    else ""
+                ),
             ) from None
         kind = field.metadata.get("path")
         if kind and converted:
@@ -252,7 +268,10 @@ def structure(cls: type, data: dict[str, Any], *, source: str, section: str, bas
             ok = path.is_file() if kind == "file" else path.is_dir()
             if not ok:
                 raise RecipeError(
-                    source, f"{prefix}key '{name}'", f"{kind} not found: {converted}", f"create it or point {name} at an existing {kind}"
+                    source,
+                    f"{prefix}key '{name}'",
+                    f"{kind} not found: {converted}",
+                    f"create it or point {name} at an existing {kind}",
                 )
             converted = str(path)
         kwargs[name] = converted
@@ -266,7 +285,9 @@ def structure(cls: type, data: dict[str, Any], *, source: str, section: str, bas
         # attrs validators name the field in their message; point at it when we can.
         bad = next((n for n in kwargs if f"'{n}'" in msg), None)
         key = f"{prefix}key '{bad}'" if bad else prefix.strip() or "recipe"
-        raise RecipeError(source, key, f"invalid value: {msg}", f"see `{hints.dalle_kit('plugins show NAME')}` for the allowed values") from None
+        raise RecipeError(
+            source, key, f"invalid value: {msg}", f"see `{hints.dalle_kit('plugins show NAME')}` for the allowed values"
+        ) from None
 
 
 def unstructure(config: Any) -> dict[str, Any]:

@@ -75,8 +75,13 @@ class Harness:
     def inputs(self, model, text_shift: bool = False) -> tuple:
         """A fixed batch for `model` (tensors in its dtype and on its device); `text_shift`: the same with other texts."""
         n = len(self.captions)
-        args = self.cls.example_inputs(model, n=n, context={**self.context, "captions": self.captions},
-                                       rng=torch.Generator().manual_seed(1), text_shift=text_shift)
+        args = self.cls.example_inputs(
+            model,
+            n=n,
+            context={**self.context, "captions": self.captions},
+            rng=torch.Generator().manual_seed(1),
+            text_shift=text_shift,
+        )
         dtype = next((p.dtype for p in model.parameters()), torch.float32)
         device = next((p.device for p in model.parameters()), torch.device("cpu"))
         return tuple(a.to(device, dtype) if isinstance(a, torch.Tensor) else a for a in args)
@@ -110,7 +115,9 @@ def check_schema_roundtrip(cls: type, config: Any = None, **_: Any) -> None:
     """config -> TOML -> config gives an equal config."""
     config = config if config is not None else cls.Config()
     try:
-        back = structure(cls.Config, tomllib.loads(tomli_w.dumps(unstructure(config))), source="<round-trip>", section=cls.kind)
+        back = structure(
+            cls.Config, tomllib.loads(tomli_w.dumps(unstructure(config))), source="<round-trip>", section=cls.kind
+        )
     except (RecipeError, TypeError, ValueError) as exc:
         fail(cls, "schema round-trip", f"the config does not survive TOML: {exc}")
     if back != config:
@@ -139,7 +146,11 @@ def check_output_range(cls: type, config: Any = None, **kw: Any) -> None:
     if cls.output_range is not None:
         low, high = cls.output_range
         if out.min() < low - 1e-5 or out.max() > high + 1e-5:
-            fail(cls, "output range", f"values must lie in [{low:g}, {high:g}], got [{out.min().item():.3f}, {out.max().item():.3f}]")
+            fail(
+                cls,
+                "output range",
+                f"values must lie in [{low:g}, {high:g}], got [{out.min().item():.3f}, {out.max().item():.3f}]",
+            )
 
 
 def check_gradients(cls: type, config: Any = None, **kw: Any) -> None:
@@ -158,7 +169,9 @@ def check_gradients(cls: type, config: Any = None, **kw: Any) -> None:
         fail(cls, "gradients", "no parameter receives a gradient from the output")
     for i in cls.grad_inputs:
         if args[i].grad is None or args[i].grad.abs().sum() == 0:
-            fail(cls, "gradients", f"no gradient reaches input {i} of the {cls.kind} (the kind's contract asks for one)")
+            fail(
+                cls, "gradients", f"no gradient reaches input {i} of the {cls.kind} (the kind's contract asks for one)"
+            )
 
 
 def check_conditioning(cls: type, config: Any = None, **kw: Any) -> None:
@@ -214,7 +227,11 @@ def check_dtype_device(cls: type, config: Any = None, **kw: Any) -> None:
     except (RuntimeError, TypeError) as exc:
         fail(cls, "dtype move", f"after .to(torch.float64) the forward pass fails: {str(exc).splitlines()[0]}")
     if out.dtype != torch.float64:
-        fail(cls, "dtype move", f"after .to(torch.float64) the output is {out.dtype}: some tensor is not a registered parameter or buffer")
+        fail(
+            cls,
+            "dtype move",
+            f"after .to(torch.float64) the output is {out.dtype}: some tensor is not a registered parameter or buffer",
+        )
     if torch.cuda.is_available():
         model = model.to(torch.float32).to("cuda")
         with torch.no_grad():
@@ -224,7 +241,9 @@ def check_dtype_device(cls: type, config: Any = None, **kw: Any) -> None:
 
 
 # --------------------------------------------------------------------------- other kinds
-def check_dataset_contract(cls: type[Dataset], config: Any = None, splits: Sequence[str] = ("train", "test"), **_: Any) -> None:
+def check_dataset_contract(
+    cls: type[Dataset], config: Any = None, splits: Sequence[str] = ("train", "test"), **_: Any
+) -> None:
     config = config if config is not None else cls.Config()
     data = cls(config)
     size, channels = data.image_size, data.channels
@@ -234,8 +253,12 @@ def check_dataset_contract(cls: type[Dataset], config: Any = None, splits: Seque
         if len(part) == 0:
             fail(cls, "non-empty splits", f"split '{split}' is empty")
         if part.images.dtype != torch.uint8 or tuple(part.images.shape[1:]) != (channels, size, size):
-            fail(cls, "image shape", f"split '{split}' images are {part.images.dtype} {tuple(part.images.shape)}, "
-                  f"expected uint8 [N, {channels}, {size}, {size}]")
+            fail(
+                cls,
+                "image shape",
+                f"split '{split}' images are {part.images.dtype} {tuple(part.images.shape)}, "
+                f"expected uint8 [N, {channels}, {size}, {size}]",
+            )
         if not all(isinstance(c, str) and c.strip() for c in part.captions):
             fail(cls, "captions", f"split '{split}' has empty or non-string captions")
         image, _ = part[0]
@@ -265,8 +288,15 @@ def check_pipeline_contract(cls: type[Pipeline], config: Any = None, **_: Any) -
             fail(cls, "sections", f"section [{section}] names kind '{kind}', which is not a part kind")
 
 
-NETWORK_CHECKS = [check_output_shape, check_output_range, check_gradients, check_conditioning, check_determinism,
-                  check_state_roundtrip, check_dtype_device]
+NETWORK_CHECKS = [
+    check_output_shape,
+    check_output_range,
+    check_gradients,
+    check_conditioning,
+    check_determinism,
+    check_state_roundtrip,
+    check_dtype_device,
+]
 #: The checks of the core's kinds that are not networks.
 CHECKS: dict[str, list[Callable[..., None]]] = {
     "dataset": [check_dataset_contract],

@@ -103,8 +103,14 @@ class Trainer:
         self.step = run.resume(state, models=t.modules, optimizers=t.optimizers, rngs=t.rngs)
         distributed.reseed(t.rngs, run.recipe.seed, self.step)
         if distributed.active() and main:  # which stretch of the run how many processes trained, and on what batch
-            run.log(self.step, kind="distributed", processes=distributed.world_size(), backend=distributed.backend(),
-                    batch_per_process=cfg.batch_size, global_batch=cfg.batch_size * distributed.world_size())
+            run.log(
+                self.step,
+                kind="distributed",
+                processes=distributed.world_size(),
+                backend=distributed.backend(),
+                batch_per_process=cfg.batch_size,
+                global_batch=cfg.batch_size * distributed.world_size(),
+            )
         self.saved_step = self.step if state is not None else None
         bar = run.progress(cfg.steps, initial=self.step)
         try:
@@ -154,13 +160,16 @@ class Trainer:
             trained = {key: t.modules[key] for key in self._trained}
             apart = distributed.differing_ranks(trained)
             if apart:
-                raise UserError(f"step {self.step}: the weights of rank(s) {apart} differ from rank 0's; pipeline "
-                                f"'{self.pipeline.name}' trains a network without run.parallel(...) and cannot train "
-                                "in several processes; run it in one")
+                raise UserError(
+                    f"step {self.step}: the weights of rank(s) {apart} differ from rank 0's; pipeline "
+                    f"'{self.pipeline.name}' trains a network without run.parallel(...) and cannot train "
+                    "in several processes; run it in one"
+                )
         if distributed.is_main():
             extra = {"extra": t.extra_state()} if t.extra_state else {}
-            state = run.training_state(models=t.modules, optimizers=t.optimizers, rngs=t.rngs,
-                                       trainer={"threads": self.threads.count}, **extra)
+            state = run.training_state(
+                models=t.modules, optimizers=t.optimizers, rngs=t.rngs, trainer={"threads": self.threads.count}, **extra
+            )
             run.check_finite(self.step, state)  # a diverged state reaches neither an export nor a checkpoint
             if t.before_save is not None:
                 t.before_save(self.step, state)

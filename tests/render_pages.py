@@ -35,8 +35,18 @@ def find_chromium() -> str | None:
 
 def _chromium(binary: str, args: list[str], timeout: float) -> subprocess.CompletedProcess:
     with tempfile.TemporaryDirectory(prefix="render-pages-") as profile:  # no state shared with a user's browser
-        command = [binary, "--headless", "--disable-gpu", "--no-sandbox", "--hide-scrollbars", "--no-first-run",
-                   "--disable-extensions", f"--user-data-dir={profile}", "--virtual-time-budget=10000", *args]
+        command = [
+            binary,
+            "--headless",
+            "--disable-gpu",
+            "--no-sandbox",
+            "--hide-scrollbars",
+            "--no-first-run",
+            "--disable-extensions",
+            f"--user-data-dir={profile}",
+            "--virtual-time-budget=10000",
+            *args,
+        ]
         return subprocess.run(command, capture_output=True, text=True, timeout=timeout)
 
 
@@ -53,17 +63,28 @@ def images_loaded(page: str | Path, *, binary: str | None = None, timeout: float
     return int(match.group(1)), int(match.group(2))
 
 
-def screenshot(page: str | Path, out: str | Path, *, width: int = 1280, height: int = 1800, binary: str | None = None,
-               timeout: float = 120) -> Path:
+def screenshot(
+    page: str | Path,
+    out: str | Path,
+    *,
+    width: int = 1280,
+    height: int = 1800,
+    binary: str | None = None,
+    timeout: float = 120,
+) -> Path:
     """A PNG of the top `width` x `height` pixels of `page` as Chromium draws it."""
     binary = binary or find_chromium()
     if binary is None:
         raise FileNotFoundError("no chromium binary found (apt-get install -y chromium, or set CHROMIUM)")
     out = Path(out).resolve()
     out.parent.mkdir(parents=True, exist_ok=True)
-    done = _chromium(binary, [f"--screenshot={out}", f"--window-size={width},{height}", Path(page).resolve().as_uri()], timeout)
+    done = _chromium(
+        binary, [f"--screenshot={out}", f"--window-size={width},{height}", Path(page).resolve().as_uri()], timeout
+    )
     if not out.is_file():
-        raise RuntimeError(f"{page}: chromium wrote no screenshot (exit {done.returncode}): {done.stderr.strip()[-300:]}")
+        raise RuntimeError(
+            f"{page}: chromium wrote no screenshot (exit {done.returncode}): {done.stderr.strip()[-300:]}"
+        )
     return out
 
 
@@ -77,7 +98,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.screenshot and len(args.pages) != 1:
         parser.error("--screenshot takes one page")
     if find_chromium() is None:
-        print("no chromium binary found: apt-get install -y chromium (or set CHROMIUM=/path/to/chrome)", file=sys.stderr)
+        print(
+            "no chromium binary found: apt-get install -y chromium (or set CHROMIUM=/path/to/chrome)", file=sys.stderr
+        )
         return 2
     status = 0
     for page in args.pages:

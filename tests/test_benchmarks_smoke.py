@@ -26,8 +26,9 @@ def test_the_suite_is_small_and_every_benchmark_has_a_results_file():
 @pytest.mark.parametrize("script", BENCHMARKS, ids=lambda p: p.stem)
 def test_smoke(script, tmp_path):
     env = dict(os.environ, DALLE_KIT_CACHE=str(tmp_path / "cache"), OMP_NUM_THREADS="1", TQDM_DISABLE="1")
-    done = subprocess.run([sys.executable, str(script), "--smoke"], cwd=tmp_path, env=env, capture_output=True,
-                          text=True, timeout=540)  # under pytest-timeout's 600 s
+    done = subprocess.run(
+        [sys.executable, str(script), "--smoke"], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=540
+    )  # under pytest-timeout's 600 s
     assert done.returncode == 0, done.stderr[-3000:]
     lines = done.stdout.splitlines()
     headers = [i for i, line in enumerate(lines) if line.startswith(HEADER)]
@@ -41,7 +42,7 @@ def test_smoke(script, tmp_path):
         # --record would append under the same heading of the results file: it must be there, with these columns
         heading = lines[i - 2]
         assert heading.startswith("## ") and heading in results, f"{heading!r} is not a heading of its results file"
-        assert next(line for line in results[results.index(heading):] if line.startswith("|")) == lines[i]
+        assert next(line for line in results[results.index(heading) :] if line.startswith("|")) == lines[i]
 
 
 def test_record_appends_rows_under_the_table_of_the_same_heading(tmp_path, monkeypatch):
@@ -49,8 +50,10 @@ def test_record_appends_rows_under_the_table_of_the_same_heading(tmp_path, monke
     from _common import Table, emit
 
     results = tmp_path / "x.md"
-    results.write_text("# x\n\n## Speed\n\n| date | machine | load | commit | a | b |\n|---|---|---|---|---|---|\n"
-                       "| old | m | quiet | abc | 1 | 2 |\n\nNotes stay below the table.\n")
+    results.write_text(
+        "# x\n\n## Speed\n\n| date | machine | load | commit | a | b |\n|---|---|---|---|---|---|\n"
+        "| old | m | quiet | abc | 1 | 2 |\n\nNotes stay below the table.\n"
+    )
     table = Table("Speed", ["a", "b"])
     table.add(3, 4)
     other = Table("Other", ["c"])

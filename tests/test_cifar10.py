@@ -54,13 +54,27 @@ def test_offline_without_files_is_one_line(tmp_path, monkeypatch):
 
 def test_cifar_recipe_is_valid_and_fails_cleanly_without_data(run_cli, tmp_path, cifar_root):
     repo = Path(__file__).parent.parent
-    code, out, err = run_cli("recipe", "check", repo / "recipes" / "cifar.toml", "--set", f"data.root={cifar_root}",
-                             "--set", "data.verify=false")
+    code, out, err = run_cli(
+        "recipe",
+        "check",
+        repo / "recipes" / "cifar.toml",
+        "--set",
+        f"data.root={cifar_root}",
+        "--set",
+        "data.verify=false",
+    )
     assert code == 0, err
     recipe = write_recipe(tmp_path, (repo / "recipes" / "cifar.toml").read_text())
     for command in ("run", "recipe check"):  # refused before any run directory exists
-        code, out, err = run_cli(*command.split(), recipe, "--set", f"data.root={tmp_path / 'nodata'}", "--set",
-                                 "data.download=false", *(["--runs-dir", tmp_path / "runs", "-q"] if command == "run" else []))
+        code, out, err = run_cli(
+            *command.split(),
+            recipe,
+            "--set",
+            f"data.root={tmp_path / 'nodata'}",
+            "--set",
+            "data.download=false",
+            *(["--runs-dir", tmp_path / "runs", "-q"] if command == "run" else []),
+        )
         assert code == 2 and "Traceback" not in err
         assert "cifar10: no usable data in" in err and len(err.strip().splitlines()) == 1
     assert not (tmp_path / "runs").exists() and not (tmp_path / "nodata").exists(), "a run directory was left behind"

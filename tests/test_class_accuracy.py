@@ -16,8 +16,15 @@ import dalle_kit
 from dalle_kit.evaluation import Evaluation, compute_metrics
 from dalle_kit.registry import Registry
 from dalle_kit_plugins.metrics import class_accuracy
-from dalle_kit_plugins.metrics.class_accuracy import (CAS, NAMESPACE, WEIGHTS_FILE, ClassAccuracy, ClassifierSettings,
-                                              load_or_train_classifier, train_classifier)
+from dalle_kit_plugins.metrics.class_accuracy import (
+    CAS,
+    NAMESPACE,
+    WEIGHTS_FILE,
+    ClassAccuracy,
+    ClassifierSettings,
+    load_or_train_classifier,
+    train_classifier,
+)
 from dalle_kit_plugins.data.mnist import MNIST
 from dalle_kit_plugins.data.shapes import Shapes
 
@@ -58,9 +65,13 @@ class Blocks(dalle_kit.Dataset):
         images = torch.randint(0, 60, (n, 1, 16, 16), generator=g, dtype=torch.uint8)
         for i, c in enumerate(labels.tolist()):
             r, col = divmod(c * 5, 4)
-            images[i, 0, 4 * r:4 * r + 4, 4 * col:4 * col + 4] = 250
-        return dalle_kit.ImageCaptions(images, [f"a block in the {self.names[c]}" for c in labels.tolist()],
-                                       {"class": labels}, {"class": list(self.names)})
+            images[i, 0, 4 * r : 4 * r + 4, 4 * col : 4 * col + 4] = 250
+        return dalle_kit.ImageCaptions(
+            images,
+            [f"a block in the {self.names[c]}" for c in labels.tolist()],
+            {"class": labels},
+            {"class": list(self.names)},
+        )
 
 
 class Unlabelled(Blocks):
@@ -80,7 +91,9 @@ FAST = {"epochs": 2, "width": 8, "min_accuracy": 0.5}
 
 
 def evaluate(dataset, images, prompts, cache_root, metric):
-    evaluation = Evaluation(dataset, num_samples=len(images), generated=images, prompts=list(prompts), cache_root=cache_root)
+    evaluation = Evaluation(
+        dataset, num_samples=len(images), generated=images, prompts=list(prompts), cache_root=cache_root
+    )
     return compute_metrics(evaluation, {metric.name: metric})[metric.name]
 
 
@@ -99,7 +112,9 @@ def mnist():
 def trained(mnist, cache_root):
     """The real-MNIST classifier (trained once for the module) and its training wall time."""
     t0 = time.monotonic()
-    model, info = load_or_train_classifier(Evaluation(mnist, num_samples=1, cache_root=cache_root), ClassifierSettings())
+    model, info = load_or_train_classifier(
+        Evaluation(mnist, num_samples=1, cache_root=cache_root), ClassifierSettings()
+    )
     return model, info, time.monotonic() - t0
 
 
@@ -107,13 +122,17 @@ def trained(mnist, cache_root):
 def test_classifier_reaches_98_5_percent_on_real_mnist_and_is_cached(trained, mnist, cache_root, monkeypatch):
     _, info, seconds = trained
     assert (info["n_train"], info["n_test"]) == (60000, 10000)
-    assert info["test_accuracy"] >= 0.985, f"classifier accuracy on the real MNIST test split: {info['test_accuracy']:.4f}"
+    assert info["test_accuracy"] >= 0.985, (
+        f"classifier accuracy on the real MNIST test split: {info['test_accuracy']:.4f}"
+    )
     assert min(info["test_accuracy_per_class"].values()) >= 0.95
     assert seconds > 0 and info["train_cpu_seconds"] > 0  # about 75 s wall (120 s CPU) on an idle 2-core machine
     weights = next((cache_root / NAMESPACE).glob(f"*/{WEIGHTS_FILE}"))
     mtime = weights.stat().st_mtime_ns
 
-    monkeypatch.setattr(class_accuracy, "train_classifier", lambda *a, **k: pytest.fail("the cached classifier was retrained"))
+    monkeypatch.setattr(
+        class_accuracy, "train_classifier", lambda *a, **k: pytest.fail("the cached classifier was retrained")
+    )
     _, again = load_or_train_classifier(Evaluation(mnist, num_samples=1, cache_root=cache_root), ClassifierSettings())
     assert again["weights_hash"] == info["weights_hash"] and again["test_accuracy"] == info["test_accuracy"]
     assert weights.stat().st_mtime_ns == mtime
@@ -181,8 +200,11 @@ def test_refusals_on_mnist(trained, mnist, cache_root):
 
 # ------------------------------------------------------------------------------------------ fast, on fake data
 def test_check_names_a_dataset_without_the_attribute_or_a_parser(tmp_path):
-    for dataset, why in ((Unlabelled(Blocks.Config()), "'unlabelled' has none"), (Unparsed(Blocks.Config()), "parse_caption"),
-                         (Shapes(Shapes.Config(train_size=16, test_size=8)), "'shapes' has none")):
+    for dataset, why in (
+        (Unlabelled(Blocks.Config()), "'unlabelled' has none"),
+        (Unparsed(Blocks.Config()), "parse_caption"),
+        (Shapes(Shapes.Config(train_size=16, test_size=8)), "'shapes' has none"),
+    ):
         for metric in (ClassAccuracy(ClassAccuracy.Config()), CAS(CAS.Config())):
             with pytest.raises(dalle_kit.UserError, match=why) as exc:
                 metric.check(Evaluation(dataset, num_samples=1, cache_root=tmp_path))
@@ -213,9 +235,12 @@ def test_cas_shares_the_real_classifier_within_an_evaluation(tmp_path, monkeypat
     monkeypatch.setattr(class_accuracy, "train_classifier", lambda *a, **k: calls.append(len(a[0])) or real(*a, **k))
     blocks = Blocks(Blocks.Config())
     test = blocks.load("test")
-    evaluation = Evaluation(blocks, num_samples=len(test), generated=test.images, prompts=test.captions, cache_root=tmp_path)
-    results = compute_metrics(evaluation, {"class-accuracy": ClassAccuracy(ClassAccuracy.Config(**FAST)),
-                                           "cas": CAS(CAS.Config(**FAST))})
+    evaluation = Evaluation(
+        blocks, num_samples=len(test), generated=test.images, prompts=test.captions, cache_root=tmp_path
+    )
+    results = compute_metrics(
+        evaluation, {"class-accuracy": ClassAccuracy(ClassAccuracy.Config(**FAST)), "cas": CAS(CAS.Config(**FAST))}
+    )
     assert calls == [1024, 64]  # the real-data classifier once (check), then CAS's from the 64 "generated" images
     assert results["cas"].values["real_accuracy"] == results["class-accuracy"].details["classifier_test_accuracy"]
     assert results["cas"].protocol.weights_hash == results["class-accuracy"].protocol.weights_hash
@@ -238,6 +263,9 @@ def test_defaults_and_registration():
     assert registry.get("metric", "class-accuracy").cls is ClassAccuracy and registry.get("metric", "cas").cls is CAS
     assert class_accuracy.MIN_ACCURACY == {"mnist": 0.985, "fashion-mnist": 0.90}
     evaluation = Evaluation(Blocks(Blocks.Config()), num_samples=1)
-    assert class_accuracy.min_accuracy_for(evaluation, None) == 0.9 and class_accuracy.min_accuracy_for(evaluation, 0.5) == 0.5
+    assert (
+        class_accuracy.min_accuracy_for(evaluation, None) == 0.9
+        and class_accuracy.min_accuracy_for(evaluation, 0.5) == 0.5
+    )
     with pytest.raises(ValueError):
         ClassAccuracy.Config(min_accuracy=1.5)

@@ -11,8 +11,10 @@ from pathlib import Path
 import pytest
 
 #: Runs the CLI in a fresh interpreter and says on stderr whether torch was imported.
-PROBE = ("import sys; from dalle_kit.cli import main; code = main(sys.argv[1:]); "
-         "print('torch imported:', 'torch' in sys.modules, file=sys.stderr); sys.exit(code)")
+PROBE = (
+    "import sys; from dalle_kit.cli import main; code = main(sys.argv[1:]); "
+    "print('torch imported:', 'torch' in sys.modules, file=sys.stderr); sys.exit(code)"
+)
 
 
 def cli(*args: str, cache: Path, site: Path | None = None) -> tuple[str, bool]:

@@ -30,9 +30,19 @@ REGISTRY = Registry.discover(select="")
 CLIP = REGISTRY.parts["text_encoder"]["clip"].cls
 CLIP_SCORE = REGISTRY.parts["metric"]["clip-score"].cls
 # A small CLIP and little data: about 15 seconds on one core (contrastive_acc 0.03 -> 0.18 here).
-BRIEF = ["data.train_size=2048", "data.test_size=256", "train.steps=160", "train.batch_size=64", "train.width=64",
-         "train.embed_dim=64", "train.vision_layers=2", "train.text_layers=2", "train.warmup=10", "train.log_every=20",
-         "train.checkpoint_every=80"]
+BRIEF = [
+    "data.train_size=2048",
+    "data.test_size=256",
+    "train.steps=160",
+    "train.batch_size=64",
+    "train.width=64",
+    "train.embed_dim=64",
+    "train.vision_layers=2",
+    "train.text_layers=2",
+    "train.warmup=10",
+    "train.log_every=20",
+    "train.checkpoint_every=80",
+]
 TINY_ARCH = tiny_config(embed_dim=32, width=32, vision_layers=1, text_layers=1)
 
 
@@ -73,9 +83,20 @@ def test_pretrain_learns_and_writes_an_open_clip_folder(pretrained):
 
 
 def test_pretrain_resume_matches_uninterrupted(tmp_path, run_cli):
-    brief = ["data.train_size=256", "data.test_size=64", "train.steps=8", "train.batch_size=16", "train.width=32",
-             "train.embed_dim=32", "train.vision_layers=1", "train.text_layers=1", "train.warmup=2",
-             "train.log_every=2", "train.checkpoint_every=4", "train.eval_pairs=32"]
+    brief = [
+        "data.train_size=256",
+        "data.test_size=64",
+        "train.steps=8",
+        "train.batch_size=16",
+        "train.width=32",
+        "train.embed_dim=32",
+        "train.vision_layers=1",
+        "train.text_layers=1",
+        "train.warmup=2",
+        "train.log_every=2",
+        "train.checkpoint_every=4",
+        "train.eval_pairs=32",
+    ]
     full = api.train("shapes-clip-pretrain", brief, runs_dir=tmp_path / "full", quiet=True)
     part = api.train("shapes-clip-pretrain", brief, stop_at=3, runs_dir=tmp_path / "part", quiet=True)
     assert latest_checkpoint(part.checkpoint_dir)[0] == 3
@@ -89,7 +110,9 @@ def test_pretrain_resume_matches_uninterrupted(tmp_path, run_cli):
         for name, value in values.items():
             assert torch.equal(value, b["optim"]["clip"]["state"][index][name])
     rows_a, rows_b = full.read_metrics(), Run.open(part.dir, get_registry()).read_metrics()
-    assert [(r["step"], r["loss"], r["contrastive_acc"]) for r in rows_a] == [(r["step"], r["loss"], r["contrastive_acc"]) for r in rows_b]
+    assert [(r["step"], r["loss"], r["contrastive_acc"]) for r in rows_a] == [
+        (r["step"], r["loss"], r["contrastive_acc"]) for r in rows_b
+    ]
 
 
 def test_clip_encoder_loads_the_pretrained_run(pretrained, runs):
@@ -124,25 +147,45 @@ def test_clip_encoder_loads_a_local_checkpoint_file(tmp_path, suffix):
     assert loaded.keys() == {k for k in state if not k.startswith("visual.")}
     assert all(torch.equal(loaded[k], state[k]) for k in loaded)
     with torch.no_grad():
-        assert torch.allclose(encoder.encode(["a red circle"]), source.encode_text(encoder.tokenizer(["a red circle"])), atol=1e-6)
+        assert torch.allclose(
+            encoder.encode(["a red circle"]), source.encode_text(encoder.tokenizer(["a red circle"])), atol=1e-6
+        )
     # weights that do not fit the architecture: one line naming the key and the fix
     with pytest.raises(dalle_kit.UserError) as err:
         CLIP(CLIP.Config(pretrained=str(weights)))  # model "" = the default tiny CLIP, wider than these weights
-    assert "\n" not in str(err.value) and "[text_encoder] pretrained" in str(err.value) and "set [text_encoder] model" in str(err.value)
+    assert (
+        "\n" not in str(err.value)
+        and "[text_encoder] pretrained" in str(err.value)
+        and "set [text_encoder] model" in str(err.value)
+    )
 
 
 def test_uncached_tag_fails_in_one_line_offline(no_network, tmp_path, run_cli, runs):
     with pytest.raises(dalle_kit.UserError) as err:
         CLIP(CLIP.Config(model="ViT-B-32", pretrained="laion2b_s34b_b79k"))
     message = str(err.value)
-    assert "\n" not in message and "[text_encoder] pretrained 'laion2b_s34b_b79k'" in message and "not in the local cache" in message
+    assert (
+        "\n" not in message
+        and "[text_encoder] pretrained 'laion2b_s34b_b79k'" in message
+        and "not in the local cache" in message
+    )
     with pytest.raises(dalle_kit.UserError, match="set \\[text_encoder\\] model"):
         CLIP(CLIP.Config(pretrained="laion2b_s34b_b79k"))  # a tag needs its architecture
     with pytest.raises(dalle_kit.UserError, match="no finished run named nothing-here"):
         CLIP(CLIP.Config(pretrained=str(tmp_path / "nothing-here")))
-    code, _, err_text = run_cli("run", "shapes-gan-clip", "--set", "text_encoder.model=ViT-B-32", "--set",
-                                "text_encoder.pretrained=laion2b_s34b_b79k", "--set", "data.train_size=64",
-                                "--runs-dir", runs / "cli", "-q")
+    code, _, err_text = run_cli(
+        "run",
+        "shapes-gan-clip",
+        "--set",
+        "text_encoder.model=ViT-B-32",
+        "--set",
+        "text_encoder.pretrained=laion2b_s34b_b79k",
+        "--set",
+        "data.train_size=64",
+        "--runs-dir",
+        runs / "cli",
+        "-q",
+    )
     assert code == 2 and "not in the local cache" in err_text and "Traceback" not in err_text
 
 
@@ -168,10 +211,21 @@ def test_gan_trains_on_the_pretrained_encoder(pretrained, runs):
     recipe = load_recipe("shapes-gan-clip", get_registry())
     assert recipe.parts["text_encoder"].config.pretrained == "runs/shapes-clip-pretrain"
     prefix = json.dumps(str(runs / "clip-brief"))  # a run-name prefix: the new run records the directory it meant
-    overrides = [f"text_encoder.pretrained={prefix}", "data.train_size=512", "data.test_size=64",
-                 "generator.ngf=16", "discriminator.ndf=16", "train.steps=20", "train.batch_size=32", "train.log_every=5",
-                 "sample.every=0", "sample.per_prompt=2", 'eval.metrics=["clip-score"]', "eval.num_samples=64",
-                 f"eval.clip-score.pretrained={prefix}"]
+    overrides = [
+        f"text_encoder.pretrained={prefix}",
+        "data.train_size=512",
+        "data.test_size=64",
+        "generator.ngf=16",
+        "discriminator.ndf=16",
+        "train.steps=20",
+        "train.batch_size=32",
+        "train.log_every=5",
+        "sample.every=0",
+        "sample.per_prompt=2",
+        'eval.metrics=["clip-score"]',
+        "eval.num_samples=64",
+        f"eval.clip-score.pretrained={prefix}",
+    ]
     run = api.train("shapes-gan-clip", overrides, runs_dir=runs / "gan", quiet=True)
     recorded = load_recipe(run.dir, get_registry())
     assert recorded.parts["text_encoder"].config.pretrained == str(pretrained.dir)

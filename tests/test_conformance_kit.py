@@ -44,18 +44,23 @@ BROKEN = {
     "gradients": variant(forward=lambda self, z, t: GoodGenerator.forward(self, z, t).detach()),
     "text conditioning": variant(forward=lambda self, z, t: GoodGenerator.forward(self, z, torch.zeros_like(t))),
     "determinism": variant(forward=lambda self, z, t: GoodGenerator.forward(self, z + torch.randn_like(z), t)),
-    "dtype move": variant(forward=lambda self, z, t: GoodGenerator.forward(self, z.float(), t.float())),  # hard-coded dtype
+    "dtype move": variant(
+        forward=lambda self, z, t: GoodGenerator.forward(self, z.float(), t.float())
+    ),  # hard-coded dtype
 }
 
 
-@pytest.mark.parametrize("check, fn", [
-    ("output shape", kit.check_output_shape),
-    ("output range", kit.check_output_range),
-    ("gradients", kit.check_gradients),
-    ("text conditioning", kit.check_conditioning),
-    ("determinism", kit.check_determinism),
-    ("dtype move", kit.check_dtype_device),
-])
+@pytest.mark.parametrize(
+    "check, fn",
+    [
+        ("output shape", kit.check_output_shape),
+        ("output range", kit.check_output_range),
+        ("gradients", kit.check_gradients),
+        ("text conditioning", kit.check_conditioning),
+        ("determinism", kit.check_determinism),
+        ("dtype move", kit.check_dtype_device),
+    ],
+)
 def test_check_catches_broken_generator(check, fn):
     with pytest.raises(kit.ConformanceError, match=f"generator 'broken' fails {check}"):
         fn(BROKEN[check])
@@ -167,5 +172,7 @@ def test_loss_penalty_caught():
         def penalty(self, discriminator, real, fake, text):
             return discriminator(real, text).detach().abs().mean()  # no gradient reaches D
 
-    with pytest.raises(kit.ConformanceError, match="loss 'detached-penalty' fails penalty: the penalty gives no gradient"):
+    with pytest.raises(
+        kit.ConformanceError, match="loss 'detached-penalty' fails penalty: the penalty gives no gradient"
+    ):
         kit.check_part(DetachedPenalty)

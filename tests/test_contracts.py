@@ -20,7 +20,9 @@ SMALL = {  # configs that keep the checks fast; defaults are checked too where t
 NEEDS_FILES = {("dataset", "cifar10"), ("dataset", "imagefolder")}
 
 
-@pytest.mark.parametrize("kind, name", [(k, n) for k, parts in REGISTRY.parts.items() for n in parts if (k, n) not in NEEDS_FILES])
+@pytest.mark.parametrize(
+    "kind, name", [(k, n) for k, parts in REGISTRY.parts.items() for n in parts if (k, n) not in NEEDS_FILES]
+)
 def test_builtin_part_conforms(kind, name, fashion_root):
     cls = REGISTRY.parts[kind][name].cls
     config = cls.Config(**SMALL[(kind, name)]) if (kind, name) in SMALL else None
@@ -54,6 +56,12 @@ def test_contract_reference_is_generated_from_the_code():
 
     committed = (Path(__file__).parent.parent / "docs" / "contracts.md").read_text()
     assert committed == render(), "docs/contracts.md is stale: python -m dalle_kit.contracts > docs/contracts.md"
-    for needle in ("register_generators(register)", "needs_real_logits", "generator_loss(fake_logits: Tensor, real_logits",
-                   "parse_caption", "schedule_depends_on_steps", "check(image_size: int, channels: int, text_dim"):
+    for needle in (
+        "register_generators(register)",
+        "needs_real_logits",
+        "generator_loss(fake_logits: Tensor, real_logits",
+        "parse_caption",
+        "schedule_depends_on_steps",
+        "check(image_size: int, channels: int, text_dim",
+    ):
         assert needle in committed, needle

@@ -15,12 +15,15 @@ from dalle_kit.registry import get_registry
 from dalle_kit.run import Run
 from dalle_kit.testing import check_part
 
-TINY_DIFFUSION = """\
+TINY_DIFFUSION = (
+    """\
 name = "tiny-diffusion"
 pipeline = "diffusion"
 seed = 0
 
-""" + SHAPES_16 + """
+"""
+    + SHAPES_16
+    + """
 [denoiser]
 name = "unet"
 channels = [8, 16]
@@ -41,6 +44,7 @@ prompts = ["a red circle", "a blue square"]
 every = 4
 per_prompt = 2
 """
+)
 
 
 def test_the_denoiser_kind_and_the_unet_conform():
@@ -81,15 +85,20 @@ def test_trains_resumes_bit_for_bit_and_samples(tmp_path):
     assert out.exists()
 
 
-@pytest.mark.parametrize("change, words", [
-    ("size = 16", ("size = 17", "is not divisible by 2")),
-    ("groups = 4", ("groups = 3", "not divisible by groups = 3")),
-    ("sample_steps = 3", ("sample_steps = 2000", "sample_steps = 2000 exceeds timesteps = 1000")),
-    ("warmup = 2", ('sampler = "euler"', "sampler")),
-])
+@pytest.mark.parametrize(
+    "change, words",
+    [
+        ("size = 16", ("size = 17", "is not divisible by 2")),
+        ("groups = 4", ("groups = 3", "not divisible by groups = 3")),
+        ("sample_steps = 3", ("sample_steps = 2000", "sample_steps = 2000 exceeds timesteps = 1000")),
+        ("warmup = 2", ('sampler = "euler"', "sampler")),
+    ],
+)
 def test_bad_settings_stop_at_recipe_check_in_one_line(change, words, tmp_path, run_cli):
     new, message = words
-    recipe = write_recipe(tmp_path, TINY_DIFFUSION.replace(change, new if change != "warmup = 2" else f"warmup = 2\n{new}"))
+    recipe = write_recipe(
+        tmp_path, TINY_DIFFUSION.replace(change, new if change != "warmup = 2" else f"warmup = 2\n{new}")
+    )
     for args in (("recipe", "check", recipe), ("run", recipe, "--runs-dir", tmp_path / "runs")):
         code, out, err = run_cli(*args)
         assert code == 2 and len(err.strip().splitlines()) == 1 and message in err, err
@@ -133,6 +142,8 @@ def test_the_sampling_loop_turns_noise_into_the_oracles_image(prediction, sample
     x0 = -torch.ones(3, 8, 8)
     x0[0, 2:6, 2:6] = 1.0  # a red square on black
     oracle = _Oracle(x0, pipeline.noise_scheduler().alphas_cumprod, prediction, error)
-    draw = pipeline.drawer({"text_encoder": _Zeros(), "denoiser": oracle, "null_text": NullText(4)}, torch.device("cpu"))
+    draw = pipeline.drawer(
+        {"text_encoder": _Zeros(), "denoiser": oracle, "null_text": NullText(4)}, torch.device("cpu")
+    )
     images = draw(["a red square"] * 3, torch.Generator().manual_seed(0))
     assert (images - x0).abs().max() < 0.1

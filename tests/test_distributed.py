@@ -12,12 +12,15 @@ from dalle_kit.checkpoint import list_checkpoints
 
 HERE = Path(__file__).parent
 
-VAE = """\
+VAE = (
+    """\
 name = "vae2"
 pipeline = "vae"
 seed = 0
 
-""" + SHAPES_16 + """
+"""
+    + SHAPES_16
+    + """
 [generator]
 name = "vae-decoder"
 latent_dim = 8
@@ -37,6 +40,7 @@ prompts = ["a red circle", "a blue square"]
 every = 20
 per_prompt = 2
 """
+)
 
 
 def torchrun(out: Path, *args: str, nproc: int = 2, site: Path | None = None) -> subprocess.CompletedProcess:
@@ -45,9 +49,23 @@ def torchrun(out: Path, *args: str, nproc: int = 2, site: Path | None = None) ->
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     if site is not None:  # test plugins installed there
         env["PYTHONPATH"] = os.pathsep.join([str(site), env.get("PYTHONPATH", "")]).rstrip(os.pathsep)
-    return subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}",
-                           str(HERE / "ddp_digests.py"), str(out), *args],
-                          capture_output=True, text=True, env=env, timeout=600, cwd=out)
+    return subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--standalone",
+            f"--nproc_per_node={nproc}",
+            str(HERE / "ddp_digests.py"),
+            str(out),
+            *args,
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=600,
+        cwd=out,
+    )
 
 
 def rows(run_dir: Path, kind: str) -> list[dict]:
@@ -73,7 +91,11 @@ def test_two_processes_train_one_model_rank0_writes_and_one_process_resumes(tmp_
     assert (run_dir / "samples" / "step-00000040.png").is_file()
     assert not (run_dir / ".lock").exists()  # rank 0 held it while training and removed it at the end
     (setup,) = rows(run_dir, "distributed")
-    assert setup["processes"] == 2 and setup["backend"] == "gloo" and setup["global_batch"] == 2 * setup["batch_per_process"]
+    assert (
+        setup["processes"] == 2
+        and setup["backend"] == "gloo"
+        and setup["global_batch"] == 2 * setup["batch_per_process"]
+    )
     # The loss (averaged over the ranks) falls.
     assert train[-1]["loss"] < 0.7 * train[0]["loss"]
     # The checkpoint written by 2 processes goes on in 1.
@@ -86,8 +108,12 @@ def test_two_processes_train_one_model_rank0_writes_and_one_process_resumes(tmp_
 def test_gan_options_that_call_networks_several_times_keep_the_ranks_identical(tmp_path):
     # Gradient penalty (double backward through D), two critic steps, matching-aware negatives and mode seeking
     # (a second G forward): each calls a network more than once per step.
-    recipe = write_recipe(tmp_path, TINY.replace('name = "hinge"', 'name = "wgan-gp"').replace(
-        "steps = 30", "steps = 20\nn_critic = 2\nmatching_aware = true\nmode_seeking = 0.1").replace("every = 15", "every = 0"))
+    recipe = write_recipe(
+        tmp_path,
+        TINY.replace('name = "hinge"', 'name = "wgan-gp"')
+        .replace("steps = 30", "steps = 20\nn_critic = 2\nmatching_aware = true\nmode_seeking = 0.1")
+        .replace("every = 15", "every = 0"),
+    )
     done = torchrun(tmp_path / "job", "run", str(recipe), "--runs-dir", str(tmp_path / "runs"), "-q")
     assert done.returncode == 0, done.stderr[-3000:]
     ranks = [json.loads((tmp_path / "job" / f"rank{r}.json").read_text())["digests"] for r in (0, 1)]
@@ -113,8 +139,14 @@ def test_launcher_refuses_a_bad_recipe_in_one_line_before_starting_processes(tmp
     code, _, err = run_cli("run", str(recipe), "--nproc", "2", "--runs-dir", str(tmp_path / "runs"))
     assert code == 2 and err.count("\n") == 1 and "steps" in err
     assert not (tmp_path / "runs").exists()
-    code, _, err = run_cli("run", str(write_recipe(tmp_path, TINY.replace("steps = 30", "steps = 30\nsync_batchnorm = true"), "sbn.toml")),
-                           "--nproc", "2", "--runs-dir", str(tmp_path / "runs"))
+    code, _, err = run_cli(
+        "run",
+        str(write_recipe(tmp_path, TINY.replace("steps = 30", "steps = 30\nsync_batchnorm = true"), "sbn.toml")),
+        "--nproc",
+        "2",
+        "--runs-dir",
+        str(tmp_path / "runs"),
+    )
     assert code == 2 and "sync_batchnorm" in err and "CUDA" in err
 
 
@@ -122,11 +154,20 @@ def test_launcher_passes_sigterm_on_once_and_rank0_checkpoints(tmp_path):
     import signal
     import time
 
-    recipe = write_recipe(tmp_path, TINY.replace("steps = 30", "steps = 100000\ncheckpoint_every = 100000").replace(
-        "checkpoint_every = 10\n", "").replace("every = 15", "every = 0"))
+    recipe = write_recipe(
+        tmp_path,
+        TINY.replace("steps = 30", "steps = 100000\ncheckpoint_every = 100000")
+        .replace("checkpoint_every = 10\n", "")
+        .replace("every = 15", "every = 0"),
+    )
     runs = tmp_path / "runs"
-    proc = subprocess.Popen([sys.executable, "-m", "dalle_kit", "run", str(recipe), "--nproc", "2", "--runs-dir", str(runs), "-q"],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "dalle_kit", "run", str(recipe), "--nproc", "2", "--runs-dir", str(runs), "-q"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
+    )
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline:  # until both ranks train (rank 0 has logged a step)
         logs = list(runs.glob("*/metrics.jsonl"))

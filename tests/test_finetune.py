@@ -29,8 +29,12 @@ def weights(run_dir) -> dict:
 
 def finetune(source, tmp_path, mode, *extra):
     folder, _ = source
-    return api.train(str(folder / "tiny.toml"), [*SHORT, f'init_from="{folder / "runs" / "tiny"}"', f'finetune="{mode}"', *extra],
-                     runs_dir=tmp_path / mode, quiet=True)
+    return api.train(
+        str(folder / "tiny.toml"),
+        [*SHORT, f'init_from="{folder / "runs" / "tiny"}"', f'finetune="{mode}"', *extra],
+        runs_dir=tmp_path / mode,
+        quiet=True,
+    )
 
 
 def finetune_row(run) -> dict:
@@ -45,10 +49,16 @@ def test_modes_train_fewer_parameters_and_print_the_count(source, tmp_path, caps
         row = finetune_row(run)
         counts[mode] = row["trainable"]
         assert f"finetune {mode} from {source[1].dir}" in capsys.readouterr().out
-        assert row["init_from"] == str(source[1].dir) and Run.open(run.dir, get_registry()).recipe.init_from == str(source[1].dir)
+        assert row["init_from"] == str(source[1].dir) and Run.open(run.dir, get_registry()).recipe.init_from == str(
+            source[1].dir
+        )
     assert counts["lora"] < counts["conditioning"] < counts["full"]
-    full_total = sum(t.numel() for net in weights(source[1].dir).values() for k, t in net.items() if t.is_floating_point()
-                     and not k.endswith(("_u", "_v", "running_mean", "running_var")))
+    full_total = sum(
+        t.numel()
+        for net in weights(source[1].dir).values()
+        for k, t in net.items()
+        if t.is_floating_point() and not k.endswith(("_u", "_v", "running_mean", "running_var"))
+    )
     assert counts["full"] == full_total
 
 
@@ -64,7 +74,9 @@ def test_lora_keeps_base_weights_and_trains_adapters(source, tmp_path):
     run = finetune(source, tmp_path, "lora")
     before, after = weights(source[1].dir), weights(run.dir)
     # base weights: the projection's original weight lives under parametrizations.weight.original now
-    assert torch.equal(after["generator"]["text_proj.0.parametrizations.weight.original"], before["generator"]["text_proj.0.weight"])
+    assert torch.equal(
+        after["generator"]["text_proj.0.parametrizations.weight.original"], before["generator"]["text_proj.0.weight"]
+    )
     assert torch.equal(after["generator"]["net.0.weight"], before["generator"]["net.0.weight"])
     assert after["generator"]["text_proj.0.parametrizations.weight.0.up"].abs().sum() > 0
     # the run samples (adapters rebuilt before its weights are read) and resumes
@@ -80,11 +92,14 @@ def test_conditioning_mode_freezes_the_rest(source, tmp_path):
     assert not torch.equal(after["generator"]["text_proj.0.weight"], before["generator"]["text_proj.0.weight"])
 
 
-@pytest.mark.parametrize("override, expect", [
-    ('finetune="lora"', "there is no init_from"),
-    ('finetune="adapters"', "not a fine-tuning mode"),
-    ('init_from="runs/never-trained"', "no finished run named never-trained-<timestamp>"),
-])
+@pytest.mark.parametrize(
+    "override, expect",
+    [
+        ('finetune="lora"', "there is no init_from"),
+        ('finetune="adapters"', "not a fine-tuning mode"),
+        ('init_from="runs/never-trained"', "no finished run named never-trained-<timestamp>"),
+    ],
+)
 def test_bad_finetune_settings_are_one_line(tiny_recipe, tmp_path, run_cli, monkeypatch, override, expect):
     monkeypatch.chdir(tmp_path)
     code, _, err = run_cli("run", tiny_recipe, "--set", override, "-q")
@@ -94,22 +109,46 @@ def test_bad_finetune_settings_are_one_line(tiny_recipe, tmp_path, run_cli, monk
 
 def test_a_pipeline_that_cannot_finetune_says_so(tmp_path, run_cli):
     code, _, err = run_cli("recipe", "check", "shapes-clip-pretrain", "--set", 'init_from="runs/x"')
-    assert code == 2 and len(err.strip().splitlines()) == 1 and "pipeline 'clip-pretrain' cannot start from another run" in err, err
+    assert (
+        code == 2
+        and len(err.strip().splitlines()) == 1
+        and "pipeline 'clip-pretrain' cannot start from another run" in err
+    ), err
 
 
 def test_init_from_a_different_architecture_is_one_line(source, tmp_path, run_cli):
     folder, run = source
-    code, _, err = run_cli("run", folder / "tiny.toml", "--set", f'init_from="{run.dir}"', "--set", "generator.ngf=8",
-                           "--runs-dir", tmp_path, "-q")
+    code, _, err = run_cli(
+        "run",
+        folder / "tiny.toml",
+        "--set",
+        f'init_from="{run.dir}"',
+        "--set",
+        "generator.ngf=8",
+        "--runs-dir",
+        tmp_path,
+        "-q",
+    )
     assert code == 2 and len(err.strip().splitlines()) == 1 and "[generator]" in err, err
 
 
 def test_vae_pipeline_finetunes_with_lora(tmp_path, capsys):
     """init_from/finetune are the recipe's, not the gan pipeline's: the vae pipeline takes them too."""
-    small = ["data.train_size=512", "data.test_size=64", "generator.width=8", "generator.latent_dim=16", "train.encoder_width=8",
-             "train.batch_size=16", "train.steps=4", "sample.every=0", "train.log_every=2"]
+    small = [
+        "data.train_size=512",
+        "data.test_size=64",
+        "generator.width=8",
+        "generator.latent_dim=16",
+        "train.encoder_width=8",
+        "train.batch_size=16",
+        "train.steps=4",
+        "sample.every=0",
+        "train.log_every=2",
+    ]
     source = api.train("shapes-vae", small, runs_dir=tmp_path / "source", quiet=True)
-    run = api.train("shapes-vae", [*small, f'init_from="{source.dir}"', 'finetune="lora"'], runs_dir=tmp_path / "ft", quiet=True)
+    run = api.train(
+        "shapes-vae", [*small, f'init_from="{source.dir}"', 'finetune="lora"'], runs_dir=tmp_path / "ft", quiet=True
+    )
     row = finetune_row(run)
     assert 0 < row["trainable"] < row["total"] / 5 and "parameters train" in capsys.readouterr().out
     before, after = weights(source.dir), weights(run.dir)

@@ -13,9 +13,17 @@ from dalle_kit.registry import get_registry
 from dalle_kit.run import Run
 from dalle_kit_plugins.gan.diffaugment import color, cutout, diff_augment, translation
 
-EVERYTHING = ["train.n_critic=2", "train.ema=0.9", "train.ema_start=3", 'train.lr_decay="linear"',
-              'train.diffaugment=["color", "translation", "cutout"]', "train.grad_clip=1.0", "train.matching_aware=true",
-              "train.mode_seeking=1.0", "sample.every=0"]
+EVERYTHING = [
+    "train.n_critic=2",
+    "train.ema=0.9",
+    "train.ema_start=3",
+    'train.lr_decay="linear"',
+    'train.diffaugment=["color", "translation", "cutout"]',
+    "train.grad_clip=1.0",
+    "train.matching_aware=true",
+    "train.mode_seeking=1.0",
+    "sample.every=0",
+]
 
 
 def final_state(run) -> dict:
@@ -37,14 +45,16 @@ def test_all_options_train_and_resume_exactly(tiny_recipe, tmp_path, run_cli):
         for key, tensor in tensors.items():
             assert torch.equal(tensor, b["models"][net][key]), (net, key)
     rows = train_rows(full)
-    assert rows == [{**r, "time": rows[i]["time"]} for i, r in enumerate(train_rows(Run.open(part.dir, get_registry())))]
+    assert rows == [
+        {**r, "time": rows[i]["time"]} for i, r in enumerate(train_rows(Run.open(part.dir, get_registry())))
+    ]
     assert all(math.isfinite(r["loss_d"]) and math.isfinite(r["loss_g"]) for r in rows)
     assert all(math.isfinite(r["ms_ratio"]) and r["ms_ratio"] > 0 for r in rows)  # the mode-seeking term ran
     # linear decay: the lr of step s (1-based) is lr * (1 - (s - 1) / steps)
     assert rows[-1]["lr"] == pytest.approx(2e-4 * (1 - 29 / 30))
     assert rows[0]["lr"] == pytest.approx(2e-4 * (1 - 4 / 30))
     # the average differs from the raw generator, and samples come from the average
-    ema = {k[len("module."):]: v for k, v in a["models"]["generator_ema"].items() if k.startswith("module.")}
+    ema = {k[len("module.") :]: v for k, v in a["models"]["generator_ema"].items() if k.startswith("module.")}
     assert any(not torch.equal(ema[k], v) for k, v in a["models"]["generator"].items() if v.is_floating_point())
     pipeline = full.recipe.pipeline.info.cls(full.recipe.train)
     parts, _ = pipeline._load(Run.open(full.dir, get_registry(), quiet=True))
@@ -81,12 +91,24 @@ def test_mode_seeking_makes_noise_matter(tiny_recipe, tmp_path):
     assert "ms_ratio" not in train_rows(off)[-1]
     ratios = [r["ms_ratio"] for r in train_rows(on)]
     assert ratios and all(math.isfinite(r) and r > 0 for r in ratios)
-    assert _noise_spread(Run.open(on.dir, get_registry(), quiet=True)) > 1.5 * _noise_spread(Run.open(off.dir, get_registry(), quiet=True))
+    assert _noise_spread(Run.open(on.dir, get_registry(), quiet=True)) > 1.5 * _noise_spread(
+        Run.open(off.dir, get_registry(), quiet=True)
+    )
 
 
 def test_wgan_weight_clipping_and_bf16(tiny_recipe, tmp_path):
-    overrides = ["train.steps=6", "sample.every=0", 'loss.name="wgan-gp"', "loss.gp_lambda=0.0", "train.d_weight_clip=0.01",
-                 "train.n_critic=3", 'discriminator.norm="none"', 'train.precision="bf16"', "train.lr=5e-5", "train.betas=[0.0, 0.9]"]
+    overrides = [
+        "train.steps=6",
+        "sample.every=0",
+        'loss.name="wgan-gp"',
+        "loss.gp_lambda=0.0",
+        "train.d_weight_clip=0.01",
+        "train.n_critic=3",
+        'discriminator.norm="none"',
+        'train.precision="bf16"',
+        "train.lr=5e-5",
+        "train.betas=[0.0, 0.9]",
+    ]
     run = api.train(str(tiny_recipe), overrides, runs_dir=tmp_path, quiet=True)
     d = final_state(run)["models"]["discriminator"]
     assert max(t.abs().max().item() for t in d.values() if t.is_floating_point()) <= 0.01 + 1e-9
@@ -134,7 +156,9 @@ def test_fast_profile_trains_and_resumes_exactly(tiny_recipe, tmp_path, run_cli,
     assert calls  # the profile asked whether bf16 is native
     standard = final_state(api.train(str(tiny_recipe), overrides[1:], runs_dir=tmp_path / "standard", quiet=True))
     g = "generator"
-    assert not all(torch.equal(t, standard["models"][g][k]) for k, t in a["models"][g].items())  # another profile, other numbers
+    assert not all(
+        torch.equal(t, standard["models"][g][k]) for k, t in a["models"][g].items()
+    )  # another profile, other numbers
     assert all(math.isfinite(r["loss_d"]) for r in train_rows(full))
 
 
@@ -143,7 +167,9 @@ def test_fast_profile_keeps_two_passes_for_a_batch_norm_discriminator(tiny_recip
 
     batches = []
     real_forward = DCGANDiscriminator.forward
-    monkeypatch.setattr(DCGANDiscriminator, "forward", lambda self, x, t: batches.append(len(x)) or real_forward(self, x, t))
+    monkeypatch.setattr(
+        DCGANDiscriminator, "forward", lambda self, x, t: batches.append(len(x)) or real_forward(self, x, t)
+    )
     overrides = ['train.profile="fast"', "sample.every=0", "train.steps=1", "train.checkpoint_every=1"]
     api.train(str(tiny_recipe), [*overrides, 'discriminator.norm="batch"'], runs_dir=tmp_path / "bn", quiet=True)
     assert batches[:2] == [32, 32]  # real, then fake: batch statistics never mix them
@@ -170,5 +196,7 @@ def test_dcgan_latent_codes_end_z_with_a_uniform_one_hot():
     check_part(DCGANGenerator, config)
 
     plain = DCGANGenerator(DCGANGenerator.Config(latent_dim=8, ngf=8), text_dim=6, image_size=16, channels=3)
-    assert torch.equal(plain.sample_latent(4, torch.Generator().manual_seed(1)),
-                       torch.randn(4, 8, generator=torch.Generator().manual_seed(1)))
+    assert torch.equal(
+        plain.sample_latent(4, torch.Generator().manual_seed(1)),
+        torch.randn(4, 8, generator=torch.Generator().manual_seed(1)),
+    )

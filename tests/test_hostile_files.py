@@ -81,8 +81,11 @@ def copy(stopped, tmp_path) -> Path:
 
 # ------------------------------------------------------------------------------------------ 1. no unpickling
 def eval_recipe(tmp_path: Path, extractor: str, weights: Path) -> Path:
-    return write_recipe(tmp_path, TINY + f'\n[eval]\nmetrics = ["fid"]\nnum_samples = 8\n\n[eval.fid]\n'
-                                         f'extractor = "{extractor}"\nweights = "{weights}"\n')
+    return write_recipe(
+        tmp_path,
+        TINY + f'\n[eval]\nmetrics = ["fid"]\nnum_samples = 8\n\n[eval.fid]\n'
+        f'extractor = "{extractor}"\nweights = "{weights}"\n',
+    )
 
 
 @pytest.mark.parametrize("form", ["torch", "pickle"])
@@ -98,8 +101,9 @@ def test_crafted_inception_weights_in_a_recipe_never_run(run_cli, tmp_path, offl
 
 
 @pytest.mark.parametrize("extractor", ["inception-v3-compat", "auto"])
-def test_crafted_inception_weights_in_the_environment_never_run(copy, run_cli, tmp_path, monkeypatch, offline_inception,
-                                                                extractor):
+def test_crafted_inception_weights_in_the_environment_never_run(
+    copy, run_cli, tmp_path, monkeypatch, offline_inception, extractor
+):
     marker = tmp_path / "payload-ran"
     monkeypatch.setenv("DALLE_KIT_INCEPTION_WEIGHTS", str(crafted_pickle(tmp_path / "env.pth", marker)))
     with open(copy / "recipe.toml", "a") as f:
@@ -125,8 +129,9 @@ def test_torch_fidelity_own_extractor_gets_the_tensors_not_the_file(tmp_path, of
     assert not isinstance(inception.weights_argument(extractor), (str, os.PathLike))
     images = Shapes(Shapes.Config(train_size=8, test_size=8)).load("test").images
     ours = fidelity.extract_features(images, extractor, 8, torch.device("cpu"))
-    theirs_net = create_feature_extractor("inception-v3-compat", ["2048"], cuda=False, verbose=False,
-                                          feature_extractor_weights_path=str(weights))
+    theirs_net = create_feature_extractor(
+        "inception-v3-compat", ["2048"], cuda=False, verbose=False, feature_extractor_weights_path=str(weights)
+    )
     theirs = get_featuresdict_from_dataset(inception.ImagesDataset(images), theirs_net, 8, False, True, False)["2048"]
     assert torch.isfinite(ours).all() and torch.equal(ours, theirs)
 
@@ -137,8 +142,15 @@ def shapes_evaluation(cache_root: Path, n: int = 8):
 
     shapes = Shapes(Shapes.Config(train_size=256, test_size=16))
     train = shapes.load("train")
-    return Evaluation(shapes, num_samples=n, generated=train.images[:n], prompts=train.captions[:n], seed=1,
-                      cache_root=cache_root, metric_names=["fid"])
+    return Evaluation(
+        shapes,
+        num_samples=n,
+        generated=train.images[:n],
+        prompts=train.captions[:n],
+        seed=1,
+        cache_root=cache_root,
+        metric_names=["fid"],
+    )
 
 
 def plant(files: list[Path], marker: Path) -> None:
@@ -324,8 +336,13 @@ def resume_process(run_dir: Path, *extra: str, limit: int | None = None) -> subp
         signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
         resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
 
-    return subprocess.run([str(EXE), "run", "--resume", str(run_dir), "-q", "--stop-at", "20", *extra],
-                          capture_output=True, text=True, timeout=300, preexec_fn=limit_file_size if limit else None)
+    return subprocess.run(
+        [str(EXE), "run", "--resume", str(run_dir), "-q", "--stop-at", "20", *extra],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        preexec_fn=limit_file_size if limit else None,
+    )
 
 
 def assert_failed_write_kept_the_good_checkpoint(done, run_dir: Path, problem: str) -> None:
@@ -343,8 +360,9 @@ def assert_failed_write_kept_the_good_checkpoint(done, run_dir: Path, problem: s
 def mount_tmpfs(where: Path, options: str) -> None:
     where.mkdir(exist_ok=True)
     try:
-        done = subprocess.run(["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(where)], capture_output=True,
-                              text=True, timeout=30)
+        done = subprocess.run(
+            ["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(where)], capture_output=True, text=True, timeout=30
+        )
     except (OSError, subprocess.TimeoutExpired) as exc:
         pytest.skip(f"cannot mount a tmpfs here: {exc}")
     if done.returncode != 0:
@@ -435,8 +453,10 @@ def test_kill_inside_the_librarys_own_write_leaves_nothing_on_the_next_start(cop
     """A process killed inside safetensors' save_file leaves its ``.tmpXXXXXX`` beside the target (as dalle-kit's
     checkpoints once did); the next start of the run removes it and resumes from the good checkpoint."""
     ckpts = copy / "checkpoints"
-    code = (f"import torch; from safetensors.torch import save_file; "
-            f"save_file({BIG}, {str(ckpts / 'step-00000030.safetensors')!r})")
+    code = (
+        f"import torch; from safetensors.torch import save_file; "
+        f"save_file({BIG}, {str(ckpts / 'step-00000030.safetensors')!r})"
+    )
     left = kill_inside_write(code, ckpts, LIBRARY_TEMP_RE)
     assert left.is_file() and [s for s, _ in list_checkpoints(ckpts)] == [10]
     api.train(resume=copy, stop_at=20, quiet=True)
@@ -448,9 +468,11 @@ def test_kill_inside_a_library_write_by_name_leaves_one_folder_removed_on_the_ne
     """`dalle_kit.files.atomic_write` gives a writer that saves by name a path in a private folder: whatever the
     library leaves there when killed goes with that folder when the run is next opened."""
     ckpts = copy / "checkpoints"
-    code = (f"import torch; from pathlib import Path; from safetensors.torch import save_file; "
-            f"from dalle_kit.files import atomic_write; "
-            f"atomic_write(Path({str(ckpts / 'step-00000030.safetensors')!r}), lambda tmp: save_file({BIG}, str(tmp)))")
+    code = (
+        f"import torch; from pathlib import Path; from safetensors.torch import save_file; "
+        f"from dalle_kit.files import atomic_write; "
+        f"atomic_write(Path({str(ckpts / 'step-00000030.safetensors')!r}), lambda tmp: save_file({BIG}, str(tmp)))"
+    )
     folder = kill_inside_write(code, ckpts, re.compile(r"^\.step-00000030\.safetensors\.tmp-\d+$"))
     assert folder.is_dir()
     from dalle_kit.registry import get_registry
@@ -479,8 +501,14 @@ CIFAR = TINY.replace('[data]\nname = "shapes"\ntrain_size = 1024\ntest_size = 64
 def test_cifar_root_missing_is_refused_before_any_directory(run_cli, tmp_path, monkeypatch):
     recipe = write_recipe(tmp_path, CIFAR)
     missing = tmp_path / "no" / "such" / "root"
-    refused_before_anything(run_cli, tmp_path, recipe, f"data.root={missing}", "data.download=false",
-                            expected=("cifar10: no usable data in", str(missing)))
+    refused_before_anything(
+        run_cli,
+        tmp_path,
+        recipe,
+        f"data.root={missing}",
+        "data.download=false",
+        expected=("cifar10: no usable data in", str(missing)),
+    )
     # with download = true and no network (a proxy that refuses), the attempt leaves nothing behind either
     for var in ("https_proxy", "HTTPS_PROXY", "http_proxy", "HTTP_PROXY"):
         monkeypatch.setenv(var, "http://127.0.0.1:9")
@@ -494,15 +522,19 @@ def test_cifar_root_that_is_a_file_is_refused_before_any_directory(run_cli, tmp_
     recipe = write_recipe(tmp_path, CIFAR)
     root = tmp_path / "a-file"
     root.write_text("not a folder")
-    refused_before_anything(run_cli, tmp_path, recipe, f"data.root={root}",
-                            expected=(f"[data] root {root} is a file, not a folder",))
+    refused_before_anything(
+        run_cli, tmp_path, recipe, f"data.root={root}", expected=(f"[data] root {root} is a file, not a folder",)
+    )
     assert root.read_text() == "not a folder"
 
 
-@pytest.mark.parametrize("override, expected", [
-    ("sample.prompts=[]", "[sample] key 'prompts': no prompts"),
-    ('sample.prompts=["a red circle", "  "]', "[sample] key 'prompts': prompt 2 is empty"),
-])
+@pytest.mark.parametrize(
+    "override, expected",
+    [
+        ("sample.prompts=[]", "[sample] key 'prompts': no prompts"),
+        ('sample.prompts=["a red circle", "  "]', "[sample] key 'prompts': prompt 2 is empty"),
+    ],
+)
 def test_sample_prompts_are_checked_before_any_directory(run_cli, tmp_path, tiny_recipe, override, expected):
     refused_before_anything(run_cli, tmp_path, tiny_recipe, override, expected=(expected,))
 
@@ -510,16 +542,33 @@ def test_sample_prompts_are_checked_before_any_directory(run_cli, tmp_path, tiny
 def test_prompts_file_that_is_not_text_is_refused_before_any_directory(run_cli, tmp_path, tiny_recipe):
     prompts = tmp_path / "prompts.txt"
     prompts.write_bytes(b"\xff\xfe\x00binary")
-    refused_before_anything(run_cli, tmp_path, tiny_recipe, "sample.prompts=[]", f"sample.prompts_file={prompts}",
-                            expected=("[sample] key 'prompts_file': cannot be read (not UTF-8 text)",))
+    refused_before_anything(
+        run_cli,
+        tmp_path,
+        tiny_recipe,
+        "sample.prompts=[]",
+        f"sample.prompts_file={prompts}",
+        expected=("[sample] key 'prompts_file': cannot be read (not UTF-8 text)",),
+    )
 
 
 # ------------------------------------------------------------------------------------------ 6. smaller things
-@pytest.mark.parametrize("args", [
-    ("sample",), ("sample", "runs/x"), ("eval", "runs/x", "-n", "0"), ("run", "--stop-at", "0"),
-    ("sample", "runs/x", "a red circle", "-n", "abc"), ("--no-such-option",), ("no-such-command",),
-    ("plugins", "shw"), ("recipe", "check"), ("compare",), ("bench", "grid.toml", "--bogus"),
-])
+@pytest.mark.parametrize(
+    "args",
+    [
+        ("sample",),
+        ("sample", "runs/x"),
+        ("eval", "runs/x", "-n", "0"),
+        ("run", "--stop-at", "0"),
+        ("sample", "runs/x", "a red circle", "-n", "abc"),
+        ("--no-such-option",),
+        ("no-such-command",),
+        ("plugins", "shw"),
+        ("recipe", "check"),
+        ("compare",),
+        ("bench", "grid.toml", "--bogus"),
+    ],
+)
 def test_usage_mistakes_are_one_line_with_a_help_hint(run_cli, args):
     line = one_line_error(*run_cli(*args))
     assert re.search(r"see `dalle-kit( [a-z-]+)* --help`$", line), line

@@ -57,7 +57,9 @@ def make_folder(root: Path, captions: str = "metadata", n: int = 12, sub: str = 
 
 def write_captions(folder: Path, names: dict[str, str], captions: str) -> None:
     if captions == "metadata":
-        (folder / "metadata.jsonl").write_text("".join(json.dumps({"file_name": k, "text": v}) + "\n" for k, v in names.items()))
+        (folder / "metadata.jsonl").write_text(
+            "".join(json.dumps({"file_name": k, "text": v}) + "\n" for k, v in names.items())
+        )
     elif captions == "csv":
         with open(folder / "captions.csv", "w", newline="") as f:
             writer = csv.writer(f)
@@ -88,7 +90,10 @@ def test_each_caption_source(tmp_path, source):
         for image, caption in zip(part.images, part.captions):
             colour = caption.split()[1]
             centre = image[:, 3:13, 3:13].float()
-            assert (centre - torch.tensor(COLOURS[colour]).float().view(3, 1, 1)).abs().max() < 12, (caption, image[:, 8, 8])
+            assert (centre - torch.tensor(COLOURS[colour]).float().view(3, 1, 1)).abs().max() < 12, (
+                caption,
+                image[:, 8, 8],
+            )
     image, caption = train[0]
     assert image.dtype == torch.float32 and -1 <= image.min() and image.max() <= 1
 
@@ -174,7 +179,7 @@ def test_second_load_does_not_decode_and_maps_the_cache(tmp_path, monkeypatch, i
     assert np.array_equal(array, train.images.numpy())
     # captions are read fresh every time: editing one needs no decoding and is never stale
     meta = root / "metadata.jsonl"
-    meta.write_text(meta.read_text().replace("number 0\"", "number zero\""))
+    meta.write_text(meta.read_text().replace('number 0"', 'number zero"'))
     _, train3, test3 = load_both(root)
     assert "a red square number zero" in train3.captions + test3.captions
     # changing a file's bytes (size, mtime) invalidates its split's entry
@@ -245,8 +250,9 @@ def test_missing_caption_and_caption_without_image(tmp_path, capsys):
         ImageFolder(config(root)).load("train")
     msg = str(err.value)
     assert "\n" not in msg and "metadata.jsonl line 13" in msg and str(root / "ghost.png") in msg
-    (root / "metadata.jsonl").write_text("".join(json.dumps({"file_name": k, "text": v}) + "\n"
-                                                 for k, v in names.items() if k != "ghost.png"))
+    (root / "metadata.jsonl").write_text(
+        "".join(json.dumps({"file_name": k, "text": v}) + "\n" for k, v in names.items() if k != "ghost.png")
+    )
     with pytest.raises(dalle_kit.UserError) as err:
         ImageFolder(config(root)).load("train")
     msg = str(err.value)
@@ -271,11 +277,14 @@ def test_txt_sidecar_missing(tmp_path):
     assert "\n" not in msg and str(victim) in msg and "no caption" in msg
 
 
-@pytest.mark.parametrize("line, expected", [
-    ("{not json", "metadata.jsonl line 3: not valid JSON"),
-    ('{"file_name": "x.png"}', 'metadata.jsonl line 3: needs the string keys "file_name" and "text"'),
-    ('{"file_name": "../x.png", "text": "up"}', "metadata.jsonl line 3: file_name '../x.png' is not a path inside"),
-])
+@pytest.mark.parametrize(
+    "line, expected",
+    [
+        ("{not json", "metadata.jsonl line 3: not valid JSON"),
+        ('{"file_name": "x.png"}', 'metadata.jsonl line 3: needs the string keys "file_name" and "text"'),
+        ('{"file_name": "../x.png", "text": "up"}', "metadata.jsonl line 3: file_name '../x.png' is not a path inside"),
+    ],
+)
 def test_malformed_metadata_line(tmp_path, line, expected):
     root = tmp_path / "imgs"
     make_folder(root, "metadata")
@@ -316,8 +325,14 @@ def test_empty_folder_missing_root_and_no_captions(tmp_path):
 
 
 def test_config_validation(tmp_path):
-    for bad in [{"size": 4}, {"test_fraction": 0.0}, {"test_fraction": 1.0}, {"channels": 2}, {"on_error": "ignore"},
-                {"workers": -1}]:
+    for bad in [
+        {"size": 4},
+        {"test_fraction": 0.0},
+        {"test_fraction": 1.0},
+        {"channels": 2},
+        {"on_error": "ignore"},
+        {"workers": -1},
+    ]:
         with pytest.raises(ValueError):
             config(tmp_path, **bad)
 
@@ -329,7 +344,9 @@ def test_conformance_kit(tmp_path):
 
 
 def tiny_recipe(tmp_path: Path, root: Path) -> Path:
-    return write_recipe(tmp_path, f"""\
+    return write_recipe(
+        tmp_path,
+        f"""\
         name = "folder"
         pipeline = "gan"
         seed = 0
@@ -368,7 +385,8 @@ def tiny_recipe(tmp_path: Path, root: Path) -> Path:
         prompts = ["a red square"]
         every = 0
         per_prompt = 2
-        """)
+        """,
+    )
 
 
 def test_cli_run_on_a_folder(tmp_path, run_cli):

@@ -13,7 +13,11 @@ LOSSES = Registry.discover(select="").parts["loss"]
 
 def batch(n=6):
     g = torch.Generator().manual_seed(0)
-    return (torch.rand(n, 3, 8, 8, generator=g) * 2 - 1, torch.rand(n, 3, 8, 8, generator=g) * 2 - 1, torch.randn(n, 16, generator=g))
+    return (
+        torch.rand(n, 3, 8, 8, generator=g) * 2 - 1,
+        torch.rand(n, 3, 8, 8, generator=g) * 2 - 1,
+        torch.randn(n, 16, generator=g),
+    )
 
 
 @pytest.mark.parametrize("name", ["bce", "hinge", "lsgan"])
@@ -71,8 +75,12 @@ def test_ragan_values_and_training_gets_real_logits(tiny_recipe, tmp_path, monke
         return original(self, fake_logits, real_logits)
 
     monkeypatch.setattr(RelativisticAverage, "generator_loss", spy)
-    run = api.train(str(tiny_recipe), ["loss.name=ragan", "train.steps=4", "train.matching_aware=true", "sample.every=0"],
-                    runs_dir=tmp_path / "runs", quiet=True)
+    run = api.train(
+        str(tiny_recipe),
+        ["loss.name=ragan", "train.steps=4", "train.matching_aware=true", "sample.every=0"],
+        runs_dir=tmp_path / "runs",
+        quiet=True,
+    )
     assert seen == [(torch.Size([32]), torch.Size([32]))] * 4
     rows = [r for r in run.read_metrics() if r.get("kind") == "train"]
     assert rows and all(math.isfinite(r["loss_g"]) for r in rows)

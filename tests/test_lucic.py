@@ -70,10 +70,18 @@ def mnist(size: int):
 
 def fid(dataset, generated: torch.Tensor, protocol: str, tmp_path, memo: dict | None = None):
     """FID of `generated` (uint8 or float32 in [0, 255]) against the first images of the test split."""
-    metrics = build_metrics(["fid"], get_registry(), settings={"fid": PARTS["metric"]["fid"].cls.Config(protocol=protocol)})
-    evaluation = Evaluation(dataset, num_samples=len(generated), seed=0, n_reference=len(generated),
-                            prompts=["a digit"] * len(generated), cache_root=tmp_path / "cache",
-                            generated=generated.round().to(torch.uint8) if generated.is_floating_point() else generated)
+    metrics = build_metrics(
+        ["fid"], get_registry(), settings={"fid": PARTS["metric"]["fid"].cls.Config(protocol=protocol)}
+    )
+    evaluation = Evaluation(
+        dataset,
+        num_samples=len(generated),
+        seed=0,
+        n_reference=len(generated),
+        prompts=["a digit"] * len(generated),
+        cache_root=tmp_path / "cache",
+        generated=generated.round().to(torch.uint8) if generated.is_floating_point() else generated,
+    )
     if generated.is_floating_point():
         evaluation._generated_float = generated
     if memo is not None:
@@ -104,7 +112,9 @@ def test_lucic2018_feeds_unpadded_tiled_grey_floats_to_the_resize(offline_incept
     generated_fed, reference_fed = fed[:12], fed[12:]
     assert torch.equal(generated_fed[:, :1], generated)  # as generated: not rounded, not padded, not resized
     assert torch.equal(reference_fed[:, :1], native.load("test").images[:12].float())
-    assert result.protocol.name == "lucic2018-preprocessing" and result.protocol.published == ""  # 12 images, not 10,000
+    assert (
+        result.protocol.name == "lucic2018-preprocessing" and result.protocol.published == ""
+    )  # 12 images, not 10,000
     assert "protocol=lucic2018-preprocessing (ours)" in result.protocol.line()
 
     seen.clear()
@@ -163,12 +173,22 @@ def test_infogan_networks_have_compare_gans_layers():
     linear = [m for m in g.modules() if isinstance(m, torch.nn.Linear)]
     assert [(m.in_features, m.out_features) for m in linear] == [(64, 1024), (1024, 128 * 7 * 7)]
     deconv = [m for m in g.modules() if isinstance(m, torch.nn.ConvTranspose2d)]
-    assert [(m.in_channels, m.out_channels, m.kernel_size, m.stride) for m in deconv] == [(128, 64, (4, 4), (2, 2)), (64, 1, (4, 4), (2, 2))]
+    assert [(m.in_channels, m.out_channels, m.kernel_size, m.stride) for m in deconv] == [
+        (128, 64, (4, 4), (2, 2)),
+        (64, 1, (4, 4), (2, 2)),
+    ]
     assert sum(isinstance(m, torch.nn.modules.batchnorm._BatchNorm) for m in g.modules()) == 3
-    assert all(m.momentum == 0.001 and m.eps == 0.001 for m in g.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm))
+    assert all(
+        m.momentum == 0.001 and m.eps == 0.001
+        for m in g.modules()
+        if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)
+    )
     conv = [m for m in d.modules() if isinstance(m, torch.nn.Conv2d)]
     assert [(m.in_channels, m.out_channels) for m in conv] == [(1, 64), (64, 128)]
-    assert [(m.in_features, m.out_features) for m in d.modules() if isinstance(m, torch.nn.Linear)] == [(6272, 1024), (1024, 1)]
+    assert [(m.in_features, m.out_features) for m in d.modules() if isinstance(m, torch.nn.Linear)] == [
+        (6272, 1024),
+        (1024, 1),
+    ]
     assert sum(isinstance(m, torch.nn.modules.batchnorm._BatchNorm) for m in d.modules()) == 2
     no_bn = build("discriminator", "infogan", batchnorm=False)
     assert not any(isinstance(m, torch.nn.modules.batchnorm._BatchNorm) for m in no_bn.modules())
@@ -207,7 +227,9 @@ def test_minimax_generator_minimises_log_one_minus_d():
     expected = torch.log(1 - torch.sigmoid(fake)).mean()
     assert make("minimax").generator_loss(fake).item() == pytest.approx(expected.item(), rel=1e-6)
     real = torch.tensor([1.0, 3.0])
-    assert make("minimax").discriminator_loss(real, fake).item() == pytest.approx(make("bce").discriminator_loss(real, fake).item())
+    assert make("minimax").discriminator_loss(real, fake).item() == pytest.approx(
+        make("bce").discriminator_loss(real, fake).item()
+    )
 
 
 def test_lsgan_on_sigmoid_as_compare_gan():
@@ -237,7 +259,9 @@ def test_wgan_gp_in_compare_gans_pixels_doubles_the_norm():
     real = torch.rand(4, 3, 8, 8) * 2 - 1
     text = torch.randn(4, 16)
     assert make("wgan-gp").penalty(judge, real, real.flip(0), text).item() == pytest.approx(10 * 0.25, abs=1e-4)
-    assert make("wgan-gp", pixels="0..1").penalty(judge, real, real.flip(0), text).item() == pytest.approx(0.0, abs=1e-4)
+    assert make("wgan-gp", pixels="0..1").penalty(judge, real, real.flip(0), text).item() == pytest.approx(
+        0.0, abs=1e-4
+    )
 
 
 def test_dragan_penalty_is_compare_gans(monkeypatch):
@@ -305,5 +329,13 @@ def test_shipped_lucic_grids_load():
     for name in ("lucic-mnist", "lucic-fashion"):
         grid = load_grid(f"recipes/{name}.toml", get_registry())
         cells = grid.cells()
-        assert [c.params["cell"] for c in cells][2:] == ["NS GAN", "WGAN", "MM GAN", "LSGAN", "WGAN GP", "DRAGAN", "BEGAN"]
+        assert [c.params["cell"] for c in cells][2:] == [
+            "NS GAN",
+            "WGAN",
+            "MM GAN",
+            "LSGAN",
+            "WGAN GP",
+            "DRAGAN",
+            "BEGAN",
+        ]
         assert sum(bool(c.real) for c in cells) == 2 and all(c.published for c in cells if not c.real)

@@ -59,7 +59,9 @@ def test_real_images_align_and_mismatched_ones_do_not(shapes, cache_root):
     assert (p.n_generated, p.n_reference, p.reference_split, p.seed) == (n, 2000, "test", 0)
     assert p.extractor.startswith("probe-cnn") and len(p.weights_hash) == 64
 
-    shuffled = score(shapes, cache_root, test.images[:n].roll(1, dims=0), test.captions[:n])  # each image under another's caption
+    shuffled = score(
+        shapes, cache_root, test.images[:n].roll(1, dims=0), test.captions[:n]
+    )  # each image under another's caption
     assert shuffled.values["text_alignment"] <= 0.25
     assert shuffled.values["text_alignment_colour"] <= 0.4
 
@@ -70,8 +72,13 @@ def test_only_the_stated_attributes_count(shapes, cache_root):
     i = next(i for i in range(len(test)) if names["size"][int(test.attributes["size"][i])] == "large")
     colour, shape = (names[k][int(test.attributes[k][i])] for k in ("colour", "shape"))
     other_colour = next(c for c in names["colour"] if c != colour)
-    prompts = [f"a {colour} {shape}", f"a large {colour} {shape}", f"a small {colour} {shape}", f"a {other_colour} {shape}"]
-    result = score(shapes, cache_root, test.images[i:i + 1].expand(4, -1, -1, -1).clone(), prompts)
+    prompts = [
+        f"a {colour} {shape}",
+        f"a large {colour} {shape}",
+        f"a small {colour} {shape}",
+        f"a {other_colour} {shape}",
+    ]
+    result = score(shapes, cache_root, test.images[i : i + 1].expand(4, -1, -1, -1).clone(), prompts)
     assert result.values["text_alignment"] == pytest.approx(0.5)  # the first two match, the last two do not
     assert result.values["text_alignment_size"] == pytest.approx(0.5)
     assert result.values["text_alignment_colour"] == pytest.approx(0.75)

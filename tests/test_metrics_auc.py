@@ -43,19 +43,33 @@ def test_d_roc_auc_separates_what_the_critic_sees(shapes, tmp_path):
     metric = {"d-roc-auc": DiscriminatorROCAUC(DiscriminatorROCAUC.Config())}
 
     inverted = 255 - test.images[:n]  # bright backgrounds
-    evaluation = Evaluation(shapes, num_samples=n, generated=inverted, prompts=test.captions[:n], critic=darkness_critic,
-                            cache_root=tmp_path)
+    evaluation = Evaluation(
+        shapes,
+        num_samples=n,
+        generated=inverted,
+        prompts=test.captions[:n],
+        critic=darkness_critic,
+        cache_root=tmp_path,
+    )
     result = compute_metrics(evaluation, metric)["d-roc-auc"]
     assert result.values["d_roc_auc"] == 1.0
     assert result.protocol.extractor == "darkness" and result.protocol.n_reference == n
 
-    same = Evaluation(shapes, num_samples=n, generated=test.images[:n].clone(), prompts=test.captions[:n],
-                      critic=darkness_critic, cache_root=tmp_path)
+    same = Evaluation(
+        shapes,
+        num_samples=n,
+        generated=test.images[:n].clone(),
+        prompts=test.captions[:n],
+        critic=darkness_critic,
+        cache_root=tmp_path,
+    )
     assert compute_metrics(same, metric)["d-roc-auc"].values["d_roc_auc"] == pytest.approx(0.5)
 
 
 def test_d_roc_auc_needs_a_discriminator(shapes, tmp_path):
     test = shapes.load("test")
-    evaluation = Evaluation(shapes, num_samples=4, generated=test.images[:4], prompts=test.captions[:4], cache_root=tmp_path)
+    evaluation = Evaluation(
+        shapes, num_samples=4, generated=test.images[:4], prompts=test.captions[:4], cache_root=tmp_path
+    )
     with pytest.raises(dalle_kit.UserError, match="no discriminator"):
         compute_metrics(evaluation, {"d-roc-auc": DiscriminatorROCAUC(DiscriminatorROCAUC.Config())})

@@ -60,11 +60,16 @@ def test_grid_runs_every_cell_records_failures_and_skips_finished_ones(tmp_path,
     for suffix in (".md", ".csv", ".json", ".png", ".html"):
         assert (out / f"tiny{suffix}").is_file()
     md = (out / "tiny.md").read_text()
-    assert "## Protocol" in md and "| d-roc-auc | dalle-kit (ours) | 8 | 8 | shapes/test | discriminator dcgan (step 2) |" in md
+    assert (
+        "## Protocol" in md
+        and "| d-roc-auc | dalle-kit (ours) | 8 | 8 | shapes/test | discriminator dcgan (step 2) |" in md
+    )
     assert md.count("failed: ") == 2
     rows = list(csv.DictReader(io.StringIO((out / "tiny.csv").read_text())))
     ok_rows = [r for r in rows if r["status"] == "ok"]
-    assert len(ok_rows) == 2 and all(r["seed"] == "3" and r["n_generated"] == "8" and r["weights_hash"] for r in ok_rows)
+    assert len(ok_rows) == 2 and all(
+        r["seed"] == "3" and r["n_generated"] == "8" and r["weights_hash"] for r in ok_rows
+    )
     assert json.loads((out / "tiny.json").read_text())["cells"] == state["cells"]
     page = (out / "tiny.html").read_text()  # the cells side by side, failed ones with their error
     assert page.count("failed: ") == 2 and "loss=hinge, data.size=16" in page and "d-roc-auc" in page
@@ -73,7 +78,9 @@ def test_grid_runs_every_cell_records_failures_and_skips_finished_ones(tmp_path,
     again = run_grid(grid, out, echo=lines.append)
     assert sum("done before, skipped" in line for line in lines) == 2  # the ok cells
     assert sum("failed" in line for line in lines) == 2  # failed cells are tried again
-    assert [c["results"] for c in again["cells"] if c["status"] == "ok"] == [c["results"] for c in state["cells"] if c["status"] == "ok"]
+    assert [c["results"] for c in again["cells"] if c["status"] == "ok"] == [
+        c["results"] for c in state["cells"] if c["status"] == "ok"
+    ]
 
 
 def test_grid_is_checked_before_anything_trains(tmp_path):
@@ -110,15 +117,21 @@ def test_shipped_real_image_grid_is_valid(capsys):
 
 def test_extra_cells_use_their_own_base_and_run_beside_the_grid(tmp_path, capsys):
     grid = tmp_path / "tiny.toml"
-    grid.write_text(GRID.replace('"data.size" = [16, 24]       # 24 passes the recipe check but dcgan refuses it: those cells fail',
-                                 '"data.size" = [16]')
-                    + '\n[[extra]]\nlabel = "vae"\nbase = "shapes-vae"\nset = {"generator.width" = 8, "train.encoder_width" = 8, "train.steps" = 2, '
-                       '"data.train_size" = 128, "data.test_size" = 32, "sample.every" = 0}\n')
+    grid.write_text(
+        GRID.replace(
+            '"data.size" = [16, 24]       # 24 passes the recipe check but dcgan refuses it: those cells fail',
+            '"data.size" = [16]',
+        )
+        + '\n[[extra]]\nlabel = "vae"\nbase = "shapes-vae"\nset = {"generator.width" = 8, "train.encoder_width" = 8, "train.steps" = 2, '
+        '"data.train_size" = 128, "data.test_size" = 32, "sample.every" = 0}\n'
+    )
     loaded = load_grid(grid, get_registry())
     cells = loaded.cells()
     assert [c.base for c in cells] == ["shapes", "shapes", "shapes-vae"]
     assert cells[2].params == {"loss": "vae", "data.size": "-"}
-    assert "generator.width=8" in cells[2].overrides and not any("ndf" in o for o in cells[2].overrides)  # its own set only
+    assert "generator.width=8" in cells[2].overrides and not any(
+        "ndf" in o for o in cells[2].overrides
+    )  # its own set only
     assert len({c.id for c in cells}) == 3
     state = run_grid(grid, tmp_path / "out", runs_dir=tmp_path / "runs", echo=lambda _: None)
     statuses = {c["params"]["loss"]: c["status"] for c in state["cells"]}

@@ -12,9 +12,28 @@ from dalle_kit.evaluation import evaluate_configured, evaluate_run
 from dalle_kit.registry import get_registry
 from dalle_kit.run import Run
 
-TINY = ["data.train_size=256", "data.test_size=64", "data.size=16", "train.steps=4", "train.batch_size=16",
-        "generator.ngf=8", "discriminator.ndf=8", "sample.every=0", "eval.metrics=[]"]
-PROTOCOL_KEYS = {"name", "published", "n_generated", "n_reference", "reference_split", "extractor", "weights_hash", "seed", "dataset"}
+TINY = [
+    "data.train_size=256",
+    "data.test_size=64",
+    "data.size=16",
+    "train.steps=4",
+    "train.batch_size=16",
+    "generator.ngf=8",
+    "discriminator.ndf=8",
+    "sample.every=0",
+    "eval.metrics=[]",
+]
+PROTOCOL_KEYS = {
+    "name",
+    "published",
+    "n_generated",
+    "n_reference",
+    "reference_split",
+    "extractor",
+    "weights_hash",
+    "seed",
+    "dataset",
+}
 
 
 @pytest.fixture(autouse=True)
@@ -95,8 +114,12 @@ def test_is_without_weights_stops_before_any_number(run_dir):
 
 
 def test_evaluate_configured_follows_the_recipe(tmp_path):
-    run = api.train("shapes", [o for o in TINY if not o.startswith("eval.")] + ["eval.metrics=[\"d-roc-auc\"]", "eval.num_samples=8"],
-                    runs_dir=tmp_path, quiet=True)
+    run = api.train(
+        "shapes",
+        [o for o in TINY if not o.startswith("eval.")] + ['eval.metrics=["d-roc-auc"]', "eval.num_samples=8"],
+        runs_dir=tmp_path,
+        quiet=True,
+    )
     rows_before = len(eval_rows(run.dir))
     results = evaluate_configured(Run.open(run.dir, get_registry(), quiet=True))
     assert list(results) == ["d-roc-auc"] and results["d-roc-auc"].protocol.n_generated == 8

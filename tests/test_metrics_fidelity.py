@@ -97,8 +97,14 @@ def test_offline_weights_map_onto_torch_fidelity_network():
 
 def test_fid_agrees_with_direct_torch_fidelity_call(shapes, tmp_path):
     train = shapes.load("train")
-    evaluation = Evaluation(shapes, num_samples=N, generated=train.images[:N], prompts=train.captions[:N],
-                            cache_root=tmp_path / "cache", metric_names=["fid"])
+    evaluation = Evaluation(
+        shapes,
+        num_samples=N,
+        generated=train.images[:N],
+        prompts=train.captions[:N],
+        cache_root=tmp_path / "cache",
+        metric_names=["fid"],
+    )
     result = compute_metrics(evaluation, build_metrics(["fid"], get_registry()))["fid"]
 
     extractor = inception.resolve()
@@ -106,9 +112,15 @@ def test_fid_agrees_with_direct_torch_fidelity_call(shapes, tmp_path):
     torch.save(inception.fid_helper_standard_state(), weights)  # for torch-fidelity's stock class
     with threadpool_limits(limits=1, user_api="blas"):  # only for speed: multi-threaded eigvals crawls on shared cores
         direct = torch_fidelity.calculate_metrics(
-            input1=inception.ImagesDataset(train.images[:N]), input2=inception.ImagesDataset(shapes.load("test").images[:N]),
-            fid=True, feature_extractor="inception-v3-compat", feature_extractor_weights_path=str(weights),
-            cuda=False, cache=False, verbose=False)
+            input1=inception.ImagesDataset(train.images[:N]),
+            input2=inception.ImagesDataset(shapes.load("test").images[:N]),
+            fid=True,
+            feature_extractor="inception-v3-compat",
+            feature_extractor_weights_path=str(weights),
+            cuda=False,
+            cache=False,
+            verbose=False,
+        )
 
     assert result.values["fid"] > 1.0  # two different image sets
     assert abs(result.values["fid"] - direct["frechet_inception_distance"]) <= 1e-3
@@ -124,8 +136,14 @@ def test_reference_cache_skips_extractor_and_follows_content(tmp_path, seen, sha
     metrics = build_metrics(["kid", "prc"], get_registry())
 
     def evaluate(ref):
-        evaluation = Evaluation(FixedTest(ref), num_samples=n, generated=generated, prompts=["a red circle"] * n,
-                                cache_root=tmp_path, metric_names=list(metrics))
+        evaluation = Evaluation(
+            FixedTest(ref),
+            num_samples=n,
+            generated=generated,
+            prompts=["a red circle"] * n,
+            cache_root=tmp_path,
+            metric_names=list(metrics),
+        )
         return compute_metrics(evaluation, metrics)
 
     first = evaluate(reference)
@@ -195,14 +213,23 @@ def test_is_computes_with_an_extractor_that_has_logits(shapes, tmp_path):
     torch.manual_seed(0)
     torch.save(nn.Linear(48, 1008).state_dict(), weights)
     train = shapes.load("train")
-    evaluation = Evaluation(shapes, num_samples=N, generated=train.images[:N], prompts=train.captions[:N], seed=3,
-                            cache_root=tmp_path)
+    evaluation = Evaluation(
+        shapes, num_samples=N, generated=train.images[:N], prompts=train.captions[:N], seed=3, cache_root=tmp_path
+    )
     metric = InceptionScore(FidelityConfig(extractor="test-stand-in", weights=str(weights)))
     result = compute_metrics(evaluation, {"is": metric})["is"]
 
     direct = torch_fidelity.calculate_metrics(
-        input1=inception.ImagesDataset(train.images[:N]), isc=True, isc_splits=10, feature_extractor="test-stand-in",
-        feature_extractor_weights_path=str(weights), rng_seed=3, cuda=False, cache=False, verbose=False)
+        input1=inception.ImagesDataset(train.images[:N]),
+        isc=True,
+        isc_splits=10,
+        feature_extractor="test-stand-in",
+        feature_extractor_weights_path=str(weights),
+        rng_seed=3,
+        cuda=False,
+        cache=False,
+        verbose=False,
+    )
     assert result.values["is_mean"] >= 1.0
     assert result.values == {"is_mean": direct["inception_score_mean"], "is_std": direct["inception_score_std"]}
     p = result.protocol
@@ -226,7 +253,11 @@ def test_weights_resolution(monkeypatch, tmp_path):
     assert "\n" not in str(refused.value) and str(refused.value).endswith(inception.STANDARD_WEIGHTS)
     torch.save({"w": torch.zeros(3)}, configured)
     extractor = inception.resolve()
-    assert (extractor.tf_name, extractor.weights_path, extractor.has_logits) == (inception.FAST_NAME, str(configured), True)
+    assert (extractor.tf_name, extractor.weights_path, extractor.has_logits) == (
+        inception.FAST_NAME,
+        str(configured),
+        True,
+    )
     assert extractor.weights_hash == sha256(configured)
     with pytest.raises(dalle_kit.UserError, match="not registered"):
         inception.resolve("no-such-extractor")
@@ -240,12 +271,21 @@ def test_bf16_mixed_pass_is_close_to_fp32_labelled_and_shares_the_fp32_reference
     train = shapes.load("train")
     results = {}
     for precision in ("fp32", "bf16-mixed"):
-        evaluation = Evaluation(shapes, num_samples=N, generated=train.images[:N], prompts=train.captions[:N],
-                                cache_root=tmp_path / "cache", metric_names=["fid"])
+        evaluation = Evaluation(
+            shapes,
+            num_samples=N,
+            generated=train.images[:N],
+            prompts=train.captions[:N],
+            cache_root=tmp_path / "cache",
+            metric_names=["fid"],
+        )
         metrics = build_metrics(["fid"], get_registry(), settings={"fid": FidelityConfig(precision=precision)})
         results[precision] = compute_metrics(evaluation, metrics)["fid"], evaluation.shared
     (fp32, shared32), (bf16, shared16) = results["fp32"], results["bf16-mixed"]
-    assert "bf16" not in fp32.protocol.extractor and fp32.protocol.extractor + ", bf16 after an fp32 stem" == bf16.protocol.extractor
+    assert (
+        "bf16" not in fp32.protocol.extractor
+        and fp32.protocol.extractor + ", bf16 after an fp32 stem" == bf16.protocol.extractor
+    )
     assert len(list((tmp_path / "cache" / fidelity.CACHE_NAMESPACE).iterdir())) == 1  # one reference entry, fp32
     gen32 = next(v for k, v in shared32.items() if k[0] == "inception-features")
     gen16 = next(v for k, v in shared16.items() if k[0] == "inception-features")
@@ -260,9 +300,16 @@ def test_bf16_mixed_pass_is_close_to_fp32_labelled_and_shares_the_fp32_reference
     assert fidelity.generated_extractor(FidelityConfig(precision="auto"), torch.device("cpu")).precision == "bf16-mixed"
 
 
-@pytest.mark.parametrize("shape, size, align_corners", [((2, 3, 32, 32), (299, 299), False), ((1, 3, 28, 28), (299, 299), False),
-                                                        ((2, 1, 64, 48), (299, 299), True), ((1, 3, 400, 333), (299, 299), False),
-                                                        ((1, 3, 7, 5), (3, 9), False)])
+@pytest.mark.parametrize(
+    "shape, size, align_corners",
+    [
+        ((2, 3, 32, 32), (299, 299), False),
+        ((1, 3, 28, 28), (299, 299), False),
+        ((2, 1, 64, 48), (299, 299), True),
+        ((1, 3, 400, 333), (299, 299), False),
+        ((1, 3, 7, 5), (3, 9), False),
+    ],
+)
 def test_separable_resize_is_torch_fidelity_resize_bit_for_bit(shape, size, align_corners):
     from dalle_kit_plugins.metrics.inception_kernels import tf1_resize
 

@@ -41,8 +41,14 @@ def passes(monkeypatch):
 
 def evaluate(shapes, names, prompts, tmp_path, images=None, settings=None):
     train = shapes.load("train")
-    evaluation = Evaluation(shapes, num_samples=N, generated=train.images if images is None else images, prompts=prompts,
-                            cache_root=tmp_path / "cache", metric_names=names)
+    evaluation = Evaluation(
+        shapes,
+        num_samples=N,
+        generated=train.images if images is None else images,
+        prompts=prompts,
+        cache_root=tmp_path / "cache",
+        metric_names=names,
+    )
     return compute_metrics(evaluation, build_metrics(names, get_registry(), settings=settings))
 
 
@@ -58,8 +64,10 @@ def test_intra_fid_shares_the_feature_pass_and_separates_right_from_wrong_classe
     assert all(g >= 3 and r >= 3 for g, r in counts.values())
 
     # The same images under other shapes' prompts: every class is compared with the wrong images.
-    wrong = [c.replace("circle", "X").replace("square", "circle").replace("triangle", "square").replace("X", "triangle")
-             for c in captions]
+    wrong = [
+        c.replace("circle", "X").replace("square", "circle").replace("triangle", "square").replace("X", "triangle")
+        for c in captions
+    ]
     swapped = evaluate(shapes, ["fid", "intra-fid"], wrong, tmp_path, settings=settings)
     assert swapped["fid"].values["fid"] == pytest.approx(right["fid"].values["fid"])  # class-blind: unchanged
     assert swapped["intra-fid"].values["intra_fid"] > right["intra-fid"].values["intra_fid"] * 1.05
@@ -132,7 +140,9 @@ def nuclear_norm_fid(features_1: torch.Tensor, features_2: torch.Tensor) -> floa
     x1, x2 = x1 - mu1, x2 - mu2
     n1, n2 = len(x1) - 1, len(x2) - 1
     nuclear = torch.linalg.svdvals(x1 @ x2.T).sum()
-    return float((mu1 - mu2).square().sum() + x1.square().sum() / n1 + x2.square().sum() / n2 - 2 * nuclear / (n1 * n2) ** 0.5)
+    return float(
+        (mu1 - mu2).square().sum() + x1.square().sum() / n1 + x2.square().sum() / n2 - 2 * nuclear / (n1 * n2) ** 0.5
+    )
 
 
 @pytest.mark.parametrize(("n_1", "n_2"), [(90, 120), (120, 90), (200, 200)])

@@ -20,8 +20,9 @@ from dalle_kit.testing import check_part
 from dalle_kit_plugins.data.mnist import FASHION_TEXT, FILES, MNIST_TEXT, FashionMNIST, MNIST, read_idx, write_idx
 
 FASHION_DIR = Path(FashionMNIST.system_folder)
-needs_fashion = pytest.mark.skipif(not (FASHION_DIR / "t10k-images-idx3-ubyte.gz").is_file(),
-                                   reason="apt-get install dataset-fashion-mnist")
+needs_fashion = pytest.mark.skipif(
+    not (FASHION_DIR / "t10k-images-idx3-ubyte.gz").is_file(), reason="apt-get install dataset-fashion-mnist"
+)
 
 
 def official_bytes(array: np.ndarray, magic: int) -> bytes:
@@ -65,8 +66,10 @@ def test_idx_reader_on_the_real_mnist_files():
     # the well-known MNIST files: the first test label is a 7, the first training labels 5 0 4 1 9
     assert test_labels[0] == 7 and list(train_labels[:5]) == [5, 0, 4, 1, 9]
     assert np.bincount(train_labels).tolist() == [5923, 6742, 5958, 6131, 5842, 5421, 5918, 6265, 5851, 5949]
-    assert hashlib.md5(test_images.tobytes()).hexdigest() == hashlib.md5(
-        gzip.decompress((folder / "t10k-images-idx3-ubyte.gz").read_bytes())[16:]).hexdigest()
+    assert (
+        hashlib.md5(test_images.tobytes()).hexdigest()
+        == hashlib.md5(gzip.decompress((folder / "t10k-images-idx3-ubyte.gz").read_bytes())[16:]).hexdigest()
+    )
 
 
 @pytest.mark.parametrize("damage", ["truncated", "zero", "bad-magic", "not-gzip"])
@@ -123,9 +126,11 @@ def test_offline_download_failure_is_one_line(tmp_path, monkeypatch):
     import torchvision.datasets as tvd
 
     def offline(*args, **kwargs):  # torchvision's own text, offline
-        raise RuntimeError("Error downloading train-images-idx3-ubyte.gz:\nTried https://ossci-datasets.s3.amazonaws.com/"
-                           "mnist/, got:\n<urlopen error [Errno -2] Name or service not known>\nTried http://yann.lecun."
-                           "com/exdb/mnist/, got:\n<urlopen error [Errno -2] Name or service not known>\n")
+        raise RuntimeError(
+            "Error downloading train-images-idx3-ubyte.gz:\nTried https://ossci-datasets.s3.amazonaws.com/"
+            "mnist/, got:\n<urlopen error [Errno -2] Name or service not known>\nTried http://yann.lecun."
+            "com/exdb/mnist/, got:\n<urlopen error [Errno -2] Name or service not known>\n"
+        )
 
     monkeypatch.setattr(MNIST, "package_folder", ())
     monkeypatch.setattr(tvd, "MNIST", offline)
@@ -138,9 +143,11 @@ def test_offline_download_failure_is_one_line(tmp_path, monkeypatch):
 def test_cli_refuses_missing_data_before_any_work(tmp_path, run_cli, monkeypatch):
     monkeypatch.setattr(MNIST, "package_folder", ())
     recipe = tmp_path / "m.toml"
-    recipe.write_text(f'name = "m"\n[data]\nname = "mnist"\nroot = "{tmp_path / "none"}"\ndownload = false\n'
-                      '[text_encoder]\nname = "bow"\n[generator]\nname = "dcgan"\n[discriminator]\nname = "dcgan"\n'
-                      '[loss]\nname = "hinge"\n[train]\nsteps = 2\n')
+    recipe.write_text(
+        f'name = "m"\n[data]\nname = "mnist"\nroot = "{tmp_path / "none"}"\ndownload = false\n'
+        '[text_encoder]\nname = "bow"\n[generator]\nname = "dcgan"\n[discriminator]\nname = "dcgan"\n'
+        '[loss]\nname = "hinge"\n[train]\nsteps = 2\n'
+    )
     code, out, err = run_cli("run", recipe, "--runs-dir", tmp_path / "runs", "-q")
     assert code == 2 and "Traceback" not in err
     assert hints.install_extra("mnist") in err and len(err.strip().splitlines()) == 1

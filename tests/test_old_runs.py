@@ -50,7 +50,9 @@ def test_saved_recipes_record_their_format_and_version(old_run, tmp_path, run_cl
     assert code == 0, err
     assert f"recipe_format = {RECIPE_FORMAT}" in out and f'written_by = "dalle-kit {__version__}"' in out
     newer = tmp_path / "newer.toml"
-    newer.write_text(f'recipe_format = {RECIPE_FORMAT + 1}\nwritten_by = "dalle-kit 9.0"\n' + (old_run / "recipe.toml").read_text())
+    newer.write_text(
+        f'recipe_format = {RECIPE_FORMAT + 1}\nwritten_by = "dalle-kit 9.0"\n' + (old_run / "recipe.toml").read_text()
+    )
     code, out, err = run_cli("recipe", "check", newer)
     assert code == 2 and "written by dalle-kit 9.0" in err and "pip install -e ." in err
     assert len(err.strip().splitlines()) == 1
@@ -61,7 +63,9 @@ def test_settings_a_newer_version_dropped_are_ignored_with_a_warning(old_run, ru
     run still samples; in a recipe being written (not a run directory) the same key is an error."""
     recipe = old_run / "recipe.toml"
     recipe.write_text(recipe.read_text().replace("[generator]\n", "[generator]\nremoved_setting = 3\n", 1))
-    with pytest.warns(UserWarning, match=r"\[generator\] 'removed_setting' is not a setting of the installed version and is ignored"):
+    with pytest.warns(
+        UserWarning, match=r"\[generator\] 'removed_setting' is not a setting of the installed version and is ignored"
+    ):
         code, _, err = run_cli("sample", old_run, "a red circle", "-n", "1", "-o", tmp_path / "s.png")
     assert code == 0, err
     code, _, err = run_cli("recipe", "check", recipe)
@@ -93,5 +97,10 @@ def test_the_core_trainer_trains_exactly_as_the_loops_it_replaced(family, tmp_pa
     assert old["step"] == new["step"] and sorted(old["models"]) == sorted(new["models"])
     for net, tensors in old["models"].items():
         for key, tensor in tensors.items():
-            torch.testing.assert_close(new["models"][net][key], tensor, rtol=0, atol=2e-6,
-                                       msg=f"{net}.{key} differs from the fixture by more than float rounding")
+            torch.testing.assert_close(
+                new["models"][net][key],
+                tensor,
+                rtol=0,
+                atol=2e-6,
+                msg=f"{net}.{key} differs from the fixture by more than float rounding",
+            )

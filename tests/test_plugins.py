@@ -18,7 +18,9 @@ from dalle_kit_plugins import gan
 
 def test_builtins_come_through_entry_points():
     eps = {ep.name: ep for ep in metadata.entry_points(group="dalle_kit")}
-    assert {"text.bow", "gan.dcgan", "gan.losses", "data.shapes", "data.cifar10", "gan.pipeline", "gan.kinds"} <= set(eps)
+    assert {"text.bow", "gan.dcgan", "gan.losses", "data.shapes", "data.cifar10", "gan.pipeline", "gan.kinds"} <= set(
+        eps
+    )
     assert all(eps[n].dist.name == "dalle-kit" for n in ("text.bow", "gan.dcgan", "gan.pipeline"))
     registry = Registry.discover(select="")
     assert registry.parts["generator"]["dcgan"].plugin.distribution == "dalle-kit"
@@ -32,9 +34,16 @@ def test_third_party_discovered_and_used_in_a_recipe(third_party, tmp_path):
     info = registry.parts["generator"]["mlp"]
     assert (info.plugin.distribution, info.plugin.version) == ("dalle-kit-example", "0.2.0")
     assert registry.problems == []
-    recipe = write_recipe(tmp_path, TINY.replace('[generator]\nname = "dcgan"\nngf = 16\nlatent_dim = 32\ntext_embed = 16',
-                                                 '[generator]\nname = "mlp"\nhidden = 64'))
-    run = api.train(str(recipe), ["train.steps=6", "sample.every=3"], runs_dir=tmp_path / "runs", quiet=True, registry=registry)
+    recipe = write_recipe(
+        tmp_path,
+        TINY.replace(
+            '[generator]\nname = "dcgan"\nngf = 16\nlatent_dim = 32\ntext_embed = 16',
+            '[generator]\nname = "mlp"\nhidden = 64',
+        ),
+    )
+    run = api.train(
+        str(recipe), ["train.steps=6", "sample.every=3"], runs_dir=tmp_path / "runs", quiet=True, registry=registry
+    )
     assert (run.dir / "checkpoints" / "step-00000006.safetensors").exists()
     assert '"distribution": "dalle-kit-example"' in (run.dir / "parts.json").read_text()
 
@@ -43,11 +52,20 @@ def test_isolation_problems_are_reported(third_party):
     registry = third_party()
     lines = [p.line() for p in registry.problems]
     text = "\n".join(lines)
-    assert "broken (dalle-kit-broken 0.0.1): failed to import dalle_kit_broken: RuntimeError: this plugin is broken on purpose" in text
+    assert (
+        "broken (dalle-kit-broken 0.0.1): failed to import dalle_kit_broken: RuntimeError: this plugin is broken on purpose"
+        in text
+    )
     assert "clash (dalle-kit-clash 0.0.1): loss 'hinge' is already registered by gan.losses (dalle-kit" in text
-    assert "misspelled (dalle-kit-misspelled 0.0.1): 'register_generater' is not a dalle_kit hook (did you mean 'register_generators'?)" in text
+    assert (
+        "misspelled (dalle-kit-misspelled 0.0.1): 'register_generater' is not a dalle_kit hook (did you mean 'register_generators'?)"
+        in text
+    )
     assert "badsig (dalle-kit-badsig 0.0.1): invalid hook" in text and "config" in text
-    assert "notapart (dalle-kit-notapart 0.0.1):" in text and "is not a subclass of dalle_kit_plugins.gan.Generator" in text
+    assert (
+        "notapart (dalle-kit-notapart 0.0.1):" in text
+        and "is not a subclass of dalle_kit_plugins.gan.Generator" in text
+    )
     assert "oldapi (dalle-kit-oldapi 0.0.1): built for dalle-kit hook API 0, this dalle-kit provides hook API 1" in text
     # the rest still works: the built-in hinge wins, the clashing plugin's other part arrives, the example loads
     assert registry.parts["loss"]["hinge"].plugin.distribution == "dalle-kit"
@@ -71,11 +89,16 @@ def test_cli_keeps_working_with_broken_plugins(plugin_site, tmp_path):
     assert "broken (dalle-kit-broken 0.0.1): failed to import" in listing.stdout
     assert "loss 'hinge' is already registered" in listing.stdout
     doctor = cli_subprocess("plugins", "doctor", site=plugin_site)
-    assert doctor.returncode == 1 and "fix: fix the plugin or uninstall it: pip uninstall dalle-kit-broken" in doctor.stdout
+    assert (
+        doctor.returncode == 1
+        and "fix: fix the plugin or uninstall it: pip uninstall dalle-kit-broken" in doctor.stdout
+    )
     recipe = write_recipe(tmp_path, TINY)
     check = cli_subprocess("recipe", "check", str(recipe), site=plugin_site)
     assert check.returncode == 0, check.stderr
-    run = cli_subprocess("run", str(recipe), "--set", "train.steps=4", "--runs-dir", str(tmp_path / "runs"), "-q", site=plugin_site)
+    run = cli_subprocess(
+        "run", str(recipe), "--set", "train.steps=4", "--runs-dir", str(tmp_path / "runs"), "-q", site=plugin_site
+    )
     assert run.returncode == 0, run.stderr
     assert "run directory:" in run.stdout
     # and with the selection variable the broken ones are not even imported
@@ -114,7 +137,9 @@ def test_each_isolation_case(plugin, third_party, monkeypatch, run_cli, tmp_path
     assert ISOLATION_CASES[plugin] in out and "dcgan" in out
     code, out, err = run_cli("plugins", "doctor")
     assert code == 1 and "fix:" in out
-    run = api.train(str(write_recipe(tmp_path, TINY)), ["train.steps=3"], runs_dir=tmp_path / "runs", quiet=True, registry=registry)
+    run = api.train(
+        str(write_recipe(tmp_path, TINY)), ["train.steps=3"], runs_dir=tmp_path / "runs", quiet=True, registry=registry
+    )
     assert (run.dir / "checkpoints" / "step-00000003.safetensors").exists()
 
 
@@ -125,7 +150,9 @@ def test_changed_part_versions_warn(tiny_recipe, tmp_path, run_cli):
     parts = json.loads((run.dir / "parts.json").read_text())
     parts["generator"]["version"] = "0.0.0-old"
     (run.dir / "parts.json").write_text(json.dumps(parts))
-    with pytest.warns(UserWarning, match=r"\[generator\] 'dcgan' was made with dalle-kit 0.0.0-old, now provided by dalle-kit"):
+    with pytest.warns(
+        UserWarning, match=r"\[generator\] 'dcgan' was made with dalle-kit 0.0.0-old, now provided by dalle-kit"
+    ):
         api.sample(run.dir, ["a red circle"], n=1, out=tmp_path / "x.png")
 
 
@@ -166,9 +193,11 @@ def test_config_default_of_the_wrong_type_is_a_problem_at_registration():
 @pytest.mark.parametrize("args", [["--help"], ["--version"], ["run", "--help"], ["plugins", "--help"]])
 def test_help_and_version_do_not_import_torch(args):
     """The CLI's help and version answer at once: torch (about 3 s and 650 MB to import) is not loaded for them."""
-    code = ("import sys\nfrom dalle_kit.cli import main\ncode = main(%r)\n"
-            "heavy = sorted(m for m in ('torch', 'numpy', 'torchvision', 'torch_fidelity') if m in sys.modules)\n"
-            "assert code == 0 and not heavy, (code, heavy)\n") % (args,)
+    code = (
+        "import sys\nfrom dalle_kit.cli import main\ncode = main(%r)\n"
+        "heavy = sorted(m for m in ('torch', 'numpy', 'torchvision', 'torch_fidelity') if m in sys.modules)\n"
+        "assert code == 0 and not heavy, (code, heavy)\n"
+    ) % (args,)
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
 

@@ -27,18 +27,47 @@ def test_valid_recipe_checks(run_cli, tiny_recipe):
 @pytest.mark.parametrize(
     "old, new, expected",
     [
-        ('[loss]\nname = "hinge"', '[los]\nname = "hinge"', ["[los]", "unknown section", "did you mean 'loss'", "fix:"]),
+        (
+            '[loss]\nname = "hinge"',
+            '[los]\nname = "hinge"',
+            ["[los]", "unknown section", "did you mean 'loss'", "fix:"],
+        ),
         ("ngf = 16", "ngf_ = 16", ["[generator] key 'ngf_'", "unknown key", "did you mean 'ngf'", "fix:"]),
-        ("ngf = 16", 'ngf = "16"', ["[generator] key 'ngf'", "expected integer, got str", "fix: write ngf = <integer>"]),
+        (
+            "ngf = 16",
+            'ngf = "16"',
+            ["[generator] key 'ngf'", "expected integer, got str", "fix: write ngf = <integer>"],
+        ),
         ("steps = 30", "steps = 2.5", ["[train] key 'steps'", "expected integer"]),
-        ('name = "hinge"', 'name = "hnge"', ["[loss] name", "unknown loss 'hnge'", "did you mean 'hinge'", "use one of: bce, began, dragan, hinge, lsgan, minimax"]),
-        ('[generator]\nname = "dcgan"', '[generator]\nname = "dcgen"', ["[generator] name", "unknown generator 'dcgen'", "did you mean 'dcgan'"]),
+        (
+            'name = "hinge"',
+            'name = "hnge"',
+            [
+                "[loss] name",
+                "unknown loss 'hnge'",
+                "did you mean 'hinge'",
+                "use one of: bce, began, dragan, hinge, lsgan, minimax",
+            ],
+        ),
+        (
+            '[generator]\nname = "dcgan"',
+            '[generator]\nname = "dcgen"',
+            ["[generator] name", "unknown generator 'dcgen'", "did you mean 'dcgan'"],
+        ),
         ('pipeline = "gan"', 'pipeline = "gna"', ["key 'pipeline'", "unknown pipeline 'gna'", "did you mean 'gan'"]),
         ("steps = 30", "steps = 0", ["[train] key 'steps'", "invalid value", "must be > 0"]),
-        ("per_prompt = 2", 'prompts_file = "no/such/prompts.txt"', ["[sample] key 'prompts_file'", "file not found", "no/such/prompts.txt"]),
+        (
+            "per_prompt = 2",
+            'prompts_file = "no/such/prompts.txt"',
+            ["[sample] key 'prompts_file'", "file not found", "no/such/prompts.txt"],
+        ),
         ('name = "tiny"', 'nme = "tiny"', ["key 'nme'", "unknown top-level key", "did you mean 'name'"]),
         ('name = "tiny"\n', "", ["key 'name'", "is required"]),
-        ("[text_encoder]\nname = \"bow\"", "[text_encoder]", ["[text_encoder] name", "missing", "add [text_encoder] with name = one of: bow"]),
+        (
+            '[text_encoder]\nname = "bow"',
+            "[text_encoder]",
+            ["[text_encoder] name", "missing", "add [text_encoder] with name = one of: bow"],
+        ),
         ("betas", "betas = [0.5, 0.999]\nbetas2", ["[train] key 'betas2'", "unknown key"]),
         ("seed = 0", "seed = [", ["invalid TOML"]),
         ("seed = 0", 'seed = "zero"', ["key 'seed'", "expected integer, got str"]),
@@ -88,7 +117,9 @@ def test_bad_overrides(run_cli, tiny_recipe, override, expected):
 
 
 def test_overrides_apply(run_cli, tiny_recipe):
-    code, out, err = run_cli("recipe", "show", tiny_recipe, "--set", "train.steps=7", "--set", "loss.name=bce", "--set", "generator.ngf=8")
+    code, out, err = run_cli(
+        "recipe", "show", tiny_recipe, "--set", "train.steps=7", "--set", "loss.name=bce", "--set", "generator.ngf=8"
+    )
     assert code == 0, err
     assert "steps = 7" in out and 'name = "bce"' in out and "ngf = 8" in out
     # defaults the recipe left out are filled in
@@ -109,7 +140,9 @@ def test_every_shipped_recipe_is_valid(run_cli, fashion_root, cifar_root):
     import tomllib
     from pathlib import Path
 
-    recipes = sorted(p for p in (Path(__file__).parent.parent / "recipes").glob("*.toml") if not p.name.startswith("bench-"))
+    recipes = sorted(
+        p for p in (Path(__file__).parent.parent / "recipes").glob("*.toml") if not p.name.startswith("bench-")
+    )
     assert {"shapes.toml", "cifar.toml", "cifar-sngan.toml", "shapes-resnet-hinge.toml"} <= {p.name for p in recipes}
     for path in recipes:
         top = tomllib.loads(path.read_text())
@@ -124,11 +157,20 @@ def test_every_shipped_recipe_is_valid(run_cli, fashion_root, cifar_root):
         assert code == 0, (path, err)
 
 
-@pytest.mark.parametrize("table, expected", [
-    ("[eval.text-alignment]\nmin_probe_acc = 0.9", ["[eval.text-alignment] key 'min_probe_acc'", "unknown key", "did you mean 'min_probe_accuracy'"]),
-    ("[eval.text-alignment]\nmin_probe_accuracy = 2.0", ["[eval.text-alignment] key 'min_probe_accuracy'", "invalid value"]),
-    ("[eval.fld]\nx = 1", ["[eval.fld]", "unknown metric 'fld'", "did you mean 'fid'"]),
-])
+@pytest.mark.parametrize(
+    "table, expected",
+    [
+        (
+            "[eval.text-alignment]\nmin_probe_acc = 0.9",
+            ["[eval.text-alignment] key 'min_probe_acc'", "unknown key", "did you mean 'min_probe_accuracy'"],
+        ),
+        (
+            "[eval.text-alignment]\nmin_probe_accuracy = 2.0",
+            ["[eval.text-alignment] key 'min_probe_accuracy'", "invalid value"],
+        ),
+        ("[eval.fld]\nx = 1", ["[eval.fld]", "unknown metric 'fld'", "did you mean 'fid'"]),
+    ],
+)
 def test_metric_settings_errors(run_cli, tmp_path, table, expected):
     path = write_recipe(tmp_path, TINY + "\n" + table + "\n")
     line = one_line_error(*run_cli("recipe", "check", path))
@@ -141,7 +183,9 @@ def test_metric_settings_reach_the_metric_and_the_resolved_recipe(tmp_path):
     from dalle_kit.recipe import load_recipe
     from dalle_kit.registry import get_registry
 
-    path = write_recipe(tmp_path, TINY + '\n[eval]\nmetrics = ["text-alignment"]\n[eval.text-alignment]\nmin_probe_accuracy = 0.9\n')
+    path = write_recipe(
+        tmp_path, TINY + '\n[eval]\nmetrics = ["text-alignment"]\n[eval.text-alignment]\nmin_probe_accuracy = 0.9\n'
+    )
     recipe = load_recipe(path, get_registry())
     metric = build_metrics(["text-alignment"], get_registry(), settings=recipe.metric_settings)["text-alignment"]
     assert metric.config.min_probe_accuracy == 0.9

@@ -20,11 +20,39 @@ from pathlib import Path
 import tomli_w
 
 RECIPES = Path(__file__).parents[1] / "recipes"
-SHIPPED = sorted(p for p in RECIPES.glob("*.toml") if not p.name.startswith("bench-") and "cifar" not in p.name
-                 and p.name not in ("shapes-finetune.toml", "shapes-gan-clip.toml")  # those two need an earlier run
-                 and "extra" not in tomllib.loads(p.read_text()))  # bench grids (lucic-mnist.toml) are not recipes
-BAD_VALUES = ["text", -1, 0, 10**30, 2**70, -(2**70), math.nan, math.inf, -math.inf, 1e308, "", " ", "ünïcødé ✓",
-              "../../x", "a\x00b", "x" * 300, [], [1, 2, 3], {"nested": 1}, True, 0.5, -0.5, "nan"]
+SHIPPED = sorted(
+    p
+    for p in RECIPES.glob("*.toml")
+    if not p.name.startswith("bench-")
+    and "cifar" not in p.name
+    and p.name not in ("shapes-finetune.toml", "shapes-gan-clip.toml")  # those two need an earlier run
+    and "extra" not in tomllib.loads(p.read_text())
+)  # bench grids (lucic-mnist.toml) are not recipes
+BAD_VALUES = [
+    "text",
+    -1,
+    0,
+    10**30,
+    2**70,
+    -(2**70),
+    math.nan,
+    math.inf,
+    -math.inf,
+    1e308,
+    "",
+    " ",
+    "ünïcødé ✓",
+    "../../x",
+    "a\x00b",
+    "x" * 300,
+    [],
+    [1, 2, 3],
+    {"nested": 1},
+    True,
+    0.5,
+    -0.5,
+    "nan",
+]
 
 
 def mutants(n: int, seed: int = 0):
@@ -94,8 +122,9 @@ def test_accepted_mutants_start(tmp_path, run_cli):
         path = write(tmp_path, i, data)
         if run_cli("recipe", "check", path)[0] != 0:
             continue
-        code, out, err = run_cli("run", path, "--runs-dir", tmp_path / f"runs-{i}", "-q", "--stop-at", "1",
-                                 "--set", "eval.metrics=[]")
+        code, out, err = run_cli(
+            "run", path, "--runs-dir", tmp_path / f"runs-{i}", "-q", "--stop-at", "1", "--set", "eval.metrics=[]"
+        )
         assert code in (0, 2) and "Traceback" not in err, f"{label}: exit {code}: {err[-400:]}"
 
 
@@ -117,14 +146,41 @@ def hostile_paths(tmp: Path) -> list[str]:
     for name, target in (("to-devnull", "/dev/null"), ("dangling", str(tmp / "nowhere"))):
         if not (tmp / name).is_symlink():
             (tmp / name).symlink_to(target)
-    return [str(tmp / "missing.toml"), str(tmp / "empty.toml"), str(tmp / "garbage.toml"), str(tmp / "bad.toml"),
-            str(tmp / "folder"), str(run_like), str(fifo), str(tmp / "to-devnull"), str(tmp / "dangling"),
-            str(tmp / "empty.toml" / "under-a-file"), str(tmp / ("n" * 300)), str(tmp / "new\nline"), "-",
-            str(tmp / "out.png"), str(tmp / "new-folder")]
+    return [
+        str(tmp / "missing.toml"),
+        str(tmp / "empty.toml"),
+        str(tmp / "garbage.toml"),
+        str(tmp / "bad.toml"),
+        str(tmp / "folder"),
+        str(run_like),
+        str(fifo),
+        str(tmp / "to-devnull"),
+        str(tmp / "dangling"),
+        str(tmp / "empty.toml" / "under-a-file"),
+        str(tmp / ("n" * 300)),
+        str(tmp / "new\nline"),
+        "-",
+        str(tmp / "out.png"),
+        str(tmp / "new-folder"),
+    ]
 
 
-STRINGS = ["", " ", "ünïcødé ✓", "x" * 300, "a\nb", "--", "-1", "a red circle", "train.steps=5", "fid", "dcgan",
-           "nosuch=", "=1", "seed"]
+STRINGS = [
+    "",
+    " ",
+    "ünïcødé ✓",
+    "x" * 300,
+    "a\nb",
+    "--",
+    "-1",
+    "a red circle",
+    "train.steps=5",
+    "fid",
+    "dcgan",
+    "nosuch=",
+    "=1",
+    "seed",
+]
 NUMBERS = ["0", "-1", "1", "3", str(2**70), "abc", "1.5", "", "nan"]
 
 

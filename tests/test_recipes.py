@@ -27,7 +27,11 @@ RECIPES = {
     "shapes-transformer": (300, [], 0.2),
     "shapes-resnet-hinge": (200, ["train.batch_size=32"], 0.1),
     # the recipe's 5 critic steps at lr 1e-4 move nothing in a brief run; its loss and penalty with a shorter schedule do
-    "shapes-wgan-gp": (100, ["train.batch_size=32", "train.n_critic=2", "train.lr=2e-4", 'discriminator.norm="spectral"'], 0.1),
+    "shapes-wgan-gp": (
+        100,
+        ["train.batch_size=32", "train.n_critic=2", "train.lr=2e-4", 'discriminator.norm="spectral"'],
+        0.1,
+    ),
 }
 ATTRIBUTES = ("shape", "colour", "size", "position")
 
@@ -51,7 +55,9 @@ def brief(recipe: str, steps: int, extra: list[str], runs_dir) -> tuple[float, f
 DEFAULT_SUITE = {"shapes"}
 
 
-@pytest.mark.parametrize("recipe", [r if r in DEFAULT_SUITE else pytest.param(r, marks=pytest.mark.slow) for r in RECIPES])
+@pytest.mark.parametrize(
+    "recipe", [r if r in DEFAULT_SUITE else pytest.param(r, marks=pytest.mark.slow) for r in RECIPES]
+)
 def test_recipe_beats_its_untrained_start(recipe, tmp_path):
     steps, extra, gain = RECIPES[recipe]
     start, end, run = brief(recipe, steps, extra, tmp_path)
@@ -75,5 +81,6 @@ def test_finetune_recipe_keeps_its_source_and_trains_few_parameters(tmp_path, mo
     assert row["mode"] == "lora" and 0 < row["trainable"] < row["total"] / 10
     assert f"{row['trainable']:,} of {row['total']:,} parameters train" in capsys.readouterr().out
     after = alignment(run.dir)
-    assert after >= untrained + 0.2 and after >= before - 0.05, \
+    assert after >= untrained + 0.2 and after >= before - 0.05, (
         f"shapes-finetune: untrained {untrained:.3f}, source {before:.3f}, fine-tuned {after:.3f}"
+    )

@@ -26,7 +26,11 @@ from dalle_kit.report import REPORT_FILE, RunFiles, write_report
 ROOT = Path(__file__).parent.parent
 BODY = TINY.replace("steps = 30", "steps = 20") + '\n[eval]\nmetrics = ["d-roc-auc"]\nnum_samples = 16\nevery = 10\n'
 #: A second, different run: another loss, shorter, never evaluated.
-OTHER = TINY.replace("steps = 30", "steps = 10").replace('name = "hinge"', 'name = "bce"').replace('name = "tiny"', 'name = "tiny-bce"')
+OTHER = (
+    TINY.replace("steps = 30", "steps = 10")
+    .replace('name = "hinge"', 'name = "bce"')
+    .replace('name = "tiny"', 'name = "tiny-bce"')
+)
 
 
 @pytest.fixture(scope="module")
@@ -86,7 +90,9 @@ def check_page(path: Path) -> str:
         with Image.open(io.BytesIO(base64.b64decode(src.split(",", 1)[1], validate=True))) as image:
             assert image.format == "PNG"
             image.load()
-    assert "http://" not in text.replace('xmlns="http://www.w3.org/2000/svg"', "") and "https://" not in text  # nothing fetched
+    assert (
+        "http://" not in text.replace('xmlns="http://www.w3.org/2000/svg"', "") and "https://" not in text
+    )  # nothing fetched
     return text
 
 
@@ -108,8 +114,11 @@ def test_training_writes_a_complete_self_contained_report(runs):
     assert f"<h1>{files.name}<small>{run_dir.name}</small></h1>" in text
     assert html.escape(files.recipe_text) in text  # the resolved recipe, verbatim
     for section, part in files.parts.items():  # the parts table: section, name, distribution and version
-        assert re.search(rf"<td>{section}</td><td>{part['kind']}</td><td>{part['name']}</td><td>[^<]*</td>"
-                         rf"<td>{part['distribution']}</td><td>{part['version']}</td>", text), section
+        assert re.search(
+            rf"<td>{section}</td><td>{part['kind']}</td><td>{part['name']}</td><td>[^<]*</td>"
+            rf"<td>{part['distribution']}</td><td>{part['version']}</td>",
+            text,
+        ), section
     evals = files.eval_rows
     assert [r["step"] for r in evals] == [10, 20]  # refreshed after the final evaluation (run_evaluated)
     for row in evals:  # every score, and its protocol in full
@@ -153,7 +162,9 @@ def test_thread_changes_are_in_the_summary(runs, tmp_path):
     assert "CPU threads" not in check_page(write_report(shared))  # none logged: nothing said
     with (shared / "metrics.jsonl").open("a") as f:  # as the trainer logs them (tests/test_threads.py)
         for step, count in ((4, 1), (9, 2)):
-            f.write(json.dumps({"step": step, "kind": "threads", "time": 1.0, "threads": count, "setting": "auto"}) + "\n")
+            f.write(
+                json.dumps({"step": step, "kind": "threads", "time": 1.0, "threads": count, "setting": "auto"}) + "\n"
+            )
     text = check_page(write_report(shared))
     assert "CPU threads: <b>1 from step 4, 2 from step 9</b>" in text
 
@@ -205,7 +216,9 @@ def test_compare_needs_two_runs_and_names_a_bad_one(runs, tmp_path, run_cli):
     assert code == 2 and "at least two runs" in err and len(err.strip().splitlines()) == 1
     code, _, err = run_cli("compare", runs[0], tmp_path / "nowhere")
     assert code == 2 and str(tmp_path / "nowhere") in err and len(err.strip().splitlines()) == 1
-    code, _, err = run_cli("compare", *runs, "-n", "300", "-o", tmp_path / "out")  # 4 prompts x 300: refused before drawing
+    code, _, err = run_cli(
+        "compare", *runs, "-n", "300", "-o", tmp_path / "out"
+    )  # 4 prompts x 300: refused before drawing
     assert code == 2 and "at most 1024" in err and not (tmp_path / "out").exists()
     code, _, err = run_cli("report", runs[0], "-o", tmp_path)
     assert code == 2 and "is a directory" in err and len(err.strip().splitlines()) == 1
@@ -219,19 +232,47 @@ def _with_rows(source: Path, target: Path, rows: list[dict]) -> Path:
 
 
 def test_compare_never_puts_two_protocols_in_one_column(runs, tmp_path):
-    protocol = {"n_generated": 100, "n_reference": 100, "reference_split": "test", "extractor": "inception (test)",
-                "weights_hash": "ab" * 32, "seed": 0, "dataset": "shapes"}
+    protocol = {
+        "n_generated": 100,
+        "n_reference": 100,
+        "reference_split": "test",
+        "extractor": "inception (test)",
+        "weights_hash": "ab" * 32,
+        "seed": 0,
+        "dataset": "shapes",
+    }
     other = {**protocol, "n_generated": 200}  # more images: a different protocol, not comparable
     kid = {"metric": "kid", "kid_mean": 0.5, "kid_std": 0.1, "protocol": protocol}
-    a = _with_rows(runs[0], tmp_path / "a", [{"step": 20, "kind": "eval", "metric": "fid", "fid": 10.0, "protocol": protocol},
-                                             {"step": 20, "kind": "eval", **kid}])
-    b = _with_rows(runs[0], tmp_path / "b", [{"step": 20, "kind": "eval", "metric": "fid", "fid": 99.0, "protocol": other},
-                                             {"step": 20, "kind": "eval", **{**kid, "kid_mean": 0.25}}])
-    c = _with_rows(runs[0], tmp_path / "c", [{"step": 20, "kind": "eval", "metric": "fid", "fid": 12.0, "protocol": copy.deepcopy(protocol)}])
+    a = _with_rows(
+        runs[0],
+        tmp_path / "a",
+        [
+            {"step": 20, "kind": "eval", "metric": "fid", "fid": 10.0, "protocol": protocol},
+            {"step": 20, "kind": "eval", **kid},
+        ],
+    )
+    b = _with_rows(
+        runs[0],
+        tmp_path / "b",
+        [
+            {"step": 20, "kind": "eval", "metric": "fid", "fid": 99.0, "protocol": other},
+            {"step": 20, "kind": "eval", **{**kid, "kid_mean": 0.25}},
+        ],
+    )
+    c = _with_rows(
+        runs[0],
+        tmp_path / "c",
+        [{"step": 20, "kind": "eval", "metric": "fid", "fid": 12.0, "protocol": copy.deepcopy(protocol)}],
+    )
     entries = [Entry(p.name, RunFiles(p)) for p in (a, b, c)]
     table = metric_table(entries)
     columns = {(col.metric, col.value, col.protocol): j for j, col in enumerate(table.columns)}
-    assert list(columns) == [("fid", "fid", "P1"), ("fid", "fid", "P2"), ("kid", "kid_mean", "P1"), ("kid", "kid_std", "P1")]
+    assert list(columns) == [
+        ("fid", "fid", "P1"),
+        ("fid", "fid", "P2"),
+        ("kid", "kid_mean", "P1"),
+        ("kid", "kid_std", "P1"),
+    ]
     fid1, fid2 = columns[("fid", "fid", "P1")], columns[("fid", "fid", "P2")]
     assert {i: table.cells[(i, fid1)][0] for i in range(3) if (i, fid1) in table.cells} == {0: 10.0, 2: 12.0}
     assert {i: table.cells[(i, fid2)][0] for i in range(3) if (i, fid2) in table.cells} == {1: 99.0}
@@ -249,10 +290,15 @@ def test_compare_never_puts_two_protocols_in_one_column(runs, tmp_path):
 
 
 def test_bench_page_shows_cells_with_their_last_grids(runs, tmp_path):
-    state = {"name": "tiny-bench", "settings": {"base": "shapes", "seed": 0, "num_samples": 16, "metrics": ["d-roc-auc"]},
-             "cells": [{"params": {"loss": "hinge"}, "status": "ok", "run_dir": str(runs[0])},
-                       {"params": {"loss": "bce"}, "status": "ok", "run_dir": str(runs[1])},
-                       {"params": {"loss": "wgan"}, "status": "failed", "error": "no such loss", "run_dir": None}]}
+    state = {
+        "name": "tiny-bench",
+        "settings": {"base": "shapes", "seed": 0, "num_samples": 16, "metrics": ["d-roc-auc"]},
+        "cells": [
+            {"params": {"loss": "hinge"}, "status": "ok", "run_dir": str(runs[0])},
+            {"params": {"loss": "bce"}, "status": "ok", "run_dir": str(runs[1])},
+            {"params": {"loss": "wgan"}, "status": "failed", "error": "no such loss", "run_dir": None},
+        ],
+    }
     bare = tmp_path / "no-grids"
     shutil.copytree(runs[1], bare, ignore=shutil.ignore_patterns("samples", "checkpoints", "tensorboard"))
     state["cells"].append({"params": {"loss": "bare"}, "status": "ok", "run_dir": str(bare)})

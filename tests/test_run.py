@@ -29,8 +29,13 @@ def test_tiny_run_writes_everything(tiny_recipe, tmp_path, run_cli):
     recipe = load_recipe(run_dir / "recipe.toml", get_registry())
     assert recipe.train.steps == 30 and recipe.train.lr == 2e-4
     parts = json.loads((run_dir / "parts.json").read_text())
-    assert parts["generator"] == {"kind": "generator", "name": "dcgan", "plugin": "gan.dcgan", "distribution": "dalle-kit",
-                                  "version": parts["generator"]["version"]}
+    assert parts["generator"] == {
+        "kind": "generator",
+        "name": "dcgan",
+        "plugin": "gan.dcgan",
+        "distribution": "dalle-kit",
+        "version": parts["generator"]["version"],
+    }
     rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in rows] == [5, 10, 15, 20, 25, 30]
     for r in rows:
@@ -66,8 +71,15 @@ def _redness(images: torch.Tensor) -> torch.Tensor:
 
 
 def test_conditioning_red_vs_blue(tiny_recipe, tmp_path):
-    overrides = ["train.steps=500", "train.lr=1e-3", "train.betas=[0.0, 0.9]", "train.matching_aware=true", "sample.every=0",
-                 "train.checkpoint_every=500", "data.train_size=2048"]
+    overrides = [
+        "train.steps=500",
+        "train.lr=1e-3",
+        "train.betas=[0.0, 0.9]",
+        "train.matching_aware=true",
+        "sample.every=0",
+        "train.checkpoint_every=500",
+        "data.train_size=2048",
+    ]
     run = api.train(str(tiny_recipe), overrides, runs_dir=tmp_path / "runs", quiet=True)
     draw = run.recipe.pipeline.info.cls(run.recipe.train).sampler(Run.open(run.dir, get_registry(), quiet=True))
     g = torch.Generator().manual_seed(0)
@@ -142,7 +154,9 @@ def test_extending_refuses_other_changes_and_fewer_steps(tiny_recipe, tmp_path, 
 
 
 def test_extending_refuses_a_schedule_tied_to_steps(tiny_recipe, tmp_path, run_cli):
-    run = api.train(str(tiny_recipe), ["train.steps=10", "train.lr_decay=linear"], runs_dir=tmp_path / "runs", quiet=True)
+    run = api.train(
+        str(tiny_recipe), ["train.steps=10", "train.lr_decay=linear"], runs_dir=tmp_path / "runs", quiet=True
+    )
     code, out, err = run_cli("run", "--resume", run.dir, "--set", "train.steps=20", "-q")
     assert code == 2 and "learning-rate schedule" in err and "init_from" in err, err
     assert latest_checkpoint(run.checkpoint_dir)[0] == 10

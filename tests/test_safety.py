@@ -59,7 +59,9 @@ def steps(run_dir: Path) -> list[int]:
 
 def finite(path: Path) -> bool:
     state = load_state(path)
-    return all(torch.isfinite(t).all() for net in state["models"].values() for t in net.values() if t.is_floating_point())
+    return all(
+        torch.isfinite(t).all() for net in state["models"].values() for t in net.values() if t.is_floating_point()
+    )
 
 
 @pytest.fixture(scope="module")
@@ -84,7 +86,9 @@ def copy(trained, tmp_path) -> Path:
 def test_divergence_never_destroys_good_checkpoints(copy, run_cli, tmp_path):
     # the run diverges when resumed: a learning rate of 1e6 blows the weights up within a step or two
     recipe = copy / "recipe.toml"
-    recipe.write_text(recipe.read_text().replace("steps = 20\n", "steps = 60\n").replace("lr = 0.0002", "lr = 1000000.0"))
+    recipe.write_text(
+        recipe.read_text().replace("steps = 20\n", "steps = 60\n").replace("lr = 0.0002", "lr = 1000000.0")
+    )
     for _ in range(2):  # resumed twice: each time it stops, neither time does it save or prune
         line = one_line_error(*run_cli("run", "--resume", copy, "-q"))
         assert "not finite" in line or "diverged" in line, line
@@ -98,7 +102,9 @@ def test_divergence_never_destroys_good_checkpoints(copy, run_cli, tmp_path):
     grid = torch.from_numpy(np.asarray(Image.open(out).convert("L"), dtype=np.float32))
     assert grid.std() > 10
     run = Run.open(copy, get_registry(), quiet=True)
-    images = run.recipe.pipeline.info.cls(run.recipe.train).sampler(run)(["a red circle"] * 8, torch.Generator().manual_seed(0))
+    images = run.recipe.pipeline.info.cls(run.recipe.train).sampler(run)(
+        ["a red circle"] * 8, torch.Generator().manual_seed(0)
+    )
     assert torch.isfinite(images).all() and images.mean() > -0.9 and images.std() > 0  # a poisoned net draws black (-1)
 
 
@@ -106,8 +112,11 @@ def test_divergence_never_destroys_good_checkpoints(copy, run_cli, tmp_path):
 def test_save_checkpoint_refuses_a_poisoned_state(copy, poison):
     run = Run.open(copy, get_registry(), quiet=True)
     good = load_state(latest_checkpoint(run.checkpoint_dir)[1])
-    weight = good["models"]["generator"]["fc.weight"] if "fc.weight" in good["models"]["generator"] else next(
-        t for t in good["models"]["generator"].values() if t.is_floating_point())
+    weight = (
+        good["models"]["generator"]["fc.weight"]
+        if "fc.weight" in good["models"]["generator"]
+        else next(t for t in good["models"]["generator"].values() if t.is_floating_point())
+    )
     weight.view(-1)[3] = {"nan": math.nan, "inf": -math.inf, "bound": 10 * WEIGHT_BOUND}[poison]
     good.pop("step")
     with pytest.raises(UserError) as caught:
@@ -119,23 +128,41 @@ def test_save_checkpoint_refuses_a_poisoned_state(copy, poison):
     assert not list(run.checkpoint_dir.glob(".*tmp*"))
 
 
-@pytest.mark.parametrize("override, key", [
-    ("train.lr=nan", "lr"), ("train.lr=inf", "lr"), ("train.lr=-inf", "lr"), ("train.lr=0", "lr"), ("train.lr=-0.1", "lr"),
-    ("train.lr_d=nan", "lr_d"), ("train.lr_d=0.0", "lr_d"),
-    ("train.betas=[1.0, 0.9]", "betas"), ("train.betas=[-0.1, 0.9]", "betas"), ("train.betas=[0.5, nan]", "betas"),
-    ("train.betas=[0.5, inf]", "betas"), ("train.betas=[0.5, 1]", "betas"),
-    ("seed=-1", "seed"), ("seed=18446744073709551616", "seed"), ("seed=9223372036854775808", "seed"),
-    ("seed=123456789012345678901234567890", "seed"),
-])
+@pytest.mark.parametrize(
+    "override, key",
+    [
+        ("train.lr=nan", "lr"),
+        ("train.lr=inf", "lr"),
+        ("train.lr=-inf", "lr"),
+        ("train.lr=0", "lr"),
+        ("train.lr=-0.1", "lr"),
+        ("train.lr_d=nan", "lr_d"),
+        ("train.lr_d=0.0", "lr_d"),
+        ("train.betas=[1.0, 0.9]", "betas"),
+        ("train.betas=[-0.1, 0.9]", "betas"),
+        ("train.betas=[0.5, nan]", "betas"),
+        ("train.betas=[0.5, inf]", "betas"),
+        ("train.betas=[0.5, 1]", "betas"),
+        ("seed=-1", "seed"),
+        ("seed=18446744073709551616", "seed"),
+        ("seed=9223372036854775808", "seed"),
+        ("seed=123456789012345678901234567890", "seed"),
+    ],
+)
 def test_numbers_torch_would_reject_are_refused_at_check(run_cli, tiny_recipe, override, key):
     line = one_line_error(*run_cli("recipe", "check", tiny_recipe, "--set", override))
     assert f"key '{key}'" in line, line
 
 
-@pytest.mark.parametrize("recipe, override, key", [
-    ("shapes-vae", "train.lr=nan", "lr"), ("shapes-vae", "train.betas=[0.9, 1.5]", "betas"),
-    ("shapes-clip-pretrain", "train.lr=inf", "lr"), ("shapes-clip-pretrain", "train.weight_decay=nan", "weight_decay"),
-])
+@pytest.mark.parametrize(
+    "recipe, override, key",
+    [
+        ("shapes-vae", "train.lr=nan", "lr"),
+        ("shapes-vae", "train.betas=[0.9, 1.5]", "betas"),
+        ("shapes-clip-pretrain", "train.lr=inf", "lr"),
+        ("shapes-clip-pretrain", "train.weight_decay=nan", "weight_decay"),
+    ],
+)
 def test_other_pipelines_refuse_bad_numbers(run_cli, recipe, override, key):
     path = Path(__file__).parent.parent / "recipes" / f"{recipe}.toml"
     line = one_line_error(*run_cli("recipe", "check", path, "--set", override))
@@ -143,8 +170,19 @@ def test_other_pipelines_refuse_bad_numbers(run_cli, recipe, override, key):
 
 
 def test_largest_seed_still_trains(run_cli, tiny_recipe, tmp_path):
-    code, out, err = run_cli("run", tiny_recipe, "--set", "seed=9223372036854775807", "--set", "train.steps=2",
-                             "--set", "sample.every=0", "--runs-dir", tmp_path / "runs", "-q")
+    code, out, err = run_cli(
+        "run",
+        tiny_recipe,
+        "--set",
+        "seed=9223372036854775807",
+        "--set",
+        "train.steps=2",
+        "--set",
+        "sample.every=0",
+        "--runs-dir",
+        tmp_path / "runs",
+        "-q",
+    )
     assert code == 0, err
 
 
@@ -190,9 +228,17 @@ def _dangling_link(p: Path):
     p.symlink_to(p.parent / "nowhere.safetensors")
 
 
-DAMAGE = {"truncated": _truncate, "empty": lambda p: p.write_bytes(b""), "flipped-data": _flip,
-          "garbage-header": _garbage_header, "huge-header-length": _huge_header_length, "foreign": _foreign,
-          "random": _random_bytes, "directory": _directory, "dangling-link": _dangling_link}
+DAMAGE = {
+    "truncated": _truncate,
+    "empty": lambda p: p.write_bytes(b""),
+    "flipped-data": _flip,
+    "garbage-header": _garbage_header,
+    "huge-header-length": _huge_header_length,
+    "foreign": _foreign,
+    "random": _random_bytes,
+    "directory": _directory,
+    "dangling-link": _dangling_link,
+}
 
 
 @pytest.mark.parametrize("kind", sorted(DAMAGE))
@@ -206,7 +252,11 @@ def test_damaged_newest_checkpoint_falls_back(copy, run_cli, tmp_path, kind):
         code, out, err = run_cli("sample", copy, "a red circle", "-n", "2", "-o", tmp_path / "s.png")
     assert code == 0, err
     lines = [str(w.message) for w in warned if "damaged" in str(w.message)]
-    assert len(lines) == 1 and "step-00000020.safetensors" in lines[0] and "step-00000010.safetensors (step 10)" in lines[0]
+    assert (
+        len(lines) == 1
+        and "step-00000020.safetensors" in lines[0]
+        and "step-00000010.safetensors (step 10)" in lines[0]
+    )
     assert "\n" not in lines[0]
 
 
@@ -229,8 +279,11 @@ def test_resume_and_eval_fall_back_and_warn_on_stderr(copy, tmp_path):
 def test_no_good_checkpoint_is_one_line(copy, run_cli, tmp_path):
     _truncate(copy / "checkpoints" / "step-00000020.safetensors")
     _foreign(copy / "checkpoints" / "step-00000010.safetensors")
-    for args in (("sample", copy, "a red circle", "-o", tmp_path / "x.png"), ("run", "--resume", copy, "-q"),
-                 ("eval", copy, "-m", "d-roc-auc", "-n", "8")):
+    for args in (
+        ("sample", copy, "a red circle", "-o", tmp_path / "x.png"),
+        ("run", "--resume", copy, "-q"),
+        ("eval", copy, "-m", "d-roc-auc", "-n", "8"),
+    ):
         with warnings.catch_warnings():
             warnings.simplefilter("error")  # no warning line per damaged file before the error: one line in all
             line = one_line_error(*run_cli(*args))
@@ -262,8 +315,11 @@ def test_stale_temporaries_are_removed_when_a_run_is_opened(copy):
     dead.wait()
     ckpts = copy / "checkpoints"
     partial = (ckpts / "step-00000020.safetensors").read_bytes()[:1000]
-    stale = [ckpts / f".step-00000030.safetensors.tmp-{dead.pid}", copy / f".metrics.jsonl.tmp-{dead.pid}",
-             ckpts / f".step-00000040.safetensors.tmp-{os.getpid()}"]
+    stale = [
+        ckpts / f".step-00000030.safetensors.tmp-{dead.pid}",
+        copy / f".metrics.jsonl.tmp-{dead.pid}",
+        ckpts / f".step-00000040.safetensors.tmp-{os.getpid()}",
+    ]
     for p in stale:
         p.write_bytes(partial)
     live = ckpts / ".step-00000050.safetensors.tmp-1"  # pid 1 is alive: its writer may still be at work
@@ -280,9 +336,25 @@ def test_stale_temporaries_are_removed_when_a_run_is_opened(copy):
 def test_signal_checkpoints_and_resume_continues(tiny_recipe, tmp_path, run_cli, signum):
     runs = tmp_path / "runs"
     exe = Path(sys.executable).parent / "dalle-kit"
-    proc = subprocess.Popen([str(exe), "run", str(tiny_recipe), "--runs-dir", str(runs), "-q", "--set", "train.steps=100000",
-                             "--set", "train.checkpoint_every=10", "--set", "sample.every=0"],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [
+            str(exe),
+            "run",
+            str(tiny_recipe),
+            "--runs-dir",
+            str(runs),
+            "-q",
+            "--set",
+            "train.steps=100000",
+            "--set",
+            "train.checkpoint_every=10",
+            "--set",
+            "sample.every=0",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     try:
         deadline = time.monotonic() + 120
         while not list(runs.glob("*/checkpoints/step-00000010.safetensors")):
@@ -315,8 +387,13 @@ def test_signal_checkpoints_and_resume_continues(tiny_recipe, tmp_path, run_cli,
 
 
 def test_final_checkpoint_comes_before_the_final_grid(tiny_recipe, tmp_path):
-    run = api.train(str(tiny_recipe), ["train.steps=12", "train.checkpoint_every=10", "sample.every=0"], stop_at=10,
-                    runs_dir=tmp_path / "runs", quiet=True)
+    run = api.train(
+        str(tiny_recipe),
+        ["train.steps=12", "train.checkpoint_every=10", "sample.every=0"],
+        stop_at=10,
+        runs_dir=tmp_path / "runs",
+        quiet=True,
+    )
     (run.dir / "samples").write_text("in the way")  # a file where the grid's folder goes: the final grid fails
     with pytest.raises(UserError, match="samples is a file, not a folder"):
         api.train(resume=run.dir, quiet=True)
@@ -336,8 +413,30 @@ def _lock_free(path: Path) -> bool:
 
 
 # ------------------------------------------------------------------------------------------ 4. run names
-BAD_NAMES = ["../../x", "../x", "a/b", "/abs", "x\\u0000y", "n" * 300, "n" * 101, "café", "ｆｕｌｌ", "Δ", ".hidden", "..",
-             "-dash", "", " ", "a b", "tab\\there", "new\\nline", "back\\\\slash", "semi;colon", "star*", "quote'"]
+BAD_NAMES = [
+    "../../x",
+    "../x",
+    "a/b",
+    "/abs",
+    "x\\u0000y",
+    "n" * 300,
+    "n" * 101,
+    "café",
+    "ｆｕｌｌ",
+    "Δ",
+    ".hidden",
+    "..",
+    "-dash",
+    "",
+    " ",
+    "a b",
+    "tab\\there",
+    "new\\nline",
+    "back\\\\slash",
+    "semi;colon",
+    "star*",
+    "quote'",
+]
 
 
 @pytest.mark.parametrize("name", BAD_NAMES)
@@ -367,17 +466,20 @@ def test_run_directory_stays_inside_the_runs_folder(tmp_path):
 
 
 # ------------------------------------------------------------------------------------------ 5. sample limits
-@pytest.mark.parametrize("args, expected", [
-    (["a red circle", "-o", "{dir}"], "is a directory"),
-    (["a red circle", "-n", "1025"], "at most 1024"),
-    (["a red circle", "a blue square", "-n", "600"], "= 1200 images"),
-    (["a red circle"] * 1025 + ["-n", "1"], "at most 1024"),
-    ([""], "prompt 1 is empty"),
-    (["a red circle", "   "], "prompt 2 is empty"),
-    (["\t\n"], "prompt 1 is empty"),
-    (["a red circle", "-n", "0"], "at least one image"),
-    (["a red circle", "-n", "-3"], "at least one image"),
-])
+@pytest.mark.parametrize(
+    "args, expected",
+    [
+        (["a red circle", "-o", "{dir}"], "is a directory"),
+        (["a red circle", "-n", "1025"], "at most 1024"),
+        (["a red circle", "a blue square", "-n", "600"], "= 1200 images"),
+        (["a red circle"] * 1025 + ["-n", "1"], "at most 1024"),
+        ([""], "prompt 1 is empty"),
+        (["a red circle", "   "], "prompt 2 is empty"),
+        (["\t\n"], "prompt 1 is empty"),
+        (["a red circle", "-n", "0"], "at least one image"),
+        (["a red circle", "-n", "-3"], "at least one image"),
+    ],
+)
 def test_sample_refuses(trained, run_cli, tmp_path, args, expected):
     target = tmp_path / "out"
     target.mkdir()
@@ -392,10 +494,15 @@ def test_sample_refuses(trained, run_cli, tmp_path, args, expected):
 RECIPES = Path(__file__).parent.parent / "recipes"
 
 
-@pytest.mark.parametrize("recipe, size, part", [
-    (None, 48, "dcgan"), (None, 24, "dcgan"), (RECIPES / "shapes-resnet-hinge.toml", 48, "resnet"),
-    (RECIPES / "shapes-vae.toml", 40, "vae-decoder"),
-])
+@pytest.mark.parametrize(
+    "recipe, size, part",
+    [
+        (None, 48, "dcgan"),
+        (None, 24, "dcgan"),
+        (RECIPES / "shapes-resnet-hinge.toml", 48, "resnet"),
+        (RECIPES / "shapes-vae.toml", 40, "vae-decoder"),
+    ],
+)
 def test_part_that_fails_to_build_is_one_line_before_any_directory(run_cli, tiny_recipe, tmp_path, recipe, size, part):
     recipe = recipe or tiny_recipe
     line = one_line_error(*run_cli("recipe", "check", recipe, "--set", f"data.size={size}"))
@@ -435,6 +542,10 @@ def test_traceback_flag_reraises(tiny_recipe, tmp_path):
     with pytest.raises(UserError) as caught:
         main(["--traceback", "recipe", "check", str(tiny_recipe), "--set", "data.size=48"])
     assert isinstance(caught.value.__cause__, ValueError)
-    done = cli_subprocess("--traceback", "run", str(tiny_recipe), "--set", "data.size=48", "--runs-dir", str(tmp_path / "runs"))
-    assert done.returncode != 0 and "Traceback" in done.stderr and "ValueError: dcgan needs a power-of-two" in done.stderr
+    done = cli_subprocess(
+        "--traceback", "run", str(tiny_recipe), "--set", "data.size=48", "--runs-dir", str(tmp_path / "runs")
+    )
+    assert (
+        done.returncode != 0 and "Traceback" in done.stderr and "ValueError: dcgan needs a power-of-two" in done.stderr
+    )
     assert not (tmp_path / "runs").exists()

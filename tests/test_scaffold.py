@@ -20,20 +20,47 @@ def test_new_plugin_end_to_end(run_cli, tmp_path, monkeypatch):
     root = tmp_path / "dalle-kit-toy"
     assert (root / "pyproject.toml").read_text().count('[project.entry-points."dalle_kit"]') == 1
     site = tmp_path / "site"
-    subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--no-build-isolation", "--no-index",
-                    "--disable-pip-version-check", "--target", str(site), str(root)], check=True, capture_output=True)
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "install",
+            "-q",
+            "--no-deps",
+            "--no-build-isolation",
+            "--no-index",
+            "--disable-pip-version-check",
+            "--target",
+            str(site),
+            str(root),
+        ],
+        check=True,
+        capture_output=True,
+    )
     # the generated package's own tests pass, run from its folder against the installed copy
     env = {**os.environ, "PYTHONPATH": str(site)}
-    result = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "tests"], cwd=root, env=env,
-                            capture_output=True, text=True, timeout=300)
+    result = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "tests"],
+        cwd=root,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert result.returncode == 0, result.stdout + result.stderr
     assert "5 passed" in result.stdout
     # discovered through its entry point, every kind
     monkeypatch.syspath_prepend(str(site))
     registry = Registry.discover(select="toy")
     assert registry.problems == []
-    names = {"generator": "toy-generator", "discriminator": "toy-discriminator", "text_encoder": "toy-text",
-             "loss": "toy-loss", "dataset": "toy-data"}
+    names = {
+        "generator": "toy-generator",
+        "discriminator": "toy-discriminator",
+        "text_encoder": "toy-text",
+        "loss": "toy-loss",
+        "dataset": "toy-data",
+    }
     for kind in KINDS:  # each part named for what it is, not all after the package
         assert registry.parts[kind][names[kind]].plugin.distribution == "dalle-kit-toy"
     assert all(f'name = "{n}"' in (root / "README.md").read_text() for n in names.values())
@@ -64,8 +91,14 @@ per_prompt = 2
     run = api.train(str(write_recipe(tmp_path, body)), runs_dir=tmp_path / "runs", quiet=True, registry=registry)
     assert (run.dir / "checkpoints" / "step-00000004.safetensors").exists()
     # a generated generator also slots into the built-in recipe
-    tiny = write_recipe(tmp_path, TINY.replace('[generator]\nname = "dcgan"\nngf = 16\nlatent_dim = 32\ntext_embed = 16',
-                                               '[generator]\nname = "toy-generator"'), "tiny-toy.toml")
+    tiny = write_recipe(
+        tmp_path,
+        TINY.replace(
+            '[generator]\nname = "dcgan"\nngf = 16\nlatent_dim = 32\ntext_embed = 16',
+            '[generator]\nname = "toy-generator"',
+        ),
+        "tiny-toy.toml",
+    )
     api.train(str(tiny), ["train.steps=3"], runs_dir=tmp_path / "runs", quiet=True, registry=registry)
 
 

@@ -42,5 +42,7 @@ def test_a_resumed_run_purges_the_replayed_stretch(tmp_path):
 
 
 def test_switched_off_it_writes_nothing(tmp_path):
-    run = api.train(str(write_recipe(tmp_path, BODY + "\n[log]\ntensorboard = false\n")), runs_dir=tmp_path / "runs", quiet=True)
+    run = api.train(
+        str(write_recipe(tmp_path, BODY + "\n[log]\ntensorboard = false\n")), runs_dir=tmp_path / "runs", quiet=True
+    )
     assert not (run.dir / "tensorboard").exists()

@@ -15,8 +15,10 @@ from dalle_kit import threads
 from dalle_kit.checkpoint import list_checkpoints, load_state
 
 
-@pytest.mark.parametrize("usable, others, expected", [(2, 0.0, 2), (2, 0.3, 2), (2, 0.9, 1), (2, 1.6, 1), (2, 5.0, 1),
-                                                      (8, 2.2, 6), (4, None, 4)])
+@pytest.mark.parametrize(
+    "usable, others, expected",
+    [(2, 0.0, 2), (2, 0.3, 2), (2, 0.9, 1), (2, 1.6, 1), (2, 5.0, 1), (8, 2.2, 6), (4, None, 4)],
+)
 def test_free_cpus(usable, others, expected):
     assert threads.free_cpus(usable, others) == expected
 
@@ -31,7 +33,9 @@ def test_cpu_load_sees_a_busy_process_and_not_this_one():
     while time.monotonic() < end:  # this process busy: not counted as another's load
         pass
     quiet = load.others()
-    spinner = subprocess.Popen([sys.executable, "-c", "import time\nend = time.time() + 3\nwhile time.time() < end: pass"])
+    spinner = subprocess.Popen(
+        [sys.executable, "-c", "import time\nend = time.time() + 3\nwhile time.time() < end: pass"]
+    )
     try:
         time.sleep(1.0)
         load.others()
@@ -64,7 +68,7 @@ def test_auto_is_saved_and_reused_on_resume(tmp_path, run_cli, monkeypatch):
     code, _, err = run_cli("run", str(recipe), "--runs-dir", str(tmp_path / "runs"), "-q", "--stop-at", "10")
     assert code == 0, err
     (run_dir,) = (tmp_path / "runs").iterdir()
-    (_, path), = list_checkpoints(run_dir / "checkpoints")
+    ((_, path),) = list_checkpoints(run_dir / "checkpoints")
     chosen = load_state(path)["trainer"]["threads"]
     assert 1 <= chosen <= threads.usable_cpus()
     assert torch.get_num_threads() == before  # the caller's count is back after training
@@ -76,7 +80,7 @@ def test_auto_is_saved_and_reused_on_resume(tmp_path, run_cli, monkeypatch):
     code, _, err = run_cli("run", "--resume", str(run_dir), "-q")
     assert code == 0, err
     assert seen == [chosen]
-    (_, path), = list_checkpoints(run_dir / "checkpoints")[-1:]
+    ((_, path),) = list_checkpoints(run_dir / "checkpoints")[-1:]
     assert load_state(path)["trainer"]["threads"] == chosen
 
 
@@ -142,5 +146,5 @@ def test_a_change_of_count_is_logged_and_saved(tmp_path, run_cli, monkeypatch):
     rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
     changes = [r for r in rows if r["kind"] == "threads"]
     assert changes == [{"step": 1, "kind": "threads", "time": changes[0]["time"], "threads": 1, "setting": "auto"}]
-    (_, path), = list_checkpoints(run_dir / "checkpoints")[-1:]
+    ((_, path),) = list_checkpoints(run_dir / "checkpoints")[-1:]
     assert load_state(path)["trainer"]["threads"] == 1

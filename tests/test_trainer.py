@@ -18,12 +18,15 @@ from dalle_kit.registry import Registry
 from dalle_kit.testing import check_part
 from dalle_kit_plugins import gan
 
-PAINT = """\
+PAINT = (
+    """\
 name = "paint"
 pipeline = "paint"
 seed = 0
 
-""" + SHAPES_16 + """
+"""
+    + SHAPES_16
+    + """
 [painter]
 name = "linear-painter"
 
@@ -38,6 +41,7 @@ prompts = ["a red circle", "a blue square"]
 every = 20
 per_prompt = 2
 """
+)
 
 
 def test_a_plugin_brings_a_new_kind_a_pipeline_and_a_step_hook(third_party, tmp_path, run_cli):
@@ -52,10 +56,15 @@ def test_a_plugin_brings_a_new_kind_a_pipeline_and_a_step_hook(third_party, tmp_
     run = api.train(str(recipe), runs_dir=tmp_path / "runs", quiet=True, registry=registry)
     steps = [line.split() for line in (run.dir / "family-steps.txt").read_text().splitlines()]
     assert [int(s[0]) for s in steps] == list(range(1, 41))  # the hook saw every step
-    losses = [r["loss"] for r in map(json.loads, (run.dir / "metrics.jsonl").read_text().splitlines()) if r["kind"] == "train"]
+    losses = [
+        r["loss"] for r in map(json.loads, (run.dir / "metrics.jsonl").read_text().splitlines()) if r["kind"] == "train"
+    ]
     assert len(losses) == 4 and losses[-1] < 0.7 * losses[0]  # it learns (measured 0.142 -> 0.077)
     assert (run.dir / "samples" / "step-00000020.png").exists() and (run.dir / "samples" / "step-00000040.png").exists()
-    assert sorted(p.name for p in (run.dir / "checkpoints").iterdir()) == ["step-00000020.safetensors", "step-00000040.safetensors"]
+    assert sorted(p.name for p in (run.dir / "checkpoints").iterdir()) == [
+        "step-00000020.safetensors",
+        "step-00000040.safetensors",
+    ]
 
 
 def test_a_bad_part_of_a_plugin_kind_is_refused_before_any_run_directory(third_party, tmp_path, run_cli, monkeypatch):
@@ -66,7 +75,9 @@ def test_a_bad_part_of_a_plugin_kind_is_refused_before_any_run_directory(third_p
     code, out, err = run_cli("run", recipe, "--runs-dir", tmp_path / "runs")
     assert code == 2 and len(err.strip().splitlines()) == 1
     assert "[painter] name" in err and "did you mean 'linear-painter'" in err
-    bad = write_recipe(tmp_path, PAINT.replace('name = "linear-painter"', 'name = "linear-painter"\ninit_scale = "big"'), "bad.toml")
+    bad = write_recipe(
+        tmp_path, PAINT.replace('name = "linear-painter"', 'name = "linear-painter"\ninit_scale = "big"'), "bad.toml"
+    )
     code, out, err = run_cli("recipe", "check", bad)
     assert code == 2 and "init_scale" in err and len(err.strip().splitlines()) == 1
     assert not (tmp_path / "runs").exists()
@@ -91,7 +102,9 @@ def test_an_early_stopper_stops_with_a_checkpoint_and_resume_finishes(tmp_path):
     def train_end(trainer, step, finished):
         seen.append(("end", step, finished))
 
-    registry = Registry.discover(select="", extra=[("stopper", _event_plugin(train_step_end=train_step_end, train_end=train_end))])
+    registry = Registry.discover(
+        select="", extra=[("stopper", _event_plugin(train_step_end=train_step_end, train_end=train_end))]
+    )
     assert registry.problems == []
     recipe = write_recipe(tmp_path, TINY.replace("steps = 30", "steps = 12"))
     run = api.train(str(recipe), runs_dir=tmp_path / "runs", quiet=True, registry=registry)

@@ -16,8 +16,16 @@ from dalle_kit.run import Run
 from dalle_kit.testing import check_part
 
 # shapes-vae made small: fewer and smaller images, narrow networks, no grids.
-SMALL = ["data.train_size=2000", "data.test_size=256", "generator.width=8", "generator.latent_dim=16",
-         "train.encoder_width=8", "train.batch_size=32", "sample.every=0", "sample.per_prompt=1"]
+SMALL = [
+    "data.train_size=2000",
+    "data.test_size=256",
+    "generator.width=8",
+    "generator.latent_dim=16",
+    "train.encoder_width=8",
+    "train.batch_size=32",
+    "sample.every=0",
+    "sample.per_prompt=1",
+]
 
 
 def rows(run, kind: str = "train") -> list[dict]:
@@ -25,8 +33,12 @@ def rows(run, kind: str = "train") -> list[dict]:
 
 
 def test_brief_run_learns_and_samples(tmp_path):
-    run = api.train("shapes-vae", [*SMALL, "train.steps=100", "train.log_every=10", "train.checkpoint_every=1000"],
-                    runs_dir=tmp_path, quiet=True)
+    run = api.train(
+        "shapes-vae",
+        [*SMALL, "train.steps=100", "train.log_every=10", "train.checkpoint_every=1000"],
+        runs_dir=tmp_path,
+        quiet=True,
+    )
     log = rows(run)
     assert [r["step"] for r in log] == list(range(10, 101, 10))
     assert all(math.isfinite(r[k]) for r in log for k in ("loss", "recon", "kl", "recon_test"))
@@ -78,8 +90,12 @@ def test_vae_decoder_norm_variants_conform(norm):
 
 
 def test_vae_decoder_trains_as_gan_generator(tiny_recipe, tmp_path):
-    overrides = ['generator={name = "vae-decoder", width = 8, latent_dim = 16}', "train.steps=6", "train.log_every=3",
-                 "sample.every=0"]
+    overrides = [
+        'generator={name = "vae-decoder", width = 8, latent_dim = 16}',
+        "train.steps=6",
+        "train.log_every=3",
+        "sample.every=0",
+    ]
     run = api.train(str(tiny_recipe), overrides, runs_dir=tmp_path, quiet=True)
     assert json.loads((run.dir / "parts.json").read_text())["generator"]["name"] == "vae-decoder"
     log = rows(run)

@@ -27,8 +27,11 @@ class ClipText(dalle_kit.TextEncoder):
     @attrs.frozen
     class Config:
         model: str = param("", "open_clip architecture name or JSON config; '' = the run's own (tiny CLIP otherwise)")
-        pretrained: str = param("", "weights: a clip-pretrain run (runs/shapes-clip-pretrain), a local checkpoint file, "
-                                    "a cached open_clip tag, or '' for random init")
+        pretrained: str = param(
+            "",
+            "weights: a clip-pretrain run (runs/shapes-clip-pretrain), a local checkpoint file, "
+            "a cached open_clip tag, or '' for random init",
+        )
         trainable: bool = param(False, "train the text tower with the discriminator (false: frozen)")
         normalize: bool = param(True, "L2-normalise the vectors, scaled by sqrt(dim) to unit variance per component")
 
@@ -69,7 +72,7 @@ class ClipText(dalle_kit.TextEncoder):
             return self._vectors(captions)
         missing = [c for c in dict.fromkeys(captions) if c not in self._cache]
         for i in range(0, len(missing), 256):
-            chunk = missing[i:i + 256]
+            chunk = missing[i : i + 256]
             with torch.no_grad():
                 vectors = self._vectors(chunk)
             for caption, vector in zip(chunk, vectors):

@@ -41,15 +41,33 @@ TINY = "tiny"  # how the built-in architecture is named in protocols and message
 CHECKPOINT_SUFFIXES = (".pt", ".pth", ".bin", ".safetensors", ".ckpt")
 
 
-def tiny_config(embed_dim: int = 128, width: int = 128, vision_layers: int = 3, text_layers: int = 2, patch_size: int = 8,
-                image_size: int = 32, context_length: int = 16, head_width: int = 32) -> dict[str, Any]:
+def tiny_config(
+    embed_dim: int = 128,
+    width: int = 128,
+    vision_layers: int = 3,
+    text_layers: int = 2,
+    patch_size: int = 8,
+    image_size: int = 32,
+    context_length: int = 16,
+    head_width: int = 32,
+) -> dict[str, Any]:
     """An open_clip model config for a small ViT-and-transformer CLIP (the `clip-pretrain` default)."""
     return {
         "embed_dim": embed_dim,
-        "vision_cfg": {"image_size": image_size, "layers": vision_layers, "width": width, "patch_size": patch_size,
-                       "head_width": head_width},
-        "text_cfg": {"context_length": context_length, "vocab_size": 49408, "width": width,
-                     "heads": max(1, width // head_width), "layers": text_layers},
+        "vision_cfg": {
+            "image_size": image_size,
+            "layers": vision_layers,
+            "width": width,
+            "patch_size": patch_size,
+            "head_width": head_width,
+        },
+        "text_cfg": {
+            "context_length": context_length,
+            "vocab_size": 49408,
+            "width": width,
+            "heads": max(1, width // head_width),
+            "layers": text_layers,
+        },
     }
 
 
@@ -77,8 +95,12 @@ class Source:
         return self.path / WEIGHTS_FILE if self.kind == "run" else self.path
 
     def describe(self) -> str:
-        return {"random": "random init", "run": f"run {self.path}", "file": f"file {self.path}",
-                "tag": f"open_clip tag {self.tag}"}[self.kind]
+        return {
+            "random": "random init",
+            "run": f"run {self.path}",
+            "file": f"file {self.path}",
+            "tag": f"open_clip tag {self.tag}",
+        }[self.kind]
 
 
 @attrs.define
@@ -117,8 +139,10 @@ def resolve_source(model: str, pretrained: str, *, key: str) -> Source:
     path = Path(text).expanduser()
     if path.is_file():
         if path.suffix not in CHECKPOINT_SUFFIXES:
-            raise dalle_kit.UserError(f"{where}: not an open_clip checkpoint ({', '.join(CHECKPOINT_SUFFIXES)}); "
-                                      "give a state-dict file, a clip-pretrain run directory or an open_clip tag")
+            raise dalle_kit.UserError(
+                f"{where}: not an open_clip checkpoint ({', '.join(CHECKPOINT_SUFFIXES)}); "
+                "give a state-dict file, a clip-pretrain run directory or an open_clip tag"
+            )
         return Source("file", path)
     if path.is_dir() and not (path / "recipe.toml").is_file():
         return _folder(path, where)
@@ -126,13 +150,16 @@ def resolve_source(model: str, pretrained: str, *, key: str) -> Source:
     if not looks_like_path and _known_tag(model, text) is not None:
         return _cached_tag(model, text, where)
     if not looks_like_path and _tag_models(text):
-        raise dalle_kit.UserError(f"{where}: an open_clip tag of {', '.join(_tag_models(text)[:4])}; set {key} model "
-                                  "to that architecture, or give a local checkpoint file or a clip-pretrain run directory")
+        raise dalle_kit.UserError(
+            f"{where}: an open_clip tag of {', '.join(_tag_models(text)[:4])}; set {key} model "
+            "to that architecture, or give a local checkpoint file or a clip-pretrain run directory"
+        )
     try:
         run_dir = resolve_run_dir(path, what=f"{key} pretrained")
     except dalle_kit.UserError as exc:
-        raise dalle_kit.UserError(f"{exc}; pretrained takes a clip-pretrain run, a local open_clip checkpoint file "
-                                  "or a cached open_clip tag") from None
+        raise dalle_kit.UserError(
+            f"{exc}; pretrained takes a clip-pretrain run, a local open_clip checkpoint file or a cached open_clip tag"
+        ) from None
     return _folder(run_dir, where)
 
 
@@ -146,11 +173,15 @@ def pin_pretrained(config, *, key: str):
 
 def _folder(path: Path, where: str) -> Source:
     if not (path / CONFIG_FILE).is_file():
-        raise dalle_kit.UserError(f"{where}: {path} has no {CONFIG_FILE}; name a clip-pretrain run "
-                                  f"({hints.dalle_kit('run shapes-clip-pretrain')}) or a local checkpoint file")
+        raise dalle_kit.UserError(
+            f"{where}: {path} has no {CONFIG_FILE}; name a clip-pretrain run "
+            f"({hints.dalle_kit('run shapes-clip-pretrain')}) or a local checkpoint file"
+        )
     if not (path / WEIGHTS_FILE).is_file():
-        raise dalle_kit.UserError(f"{where}: {path} has no {WEIGHTS_FILE} yet; let the clip-pretrain run reach "
-                                  "its first checkpoint (or resume it)")
+        raise dalle_kit.UserError(
+            f"{where}: {path} has no {WEIGHTS_FILE} yet; let the clip-pretrain run reach "
+            "its first checkpoint (or resume it)"
+        )
     return Source("run", path)
 
 
@@ -191,9 +222,11 @@ def _cached_tag(model: str, tag: str, where: str) -> Source:
         candidate = Path("~/.cache/clip").expanduser() / os.path.basename(cfg["url"])
         found = candidate if candidate.is_file() else None
     if found is None:
-        raise dalle_kit.UserError(f"{where}: open_clip tag not in the local cache and dalle-kit never downloads (this machine "
-                                  "may be offline); give a local checkpoint file or a clip-pretrain run directory, or fetch it once "
-                                  f"where there is a network: open_clip.create_model('{model}', pretrained='{tag}')")
+        raise dalle_kit.UserError(
+            f"{where}: open_clip tag not in the local cache and dalle-kit never downloads (this machine "
+            "may be offline); give a local checkpoint file or a clip-pretrain run directory, or fetch it once "
+            f"where there is a network: open_clip.create_model('{model}', pretrained='{tag}')"
+        )
     return Source("tag", found, tag=tag, tag_cfg=cfg)
 
 
@@ -205,8 +238,10 @@ def load_clip(model: str, pretrained: str, *, key: str) -> LoadedClip:
     try:
         if source.kind == "run":
             if model:
-                raise dalle_kit.UserError(f"{key} model '{model}': leave model empty with a clip-pretrain run; "
-                                          f"its {CONFIG_FILE} fixes the architecture")
+                raise dalle_kit.UserError(
+                    f"{key} model '{model}': leave model empty with a clip-pretrain run; "
+                    f"its {CONFIG_FILE} fixes the architecture"
+                )
             model_cfg, preprocess = read_config(source.path / CONFIG_FILE, key)
             architecture = str(source.path / CONFIG_FILE)
             net = instantiate(model_cfg, preprocess, source.weights_file)
@@ -221,9 +256,11 @@ def load_clip(model: str, pretrained: str, *, key: str) -> LoadedClip:
         raise
     except Exception as exc:  # a state dict that does not fit the architecture, a corrupt file...
         message = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
-        raise dalle_kit.UserError(f"{where}: cannot load it into architecture '{model or 'from the run'}' "
-                                  f"({type(exc).__name__}: {message[:300]}); set {key} model to the architecture "
-                                  "the weights were trained with") from None
+        raise dalle_kit.UserError(
+            f"{where}: cannot load it into architecture '{model or 'from the run'}' "
+            f"({type(exc).__name__}: {message[:300]}); set {key} model to the architecture "
+            "the weights were trained with"
+        ) from None
     net.eval()
     return LoadedClip(net, tokenizer_for(model_cfg, model), architecture, source)
 
@@ -233,11 +270,15 @@ def read_config(path: Path, key: str) -> tuple[dict, dict | None]:
     try:
         data = json.loads(Path(path).read_text())
     except (OSError, json.JSONDecodeError) as exc:
-        raise dalle_kit.UserError(f"{key} model '{path}': cannot read the open_clip model config "
-                                  f"({type(exc).__name__}: {exc}); give an open_clip model name or a JSON config file") from None
+        raise dalle_kit.UserError(
+            f"{key} model '{path}': cannot read the open_clip model config "
+            f"({type(exc).__name__}: {exc}); give an open_clip model name or a JSON config file"
+        ) from None
     model_cfg = data.get("model_cfg", data)
     if not all(k in model_cfg for k in ("embed_dim", "vision_cfg", "text_cfg")):
-        raise dalle_kit.UserError(f"{key} model '{path}': not an open_clip model config (needs embed_dim, vision_cfg, text_cfg)")
+        raise dalle_kit.UserError(
+            f"{key} model '{path}': not an open_clip model config (needs embed_dim, vision_cfg, text_cfg)"
+        )
     return model_cfg, data.get("preprocess_cfg")
 
 
@@ -267,12 +308,15 @@ def _create_named(model: str, source: Source, key: str) -> tuple[torch.nn.Module
 
     model_cfg = open_clip.get_model_config(model)
     if model_cfg is None:
-        raise dalle_kit.UserError(f"{key} model '{model}': not an open_clip architecture nor a .json config file; "
-                                  f"see open_clip.list_models() (e.g. ViT-B-32, RN50)")
+        raise dalle_kit.UserError(
+            f"{key} model '{model}': not an open_clip architecture nor a .json config file; "
+            f"see open_clip.list_models() (e.g. ViT-B-32, RN50)"
+        )
     kwargs: dict[str, Any] = {}
     if source.kind == "tag":
-        kwargs["force_preprocess_cfg"] = {k: source.tag_cfg[k] for k in ("mean", "std", "interpolation", "resize_mode")
-                                          if k in source.tag_cfg}
+        kwargs["force_preprocess_cfg"] = {
+            k: source.tag_cfg[k] for k in ("mean", "std", "interpolation", "resize_mode") if k in source.tag_cfg
+        }
         kwargs["force_quick_gelu"] = bool(source.tag_cfg.get("quick_gelu", False))
     path = str(source.weights_file) if source.weights_file is not None else None
     net = open_clip.create_model(model, pretrained=path, **kwargs)
@@ -289,8 +333,11 @@ def tokenizer_for(model_cfg: dict, model: str = "") -> Callable[[list[str]], tor
     if text_cfg.get("hf_tokenizer_name"):
         from open_clip.tokenizer import HFTokenizer
 
-        return HFTokenizer(text_cfg["hf_tokenizer_name"], context_length=text_cfg.get("context_length", 77),
-                           **(text_cfg.get("tokenizer_kwargs") or {}))
+        return HFTokenizer(
+            text_cfg["hf_tokenizer_name"],
+            context_length=text_cfg.get("context_length", 77),
+            **(text_cfg.get("tokenizer_kwargs") or {}),
+        )
     return _simple_tokenizer(int(text_cfg.get("context_length", 77)))
 
 
@@ -323,12 +370,14 @@ def preprocess_images(images: torch.Tensor, cfg: dict[str, Any]) -> torch.Tensor
             pick = max if resize_mode == "shortest" else min
             scale_h = scale_w = pick(th / h, tw / w)
         nh, nw = max(1, round(h * scale_h)), max(1, round(w * scale_w))
-        x = F.interpolate(x, size=(nh, nw), mode=mode, antialias=mode != "nearest", align_corners=False if mode != "nearest" else None)
+        x = F.interpolate(
+            x, size=(nh, nw), mode=mode, antialias=mode != "nearest", align_corners=False if mode != "nearest" else None
+        )
         x = x.clamp(0, 1)
         if (nh, nw) != (th, tw):  # centre crop (shortest) or centre pad (longest)
             top, left = (nh - th) // 2, (nw - tw) // 2
             if resize_mode == "shortest":
-                x = x[..., top:top + th, left:left + tw]
+                x = x[..., top : top + th, left : left + tw]
             else:
                 fill = cfg.get("fill_color", 0) / 255.0
                 x = F.pad(x, (-left, tw - nw + left, -top, th - nh + top), value=fill)

@@ -50,30 +50,48 @@ class ClipPretrain(dalle_kit.Pipeline):
 
     @attrs.frozen
     class Config(dalle_kit.TrainConfig):
-        model: str = param("", "open_clip architecture name or JSON model config; '' = the tiny CLIP set by the fields below")
+        model: str = param(
+            "", "open_clip architecture name or JSON model config; '' = the tiny CLIP set by the fields below"
+        )
         embed_dim: int = param(128, "tiny CLIP: size of the joint embedding (the text encoder's dim)", validator=_gt0)
         width: int = param(128, "tiny CLIP: width of both transformers", validator=_gt0)
         vision_layers: int = param(3, "tiny CLIP: ViT layers", validator=_gt0)
         text_layers: int = param(2, "tiny CLIP: text transformer layers", validator=_gt0)
         patch_size: int = param(8, "tiny CLIP: ViT patch side in pixels", validator=_gt0)
-        context_length: int = param(16, "tiny CLIP: caption tokens, longer captions are cut (shapes needs 11)", validator=_gt0)
+        context_length: int = param(
+            16, "tiny CLIP: caption tokens, longer captions are cut (shapes needs 11)", validator=_gt0
+        )
         steps: int = param(500, "optimizer steps", validator=_gt0)
-        batch_size: int = param(128, "image-text pairs per step (the contrastive negatives)", validator=attrs.validators.gt(1))
+        batch_size: int = param(
+            128, "image-text pairs per step (the contrastive negatives)", validator=attrs.validators.gt(1)
+        )
         lr: float = param(1e-3, "peak AdamW learning rate", validator=finite_positive)
-        weight_decay: float = param(0.1, "AdamW weight decay (not on gains, biases, embeddings, logit scale)",
-                                    validator=finite_nonnegative)
-        warmup: int = param(50, "steps of linear learning-rate warmup before the cosine decay", validator=attrs.validators.ge(0))
+        weight_decay: float = param(
+            0.1, "AdamW weight decay (not on gains, biases, embeddings, logit scale)", validator=finite_nonnegative
+        )
+        warmup: int = param(
+            50, "steps of linear learning-rate warmup before the cosine decay", validator=attrs.validators.ge(0)
+        )
         eval_pairs: int = param(256, "held-out test pairs for contrastive_acc", validator=attrs.validators.gt(1))
         log_every: int = param(25, "log loss and contrastive_acc every this many steps", validator=_gt0)
-        checkpoint_every: int = param(250, "save a checkpoint (and the open_clip weights) every this many steps", validator=_gt0)
+        checkpoint_every: int = param(
+            250, "save a checkpoint (and the open_clip weights) every this many steps", validator=_gt0
+        )
 
     # ------------------------------------------------------------------ architecture
     def architecture(self, image_size: int) -> tuple[dict, dict]:
         """(open_clip model config, preprocess config) for images of `image_size` pixels."""
         cfg = self.config
         if not cfg.model:
-            model_cfg = tiny_config(cfg.embed_dim, cfg.width, cfg.vision_layers, cfg.text_layers, cfg.patch_size,
-                                    image_size, cfg.context_length)
+            model_cfg = tiny_config(
+                cfg.embed_dim,
+                cfg.width,
+                cfg.vision_layers,
+                cfg.text_layers,
+                cfg.patch_size,
+                image_size,
+                cfg.context_length,
+            )
         elif cfg.model.endswith(".json"):
             model_cfg, _ = read_config(cfg.model, "[train]")
         else:
@@ -81,8 +99,10 @@ class ClipPretrain(dalle_kit.Pipeline):
 
             model_cfg = open_clip.get_model_config(cfg.model)
             if model_cfg is None:
-                raise dalle_kit.UserError(f"[train] model '{cfg.model}': not an open_clip architecture nor a .json config; "
-                                          "see open_clip.list_models(), or leave it empty for the tiny CLIP")
+                raise dalle_kit.UserError(
+                    f"[train] model '{cfg.model}': not an open_clip architecture nor a .json config; "
+                    "see open_clip.list_models(), or leave it empty for the tiny CLIP"
+                )
         model_cfg["vision_cfg"]["image_size"] = image_size  # trained at the dataset's own size
         return model_cfg, default_preprocess(image_size)
 
@@ -101,7 +121,9 @@ class ClipPretrain(dalle_kit.Pipeline):
         data = run.build_dataset()
         train_set, test_set = data.load("train"), data.load("test")
         model_cfg, preprocess = self.architecture(data.image_size)
-        atomic_write_text(run.dir / CONFIG_FILE, json.dumps({"model_cfg": model_cfg, "preprocess_cfg": preprocess}, indent=2) + "\n")
+        atomic_write_text(
+            run.dir / CONFIG_FILE, json.dumps({"model_cfg": model_cfg, "preprocess_cfg": preprocess}, indent=2) + "\n"
+        )
         device = run.device
         model = instantiate(model_cfg, preprocess).to(device)
         tokenize = tokenizer_for(model_cfg)
@@ -119,8 +141,12 @@ class ClipPretrain(dalle_kit.Pipeline):
 
         decay = [p for n, p in model.named_parameters() if p.ndim >= 2 and "embedding" not in n]
         no_decay = [p for n, p in model.named_parameters() if not (p.ndim >= 2 and "embedding" not in n)]
-        opt = torch.optim.AdamW([{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
-                                lr=cfg.lr, betas=(0.9, 0.98), eps=1e-6)
+        opt = torch.optim.AdamW(
+            [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
+            lr=cfg.lr,
+            betas=(0.9, 0.98),
+            eps=1e-6,
+        )
         loss_fn = ClipLoss()
         data_rng = torch.Generator().manual_seed(run.recipe.seed + 1)
         model.train()
@@ -147,19 +173,28 @@ class ClipPretrain(dalle_kit.Pipeline):
             return {"contrastive_acc": acc, "logit_scale": model.logit_scale.exp().item(), "lr": self.lr_at(step - 1)}
 
         def export(step: int, state: dict) -> None:  # first: a run with a checkpoint always has its weights file
-            _save_weights(run.dir / WEIGHTS_FILE, {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()})
+            _save_weights(
+                run.dir / WEIGHTS_FILE, {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+            )
 
-        return dalle_kit.Training(modules={"clip": model}, optimizers={"clip": opt}, rngs={"data": data_rng},
-                                  train_step=train_step, log_values=log_values, before_save=export,
-                                  divergence_fix="lower [train] lr")
+        return dalle_kit.Training(
+            modules={"clip": model},
+            optimizers={"clip": opt},
+            rngs={"data": data_rng},
+            train_step=train_step,
+            log_values=log_values,
+            before_save=export,
+            divergence_fix="lower [train] lr",
+        )
 
     def schedule_depends_on_steps(self) -> bool:
         return True  # warmup then cosine decay to the last step
 
     def sampler(self, run):
         raise dalle_kit.UserError(
-            f"{run.dir}: a clip-pretrain run draws no images; use it as a text encoder ([text_encoder] name = \"clip\", "
-            f"pretrained = \"{run.dir}\", see recipes/shapes-gan-clip.toml) or as clip-score's weights")
+            f'{run.dir}: a clip-pretrain run draws no images; use it as a text encoder ([text_encoder] name = "clip", '
+            f'pretrained = "{run.dir}", see recipes/shapes-gan-clip.toml) or as clip-score\'s weights'
+        )
 
 
 @torch.no_grad()

@@ -37,8 +37,11 @@ class ClipScore(dalle_kit.Metric):
     @attrs.frozen
     class Config:
         model: str = param("", "open_clip architecture name or JSON config; '' = the run's own (tiny CLIP otherwise)")
-        pretrained: str = param("runs/shapes-clip-pretrain", "weights: a clip-pretrain run or run-name prefix, "
-                                                             "a local open_clip checkpoint file or a cached open_clip tag")
+        pretrained: str = param(
+            "runs/shapes-clip-pretrain",
+            "weights: a clip-pretrain run or run-name prefix, "
+            "a local open_clip checkpoint file or a cached open_clip tag",
+        )
 
     @classmethod
     def pin(cls, config):
@@ -47,8 +50,10 @@ class ClipScore(dalle_kit.Metric):
 
     def check(self, evaluation) -> None:
         if not self.config.pretrained.strip():
-            raise dalle_kit.UserError(f"{KEY} pretrained is empty: clip-score needs trained CLIP weights; set it to a "
-                                      "clip-pretrain run (runs/shapes-clip-pretrain) or a local open_clip checkpoint file")
+            raise dalle_kit.UserError(
+                f"{KEY} pretrained is empty: clip-score needs trained CLIP weights; set it to a "
+                "clip-pretrain run (runs/shapes-clip-pretrain) or a local open_clip checkpoint file"
+            )
         resolve_source(self.config.model, self.config.pretrained, key=KEY)
 
     def clip(self, evaluation) -> LoadedClip:
@@ -71,10 +76,16 @@ class ClipScore(dalle_kit.Metric):
         for i, j in zip(order.tolist(), order.roll(1).tolist()):  # each image gets another image's caption
             shuffled[i] = reference.captions[j]
         mismatched = scores(clip, reference.images, shuffled)
-        values = {"clip_score": float(generated.mean()), "clip_score_real": float(real.mean()),
-                  "clip_score_real_shuffled": float(mismatched.mean())}
-        details = {"w": W, "clip_score_std": float(generated.std()) if len(generated) > 1 else 0.0,
-                   "definition": "mean of w * max(cos(image, text), 0)"}
+        values = {
+            "clip_score": float(generated.mean()),
+            "clip_score_real": float(real.mean()),
+            "clip_score_real_shuffled": float(mismatched.mean()),
+        }
+        details = {
+            "w": W,
+            "clip_score_std": float(generated.std()) if len(generated) > 1 else 0.0,
+            "definition": "mean of w * max(cos(image, text), 0)",
+        }
         protocol = evaluation.protocol(extractor=clip.describe(), weights_hash=clip.weights_hash())
         return MetricResult(values, protocol, details)
 
@@ -86,8 +97,8 @@ def scores(clip: LoadedClip, images: torch.Tensor, captions: Sequence[str]) -> t
     device = next(model.parameters()).device
     out = []
     for i in range(0, len(images), BATCH):
-        x = preprocess_images(images[i:i + BATCH], cfg).to(device)
-        tokens = clip.tokenizer(list(captions[i:i + BATCH])).to(device)
+        x = preprocess_images(images[i : i + BATCH], cfg).to(device)
+        tokens = clip.tokenizer(list(captions[i : i + BATCH])).to(device)
         cos = (model.encode_image(x, normalize=True) * model.encode_text(tokens, normalize=True)).sum(dim=1)
         out.append(W * cos.clamp(min=0).float().cpu())
     return torch.cat(out)

@@ -88,8 +88,10 @@ class CIFAR10(dalle_kit.Dataset):
         """Refuse, in one line and before any run directory exists, a root that is a file or holds no usable data
         (downloaded first when ``download`` allows)."""
         if self.root.exists() and not self.root.is_dir():
-            raise dalle_kit.UserError(f"cifar10: [data] root {self.root} is a file, not a folder; set [data] root to the "
-                                      f"folder that holds {FOLDER}/")
+            raise dalle_kit.UserError(
+                f"cifar10: [data] root {self.root} is a file, not a folder; set [data] root to the "
+                f"folder that holds {FOLDER}/"
+            )
         problem = self._problem()
         if problem is None:
             return
@@ -101,15 +103,18 @@ class CIFAR10(dalle_kit.Dataset):
             problem += "; download = false"
         raise dalle_kit.UserError(
             f"cifar10: no usable data in {self.root} ({problem}); put {ARCHIVE} (CIFAR-10's python version) into {self.root}/ "
-            f"or extract it there so that {self.root}/{FOLDER}/ exists, or set [data] root")
+            f"or extract it there so that {self.root}/{FOLDER}/ exists, or set [data] root"
+        )
 
     # -------------------------------------------------------------- reading
     def _read(self, name: str) -> dict:
         path = self.root / FOLDER / name
         entry = arrays_pickle(path, fix=f"replace {self.root / FOLDER}/ with the files of the official {ARCHIVE}")
         if not isinstance(entry, dict):
-            raise dalle_kit.UserError(f"{path}: not a CIFAR-10 file (a {type(entry).__name__}, not a dict); replace it with "
-                                      f"the official {ARCHIVE}'s")
+            raise dalle_kit.UserError(
+                f"{path}: not a CIFAR-10 file (a {type(entry).__name__}, not a dict); replace it with "
+                f"the official {ARCHIVE}'s"
+            )
         return entry
 
     def load(self, split: str) -> ImageCaptions:
@@ -121,17 +126,27 @@ class CIFAR10(dalle_kit.Dataset):
         for name, _ in tv.train_list if split == "train" else tv.test_list:
             entry = self._read(name)
             images, labels = entry.get("data"), entry.get("labels", entry.get("fine_labels"))
-            if (not isinstance(images, np.ndarray) or images.dtype != np.uint8 or images.ndim != 2
-                    or images.shape[1] != 3 * 32 * 32 or not isinstance(labels, list) or len(labels) != len(images)
-                    or not all(isinstance(t, int) and 0 <= t < 10 for t in labels)):
-                raise dalle_kit.UserError(f"{self.root / FOLDER / name}: not a CIFAR-10 batch (uint8 data [N, 3072] and N "
-                                          f"labels 0-9); replace it with the official {ARCHIVE}'s")
+            if (
+                not isinstance(images, np.ndarray)
+                or images.dtype != np.uint8
+                or images.ndim != 2
+                or images.shape[1] != 3 * 32 * 32
+                or not isinstance(labels, list)
+                or len(labels) != len(images)
+                or not all(isinstance(t, int) and 0 <= t < 10 for t in labels)
+            ):
+                raise dalle_kit.UserError(
+                    f"{self.root / FOLDER / name}: not a CIFAR-10 batch (uint8 data [N, 3072] and N "
+                    f"labels 0-9); replace it with the official {ARCHIVE}'s"
+                )
             data.append(images)
             targets.extend(labels)
         classes = self._read(tv.meta["filename"]).get(tv.meta["key"])
         if not isinstance(classes, list) or len(classes) != 10 or not all(isinstance(c, str) for c in classes):
-            raise dalle_kit.UserError(f"{self.root / FOLDER / tv.meta['filename']}: not CIFAR-10's class names; replace "
-                                      f"it with the official {ARCHIVE}'s")
+            raise dalle_kit.UserError(
+                f"{self.root / FOLDER / tv.meta['filename']}: not CIFAR-10's class names; replace "
+                f"it with the official {ARCHIVE}'s"
+            )
         images = torch.from_numpy(np.vstack(data).reshape(-1, 3, 32, 32)).contiguous()
         labels = torch.tensor(targets, dtype=torch.long)
         captions = [self.config.caption.format(classes[t]) for t in targets]

@@ -91,7 +91,7 @@ def _rel(path: Path, root: Path) -> str:
 def split_score(rel: str, seed: int) -> float:
     """A number in [0, 1) fixed by a file's relative path and the seed; test split when below test_fraction."""
     digest = hashlib.sha256(f"{seed}\0{rel}".encode()).digest()
-    return int.from_bytes(digest[:8], "big") / 2.0 ** 64
+    return int.from_bytes(digest[:8], "big") / 2.0**64
 
 
 def _in_unit_interval(instance, attribute, value):
@@ -161,22 +161,35 @@ class ImageFolder(dalle_kit.Dataset):
 
     @attrs.frozen
     class Config:
-        root: str = param(doc="folder of images (PNG, JPEG, WebP; searched recursively), or one with train/ and test/ folders",
-                          path="dir")
-        size: int = param(32, "image side in pixels: the shorter side is resized to it, then centre-cropped",
-                          validator=attrs.validators.ge(8))
-        channels: int = param(3, "3: RGB (grey images replicated); 1: greyscale (luma). Transparency is composited on white",
-                              validator=attrs.validators.in_((1, 3)))
+        root: str = param(
+            doc="folder of images (PNG, JPEG, WebP; searched recursively), or one with train/ and test/ folders",
+            path="dir",
+        )
+        size: int = param(
+            32,
+            "image side in pixels: the shorter side is resized to it, then centre-cropped",
+            validator=attrs.validators.ge(8),
+        )
+        channels: int = param(
+            3,
+            "3: RGB (grey images replicated); 1: greyscale (luma). Transparency is composited on white",
+            validator=attrs.validators.in_((1, 3)),
+        )
         test_fraction: float = param(
-            0.1, "share of the images in the test split (without train/ and test/ folders), by a hash of each path",
-            validator=_in_unit_interval)
+            0.1,
+            "share of the images in the test split (without train/ and test/ folders), by a hash of each path",
+            validator=_in_unit_interval,
+        )
         split_seed: int = param(0, "seed of the hash split: another seed, another train/test partition")
         on_error: Literal["error", "skip"] = param(
-            "error", "'error': stop at the first bad file or caption; 'skip': leave it out and count it",
-            validator=attrs.validators.in_(("error", "skip")))
+            "error",
+            "'error': stop at the first bad file or caption; 'skip': leave it out and count it",
+            validator=attrs.validators.in_(("error", "skip")),
+        )
         caption_column: str = param("text", "the key (metadata.jsonl) or column (captions.csv) that holds the caption")
-        workers: int = param(4, "DataLoader worker processes decoding the images (0: in this process)",
-                             validator=attrs.validators.ge(0))
+        workers: int = param(
+            4, "DataLoader worker processes decoding the images (0: in this process)", validator=attrs.validators.ge(0)
+        )
         cache: bool = param(True, "keep the decoded images on disk (content-keyed) and memory-map them on later loads")
 
     def __init__(self, config):
@@ -222,7 +235,10 @@ class ImageFolder(dalle_kit.Dataset):
         found, problems = self._read_folder(root, root)
         seed, fraction = self.config.split_seed, self.config.test_fraction
         scores = {item.rel: split_score(item.rel, seed) for item in found}
-        items = {"train": [i for i in found if scores[i.rel] >= fraction], "test": [i for i in found if scores[i.rel] < fraction]}
+        items = {
+            "train": [i for i in found if scores[i.rel] >= fraction],
+            "test": [i for i in found if scores[i.rel] < fraction],
+        }
         # A tiny folder may hash no file into one split: lend it the file nearest the boundary.
         if len(found) >= 2 and not items["test"]:
             nearest = min(items["train"], key=lambda i: scores[i.rel])
@@ -238,14 +254,20 @@ class ImageFolder(dalle_kit.Dataset):
     def _read_folder(self, folder: Path, root: Path) -> tuple[list[Item], list[Problem]]:
         """The captioned images under `folder` and the problems found (paths relative to `root`)."""
         images = sorted(
-            (p for p in folder.rglob("*")
-             if p.suffix.lower() in EXTENSIONS and not any(part.startswith(".") for part in p.relative_to(folder).parts)
-             and p.is_file()),
+            (
+                p
+                for p in folder.rglob("*")
+                if p.suffix.lower() in EXTENSIONS
+                and not any(part.startswith(".") for part in p.relative_to(folder).parts)
+                and p.is_file()
+            ),
             key=lambda p: _rel(p, folder),
         )
         if not images:
-            raise UserError(f"imagefolder: no images ({', '.join(EXTENSIONS)}) in {folder}; put your images there "
-                            "or point [data] root at the folder that holds them")
+            raise UserError(
+                f"imagefolder: no images ({', '.join(EXTENSIONS)}) in {folder}; put your images there "
+                "or point [data] root at the folder that holds them"
+            )
         if (folder / METADATA).is_file():
             source: Path | None = folder / METADATA
             captions, problems = self._read_jsonl(source, folder, root)
@@ -261,27 +283,46 @@ class ImageFolder(dalle_kit.Dataset):
             if rel_here in image_names:
                 continue
             target = folder / rel_here
-            what = (f"{target} is not an image of a supported type ({', '.join(EXTENSIONS)}); convert it or remove the line"
-                    if target.is_file() else f"no image {target}; fix the file_name, add the image or remove the line")
-            problems.append(Problem("no_image", _rel(target, root), short, f"imagefolder: {where}: {what}{skip_hint}", line))
+            what = (
+                f"{target} is not an image of a supported type ({', '.join(EXTENSIONS)}); convert it or remove the line"
+                if target.is_file()
+                else f"no image {target}; fix the file_name, add the image or remove the line"
+            )
+            problems.append(
+                Problem("no_image", _rel(target, root), short, f"imagefolder: {where}: {what}{skip_hint}", line)
+            )
         problems.sort(key=lambda p: p.line)  # the captions file's problems in its order
         items = []
         for path in images:
             rel_here, rel = _rel(path, folder), _rel(path, root)
             found = captions.pop(rel_here, None)
             if found is None:
-                fix = (f"add a line for {rel_here} to {source} or remove the image" if source
-                       else f"write its caption into {path.with_suffix('.txt')} or remove the image")
-                problems.append(Problem("no_caption", rel, rel, f"imagefolder: {path} has no caption; {fix}{skip_hint}"))
+                fix = (
+                    f"add a line for {rel_here} to {source} or remove the image"
+                    if source
+                    else f"write its caption into {path.with_suffix('.txt')} or remove the image"
+                )
+                problems.append(
+                    Problem("no_caption", rel, rel, f"imagefolder: {path} has no caption; {fix}{skip_hint}")
+                )
             elif not found[0]:
-                problems.append(Problem("empty_caption", rel, found[1],
-                                        f"imagefolder: {found[2]}: the caption of {path} is empty; write one{skip_hint}"))
+                problems.append(
+                    Problem(
+                        "empty_caption",
+                        rel,
+                        found[1],
+                        f"imagefolder: {found[2]}: the caption of {path} is empty; write one{skip_hint}",
+                    )
+                )
             else:
                 items.append(Item(rel, path, found[0]))
         if source is None and not items and all(p.reason == "no_caption" for p in problems):
-            raise UserError(f"imagefolder: no captions in {folder}: add {METADATA} (lines like "
-                            '{"file_name": "a.png", "text": "a red circle"}), ' f"{CSV_FILE} (header file_name,text) "
-                            "or a .txt file beside each image (same name, .txt)")
+            raise UserError(
+                f"imagefolder: no captions in {folder}: add {METADATA} (lines like "
+                '{"file_name": "a.png", "text": "a red circle"}), '
+                f"{CSV_FILE} (header file_name,text) "
+                "or a .txt file beside each image (same name, .txt)"
+            )
         return items, problems
 
     @staticmethod
@@ -292,16 +333,33 @@ class ImageFolder(dalle_kit.Dataset):
             return None
         return path.as_posix()
 
-    def _add_caption(self, captions, problems, name: str, text: str, line: int, source: Path, folder: Path, root: Path) -> None:
+    def _add_caption(
+        self, captions, problems, name: str, text: str, line: int, source: Path, folder: Path, root: Path
+    ) -> None:
         short, where = f"{_rel(source, root)} line {line}", f"{source} line {line}"
         rel_here = self._normal_name(name)
         if rel_here is None:
-            problems.append(Problem("malformed", None, short, f"imagefolder: {where}: file_name '{name}' is not a path inside "
-                                                              f"{folder}; write it relative to the folder holding {source.name}", line))
+            problems.append(
+                Problem(
+                    "malformed",
+                    None,
+                    short,
+                    f"imagefolder: {where}: file_name '{name}' is not a path inside "
+                    f"{folder}; write it relative to the folder holding {source.name}",
+                    line,
+                )
+            )
         elif rel_here in captions:
-            problems.append(Problem("malformed", _rel(folder / rel_here, root), short,
-                                    f"imagefolder: {where}: {rel_here} already has a caption ({captions[rel_here][2]}); "
-                                    "keep one line per image", line))
+            problems.append(
+                Problem(
+                    "malformed",
+                    _rel(folder / rel_here, root),
+                    short,
+                    f"imagefolder: {where}: {rel_here} already has a caption ({captions[rel_here][2]}); "
+                    "keep one line per image",
+                    line,
+                )
+            )
         else:
             captions[rel_here] = (_tidy(text), short, where, line)
 
@@ -321,13 +379,36 @@ class ImageFolder(dalle_kit.Dataset):
             try:
                 row = json.loads(line)
             except json.JSONDecodeError as exc:
-                problems.append(Problem("malformed", None, short, f"imagefolder: {where}: not valid JSON ({exc.msg}); "
-                                                                  f"write one object per line, like {example}", number))
+                problems.append(
+                    Problem(
+                        "malformed",
+                        None,
+                        short,
+                        f"imagefolder: {where}: not valid JSON ({exc.msg}); write one object per line, like {example}",
+                        number,
+                    )
+                )
                 continue
-            if not isinstance(row, dict) or not isinstance(row.get("file_name"), str) or not isinstance(row.get(key), str):
-                hint = " (or set caption_column to the key that holds the captions)" if isinstance(row, dict) and "file_name" in row else ""
-                problems.append(Problem("malformed", None, short, f"imagefolder: {where}: needs the string keys \"file_name\" and "
-                                                                  f"\"{key}\"; write it like {example}{hint}", number))
+            if (
+                not isinstance(row, dict)
+                or not isinstance(row.get("file_name"), str)
+                or not isinstance(row.get(key), str)
+            ):
+                hint = (
+                    " (or set caption_column to the key that holds the captions)"
+                    if isinstance(row, dict) and "file_name" in row
+                    else ""
+                )
+                problems.append(
+                    Problem(
+                        "malformed",
+                        None,
+                        short,
+                        f'imagefolder: {where}: needs the string keys "file_name" and '
+                        f'"{key}"; write it like {example}{hint}',
+                        number,
+                    )
+                )
                 continue
             self._add_caption(captions, problems, row["file_name"], row[key], number, path, folder, root)
         return captions, problems
@@ -343,22 +424,33 @@ class ImageFolder(dalle_kit.Dataset):
                 reader.fieldnames = header
                 missing = [c for c in ("file_name", key) if c not in header]
                 if missing:
-                    raise UserError(f"imagefolder: {path} line 1: the header ({','.join(header) or 'empty file'}) lacks "
-                                    f"{' and '.join(missing)}; make the first line file_name,{key}")
+                    raise UserError(
+                        f"imagefolder: {path} line 1: the header ({','.join(header) or 'empty file'}) lacks "
+                        f"{' and '.join(missing)}; make the first line file_name,{key}"
+                    )
                 while True:
                     try:
                         row = next(reader)
                     except StopIteration:
                         break
                     except csv.Error as exc:
-                        raise UserError(f"imagefolder: {path} line {reader.line_num}: {_one_line(exc)}; fix the CSV quoting") from None
+                        raise UserError(
+                            f"imagefolder: {path} line {reader.line_num}: {_one_line(exc)}; fix the CSV quoting"
+                        ) from None
                     number = reader.line_num
                     if not any((v or "").strip() for v in row.values() if isinstance(v, str)):
                         continue  # a blank line
                     if row.get("file_name") is None or row.get(key) is None or not row["file_name"].strip():
-                        problems.append(Problem("malformed", None, f"{_rel(path, root)} line {number}",
-                                                f"imagefolder: {path} line {number}: needs a file_name and a {key} value; "
-                                                'write it like a.png,"a red circle"', number))
+                        problems.append(
+                            Problem(
+                                "malformed",
+                                None,
+                                f"{_rel(path, root)} line {number}",
+                                f"imagefolder: {path} line {number}: needs a file_name and a {key} value; "
+                                'write it like a.png,"a red circle"',
+                                number,
+                            )
+                        )
                         continue
                     self._add_caption(captions, problems, row["file_name"], row[key], number, path, folder, root)
         except (OSError, UnicodeDecodeError) as exc:
@@ -389,8 +481,10 @@ class ImageFolder(dalle_kit.Dataset):
             raise UserError(problems[0].message)
         items = items_by_split[split]
         if not items:
-            raise UserError(f"imagefolder: the {split} split of {self.root} has no usable images; add captioned images"
-                            + (f" to {self.root / split}" if (self.root / split).is_dir() else ""))
+            raise UserError(
+                f"imagefolder: the {split} split of {self.root} has no usable images; add captioned images"
+                + (f" to {self.root / split}" if (self.root / split).is_dir() else "")
+            )
         images, failed = self._pixels(items)
         if failed and not skip:
             raise UserError(failed[0][1])
@@ -399,7 +493,9 @@ class ImageFolder(dalle_kit.Dataset):
         if not kept:
             first = failed[0][1].removeprefix("imagefolder: ")
             raise UserError(f"imagefolder: no image of the {split} split of {self.root} could be read; first: {first}")
-        skipped = [(p.where, p.reason, p.message) for p in by_split[split]] + [(rel, "unreadable", msg) for rel, msg in failed]
+        skipped = [(p.where, p.reason, p.message) for p in by_split[split]] + [
+            (rel, "unreadable", msg) for rel, msg in failed
+        ]
         self.skipped[split] = skipped
         if skipped:
             print(self.skip_summary(split), file=sys.stderr)
@@ -419,8 +515,13 @@ class ImageFolder(dalle_kit.Dataset):
         for item in items:
             st = item.path.stat()
             h.update(f"{item.rel}\t{st.st_size}\t{st.st_mtime_ns}\n".encode())
-        return {"format": CACHE_FORMAT, "n": len(items), "files": h.hexdigest(), "size": self.config.size,
-                "channels": self.config.channels}
+        return {
+            "format": CACHE_FORMAT,
+            "n": len(items),
+            "files": h.hexdigest(),
+            "size": self.config.size,
+            "channels": self.config.channels,
+        }
 
     def _pixels(self, items: list[Item]) -> tuple[torch.Tensor, list[tuple[str, str]]]:
         """uint8 [kept, C, S, S] (kept = items less the failed, in order) and the failed (rel, message)."""
@@ -439,11 +540,17 @@ class ImageFolder(dalle_kit.Dataset):
     def _read_meta(self, entry: Path, n: int) -> dict | None:
         try:
             meta = json.loads((entry / META_FILE).read_text())
-            header = npy(entry / IMAGES_FILE, mmap_mode="r")  # an object array (a pickle) raises ValueError: decoded again
+            header = npy(
+                entry / IMAGES_FILE, mmap_mode="r"
+            )  # an object array (a pickle) raises ValueError: decoded again
         except (OSError, ValueError):
             return None
         expected = (n, self.channels, self.image_size, self.image_size)
-        if tuple(header.shape) != expected or header.dtype != np.uint8 or meta.get("rows", -1) + len(meta.get("failed", [])) != n:
+        if (
+            tuple(header.shape) != expected
+            or header.dtype != np.uint8
+            or meta.get("rows", -1) + len(meta.get("failed", [])) != n
+        ):
             return None
         return meta
 
@@ -471,17 +578,31 @@ class ImageFolder(dalle_kit.Dataset):
 
         files = _Files([str(item.path) for item in items], self.image_size, self.channels)
         batches = math.ceil(len(items) / BATCH)
-        loader = torch.utils.data.DataLoader(files, batch_size=BATCH, shuffle=False, collate_fn=_collate,
-                                             num_workers=min(self.config.workers, batches, _cpus()))
+        loader = torch.utils.data.DataLoader(
+            files,
+            batch_size=BATCH,
+            shuffle=False,
+            collate_fn=_collate,
+            num_workers=min(self.config.workers, batches, _cpus()),
+        )
         failed: list[tuple[str, str]] = []
-        bar = tqdm(total=len(items), desc=f"imagefolder: decoding {self.root}", unit="img", disable=None, file=sys.stderr,
-                   leave=False, mininterval=1.0)
+        bar = tqdm(
+            total=len(items),
+            desc=f"imagefolder: decoding {self.root}",
+            unit="img",
+            disable=None,
+            file=sys.stderr,
+            leave=False,
+            mininterval=1.0,
+        )
         try:
             for batch in loader:
                 for i, image, error in batch:
                     if error is not None:
-                        message = (f"imagefolder: cannot read image {items[i].path} ({error}); replace or remove the file "
-                                   "(or set on_error = \"skip\")")
+                        message = (
+                            f"imagefolder: cannot read image {items[i].path} ({error}); replace or remove the file "
+                            '(or set on_error = "skip")'
+                        )
                         if self.config.on_error != "skip":
                             raise UserError(message)
                         failed.append((items[i].rel, message))

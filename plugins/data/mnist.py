@@ -39,8 +39,14 @@ FILES = {
     "train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
     "test": ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"),
 }
-IDX_DTYPES = {0x08: np.uint8, 0x09: np.int8, 0x0B: np.dtype(">i2"), 0x0C: np.dtype(">i4"), 0x0D: np.dtype(">f4"),
-              0x0E: np.dtype(">f8")}
+IDX_DTYPES = {
+    0x08: np.uint8,
+    0x09: np.int8,
+    0x0B: np.dtype(">i2"),
+    0x0C: np.dtype(">i4"),
+    0x0D: np.dtype(">f4"),
+    0x0E: np.dtype(">f8"),
+}
 NATIVE_SIZE = 28
 
 
@@ -56,8 +62,9 @@ def read_idx(path: str | Path) -> np.ndarray:
     except (OSError, EOFError, gzip.BadGzipFile) as exc:
         raise dalle_kit.UserError(f"{path}: cannot be read ({exc}); replace it with the official file") from None
     if len(raw) < 4 or raw[0] != 0 or raw[1] != 0 or raw[2] not in IDX_DTYPES or raw[3] == 0:
-        raise dalle_kit.UserError(f"{path}: not an IDX file (bad magic number {raw[:4].hex() or 'none'}); "
-                                  "replace it with the official file")
+        raise dalle_kit.UserError(
+            f"{path}: not an IDX file (bad magic number {raw[:4].hex() or 'none'}); replace it with the official file"
+        )
     dtype, ndim = np.dtype(IDX_DTYPES[raw[2]]), raw[3]
     header = 4 + 4 * ndim
     if len(raw) < header:
@@ -65,8 +72,10 @@ def read_idx(path: str | Path) -> np.ndarray:
     shape = tuple(int(d) for d in np.frombuffer(raw, dtype=">u4", count=ndim, offset=4))
     expected = header + int(np.prod(shape)) * dtype.itemsize
     if len(raw) != expected:
-        raise dalle_kit.UserError(f"{path}: holds {len(raw)} bytes but its header {shape} says {expected}; "
-                                  "the file is truncated or damaged, replace it with the official file")
+        raise dalle_kit.UserError(
+            f"{path}: holds {len(raw)} bytes but its header {shape} says {expected}; "
+            "the file is truncated or damaged, replace it with the official file"
+        )
     return np.frombuffer(raw, dtype=dtype, offset=header).reshape(shape).astype(dtype.newbyteorder("="))
 
 
@@ -124,8 +133,17 @@ class ClassText:
 DIGIT_WORDS = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine")
 MNIST_TEXT = ClassText(
     names=tuple(str(d) for d in range(10)),
-    phrasings=tuple((f"a handwritten {d}", f"the digit {w}", f"a handwritten digit {w}", f"the number {d}",
-                     f"{_numbered(w)} written by hand", _numbered(str(d))) for d, w in enumerate(DIGIT_WORDS)),
+    phrasings=tuple(
+        (
+            f"a handwritten {d}",
+            f"the digit {w}",
+            f"a handwritten digit {w}",
+            f"the number {d}",
+            f"{_numbered(w)} written by hand",
+            _numbered(str(d)),
+        )
+        for d, w in enumerate(DIGIT_WORDS)
+    ),
     synonyms=tuple((str(d), w) for d, w in enumerate(DIGIT_WORDS)),
 )
 
@@ -149,9 +167,14 @@ def _article(noun: str) -> str:
 
 FASHION_TEXT = ClassText(
     names=tuple(n for n, _, _ in _FASHION),
-    phrasings=tuple(tuple(p for noun in nouns for p in (f"a photo of {_article(noun)}", _article(noun),
-                                                          f"a picture of {_article(noun)}"))
-                    for _, nouns, _ in _FASHION),
+    phrasings=tuple(
+        tuple(
+            p
+            for noun in nouns
+            for p in (f"a photo of {_article(noun)}", _article(noun), f"a picture of {_article(noun)}")
+        )
+        for _, nouns, _ in _FASHION
+    ),
     synonyms=tuple(s for _, _, s in _FASHION),
 )
 
@@ -164,11 +187,13 @@ def _size_ok(_, attribute, value):
 
 @attrs.frozen
 class IDXConfig:
-    root: str = param("data", "folder with the four IDX files (.gz or not), or torchvision's layout under it; "
-                              "downloads go here")
+    root: str = param(
+        "data", "folder with the four IDX files (.gz or not), or torchvision's layout under it; downloads go here"
+    )
     size: int = param(32, "image side: the 28x28 images are padded (or resized) to it", validator=_size_ok)
-    fit: Literal["pad", "resize"] = param("pad", "'pad': centre the 28x28 image on a black square (smaller sizes crop); "
-                                                 "'resize': bilinear resize")
+    fit: Literal["pad", "resize"] = param(
+        "pad", "'pad': centre the 28x28 image on a black square (smaller sizes crop); 'resize': bilinear resize"
+    )
     download: bool = param(True, "download with torchvision when the files are nowhere on disk and a network exists")
     caption_seed: int = param(0, "seed of the per-image choice of phrasing")
     fixed_captions: bool = param(False, "caption every image with its class's first phrasing only")
@@ -183,9 +208,11 @@ class _IDXDataset(dalle_kit.Dataset):
     torchvision_class: ClassVar[str]
     package_folder: ClassVar[tuple[str, ...]]  # (module, *parts) of a package that ships the files, or ()
     system_folder: ClassVar[str] = ""
+
     def provider(self) -> str:
         """The command, as it works in this environment, that installs an offline copy of the files."""
         raise NotImplementedError
+
     _memo: ClassVar[dict] = {}
 
     @property
@@ -235,7 +262,8 @@ class _IDXDataset(dalle_kit.Dataset):
         searched = ", ".join(str(f) for f in folders)
         raise dalle_kit.UserError(
             f"{self.name}: {missing}(.gz) not found in {searched} ({cause}); install the offline copy with "
-            f"`{self.provider()}`, or put the four IDX files into [data] root ({self.config.root})")
+            f"`{self.provider()}`, or put the four IDX files into [data] root ({self.config.root})"
+        )
 
     def _download(self) -> str | None:
         """torchvision's download into root; None on success, else the reason in a few words."""
@@ -262,15 +290,21 @@ class _IDXDataset(dalle_kit.Dataset):
             images_file, labels_file = (_find_file(folder, stem) for stem in FILES[split])
             images, labels = read_idx(images_file), read_idx(labels_file)
             if images.ndim != 3 or labels.ndim != 1 or len(images) != len(labels):
-                raise dalle_kit.UserError(f"{images_file}: {images.shape} images do not match {labels_file}: "
-                                          f"{labels.shape} labels; use the official pair of files")
+                raise dalle_kit.UserError(
+                    f"{images_file}: {images.shape} images do not match {labels_file}: "
+                    f"{labels.shape} labels; use the official pair of files"
+                )
             if labels.max() >= len(self.text.names):
                 raise dalle_kit.UserError(f"{labels_file}: label {labels.max()} is not a {self.name} class (0-9)")
             _IDXDataset._memo[key] = (torch.from_numpy(images.copy()), torch.from_numpy(labels.astype(np.int64)))
         images, labels = self._memo[key]
         images = self._fit(images.unsqueeze(1))
-        return ImageCaptions(images, self._captions(labels, split), attributes={"class": labels.clone()},
-                             attribute_names={"class": list(self.text.names)})
+        return ImageCaptions(
+            images,
+            self._captions(labels, split),
+            attributes={"class": labels.clone()},
+            attribute_names={"class": list(self.text.names)},
+        )
 
     def _fit(self, images: torch.Tensor) -> torch.Tensor:
         size = self.config.size
@@ -283,7 +317,7 @@ class _IDXDataset(dalle_kit.Dataset):
             lo = (size - NATIVE_SIZE) // 2
             return F.pad(images, (lo, size - NATIVE_SIZE - lo, lo, size - NATIVE_SIZE - lo))
         lo = (NATIVE_SIZE - size) // 2
-        return images[:, :, lo:lo + size, lo:lo + size].clone()
+        return images[:, :, lo : lo + size, lo : lo + size].clone()
 
     def _captions(self, labels: torch.Tensor, split: str) -> list[str]:
         phrasings = self.text.phrasings

@@ -69,8 +69,14 @@ def parse_caption(text: str) -> dict[str, str]:
     return found if all(found[k] in ATTRIBUTES[k] for k in found) else {}
 
 
-def render(shape: torch.Tensor, colour: torch.Tensor, size: torch.Tensor, position: torch.Tensor,
-           image_size: int, generator: torch.Generator) -> torch.Tensor:
+def render(
+    shape: torch.Tensor,
+    colour: torch.Tensor,
+    size: torch.Tensor,
+    position: torch.Tensor,
+    image_size: int,
+    generator: torch.Generator,
+) -> torch.Tensor:
     """Draw N images (uint8 [N, 3, S, S]) from attribute indices, with small random jitter."""
     n = len(shape)
     s = image_size
@@ -103,13 +109,24 @@ class Shapes(dalle_kit.Dataset):
 
     @attrs.frozen
     class Config:
-        size: int = param(32, "image side in pixels (16-1024)", validator=[attrs.validators.ge(16), attrs.validators.le(1024)])
-        train_size: int = param(20000, "images in the train split (at most 10 million)",
-                                validator=[attrs.validators.gt(0), attrs.validators.le(10**7)])
-        test_size: int = param(2000, "images in the test split (at most 10 million)",
-                               validator=[attrs.validators.gt(0), attrs.validators.le(10**7)])
-        seed: int = param(0, "seed of the drawing; the same seed gives the same images (0 to 2**53)",
-                          validator=[attrs.validators.ge(0), attrs.validators.le(2**53)])
+        size: int = param(
+            32, "image side in pixels (16-1024)", validator=[attrs.validators.ge(16), attrs.validators.le(1024)]
+        )
+        train_size: int = param(
+            20000,
+            "images in the train split (at most 10 million)",
+            validator=[attrs.validators.gt(0), attrs.validators.le(10**7)],
+        )
+        test_size: int = param(
+            2000,
+            "images in the test split (at most 10 million)",
+            validator=[attrs.validators.gt(0), attrs.validators.le(10**7)],
+        )
+        seed: int = param(
+            0,
+            "seed of the drawing; the same seed gives the same images (0 to 2**53)",
+            validator=[attrs.validators.ge(0), attrs.validators.le(2**53)],
+        )
         partial_captions: bool = param(True, "also caption with some attributes left out ('a red circle')")
 
     @property
@@ -125,11 +142,19 @@ class Shapes(dalle_kit.Dataset):
         forms = [f for f, _ in FORMS] if self.config.partial_captions else [FORMS[0][0]]
         weights = torch.tensor([w for _, w in FORMS]) if self.config.partial_captions else torch.ones(1)
         form_idx = torch.multinomial(weights, n, replacement=True, generator=g)
-        images = torch.cat([
-            render(labels["shape"][i:i + 4096], labels["colour"][i:i + 4096], labels["size"][i:i + 4096],
-                   labels["position"][i:i + 4096], self.config.size, g)
-            for i in range(0, n, 4096)
-        ])
+        images = torch.cat(
+            [
+                render(
+                    labels["shape"][i : i + 4096],
+                    labels["colour"][i : i + 4096],
+                    labels["size"][i : i + 4096],
+                    labels["position"][i : i + 4096],
+                    self.config.size,
+                    g,
+                )
+                for i in range(0, n, 4096)
+            ]
+        )
         names = {k: [ATTRIBUTES[k][j] for j in v.tolist()] for k, v in labels.items()}
         captions = [caption({k: names[k][i] for k in ATTRIBUTES}, forms[f]) for i, f in enumerate(form_idx.tolist())]
         return ImageCaptions(images, captions, attributes=labels, attribute_names=ATTRIBUTES)

@@ -48,8 +48,10 @@ def check_denoiser(cls, config=None, **_):
     with torch.no_grad():
         a, b = model(x, t, torch.randn(2, 16)), model(x, t, torch.randn(2, 16))
     if a.shape != x.shape or not torch.isfinite(a).all():
-        raise ConformanceError(f"{cls.__name__}: a denoiser must return a finite tensor shaped like its input {tuple(x.shape)}, "
-                               f"got {tuple(a.shape)}")
+        raise ConformanceError(
+            f"{cls.__name__}: a denoiser must return a finite tensor shaped like its input {tuple(x.shape)}, "
+            f"got {tuple(a.shape)}"
+        )
     if torch.allclose(a, b):
         raise ConformanceError(f"{cls.__name__}: the text vector does not change the prediction")
 
@@ -61,13 +63,21 @@ class UNet(Denoiser):
 
     @attrs.frozen
     class Config:
-        channels: list[int] = param([16, 32, 64], "output channels of each resolution level (the image halves between levels)",
-                                    validator=attrs.validators.deep_iterable(attrs.validators.gt(0)))
-        attention_levels: int = param(1, "how many of the lowest-resolution levels cross-attend to the text (and self-attend)",
-                                      validator=attrs.validators.ge(0))
+        channels: list[int] = param(
+            [16, 32, 64],
+            "output channels of each resolution level (the image halves between levels)",
+            validator=attrs.validators.deep_iterable(attrs.validators.gt(0)),
+        )
+        attention_levels: int = param(
+            1,
+            "how many of the lowest-resolution levels cross-attend to the text (and self-attend)",
+            validator=attrs.validators.ge(0),
+        )
         layers_per_block: int = param(1, "ResNet blocks per level", validator=attrs.validators.gt(0))
         head_dim: int = param(16, "channels per attention head", validator=attrs.validators.gt(0))
-        groups: int = param(8, "GroupNorm groups (each level's channels must be divisible by it)", validator=attrs.validators.gt(0))
+        groups: int = param(
+            8, "GroupNorm groups (each level's channels must be divisible by it)", validator=attrs.validators.gt(0)
+        )
 
     def __init__(self, config, *, text_dim: int, image_size: int, channels: int):
         super().__init__(config, text_dim=text_dim, image_size=image_size, channels=channels)
@@ -75,20 +85,30 @@ class UNet(Denoiser):
 
         levels = len(config.channels)
         if image_size % 2 ** (levels - 1):
-            raise dalle_kit.UserError(f"[denoiser] channels has {levels} levels, which halve the image {levels - 1} times, "
-                                      f"but [data] size = {image_size} is not divisible by {2 ** (levels - 1)}; use a size "
-                                      "divisible by it or fewer levels")
+            raise dalle_kit.UserError(
+                f"[denoiser] channels has {levels} levels, which halve the image {levels - 1} times, "
+                f"but [data] size = {image_size} is not divisible by {2 ** (levels - 1)}; use a size "
+                "divisible by it or fewer levels"
+            )
         bad = [c for c in config.channels if c % config.groups]
         if bad:
-            raise dalle_kit.UserError(f"[denoiser] channels {bad} are not divisible by groups = {config.groups}; use multiples of it")
+            raise dalle_kit.UserError(
+                f"[denoiser] channels {bad} are not divisible by groups = {config.groups}; use multiples of it"
+            )
         attention = [i >= levels - config.attention_levels for i in range(levels)]
         self.net = UNet2DConditionModel(
-            sample_size=image_size, in_channels=channels, out_channels=channels,
+            sample_size=image_size,
+            in_channels=channels,
+            out_channels=channels,
             down_block_types=tuple("CrossAttnDownBlock2D" if a else "DownBlock2D" for a in attention),
             up_block_types=tuple("CrossAttnUpBlock2D" if a else "UpBlock2D" for a in reversed(attention)),
-            block_out_channels=tuple(config.channels), layers_per_block=config.layers_per_block,
-            cross_attention_dim=text_dim, attention_head_dim=config.head_dim, norm_num_groups=config.groups,
-            class_embed_type="projection", projection_class_embeddings_input_dim=text_dim,
+            block_out_channels=tuple(config.channels),
+            layers_per_block=config.layers_per_block,
+            cross_attention_dim=text_dim,
+            attention_head_dim=config.head_dim,
+            norm_num_groups=config.groups,
+            class_embed_type="projection",
+            projection_class_embeddings_input_dim=text_dim,
         )
 
     def forward(self, noisy, timesteps, text):
@@ -116,40 +136,68 @@ class Diffusion(dalle_kit.Pipeline):
 
     @attrs.frozen
     class Config(dalle_kit.TrainConfig):
-        steps: int = param(3000, "training iterations (one denoising step on a batch each)", validator=attrs.validators.gt(0))
+        steps: int = param(
+            3000, "training iterations (one denoising step on a batch each)", validator=attrs.validators.gt(0)
+        )
         lr: float = param(5e-4, "AdamW learning rate (after a linear warmup)", validator=finite_positive)
         warmup: int = param(200, "steps of linear learning-rate warmup", validator=attrs.validators.ge(0))
         weight_decay: float = param(0.0, "AdamW weight decay", validator=attrs.validators.ge(0))
         grad_clip: float = param(1.0, "clip the gradient norm to this (0: off)", validator=attrs.validators.ge(0))
         timesteps: int = param(1000, "diffusion timesteps of the training process", validator=attrs.validators.gt(1))
         beta_schedule: Literal["linear", "scaled_linear", "squaredcos_cap_v2"] = param(
-            "squaredcos_cap_v2", "noise schedule (diffusers' names; squaredcos_cap_v2 is the cosine schedule of Nichol and Dhariwal 2021)")
+            "squaredcos_cap_v2",
+            "noise schedule (diffusers' names; squaredcos_cap_v2 is the cosine schedule of Nichol and Dhariwal 2021)",
+        )
         prediction: Literal["epsilon", "v_prediction"] = param(
-            "v_prediction", "what the denoiser predicts: the velocity (Salimans and Ho 2022) or the noise; with the cosine "
-                            "schedule the noise's x0 estimate divides by sqrt(alpha_bar(999)) = 5e-5 at the first sampling "
-                            "step, and a trained noise predictor's samples stayed grey noise (measured), the velocity's x0 "
-                            "estimate needs no division")
-        caption_dropout: float = param(0.1, "probability of training on the null caption (classifier-free guidance needs > 0)",
-                                       validator=[attrs.validators.ge(0), attrs.validators.le(1)])
-        sampler: Literal["ddim", "dpm-solver"] = param("dpm-solver", "sampling scheduler: DDIM (eta 0) or DPM-Solver++ multistep")
+            "v_prediction",
+            "what the denoiser predicts: the velocity (Salimans and Ho 2022) or the noise; with the cosine "
+            "schedule the noise's x0 estimate divides by sqrt(alpha_bar(999)) = 5e-5 at the first sampling "
+            "step, and a trained noise predictor's samples stayed grey noise (measured), the velocity's x0 "
+            "estimate needs no division",
+        )
+        caption_dropout: float = param(
+            0.1,
+            "probability of training on the null caption (classifier-free guidance needs > 0)",
+            validator=[attrs.validators.ge(0), attrs.validators.le(1)],
+        )
+        sampler: Literal["ddim", "dpm-solver"] = param(
+            "dpm-solver", "sampling scheduler: DDIM (eta 0) or DPM-Solver++ multistep"
+        )
         sample_steps: int = param(25, "denoising steps when drawing images", validator=attrs.validators.gt(0))
-        guidance_scale: float = param(3.0, "classifier-free guidance at sampling (1: plain conditional, no second pass)",
-                                      validator=attrs.validators.ge(0))
-        ema: float = param(0.999, "decay of the denoiser's exponential moving average (0: off); samples and metrics use it",
-                           validator=[attrs.validators.ge(0), attrs.validators.lt(1)])
-        ema_start: int = param(500, "step from which the average moves (it copies the denoiser until then)", validator=attrs.validators.ge(0))
+        guidance_scale: float = param(
+            3.0,
+            "classifier-free guidance at sampling (1: plain conditional, no second pass)",
+            validator=attrs.validators.ge(0),
+        )
+        ema: float = param(
+            0.999,
+            "decay of the denoiser's exponential moving average (0: off); samples and metrics use it",
+            validator=[attrs.validators.ge(0), attrs.validators.lt(1)],
+        )
+        ema_start: int = param(
+            500,
+            "step from which the average moves (it copies the denoiser until then)",
+            validator=attrs.validators.ge(0),
+        )
 
         def __attrs_post_init__(self):  # cross-field rule, checked when the recipe is read
             if self.sample_steps > self.timesteps:
-                raise Invalid("sample_steps", f"sample_steps = {self.sample_steps} exceeds timesteps = {self.timesteps}",
-                              f"use at most {self.timesteps}")
+                raise Invalid(
+                    "sample_steps",
+                    f"sample_steps = {self.sample_steps} exceeds timesteps = {self.timesteps}",
+                    f"use at most {self.timesteps}",
+                )
 
     def noise_scheduler(self):
         from diffusers import DDPMScheduler
 
         cfg = self.config
-        return DDPMScheduler(num_train_timesteps=cfg.timesteps, beta_schedule=cfg.beta_schedule, prediction_type=cfg.prediction,
-                             clip_sample=False)
+        return DDPMScheduler(
+            num_train_timesteps=cfg.timesteps,
+            beta_schedule=cfg.beta_schedule,
+            prediction_type=cfg.prediction,
+            clip_sample=False,
+        )
 
     def _build(self, run, data, state, captions=None):
         encoder = run.build_text_encoder(state, captions)
@@ -188,12 +236,25 @@ class Diffusion(dalle_kit.Pipeline):
             opt.step()
             return {"loss": loss.item(), "lr": opt.param_groups[0]["lr"]}
 
-        return dalle_kit.Training(modules=modules, optimizers={"diffusion": opt}, rngs={"data": data_rng, "noise": noise_rng},
-                                  train_step=train_step, draw=lambda m: self.drawer(m, device),
-                                  extra_state=lambda: {"text_encoder": encoder.extra_state_json()})
+        return dalle_kit.Training(
+            modules=modules,
+            optimizers={"diffusion": opt},
+            rngs={"data": data_rng, "noise": noise_rng},
+            train_step=train_step,
+            draw=lambda m: self.drawer(m, device),
+            extra_state=lambda: {"text_encoder": encoder.extra_state_json()},
+        )
 
     # ------------------------------------------------------------------ sampling
-    def drawer(self, modules, device, *, steps: int | None = None, guidance_scale: float | None = None, sampler: str | None = None):
+    def drawer(
+        self,
+        modules,
+        device,
+        *,
+        steps: int | None = None,
+        guidance_scale: float | None = None,
+        sampler: str | None = None,
+    ):
         """``(prompts, rng) -> images in [-1, 1]`` with the given modules (the EMA denoiser where kept); the settings
         default to the recipe's."""
         from diffusers import DDIMScheduler, DPMSolverMultistepScheduler
@@ -214,8 +275,9 @@ class Diffusion(dalle_kit.Pipeline):
             if kind == "ddim":
                 schedule = DDIMScheduler.from_config(base, timestep_spacing="trailing", clip_sample=True)
             else:
-                schedule = DPMSolverMultistepScheduler.from_config(base, timestep_spacing="trailing", thresholding=True,
-                                                                   sample_max_value=1.0, lambda_min_clipped=-5.1)
+                schedule = DPMSolverMultistepScheduler.from_config(
+                    base, timestep_spacing="trailing", thresholding=True, sample_max_value=1.0, lambda_min_clipped=-5.1
+                )
             schedule.set_timesteps(steps)
             n = len(prompts)
             x = torch.randn((n, denoiser.channels, denoiser.image_size, denoiser.image_size), generator=rng).to(device)
@@ -260,4 +322,3 @@ def register_parts(register):
 @dalle_kit.hookimpl
 def register_pipelines(register):
     register(Diffusion)
-

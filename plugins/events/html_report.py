@@ -20,8 +20,10 @@ def _write(run) -> None:
     try:
         write_report(run.dir)
     except Exception as exc:  # a page is not worth a failed run: its checkpoints and metrics are already on disk
-        warnings.warn(f"{run.dir}: report.html not written ({one_line(exc)}); `{hints.dalle_kit(f'report {hints.quote(str(run.dir))}')}` retries",
-                      stacklevel=2)
+        warnings.warn(
+            f"{run.dir}: report.html not written ({one_line(exc)}); `{hints.dalle_kit(f'report {hints.quote(str(run.dir))}')}` retries",
+            stacklevel=2,
+        )
 
 
 @dalle_kit.hookimpl(trylast=True)  # after the other plugins have written this run's last grid and rows

@@ -37,27 +37,41 @@ class BEGANDiscriminator(gan.Discriminator):
 
     @attrs.frozen
     class Config:
-        batchnorm: bool = param(False, "batch norms on the code and in the decoder (compare_gan's discriminator_batchnorm; "
-                                       "its BEGAN default is false)")
+        batchnorm: bool = param(
+            False,
+            "batch norms on the code and in the decoder (compare_gan's discriminator_batchnorm; "
+            "its BEGAN default is false)",
+        )
         code_dim: int = param(64, "size of the auto-encoder's code", validator=attrs.validators.gt(0))
-        text_embed: int = param(64, "the text vector is projected to this size and decoded beside the code",
-                                validator=attrs.validators.gt(0))
+        text_embed: int = param(
+            64,
+            "the text vector is projected to this size and decoded beside the code",
+            validator=attrs.validators.gt(0),
+        )
 
     def __init__(self, config, *, text_dim: int, image_size: int, channels: int):
         super().__init__(config, text_dim=text_dim, image_size=image_size, channels=channels)
         side, bn = _side(image_size), config.batchnorm
         self.encoder = nn.Sequential(
-            nn.Conv2d(channels, 64, 4, 2, 1), nn.LeakyReLU(0.2),
-            nn.Conv2d(64, 128, 4, 2, 1), nn.Flatten(),
-            nn.Linear(128 * side * side, config.code_dim), *([_bn(config.code_dim, 1)] if bn else []), nn.LeakyReLU(0.2),
+            nn.Conv2d(channels, 64, 4, 2, 1),
+            nn.LeakyReLU(0.2),
+            nn.Conv2d(64, 128, 4, 2, 1),
+            nn.Flatten(),
+            nn.Linear(128 * side * side, config.code_dim),
+            *([_bn(config.code_dim, 1)] if bn else []),
+            nn.LeakyReLU(0.2),
         )
         self.text_proj = nn.Linear(text_dim, config.text_embed) if text_dim else None
         inputs = config.code_dim + (config.text_embed if text_dim else 0)
-        self.fc = nn.Sequential(nn.Linear(inputs, 128 * side * side), *([_bn(128 * side * side, 1)] if bn else []),
-                                nn.LeakyReLU(0.2))
+        self.fc = nn.Sequential(
+            nn.Linear(inputs, 128 * side * side), *([_bn(128 * side * side, 1)] if bn else []), nn.LeakyReLU(0.2)
+        )
         self.decoder = nn.Sequential(
-            nn.ConvTranspose2d(128, 64, 4, 2, 1), *([_bn(64, 2)] if bn else []), nn.LeakyReLU(0.2),
-            nn.ConvTranspose2d(64, channels, 4, 2, 1), nn.Sigmoid(),
+            nn.ConvTranspose2d(128, 64, 4, 2, 1),
+            *([_bn(64, 2)] if bn else []),
+            nn.LeakyReLU(0.2),
+            nn.ConvTranspose2d(64, channels, 4, 2, 1),
+            nn.Sigmoid(),
         )
         self._shape = (128, side, side)
         _init(self)
@@ -77,8 +91,11 @@ class BEGANLoss(gan.Loss):
 
     @attrs.frozen
     class Config:
-        gamma: float = param(0.75, "the equilibrium ratio err(fake) / err(real) k steers towards (compare_gan's gamma)",
-                             validator=[attrs.validators.gt(0), attrs.validators.le(1)])
+        gamma: float = param(
+            0.75,
+            "the equilibrium ratio err(fake) / err(real) k steers towards (compare_gan's gamma)",
+            validator=[attrs.validators.gt(0), attrs.validators.le(1)],
+        )
         k_lambda: float = param(0.001, "k's learning rate (compare_gan's lambda)", validator=attrs.validators.ge(0))
         clip_k: bool = param(False, "clip k to [0, 1] as the BEGAN paper does (compare_gan does not)")
 

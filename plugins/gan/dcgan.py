@@ -49,12 +49,20 @@ class DCGANGenerator(gan.Generator):
     @attrs.frozen
     class Config:
         latent_dim: int = param(100, "size of the noise vector z", validator=attrs.validators.gt(0))
-        ngf: int = param(64, "channels of the last hidden layer (doubling towards the input)", validator=attrs.validators.gt(0))
-        text_embed: int = param(64, "the text vector is projected to this size before concatenation", validator=attrs.validators.gt(0))
-        latent_codes: int = param(0, "a categorical code beside the Gaussian noise: z ends with a one-hot of one of this "
-                                     "many values, drawn uniformly, so the generator can choose between separate modes "
-                                     "(the sizes and places a short caption leaves open) instead of blending two; "
-                                     "0: Gaussian noise only", validator=attrs.validators.ge(0))
+        ngf: int = param(
+            64, "channels of the last hidden layer (doubling towards the input)", validator=attrs.validators.gt(0)
+        )
+        text_embed: int = param(
+            64, "the text vector is projected to this size before concatenation", validator=attrs.validators.gt(0)
+        )
+        latent_codes: int = param(
+            0,
+            "a categorical code beside the Gaussian noise: z ends with a one-hot of one of this "
+            "many values, drawn uniformly, so the generator can choose between separate modes "
+            "(the sizes and places a short caption leaves open) instead of blending two; "
+            "0: Gaussian noise only",
+            validator=attrs.validators.ge(0),
+        )
 
     def __init__(self, config, *, text_dim: int, image_size: int, channels: int):
         super().__init__(config, text_dim=text_dim, image_size=image_size, channels=channels)
@@ -68,7 +76,11 @@ class DCGANGenerator(gan.Generator):
             nn.ReLU(True),
         ]
         for _ in range(levels - 1):
-            layers += [nn.ConvTranspose2d(width, width // 2, 4, 2, 1, bias=False), nn.BatchNorm2d(width // 2), nn.ReLU(True)]
+            layers += [
+                nn.ConvTranspose2d(width, width // 2, 4, 2, 1, bias=False),
+                nn.BatchNorm2d(width // 2),
+                nn.ReLU(True),
+            ]
             width //= 2
         layers += [nn.ConvTranspose2d(width, channels, 4, 2, 1, bias=False), nn.Tanh()]
         self.net = nn.Sequential(*layers)
@@ -97,8 +109,13 @@ class DCGANDiscriminator(gan.Discriminator):
     class Config:
         ndf: int = param(64, "channels of the first layer (doubling with depth)", validator=attrs.validators.gt(0))
         norm: Literal["spectral", "batch", "none"] = param(
-            "spectral", "normalisation of the layers: spectral norm (Miyato et al. 2018, as StudioGAN's DCGAN), batch norm (Radford et al.) or none")
-        minibatch_std: bool = param(False, "append the batch's feature standard deviation before the head (Karras et al. 2018), against mode collapse")
+            "spectral",
+            "normalisation of the layers: spectral norm (Miyato et al. 2018, as StudioGAN's DCGAN), batch norm (Radford et al.) or none",
+        )
+        minibatch_std: bool = param(
+            False,
+            "append the batch's feature standard deviation before the head (Karras et al. 2018), against mode collapse",
+        )
 
     def __init__(self, config, *, text_dim: int, image_size: int, channels: int):
         super().__init__(config, text_dim=text_dim, image_size=image_size, channels=channels)

@@ -66,13 +66,24 @@ class InfoGANGenerator(gan.Generator):
 
     @attrs.frozen
     class Config:
-        latent_dim: int = param(64, "size of the noise vector z (compare_gan: z_dim = 64)", validator=attrs.validators.gt(0))
-        latent: Literal["uniform", "normal"] = param("uniform", "distribution of z: 'uniform' in [-1, 1] (compare_gan) or "
-                                                                "standard 'normal'")
-        width: int = param(64, "channels of the last hidden layer (the study's 64; the layer before has twice as many, "
-                               "the fc layer 16 times)", validator=attrs.validators.gt(0))
-        text_embed: int = param(64, "the text vector is projected to this size before concatenation with z "
-                                    "(no projection when the text encoder gives no vector)", validator=attrs.validators.gt(0))
+        latent_dim: int = param(
+            64, "size of the noise vector z (compare_gan: z_dim = 64)", validator=attrs.validators.gt(0)
+        )
+        latent: Literal["uniform", "normal"] = param(
+            "uniform", "distribution of z: 'uniform' in [-1, 1] (compare_gan) or standard 'normal'"
+        )
+        width: int = param(
+            64,
+            "channels of the last hidden layer (the study's 64; the layer before has twice as many, "
+            "the fc layer 16 times)",
+            validator=attrs.validators.gt(0),
+        )
+        text_embed: int = param(
+            64,
+            "the text vector is projected to this size before concatenation with z "
+            "(no projection when the text encoder gives no vector)",
+            validator=attrs.validators.gt(0),
+        )
 
     def __init__(self, config, *, text_dim: int, image_size: int, channels: int):
         super().__init__(config, text_dim=text_dim, image_size=image_size, channels=channels)
@@ -81,11 +92,17 @@ class InfoGANGenerator(gan.Generator):
         self.text_proj = nn.Sequential(nn.Linear(text_dim, config.text_embed), nn.LeakyReLU(0.2)) if text_dim else None
         inputs = config.latent_dim + (config.text_embed if text_dim else 0)
         self.fc = nn.Sequential(
-            nn.Linear(inputs, 16 * w), _bn(16 * w, 1), nn.LeakyReLU(0.2),
-            nn.Linear(16 * w, 2 * w * side * side), _bn(2 * w * side * side, 1), nn.LeakyReLU(0.2),
+            nn.Linear(inputs, 16 * w),
+            _bn(16 * w, 1),
+            nn.LeakyReLU(0.2),
+            nn.Linear(16 * w, 2 * w * side * side),
+            _bn(2 * w * side * side, 1),
+            nn.LeakyReLU(0.2),
         )
         self.net = nn.Sequential(
-            nn.ConvTranspose2d(2 * w, w, 4, 2, 1), _bn(w, 2), nn.LeakyReLU(0.2),
+            nn.ConvTranspose2d(2 * w, w, 4, 2, 1),
+            _bn(w, 2),
+            nn.LeakyReLU(0.2),
             nn.ConvTranspose2d(w, channels, 4, 2, 1),
         )
         self._shape = (2 * w, side, side)
@@ -110,20 +127,33 @@ class InfoGANDiscriminator(gan.Discriminator):
 
     @attrs.frozen
     class Config:
-        batchnorm: bool = param(True, "batch norms after the second convolution and the first fc layer "
-                                      "(compare_gan's discriminator_batchnorm; its WGAN-GP and BEGAN defaults are false)")
-        spectral_norm: bool = param(False, "spectral normalisation of every layer (Miyato et al. 2018; not in the study)")
-        width: int = param(64, "channels of the first convolution (the study's 64; the second has twice as many, the fc "
-                               "layer 16 times)", validator=attrs.validators.gt(0))
+        batchnorm: bool = param(
+            True,
+            "batch norms after the second convolution and the first fc layer "
+            "(compare_gan's discriminator_batchnorm; its WGAN-GP and BEGAN defaults are false)",
+        )
+        spectral_norm: bool = param(
+            False, "spectral normalisation of every layer (Miyato et al. 2018; not in the study)"
+        )
+        width: int = param(
+            64,
+            "channels of the first convolution (the study's 64; the second has twice as many, the fc layer 16 times)",
+            validator=attrs.validators.gt(0),
+        )
 
     def __init__(self, config, *, text_dim: int, image_size: int, channels: int):
         super().__init__(config, text_dim=text_dim, image_size=image_size, channels=channels)
         side, w, bn = _side(image_size), config.width, config.batchnorm
         self.features = nn.Sequential(
-            nn.Conv2d(channels, w, 4, 2, 1), nn.LeakyReLU(0.2),
-            nn.Conv2d(w, 2 * w, 4, 2, 1), *([_bn(2 * w, 2)] if bn else []), nn.LeakyReLU(0.2),
+            nn.Conv2d(channels, w, 4, 2, 1),
+            nn.LeakyReLU(0.2),
+            nn.Conv2d(w, 2 * w, 4, 2, 1),
+            *([_bn(2 * w, 2)] if bn else []),
+            nn.LeakyReLU(0.2),
             nn.Flatten(),
-            nn.Linear(2 * w * side * side, 16 * w), *([_bn(16 * w, 1)] if bn else []), nn.LeakyReLU(0.2),
+            nn.Linear(2 * w * side * side, 16 * w),
+            *([_bn(16 * w, 1)] if bn else []),
+            nn.LeakyReLU(0.2),
         )
         self.head = nn.Linear(16 * w, 1)
         self.embed = nn.Linear(text_dim, 16 * w, bias=False) if text_dim else None

@@ -41,7 +41,9 @@ class Generator(nn.Module, dalle_kit.Part):
         return torch.randn(n, self.latent_dim, generator=generator).to(device or "cpu")
 
     @classmethod
-    def example_inputs(cls, part, *, n: int, context: dict[str, Any], rng: torch.Generator, text_shift: bool = False) -> tuple:
+    def example_inputs(
+        cls, part, *, n: int, context: dict[str, Any], rng: torch.Generator, text_shift: bool = False
+    ) -> tuple:
         text = torch.randn(n, context["text_dim"], generator=rng)
         if not isinstance(getattr(part, "latent_dim", None), int) or part.latent_dim <= 0:
             fail(cls, "output shape", f"latent_dim must be a positive int, got {getattr(part, 'latent_dim', None)!r}")
@@ -70,7 +72,9 @@ class Discriminator(nn.Module, dalle_kit.Part):
         self.config, self.text_dim, self.image_size, self.channels = config, text_dim, image_size, channels
 
     @classmethod
-    def example_inputs(cls, part, *, n: int, context: dict[str, Any], rng: torch.Generator, text_shift: bool = False) -> tuple:
+    def example_inputs(
+        cls, part, *, n: int, context: dict[str, Any], rng: torch.Generator, text_shift: bool = False
+    ) -> tuple:
         text = torch.randn(n, context["text_dim"], generator=rng)
         images = torch.rand(n, context["channels"], context["image_size"], context["image_size"], generator=rng) * 2 - 1
         return images, (-torch.roll(text, 1, dims=0) if text_shift else text)
@@ -156,11 +160,17 @@ def check_loss_contract(cls: type[Loss], config: Any = None, **_: Any) -> None:
     def generator_loss(fake):
         return loss.generator_loss(fake, real) if cls.needs_real_logits else loss.generator_loss(fake)
 
-    for name, value in [("discriminator_loss", loss.discriminator_loss(high, low)), ("generator_loss", generator_loss(low)),
-                        ("discriminator_loss with matching_aware (twice as many fake logits)",
-                         loss.discriminator_loss(high, torch.cat([low, low])))]:
+    for name, value in [
+        ("discriminator_loss", loss.discriminator_loss(high, low)),
+        ("generator_loss", generator_loss(low)),
+        (
+            "discriminator_loss with matching_aware (twice as many fake logits)",
+            loss.discriminator_loss(high, torch.cat([low, low])),
+        ),
+    ]:
         if not isinstance(value, torch.Tensor) or value.dim() != 0 or not torch.isfinite(value):
             fail(cls, "output shape", f"{name} must return a finite scalar tensor, got {value!r}")
+
     def fresh() -> Loss:  # a stateful loss (BEGAN's k) compares from the same state
         return cls(config if config is not None else cls.Config())
 
@@ -187,8 +197,13 @@ def check_loss_contract(cls: type[Loss], config: Any = None, **_: Any) -> None:
 
 # ------------------------------------------------------------------ templates for `dalle-kit new-plugin`
 IMPORTS = "from dalle_kit_plugins import gan\n"
-Generator.scaffold = {"hook": "register_generators", "class": "Generator", "imports": IMPORTS, "section": "generator",
-                      "suffix": "generator", "code": '''class Generator(gan.Generator):
+Generator.scaffold = {
+    "hook": "register_generators",
+    "class": "Generator",
+    "imports": IMPORTS,
+    "section": "generator",
+    "suffix": "generator",
+    "code": '''class Generator(gan.Generator):
     """A two-layer perceptron from (noise, text vector) to pixels in [-1, 1]."""
 
     name = "{name}"
@@ -209,9 +224,15 @@ Generator.scaffold = {"hook": "register_generators", "class": "Generator", "impo
     def forward(self, z: torch.Tensor, text: torch.Tensor) -> torch.Tensor:
         out = self.net(torch.cat([z, text], dim=1))
         return out.view(len(z), self.channels, self.image_size, self.image_size)
-'''}
-Discriminator.scaffold = {"hook": "register_discriminators", "class": "Discriminator", "imports": IMPORTS,
-                          "section": "discriminator", "suffix": "discriminator", "code": '''class Discriminator(gan.Discriminator):
+''',
+}
+Discriminator.scaffold = {
+    "hook": "register_discriminators",
+    "class": "Discriminator",
+    "imports": IMPORTS,
+    "section": "discriminator",
+    "suffix": "discriminator",
+    "code": '''class Discriminator(gan.Discriminator):
     """A perceptron with projection conditioning: logit = w.h + <W t, h>."""
 
     name = "{name}"
@@ -229,9 +250,15 @@ Discriminator.scaffold = {"hook": "register_discriminators", "class": "Discrimin
     def forward(self, images: torch.Tensor, text: torch.Tensor) -> torch.Tensor:
         h = self.features(images)
         return self.head(h).squeeze(1) + (self.embed(text) * h).sum(dim=1)
-'''}
-Loss.scaffold = {"hook": "register_losses", "class": "Loss", "imports": IMPORTS, "section": "loss", "suffix": "loss",
-                 "code": '''class Loss(gan.Loss):
+''',
+}
+Loss.scaffold = {
+    "hook": "register_losses",
+    "class": "Loss",
+    "imports": IMPORTS,
+    "section": "loss",
+    "suffix": "loss",
+    "code": '''class Loss(gan.Loss):
     """Least squares (LSGAN, Mao et al. 2017): D pushes real to 1 and fake to 0, G pushes fake to 1."""
 
     name = "{name}"
@@ -241,10 +268,19 @@ Loss.scaffold = {"hook": "register_losses", "class": "Loss", "imports": IMPORTS,
 
     def generator_loss(self, fake_logits):
         return 0.5 * ((fake_logits - 1) ** 2).mean()
-'''}
+''',
+}
 
-__all__ = ["CONTEXT", "ConformanceError", "Discriminator", "Generator", "LinearJudge", "Loss", "check_loss_contract",
-           "prior_sampler"]
+__all__ = [
+    "CONTEXT",
+    "ConformanceError",
+    "Discriminator",
+    "Generator",
+    "LinearJudge",
+    "Loss",
+    "check_loss_contract",
+    "prior_sampler",
+]
 
 
 @dalle_kit.hookimpl

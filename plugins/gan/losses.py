@@ -31,8 +31,10 @@ def _input_gradient(discriminator, images: torch.Tensor, text: torch.Tensor, of=
     return grad.flatten(1)
 
 
-PIXELS_DOC = ("pixel range the gradient's norm is measured in: '-1..1' (the toolkit's images) or '0..1' (compare_gan's, "
-              "Lucic et al. 2018: the norm is twice that in -1..1)")
+PIXELS_DOC = (
+    "pixel range the gradient's norm is measured in: '-1..1' (the toolkit's images) or '0..1' (compare_gan's, "
+    "Lucic et al. 2018: the norm is twice that in -1..1)"
+)
 
 
 def _slopes(grad: torch.Tensor, pixels: str, eps: float) -> torch.Tensor:
@@ -95,8 +97,11 @@ class Hinge(_R1):
 
 @attrs.frozen
 class LeastSquaresConfig(RegularisedConfig):
-    sigmoid: bool = param(False, "regress D's probability (the sigmoid of its logit) instead of the logit itself, as "
-                                 "compare_gan's LSGAN does (Lucic et al. 2018)")
+    sigmoid: bool = param(
+        False,
+        "regress D's probability (the sigmoid of its logit) instead of the logit itself, as "
+        "compare_gan's LSGAN does (Lucic et al. 2018)",
+    )
 
 
 class LeastSquares(_R1):
@@ -135,10 +140,15 @@ class WassersteinGP(Wasserstein):
 
     @attrs.frozen
     class Config:
-        gp_lambda: float = param(10.0, "weight of the gradient penalty on real/fake interpolates (compare_gan's lambda)",
-                                 validator=attrs.validators.ge(0))
+        gp_lambda: float = param(
+            10.0,
+            "weight of the gradient penalty on real/fake interpolates (compare_gan's lambda)",
+            validator=attrs.validators.ge(0),
+        )
         pixels: Literal["-1..1", "0..1"] = param("-1..1", PIXELS_DOC)
-        eps: float = param(0.0, "added under the norm's square root (compare_gan: 1e-4)", validator=attrs.validators.ge(0))
+        eps: float = param(
+            0.0, "added under the norm's square root (compare_gan: 1e-4)", validator=attrs.validators.ge(0)
+        )
 
     def penalty(self, discriminator, real, fake, text):
         if not self.config.gp_lambda:
@@ -158,9 +168,13 @@ class DRAGAN(gan.Loss):
 
     @attrs.frozen
     class Config:
-        gp_lambda: float = param(10.0, "weight of the gradient penalty (compare_gan's lambda)", validator=attrs.validators.ge(0))
+        gp_lambda: float = param(
+            10.0, "weight of the gradient penalty (compare_gan's lambda)", validator=attrs.validators.ge(0)
+        )
         pixels: Literal["-1..1", "0..1"] = param("0..1", PIXELS_DOC)
-        eps: float = param(1e-4, "added under the norm's square root (compare_gan: 1e-4)", validator=attrs.validators.ge(0))
+        eps: float = param(
+            1e-4, "added under the norm's square root (compare_gan: 1e-4)", validator=attrs.validators.ge(0)
+        )
 
     def discriminator_loss(self, real_logits, fake_logits):
         return F.softplus(-real_logits).mean() + F.softplus(fake_logits).mean()
@@ -187,12 +201,16 @@ class RelativisticAverage(_R1):
     needs_real_logits = True
 
     def discriminator_loss(self, real_logits, fake_logits):
-        return F.softplus(-(real_logits - fake_logits.mean())).mean() + F.softplus(fake_logits - real_logits.mean()).mean()
+        return (
+            F.softplus(-(real_logits - fake_logits.mean())).mean() + F.softplus(fake_logits - real_logits.mean()).mean()
+        )
 
     def generator_loss(self, fake_logits, real_logits=None):
         if real_logits is None:
             raise ValueError("ragan's generator loss needs the real logits (needs_real_logits = True)")
-        return F.softplus(-(fake_logits - real_logits.mean())).mean() + F.softplus(real_logits - fake_logits.mean()).mean()
+        return (
+            F.softplus(-(fake_logits - real_logits.mean())).mean() + F.softplus(real_logits - fake_logits.mean()).mean()
+        )
 
 
 @dalle_kit.hookimpl

@@ -44,31 +44,64 @@ class GAN(dalle_kit.Pipeline):
 
     @attrs.frozen
     class Config(dalle_kit.TrainConfig):
-        steps: int = param(3000, "training iterations (one D step and one G step each)", validator=attrs.validators.gt(0))
+        steps: int = param(
+            3000, "training iterations (one D step and one G step each)", validator=attrs.validators.gt(0)
+        )
         lr: float = param(2e-4, "Adam learning rate of the generator", validator=finite_positive)
-        lr_d: float | None = param(None, "Adam learning rate of the discriminator (default: lr)", validator=finite_positive)
+        lr_d: float | None = param(
+            None, "Adam learning rate of the discriminator (default: lr)", validator=finite_positive
+        )
         betas: tuple[float, float] = param((0.5, 0.999), "Adam betas, each in [0, 1)", validator=adam_betas)
-        grad_clip: float = param(0.0, "clip each network's gradient norm to this (0: off)", validator=attrs.validators.ge(0))
-        matching_aware: bool = param(False, "also show D real images with mismatched captions as negatives (GAN-INT-CLS, Reed et al. 2016)")
-        mode_seeking: float = param(0.0, "weight of the mode-seeking regulariser (MSGAN, Mao et al. 2019; 0: off): G also draws a "
-                                         "second noise z2 for the same captions and adds weight / (|G(z,t) - G(z2,t)|_1 / |z - z2|_1 + 1e-5) "
-                                         "to its loss, so that different noises give different images (try 1.0)",
-                                    validator=attrs.validators.ge(0))
-        n_critic: int = param(1, "discriminator steps per generator step, each on a fresh batch (WGAN: 5)", validator=attrs.validators.gt(0))
-        d_weight_clip: float = param(0.0, "clamp every discriminator weight to [-c, c] after its step (WGAN, Arjovsky et al. 2017; 0: off)",
-                                     validator=attrs.validators.ge(0))
-        ema: float = param(0.0, "decay of an exponential moving average of the generator's weights, e.g. 0.999 (0: off); "
-                                "samples and metrics use the average", validator=[attrs.validators.ge(0), attrs.validators.lt(1)])
-        ema_start: int = param(0, "step at which the average starts (it copies the generator until then)", validator=attrs.validators.ge(0))
-        lr_decay: Literal["none", "linear"] = param("none", "'linear': both learning rates fall linearly to 0 at the last step")
-        diffaugment: list[str] = param([], f"DiffAugment policies applied to everything D sees (Zhao et al. 2020): any of {', '.join(POLICIES)}",
-                                       validator=attrs.validators.deep_iterable(attrs.validators.in_(POLICIES)))
-        precision: Literal["fp32", "bf16"] = param("fp32", "'bf16': forward passes under torch.autocast in bfloat16 (CPU and CUDA)")
+        grad_clip: float = param(
+            0.0, "clip each network's gradient norm to this (0: off)", validator=attrs.validators.ge(0)
+        )
+        matching_aware: bool = param(
+            False, "also show D real images with mismatched captions as negatives (GAN-INT-CLS, Reed et al. 2016)"
+        )
+        mode_seeking: float = param(
+            0.0,
+            "weight of the mode-seeking regulariser (MSGAN, Mao et al. 2019; 0: off): G also draws a "
+            "second noise z2 for the same captions and adds weight / (|G(z,t) - G(z2,t)|_1 / |z - z2|_1 + 1e-5) "
+            "to its loss, so that different noises give different images (try 1.0)",
+            validator=attrs.validators.ge(0),
+        )
+        n_critic: int = param(
+            1,
+            "discriminator steps per generator step, each on a fresh batch (WGAN: 5)",
+            validator=attrs.validators.gt(0),
+        )
+        d_weight_clip: float = param(
+            0.0,
+            "clamp every discriminator weight to [-c, c] after its step (WGAN, Arjovsky et al. 2017; 0: off)",
+            validator=attrs.validators.ge(0),
+        )
+        ema: float = param(
+            0.0,
+            "decay of an exponential moving average of the generator's weights, e.g. 0.999 (0: off); "
+            "samples and metrics use the average",
+            validator=[attrs.validators.ge(0), attrs.validators.lt(1)],
+        )
+        ema_start: int = param(
+            0, "step at which the average starts (it copies the generator until then)", validator=attrs.validators.ge(0)
+        )
+        lr_decay: Literal["none", "linear"] = param(
+            "none", "'linear': both learning rates fall linearly to 0 at the last step"
+        )
+        diffaugment: list[str] = param(
+            [],
+            f"DiffAugment policies applied to everything D sees (Zhao et al. 2020): any of {', '.join(POLICIES)}",
+            validator=attrs.validators.deep_iterable(attrs.validators.in_(POLICIES)),
+        )
+        precision: Literal["fp32", "bf16"] = param(
+            "fp32", "'bf16': forward passes under torch.autocast in bfloat16 (CPU and CUDA)"
+        )
         profile: Literal["standard", "fast"] = param(
-            "standard", "'fast': bf16 autocast where the CPU (avx512_bf16/amx) or GPU has bf16, channels_last tensors, "
-                        "multi-tensor (CUDA: fused) Adam, and one discriminator pass over real and fake images together "
-                        "when D has no batch norm; other numbers than 'standard', resume still bit for bit "
-                        "(benchmarks/results/train-throughput.md)")
+            "standard",
+            "'fast': bf16 autocast where the CPU (avx512_bf16/amx) or GPU has bf16, channels_last tensors, "
+            "multi-tensor (CUDA: fused) Adam, and one discriminator pass over real and fake images together "
+            "when D has no batch norm; other numbers than 'standard', resume still bit for bit "
+            "(benchmarks/results/train-throughput.md)",
+        )
 
     # ------------------------------------------------------------------ building
     def _build(self, run, data, state: dict | None, train_captions=None, with_discriminator: bool = True):
@@ -109,7 +142,9 @@ class GAN(dalle_kit.Pipeline):
             discriminator.to(memory_format=torch.channels_last)
         # One D call on real and fake together (and the mismatched pairs): the same loss with fewer, larger
         # kernels; not where D normalises over its batch, which would then mix real and fake statistics.
-        one_pass = fast and not any(isinstance(m, torch.nn.modules.batchnorm._BatchNorm) for m in discriminator.modules())
+        one_pass = fast and not any(
+            isinstance(m, torch.nn.modules.batchnorm._BatchNorm) for m in discriminator.modules()
+        )
         # The forward passes whose losses train a network go through run.parallel: in several processes it averages
         # the gradients (DDP). G's step calls D itself (frozen there), as does the gradient penalty.
         train_encoder, train_g, train_d = run.parallel(encoder), run.parallel(generator), run.parallel(discriminator)
@@ -144,7 +179,9 @@ class GAN(dalle_kit.Pipeline):
                 else:
                     d_real = train_d(real_seen, text)
                     d_fake = train_d(fake_seen, text)
-                    if cfg.matching_aware:  # real images with another sample's caption count as fakes, half the negatives
+                    if (
+                        cfg.matching_aware
+                    ):  # real images with another sample's caption count as fakes, half the negatives
                         d_wrong = train_d(real_seen, text.roll(1, dims=0))
                 if cfg.matching_aware:
                     d_loss = loss.discriminator_loss(d_real, torch.cat([d_fake, d_wrong]))
@@ -194,13 +231,19 @@ class GAN(dalle_kit.Pipeline):
             values = {"loss_d": d_loss.item(), "loss_g": g_loss.item()}
             if cfg.mode_seeking:
                 values["ms_ratio"] = ms_ratio.item()  # image L1 / noise L1 between the two draws; higher: more diverse
-            values.update(d_real=d_real.float().mean().item(), d_fake=d_fake.float().mean().item(), lr=opt_g.param_groups[0]["lr"])
+            values.update(
+                d_real=d_real.float().mean().item(), d_fake=d_fake.float().mean().item(), lr=opt_g.param_groups[0]["lr"]
+            )
             return values
 
         return dalle_kit.Training(
-            modules=dict(parts), optimizers={"g": opt_g, "d": opt_d}, rngs={"data": data_rng, "noise": noise_rng, "augment": aug_rng},
-            train_step=train_step, draw=lambda m: gan.prior_sampler(m["text_encoder"], m["generator"], device),
-            extra_state=lambda: {"text_encoder": encoder.extra_state_json(), "loss": loss.extra_state_json()})
+            modules=dict(parts),
+            optimizers={"g": opt_g, "d": opt_d},
+            rngs={"data": data_rng, "noise": noise_rng, "augment": aug_rng},
+            train_step=train_step,
+            draw=lambda m: gan.prior_sampler(m["text_encoder"], m["generator"], device),
+            extra_state=lambda: {"text_encoder": encoder.extra_state_json(), "loss": loss.extra_state_json()},
+        )
 
     def _load(self, run, with_discriminator: bool = False):
         """(parts, context) with the run's latest weights; the generator is the EMA one when the run keeps an average."""

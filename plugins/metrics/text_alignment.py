@@ -44,10 +44,19 @@ class Probe(nn.Module):
     def __init__(self, channels: int, classes: dict[str, int], width: int = 16):
         super().__init__()
         self.features = nn.Sequential(
-            nn.Conv2d(channels, width, 3, padding=1), nn.BatchNorm2d(width), nn.ReLU(inplace=True), nn.MaxPool2d(2),
-            nn.Conv2d(width, 2 * width, 3, padding=1), nn.BatchNorm2d(2 * width), nn.ReLU(inplace=True), nn.MaxPool2d(2),
-            nn.Conv2d(2 * width, 2 * width, 3, padding=1), nn.BatchNorm2d(2 * width), nn.ReLU(inplace=True),
-            nn.AdaptiveAvgPool2d(8), nn.Flatten(),
+            nn.Conv2d(channels, width, 3, padding=1),
+            nn.BatchNorm2d(width),
+            nn.ReLU(inplace=True),
+            nn.MaxPool2d(2),
+            nn.Conv2d(width, 2 * width, 3, padding=1),
+            nn.BatchNorm2d(2 * width),
+            nn.ReLU(inplace=True),
+            nn.MaxPool2d(2),
+            nn.Conv2d(2 * width, 2 * width, 3, padding=1),
+            nn.BatchNorm2d(2 * width),
+            nn.ReLU(inplace=True),
+            nn.AdaptiveAvgPool2d(8),
+            nn.Flatten(),
         )
         self.heads = nn.ModuleDict({k: nn.Linear(2 * width * 64, n) for k, n in classes.items()})
 
@@ -60,7 +69,7 @@ class Probe(nn.Module):
         self.eval()
         out: dict[str, list[torch.Tensor]] = {k: [] for k in self.heads}
         for i in range(0, len(images_uint8), batch):
-            logits = self(dalle_kit.to_float_images(images_uint8[i:i + batch]))
+            logits = self(dalle_kit.to_float_images(images_uint8[i : i + batch]))
             for k, v in logits.items():
                 out[k].append(v.argmax(1))
         return {k: torch.cat(v) for k, v in out.items()}
@@ -100,7 +109,7 @@ def train_probe(train: dalle_kit.ImageCaptions, settings: ProbeSettings, bar=Non
     for _ in range(settings.epochs):
         order = torch.randperm(n, generator=g)
         for i in range(0, n, settings.batch_size):
-            idx = order[i:i + settings.batch_size]
+            idx = order[i : i + settings.batch_size]
             x = dalle_kit.to_float_images(train.images[idx])
             x = x + settings.noise * torch.randn(x.shape, generator=g)
             logits = probe(x)
@@ -123,10 +132,15 @@ def load_or_train_probe(evaluation, settings: ProbeSettings) -> tuple[Probe, dic
     """The cached probe for this dataset config, trained (and checked on the test split) on a miss."""
     train = evaluation.split("train")
     if not train.attributes or not train.attribute_names:
-        raise dalle_kit.UserError(f"text-alignment needs a dataset with attribute labels (like shapes); "
-                                  f"'{evaluation.dataset_name}' has none")
-    fields = {"probe_version": PROBE_VERSION, "dataset": evaluation.dataset_name, "dataset_config": evaluation.dataset_config,
-              "settings": attrs.asdict(settings)}
+        raise dalle_kit.UserError(
+            f"text-alignment needs a dataset with attribute labels (like shapes); '{evaluation.dataset_name}' has none"
+        )
+    fields = {
+        "probe_version": PROBE_VERSION,
+        "dataset": evaluation.dataset_name,
+        "dataset_config": evaluation.dataset_config,
+        "settings": attrs.asdict(settings),
+    }
     cache = evaluation.cache("text-alignment-probe")
     entry = cache.entry(fields)
     classes = {k: len(v) for k, v in train.attribute_names.items()}
@@ -137,12 +151,18 @@ def load_or_train_probe(evaluation, settings: ProbeSettings) -> tuple[Probe, dic
     t0 = time.monotonic()
     n = min(settings.train_images, len(train))
     batches = settings.epochs * ((n + settings.batch_size - 1) // settings.batch_size)
-    with evaluation.progress(batches, f"text-alignment: training its probe on {evaluation.dataset_name}/train "
-                                      "(once, then cached)", "batch") as bar:
+    with evaluation.progress(
+        batches, f"text-alignment: training its probe on {evaluation.dataset_name}/train (once, then cached)", "batch"
+    ) as bar:
         probe = train_probe(train, settings, bar)
     test = evaluation.split("test")
-    info = {"test_accuracy": probe_accuracy(probe, test), "n_test": len(test), "n_train": min(settings.train_images, len(train)),
-            "train_seconds": round(time.monotonic() - t0, 1), "attribute_names": train.attribute_names}
+    info = {
+        "test_accuracy": probe_accuracy(probe, test),
+        "n_test": len(test),
+        "n_train": min(settings.train_images, len(train)),
+        "train_seconds": round(time.monotonic() - t0, 1),
+        "attribute_names": train.attribute_names,
+    }
     atomic_write_text(entry / INFO_FILE, json.dumps(info, indent=2) + "\n")
     weights = {k: v.contiguous() for k, v in probe.state_dict().items()}
     atomic_write_bytes(entry / PROBE_FILE, save(weights))  # last: the entry is complete
@@ -157,8 +177,11 @@ class TextAlignment(dalle_kit.Metric):
 
     @attrs.frozen
     class Config:
-        min_probe_accuracy: float = param(0.98, "refuse to score when the probe's held-out accuracy on any attribute is lower",
-                                          validator=[attrs.validators.ge(0), attrs.validators.le(1)])
+        min_probe_accuracy: float = param(
+            0.98,
+            "refuse to score when the probe's held-out accuracy on any attribute is lower",
+            validator=[attrs.validators.ge(0), attrs.validators.le(1)],
+        )
 
     settings = ProbeSettings()
 
@@ -171,14 +194,17 @@ class TextAlignment(dalle_kit.Metric):
                 worst = min(weak, key=weak.get)
                 raise dalle_kit.UserError(
                     f"text-alignment: the probe for '{evaluation.dataset_name}' reads '{worst}' right on only "
-                    f"{weak[worst]:.1%} of held-out test images (< {self.config.min_probe_accuracy:.0%}); its scores would not be trustworthy")
+                    f"{weak[worst]:.1%} of held-out test images (< {self.config.min_probe_accuracy:.0%}); its scores would not be trustworthy"
+                )
             evaluation.shared[key] = (probe, info)
         return evaluation.shared[key]
 
     def check(self, evaluation) -> None:
         if caption_parser(evaluation.dataset) is None:
-            raise dalle_kit.UserError(f"text-alignment needs a dataset whose captions can be parsed into attributes "
-                                      f"(parse_caption, like shapes); '{evaluation.dataset_name}' has none")
+            raise dalle_kit.UserError(
+                f"text-alignment needs a dataset whose captions can be parsed into attributes "
+                f"(parse_caption, like shapes); '{evaluation.dataset_name}' has none"
+            )
         self.probe(evaluation)
 
     def compute(self, evaluation) -> MetricResult:
@@ -203,8 +229,12 @@ class TextAlignment(dalle_kit.Metric):
         values = {"text_alignment": float(all_right.float().mean())}
         values.update({f"text_alignment_{k}": right[k] / stated_count[k] for k in names if stated_count[k]})
         details = {"probe_test_accuracy": info["test_accuracy"], "prompts_stating": stated_count}
-        protocol = evaluation.protocol(extractor=f"probe-cnn v{PROBE_VERSION} (trained on {evaluation.dataset_name}/train)",
-                                       weights_hash=info["weights_hash"], n_reference=info["n_test"], reference_split="test")
+        protocol = evaluation.protocol(
+            extractor=f"probe-cnn v{PROBE_VERSION} (trained on {evaluation.dataset_name}/train)",
+            weights_hash=info["weights_hash"],
+            n_reference=info["n_test"],
+            reference_split="test",
+        )
         return MetricResult(values, protocol, details)
 
 

@@ -33,8 +33,12 @@ class BagOfWords(FittedVocabulary, dalle_kit.TextEncoder):
         self.embedding: nn.EmbeddingBag | None = None
         # The closing LayerNorm keeps the vectors at unit scale: an encoder trained with the discriminator
         # could otherwise grow them until they drown the generator's noise input (seen as mode collapse).
-        self.proj = nn.Sequential(nn.Linear(config.embed_dim, config.dim), nn.LeakyReLU(0.2), nn.Linear(config.dim, config.dim),
-                                  nn.LayerNorm(config.dim, elementwise_affine=False))
+        self.proj = nn.Sequential(
+            nn.Linear(config.embed_dim, config.dim),
+            nn.LeakyReLU(0.2),
+            nn.Linear(config.dim, config.dim),
+            nn.LayerNorm(config.dim, elementwise_affine=False),
+        )
         self.proj.requires_grad_(config.trainable)
 
     def _build(self, vocab: Vocabulary) -> None:
@@ -49,7 +53,9 @@ class BagOfWords(FittedVocabulary, dalle_kit.TextEncoder):
         ids = [self.vocab.ids(c) for c in captions]
         device = self.embedding.weight.device
         flat = torch.tensor([i for row in ids for i in row], dtype=torch.long, device=device)
-        offsets = torch.tensor([0, *torch.tensor([len(r) for r in ids[:-1]]).cumsum(0).tolist()], dtype=torch.long, device=device)
+        offsets = torch.tensor(
+            [0, *torch.tensor([len(r) for r in ids[:-1]]).cumsum(0).tolist()], dtype=torch.long, device=device
+        )
         return self.proj(self.embedding(flat, offsets))
 
 

@@ -38,7 +38,9 @@ class MiniLM(dalle_kit.TextEncoder):
 
     @attrs.frozen
     class Config:
-        model: str = param("all-MiniLM-L6-v2", "sentence-transformers model name or local folder; the default loads offline")
+        model: str = param(
+            "all-MiniLM-L6-v2", "sentence-transformers model name or local folder; the default loads offline"
+        )
         normalize: bool = param(True, "L2-normalise the sentence vectors (then scaled by sqrt(dim) to unit variance)")
 
     def __init__(self, config):
@@ -47,7 +49,9 @@ class MiniLM(dalle_kit.TextEncoder):
 
         source = resolve_model(config.model)
         try:
-            self.model = SentenceTransformer(source, device="cpu", local_files_only=not Path(source).exists() and _offline())
+            self.model = SentenceTransformer(
+                source, device="cpu", local_files_only=not Path(source).exists() and _offline()
+            )
         except Exception as exc:
             raise dalle_kit.UserError(
                 f"minilm: cannot load sentence-transformers model '{config.model}' ({type(exc).__name__}: "
@@ -68,7 +72,11 @@ class MiniLM(dalle_kit.TextEncoder):
     def encode(self, captions) -> torch.Tensor:
         missing = [c for c in dict.fromkeys(captions) if c not in self._cache]
         if missing:
-            vectors = self.model.encode(missing, convert_to_tensor=True, show_progress_bar=False, batch_size=256).float().cpu()
+            vectors = (
+                self.model.encode(missing, convert_to_tensor=True, show_progress_bar=False, batch_size=256)
+                .float()
+                .cpu()
+            )
             if self.config.normalize:
                 vectors = torch.nn.functional.normalize(vectors, dim=1) * self.dim**0.5
             for caption, vector in zip(missing, vectors):

@@ -37,15 +37,21 @@ class TransformerText(FittedVocabulary, dalle_kit.TextEncoder):
         self.vocab: Vocabulary | None = None
         self.tokens: nn.Embedding | None = None
         self.positions = nn.Parameter(torch.randn(config.max_len, config.width) * 0.02)
-        layer = nn.TransformerEncoderLayer(config.width, config.heads, 4 * config.width, config.dropout,
-                                           batch_first=True, norm_first=True)
+        layer = nn.TransformerEncoderLayer(
+            config.width, config.heads, 4 * config.width, config.dropout, batch_first=True, norm_first=True
+        )
         self.encoder = nn.TransformerEncoder(layer, config.layers, enable_nested_tensor=False)
-        self.out = nn.Sequential(nn.LayerNorm(config.width), nn.Linear(config.width, config.dim),
-                                 nn.LayerNorm(config.dim, elementwise_affine=False))
+        self.out = nn.Sequential(
+            nn.LayerNorm(config.width),
+            nn.Linear(config.width, config.dim),
+            nn.LayerNorm(config.dim, elementwise_affine=False),
+        )
 
     def _build(self, vocab: Vocabulary) -> None:
         self.vocab = vocab
-        self.tokens = nn.Embedding(len(vocab), self.config.width, padding_idx=PAD).to(self.positions.device, self.positions.dtype)
+        self.tokens = nn.Embedding(len(vocab), self.config.width, padding_idx=PAD).to(
+            self.positions.device, self.positions.dtype
+        )
         nn.init.normal_(self.tokens.weight, std=0.02)
 
     def encode(self, captions: Sequence[str]) -> torch.Tensor:

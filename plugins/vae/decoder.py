@@ -45,9 +45,17 @@ class VAEDecoder(gan.Generator):
     @attrs.frozen
     class Config:
         latent_dim: int = param(64, "size of the latent z", validator=attrs.validators.gt(0))
-        width: int = param(32, "channels of the last upsampling block (doubling towards the 4x4 map)", validator=attrs.validators.gt(0))
-        text_embed: int = param(64, "the text vector is projected to this size before concatenation with z", validator=attrs.validators.gt(0))
-        norm: Literal["batch", "group", "none"] = param("batch", "normalisation after each convolution: batch norm, group norm (8 groups) or none")
+        width: int = param(
+            32, "channels of the last upsampling block (doubling towards the 4x4 map)", validator=attrs.validators.gt(0)
+        )
+        text_embed: int = param(
+            64,
+            "the text vector is projected to this size before concatenation with z",
+            validator=attrs.validators.gt(0),
+        )
+        norm: Literal["batch", "group", "none"] = param(
+            "batch", "normalisation after each convolution: batch norm, group norm (8 groups) or none"
+        )
 
     def __init__(self, config, *, text_dim: int, image_size: int, channels: int):
         super().__init__(config, text_dim=text_dim, image_size=image_size, channels=channels)
@@ -60,8 +68,12 @@ class VAEDecoder(gan.Generator):
         blocks: list[nn.Module] = []
         for i in range(levels):
             out = width if i == 0 else width // 2
-            blocks += [nn.Upsample(scale_factor=2, mode="nearest"), nn.Conv2d(width, out, 3, 1, 1, bias=config.norm == "none"),
-                       _norm(config.norm, out), nn.ReLU(True)]
+            blocks += [
+                nn.Upsample(scale_factor=2, mode="nearest"),
+                nn.Conv2d(width, out, 3, 1, 1, bias=config.norm == "none"),
+                _norm(config.norm, out),
+                nn.ReLU(True),
+            ]
             width = out
         blocks += [nn.Conv2d(width, channels, 3, 1, 1), nn.Tanh()]
         self.net = nn.Sequential(*blocks)

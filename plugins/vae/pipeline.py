@@ -51,7 +51,9 @@ class ImageEncoder(nn.Module):
             c_in, c_out = c_out, c_out * 2
         self.features = nn.Sequential(*layers, nn.Flatten())
         hidden = 4 * width
-        self.head = nn.Sequential(nn.Linear(c_in * 16 + text_dim, hidden), nn.LeakyReLU(0.2, True), nn.Linear(hidden, 2 * latent_dim))
+        self.head = nn.Sequential(
+            nn.Linear(c_in * 16 + text_dim, hidden), nn.LeakyReLU(0.2, True), nn.Linear(hidden, 2 * latent_dim)
+        )
 
     def forward(self, images: torch.Tensor, text: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         mu, logvar = self.head(torch.cat([self.features(images), text], dim=1)).chunk(2, dim=1)
@@ -75,19 +77,35 @@ class VAE(dalle_kit.Pipeline):
         steps: int = param(3000, "training iterations", validator=attrs.validators.gt(0))
         lr: float = param(1e-3, "Adam learning rate (all networks)", validator=finite_positive)
         betas: tuple[float, float] = param((0.9, 0.999), "Adam betas, each in [0, 1)", validator=adam_betas)
-        beta: float = param(1.0, "weight of the KL term against the per-image sum of squared errors", validator=attrs.validators.ge(0))
-        kl_warmup: int = param(0, "raise the KL weight linearly from 0 to beta over this many steps (0: off)", validator=attrs.validators.ge(0))
-        encoder_width: int = param(32, "channels of the image encoder's first convolution (doubling with depth)", validator=attrs.validators.gt(0))
-        grad_clip: float = param(0.0, "clip the gradient norm of all parameters together to this (0: off)", validator=attrs.validators.ge(0))
-        log_every: int = param(25, "write losses and recon_test to metrics.jsonl every this many steps", validator=attrs.validators.gt(0))
+        beta: float = param(
+            1.0, "weight of the KL term against the per-image sum of squared errors", validator=attrs.validators.ge(0)
+        )
+        kl_warmup: int = param(
+            0,
+            "raise the KL weight linearly from 0 to beta over this many steps (0: off)",
+            validator=attrs.validators.ge(0),
+        )
+        encoder_width: int = param(
+            32,
+            "channels of the image encoder's first convolution (doubling with depth)",
+            validator=attrs.validators.gt(0),
+        )
+        grad_clip: float = param(
+            0.0, "clip the gradient norm of all parameters together to this (0: off)", validator=attrs.validators.ge(0)
+        )
+        log_every: int = param(
+            25, "write losses and recon_test to metrics.jsonl every this many steps", validator=attrs.validators.gt(0)
+        )
 
     # ------------------------------------------------------------------ building
     def check(self, image_size: int, channels: int, text_dim: int | None) -> None:
         try:
             _levels(image_size)
         except dalle_kit.UserError:
-            raise dalle_kit.UserError(f"[data] size = {image_size}: the vae pipeline's image encoder halves the image down to "
-                                      "4x4, so it needs a power of two >= 8; use size = 32 (or 8, 16, 64, ...)") from None
+            raise dalle_kit.UserError(
+                f"[data] size = {image_size}: the vae pipeline's image encoder halves the image down to "
+                "4x4, so it needs a power of two >= 8; use size = 32 (or 8, 16, 64, ...)"
+            ) from None
 
     def _build(self, run, data, state: dict | None, train_captions=None):
         """(modules by checkpoint key, generator context): text encoder fitted or restored; weights fresh or from the
@@ -96,8 +114,13 @@ class VAE(dalle_kit.Pipeline):
         encoder = run.build_text_encoder(state if state is not None else source, train_captions)
         context = dict(text_dim=encoder.dim, image_size=data.image_size, channels=data.channels)
         generator = run.build("generator", **context)
-        image_encoder = ImageEncoder(channels=data.channels, image_size=data.image_size, text_dim=encoder.dim,
-                                     latent_dim=generator.latent_dim, width=self.config.encoder_width).to(run.device)
+        image_encoder = ImageEncoder(
+            channels=data.channels,
+            image_size=data.image_size,
+            text_dim=encoder.dim,
+            latent_dim=generator.latent_dim,
+            width=self.config.encoder_width,
+        ).to(run.device)
         modules = {"image_encoder": image_encoder, "generator": generator, "text_encoder": encoder}
         finetune.prepare(run, modules, source)
         return modules, context
@@ -141,10 +164,14 @@ class VAE(dalle_kit.Pipeline):
             return {"loss": loss.item(), "recon": recon.item(), "kl": kl.item()}
 
         return dalle_kit.Training(
-            modules=modules, optimizers={"vae": opt}, rngs={"data": data_rng, "noise": noise_rng}, train_step=train_step,
+            modules=modules,
+            optimizers={"vae": opt},
+            rngs={"data": data_rng, "noise": noise_rng},
+            train_step=train_step,
             draw=lambda m: gan.prior_sampler(m["text_encoder"], m["generator"], device),
             extra_state=lambda: {"text_encoder": encoder.extra_state_json()},
-            log_values=lambda step: {"recon_test": self._recon_error(modules, test_real, test_captions, device)})
+            log_values=lambda step: {"recon_test": self._recon_error(modules, test_real, test_captions, device)},
+        )
 
     # ------------------------------------------------------------------ evaluation and sampling
     def _recon_error(self, modules, images: torch.Tensor, captions: list[str], device) -> float:

@@ -23,8 +23,10 @@ class MLPGenerator(gan.Generator):
         super().__init__(config, text_dim=text_dim, image_size=image_size, channels=channels)
         self.latent_dim = config.latent_dim
         self.net = nn.Sequential(
-            nn.Linear(config.latent_dim + text_dim, config.hidden), nn.ReLU(),
-            nn.Linear(config.hidden, channels * image_size * image_size), nn.Tanh(),
+            nn.Linear(config.latent_dim + text_dim, config.hidden),
+            nn.ReLU(),
+            nn.Linear(config.hidden, channels * image_size * image_size),
+            nn.Tanh(),
         )
 
     def forward(self, z, text):

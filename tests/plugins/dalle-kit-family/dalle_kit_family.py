@@ -34,7 +34,9 @@ def check_paints_in_range(cls, config=None, **_):
     painter = cls(config or cls.Config(), text_dim=8, image_size=8, channels=3)
     images = painter(torch.randn(4, 8))
     if images.shape != (4, 3, 8, 8) or images.min() < -1 or images.max() > 1:
-        raise ConformanceError(f"{cls.__name__}: a painter must return [B, C, S, S] images in [-1, 1], got {tuple(images.shape)}")
+        raise ConformanceError(
+            f"{cls.__name__}: a painter must return [B, C, S, S] images in [-1, 1], got {tuple(images.shape)}"
+        )
 
 
 class LinearPainter(Painter):
@@ -84,15 +86,23 @@ class PaintPipeline(dalle_kit.Pipeline):
         data_rng = torch.Generator().manual_seed(run.recipe.seed + 1)
 
         def train_step(done):
-            real, captions = train_set.batch(torch.randint(len(train_set), (self.config.batch_size,), generator=data_rng))
+            real, captions = train_set.batch(
+                torch.randint(len(train_set), (self.config.batch_size,), generator=data_rng)
+            )
             loss = (modules["painter"](modules["text_encoder"](captions)) - real.to(run.device)).square().mean()
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
             return {"loss": loss.item()}
 
-        return dalle_kit.Training(modules=modules, optimizers={"paint": opt}, rngs={"data": data_rng}, train_step=train_step,
-                                  draw=_drawer, extra_state=lambda: {"text_encoder": modules["text_encoder"].extra_state_json()})
+        return dalle_kit.Training(
+            modules=modules,
+            optimizers={"paint": opt},
+            rngs={"data": data_rng},
+            train_step=train_step,
+            draw=_drawer,
+            extra_state=lambda: {"text_encoder": modules["text_encoder"].extra_state_json()},
+        )
 
     def sampler(self, run):
         state = run.load_checkpoint(prefixes=("models", "extra"))
