@@ -23,6 +23,29 @@ collect_ignore = ["plugins"]  # the test plugin packages carry their own tests, 
 # at the moment each run starts. tests/test_threads.py exercises the automatic choice with the variable removed.
 os.environ.setdefault("OMP_NUM_THREADS", str(__import__("torch").get_num_threads()))
 
+#: The unit tier (`pytest -m unit`, the inner loop): modules whose tests train nothing (schemas, refusals,
+#: conformance checks, data readers, losses on tensors, the CLI's listings). A module that starts training a run
+#: does not belong here.
+UNIT_MODULES = {
+    "test_cifar10",
+    "test_cli_fast",
+    "test_conformance_kit",
+    "test_contracts",
+    "test_imagefolder",
+    "test_losses",
+    "test_metrics_auc",
+    "test_minilm",
+    "test_mnist",
+    "test_recipe_errors",
+}
+
+
+def pytest_collection_modifyitems(items):
+    for item in items:
+        if item.module is not None and item.module.__name__ in UNIT_MODULES:
+            item.add_marker(pytest.mark.unit)
+
+
 #: Data and text encoder of the tiny 16x16 recipes of pipelines other than gan (test_trainer, test_diffusion).
 SHAPES_16 = """\
 [data]
