@@ -11,7 +11,7 @@ Public API for plugin authors::
 
 __version__ = "0.1.0"
 
-from .errors import RecipeError, UserError
+from .errors import RecipeError, UserError, download_reason, one_line
 from .markers import hookimpl, hookspec
 
 #: Names imported on first use (PEP 562): they need torch, and `dalle-kit --help` or `--version` should not.
@@ -34,8 +34,22 @@ _LAZY = {
     "HOOK_API_VERSION": "registry",
     "Trainer": "trainer",
     "Training": "trainer",
+    "Evaluation": "evaluation",
+    "MetricResult": "evaluation",
+    "Protocol": "evaluation",
     "param": "schema",
+    "Invalid": "schema",
+    "adam_betas": "schema",
+    "finite_positive": "schema",
+    "finite_nonnegative": "schema",
+    "resolve_run_dir": "run",
+    "free_cpus_now": "threads",
 }
+
+#: The core's helper modules a plugin may import besides the names above: content-addressed caches, writes that
+#: never follow a link, commands printed as they run, progress bars, fine-tuning modes, a run's HTML page, reading
+#: files without unpickling, and the conformance kit. Every other module is private (tests/test_public_api.py).
+PUBLIC_MODULES = ("cache", "files", "finetune", "hints", "progress", "report", "safe_load", "testing")
 
 
 def __getattr__(name: str):
@@ -55,6 +69,18 @@ def __dir__():
 
 __all__ = [
     "HOOK_API_VERSION",
+    "PUBLIC_MODULES",
+    "Evaluation",
+    "Invalid",
+    "MetricResult",
+    "Protocol",
+    "adam_betas",
+    "download_reason",
+    "finite_nonnegative",
+    "finite_positive",
+    "free_cpus_now",
+    "one_line",
+    "resolve_run_dir",
     "Dataset",
     "ImageCaptions",
     "Metric",

@@ -36,6 +36,7 @@ UNIT_MODULES = {
     "test_metrics_auc",
     "test_minilm",
     "test_mnist",
+    "test_public_api",
     "test_recipe_errors",
 }
 

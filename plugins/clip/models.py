@@ -4,7 +4,7 @@
 
 - ``""``: random initialisation;
 - a `clip-pretrain` run directory, or its name prefix (``runs/shapes-clip-pretrain`` = the newest finished
-  run, see `dalle_kit.run.resolve_run_dir`); any folder with ``open_clip_config.json`` and
+  run, see `dalle_kit.resolve_run_dir`); any folder with ``open_clip_config.json`` and
   ``open_clip_model.safetensors`` (open_clip's own "local-dir" layout) works the same;
 - a local open_clip checkpoint file (a state dict: .pt, .pth, .bin or .safetensors);
 - an open_clip pretrained tag (``laion2b_s34b_b79k``), only if its file is already in the local cache:
@@ -33,7 +33,7 @@ import torch.nn.functional as F
 import dalle_kit
 from dalle_kit import hints
 from dalle_kit.cache import file_digest
-from dalle_kit.run import resolve_run_dir
+from dalle_kit import resolve_run_dir
 
 CONFIG_FILE = "open_clip_config.json"
 WEIGHTS_FILE = "open_clip_model.safetensors"

@@ -26,7 +26,7 @@ from safetensors.torch import save
 import dalle_kit
 from dalle_kit import param
 from dalle_kit.files import atomic_write_bytes, atomic_write_text
-from dalle_kit.schema import finite_nonnegative, finite_positive
+from dalle_kit import finite_nonnegative, finite_positive
 from dalle_kit_plugins.clip.models import (
     CONFIG_FILE,
     WEIGHTS_FILE,

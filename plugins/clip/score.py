@@ -21,7 +21,7 @@ import torch
 
 import dalle_kit
 from dalle_kit import param
-from dalle_kit.evaluation import MetricResult
+from dalle_kit import MetricResult
 from dalle_kit_plugins.clip.models import LoadedClip, load_clip, pin_pretrained, preprocess_images, resolve_source
 
 W = 100.0  # CLIPScore's weight w (torchmetrics' CLIPScore uses 100)

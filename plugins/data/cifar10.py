@@ -16,7 +16,7 @@ import torch
 
 import dalle_kit
 from dalle_kit import ImageCaptions, param
-from dalle_kit.errors import download_reason
+from dalle_kit import download_reason
 from dalle_kit.safe_load import arrays_pickle
 
 ARCHIVE = "cifar-10-python.tar.gz"

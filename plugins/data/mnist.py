@@ -33,7 +33,7 @@ import torch.nn.functional as F
 
 import dalle_kit
 from dalle_kit import ImageCaptions, hints, param
-from dalle_kit.errors import download_reason
+from dalle_kit import download_reason
 
 FILES = {
     "train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),

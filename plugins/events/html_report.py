@@ -10,7 +10,7 @@ import warnings
 
 import dalle_kit
 from dalle_kit import hints
-from dalle_kit.errors import one_line
+from dalle_kit import one_line
 from dalle_kit.report import write_report
 
 

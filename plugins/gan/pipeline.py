@@ -21,7 +21,7 @@ import torch
 
 import dalle_kit
 from dalle_kit import finetune, hints, param
-from dalle_kit.schema import adam_betas, finite_positive
+from dalle_kit import adam_betas, finite_positive
 from dalle_kit_plugins.common.bf16 import has_bf16
 from dalle_kit_plugins.gan.diffaugment import POLICIES, diff_augment
 from dalle_kit_plugins.events.ema import use_average

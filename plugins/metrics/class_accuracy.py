@@ -39,7 +39,7 @@ import dalle_kit
 from dalle_kit import param
 from dalle_kit.cache import file_digest, tensor_digest
 from dalle_kit.files import atomic_write_bytes, atomic_write_text
-from dalle_kit.evaluation import MetricResult
+from dalle_kit import MetricResult
 from dalle_kit_plugins.metrics.text_alignment import caption_parser
 
 CLASSIFIER_VERSION = 1

@@ -13,7 +13,7 @@ from __future__ import annotations
 import torch
 
 import dalle_kit
-from dalle_kit.evaluation import MetricResult
+from dalle_kit import MetricResult
 
 BATCH = 256
 

@@ -45,7 +45,7 @@ from dalle_kit import param, progress
 from dalle_kit.cache import tensor_digest
 from dalle_kit.files import atomic_write_bytes
 from dalle_kit.safe_load import cached_tensors
-from dalle_kit.evaluation import MetricResult
+from dalle_kit import MetricResult
 
 from dalle_kit_plugins.metrics import inception
 
@@ -91,7 +91,7 @@ def _blas_threads():
     while on shared cores multi-threaded OpenBLAS busy-waits (benchmarks/results/eval-throughput.md)."""
     from threadpoolctl import threadpool_limits
 
-    from dalle_kit.threads import free_cpus_now
+    from dalle_kit import free_cpus_now
 
     return threadpool_limits(limits=min(torch.get_num_threads(), free_cpus_now()), user_api="blas")
 

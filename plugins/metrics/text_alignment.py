@@ -31,7 +31,7 @@ import dalle_kit
 from dalle_kit import param
 from dalle_kit.cache import file_digest
 from dalle_kit.files import atomic_write_bytes, atomic_write_text
-from dalle_kit.evaluation import MetricResult
+from dalle_kit import MetricResult
 
 PROBE_VERSION = 1
 PROBE_FILE = "probe.safetensors"

@@ -23,7 +23,7 @@ from torch import nn
 
 import dalle_kit
 from dalle_kit import finetune, hints, param
-from dalle_kit.schema import adam_betas, finite_positive
+from dalle_kit import adam_betas, finite_positive
 from dalle_kit_plugins import gan
 
 #: Held-out images (the first of the "test" split) whose reconstruction error is logged as recon_test.
