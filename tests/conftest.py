@@ -37,6 +37,7 @@ UNIT_MODULES = {
     "test_minilm",
     "test_mnist",
     "test_public_api",
+    "test_readme_plugin",
     "test_recipe_errors",
 }
 
