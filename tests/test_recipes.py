@@ -67,6 +67,7 @@ def test_recipe_beats_its_untrained_start(recipe, tmp_path):
     assert end >= start + gain, f"{recipe}: text-alignment {start:.3f} at step 1 -> {end:.3f} at step {steps}"
 
 
+@pytest.mark.slow  # two trained runs and a fine-tune; finetune's modes train and resume in tests/test_finetune.py
 def test_finetune_recipe_keeps_its_source_and_trains_few_parameters(tmp_path, monkeypatch, capsys):
     """shapes-finetune (LoRA from runs/shapes) after a brief source run: few parameters train, it starts from the
     source's skill (far above the same networks untrained) and keeps it (fine-tuning on the source's own data
