@@ -157,7 +157,7 @@ class Grid:
     def cells(self) -> list[Cell]:
         keys = self.columns
         combos = itertools.product(*self.axes.values()) if self.axes else ()
-        specs = [
+        specs: list[tuple[dict[str, Any], str, dict[str, Any], dict[str, Any], str]] = [
             (
                 dict(zip(keys, combo, strict=True)),
                 self.base,

@@ -211,7 +211,7 @@ def newest_good(directory: str | Path) -> tuple[tuple[int, Path] | None, list[Ch
 def remove_library_temporaries(directory: str | Path) -> list[Path]:
     """Delete the temporary files safetensors' ``save_file`` left in `directory` (`LIBRARY_TEMP_RE`). Their names say
     nothing of their writer, so call this only while holding the run's lock (no trainer is writing there)."""
-    removed = []
+    removed: list[Path] = []
     directory = Path(directory)
     if not directory.is_dir():
         return removed

@@ -350,7 +350,7 @@ def write_comparison(
         if prompts
         else f"each run's first {DEFAULT_PROMPTS} [sample] prompts"
     )
-    if not prompts and len({tuple(e.files.prompts[:DEFAULT_PROMPTS]) for e in entries}) > 1:
+    if not prompts and len({tuple(e.files.prompts[:DEFAULT_PROMPTS]) for e in entries if e.files is not None}) > 1:
         shown += " (they differ between these runs; --prompt draws the same ones from every run)"
     intro = (
         f"{len(entries)} runs. Sample grids: {shown}, {n} per prompt, seed {seed}."

@@ -35,6 +35,8 @@ def _signature(func) -> str:
     except (TypeError, ValueError):
         return "(...)"
     params = [p for p in sig.parameters.values() if p.name not in ("self", "cls")]
+    if func.__name__ == "__init__":  # a constructor is shown as the call that builds the part: no `-> None`
+        sig = sig.replace(return_annotation=inspect.Signature.empty)
     return str(sig.replace(parameters=params)).replace("'", "")  # annotations are strings (postponed evaluation)
 
 

@@ -25,7 +25,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 import attrs
 import torch
@@ -296,7 +296,7 @@ class Evaluation:
         return Protocol(
             n_generated=self.n_generated,
             n_reference=self.n_reference if n_reference is None else n_reference,
-            reference_split=self.reference_split if reference_split is _SAME else reference_split,
+            reference_split=self.reference_split if reference_split is _SAME else cast("str | None", reference_split),
             extractor=extractor,
             weights_hash=weights_hash,
             seed=self.seed,

@@ -318,7 +318,7 @@ def append_text(path: str | Path, text: str) -> None:
 def remove_stale_temporaries(directory: str | Path) -> list[Path]:
     """Delete the temporaries in `directory` left by writes whose process is gone (`TEMP_RE`: files, or
     `atomic_write`'s folders; another live process's are left alone); returns them."""
-    removed = []
+    removed: list[Path] = []
     directory = Path(directory)
     try:
         entries = list(directory.iterdir())

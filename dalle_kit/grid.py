@@ -34,7 +34,7 @@ def save_grid(
         y = top + r * (cell + 2)
         draw.text((4, y + cell // 2 - 6), prompt, fill=(0, 0, 0), font=font)
         for c in range(per_row):
-            tile = Image.fromarray(pixels[r * per_row + c]).resize((cell, cell), Image.NEAREST)
+            tile = Image.fromarray(pixels[r * per_row + c]).resize((cell, cell), Image.Resampling.NEAREST)
             sheet.paste(tile, (label_w + c * (cell + 2), y))
     buffer = io.BytesIO()
     sheet.save(buffer, format="PNG")

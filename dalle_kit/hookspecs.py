@@ -12,31 +12,51 @@ family shares (text encoders, datasets, metrics, pipelines); a family brings its
 ``register_discriminators`` and ``register_losses``), exactly as a third party does.
 """
 
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Protocol
+
 from .markers import hookspec
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .evaluation import MetricResult
+    from .parts import Dataset, Metric, Part, Pipeline, TextEncoder
+    from .run import Run
+    from .trainer import Trainer
+
+
+class KindRegister(Protocol):
+    """The ``register`` that `register_kinds` receives."""
+
+    def __call__(
+        self, base: type[Part], checks: Sequence[Callable[..., None]] = (), hook: str | None = None
+    ) -> None: ...
 
 
 @hookspec
-def register_text_encoders(register):
+def register_text_encoders(register: Callable[[type[TextEncoder]], None]) -> None:
     """Register `dalle_kit.TextEncoder` subclasses: captions -> vectors."""
 
 
 @hookspec
-def register_metrics(register):
+def register_metrics(register: Callable[[type[Metric]], None]) -> None:
     """Register `dalle_kit.Metric` subclasses: scores of generated images."""
 
 
 @hookspec
-def register_datasets(register):
+def register_datasets(register: Callable[[type[Dataset]], None]) -> None:
     """Register `dalle_kit.Dataset` subclasses: captioned images with fixed splits."""
 
 
 @hookspec
-def register_pipelines(register):
+def register_pipelines(register: Callable[[type[Pipeline]], None]) -> None:
     """Register `dalle_kit.Pipeline` subclasses: training procedures that wire parts."""
 
 
 @hookspec
-def register_kinds(register):
+def register_kinds(register: KindRegister) -> None:
     """Register a new kind of part: ``register(Base, checks=[...], hook="register_<parts>")``, so that a new model
     family needs no core change.
 
@@ -51,13 +71,13 @@ def register_kinds(register):
 
 
 @hookspec
-def register_parts(register):
+def register_parts(register: Callable[[type[Part]], None]) -> None:
     """Register parts of any kind, the kind read from the class's ``kind`` (``register(MyPart)``): the way to
     register parts of a kind that a plugin added with `register_kinds`."""
 
 
 @hookspec
-def register_recipes(register):
+def register_recipes(register: Callable[[str, str | Path], None]) -> None:
     """Register recipes shipped with a plugin: ``register(name, path_to_toml)``."""
 
 
@@ -70,34 +90,34 @@ def register_recipes(register):
 
 
 @hookspec
-def train_start(trainer):
+def train_start(trainer: Trainer) -> None:
     """Once, after the pipeline's setup and before the checkpoint is restored: add modules to
     ``trainer.training.modules`` (saved and restored with the run, as EMA's average is) or prepare state."""
 
 
 @hookspec
-def train_step_end(trainer, step, values):
+def train_step_end(trainer: Trainer, step: int, values: dict[str, float]) -> None:
     """After each training step (``step`` counts finished steps from 1; ``values`` are its finite losses),
     before logging and checkpointing: update averages, or call ``trainer.request_stop(reason)``."""
 
 
 @hookspec
-def train_checkpoint(trainer, step):
+def train_checkpoint(trainer: Trainer, step: int) -> None:
     """After the checkpoint of ``step`` is written (``trainer.run.checkpoint_dir``)."""
 
 
 @hookspec
-def train_step_saved(trainer, step):
+def train_step_saved(trainer: Trainer, step: int) -> None:
     """After the step is logged and any checkpoint is written: draw sample grids, evaluate. Wrap drawing in
     ``with trainer.drawing() as draw:`` so that it never changes the training's random draws or modes."""
 
 
 @hookspec
-def train_end(trainer, step, finished):
+def train_end(trainer: Trainer, step: int, finished: bool) -> None:
     """After the loop: ``finished`` is false when it stopped early (a signal, ``--stop-at``, a request)."""
 
 
 @hookspec
-def run_evaluated(run, step, results):
+def run_evaluated(run: Run, step: int, results: dict[str, MetricResult]) -> None:
     """After metrics are computed and logged for ``run`` (mid-run, at the end of training, or by ``dalle-kit
     eval``): ``results`` maps each metric's name to its `dalle_kit.evaluation.MetricResult` (values, protocol)."""

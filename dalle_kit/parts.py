@@ -7,7 +7,7 @@ Parts are constructed as ``Part(config, **context)`` where the context keywords 
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 import attrs
@@ -45,10 +45,14 @@ class Part:
     #: For network kinds: the positions of `example_inputs` that must receive gradients (a discriminator's images).
     grad_inputs: ClassVar[tuple[int, ...]] = ()
 
+    if TYPE_CHECKING:  # pragma: no cover
+        # How every part is built (each kind's base defines the constructor it documents); for the type checker only.
+        def __init__(self, config: Any, **context: Any) -> None: ...
+
     @classmethod
     def example_inputs(
         cls, part: Any, *, n: int, context: dict[str, Any], rng: torch.Generator, text_shift: bool = False
-    ) -> tuple | None:
+    ) -> tuple[Any, ...] | None:
         """For network kinds: a batch of `n` inputs for ``part(*inputs)`` (``text_shift``: the same batch with other
         texts), so that `dalle_kit.testing` checks any kind, a plugin's too. None: the kind is not a network."""
         return None
@@ -84,7 +88,7 @@ class TextEncoder(nn.Module, Part):
     kind = "text_encoder"
     dim: int
 
-    def __init__(self, config):
+    def __init__(self, config: Any) -> None:
         super().__init__()
         self.config = config
 
@@ -110,7 +114,7 @@ class TextEncoder(nn.Module, Part):
     @classmethod
     def example_inputs(
         cls, part: Any, *, n: int, context: dict[str, Any], rng: torch.Generator, text_shift: bool = False
-    ) -> tuple:
+    ) -> tuple[Any, ...]:
         captions = list(context["captions"])[:n]
         return (captions[1:] + captions[:1] if text_shift else captions,)
 
@@ -136,7 +140,7 @@ class Metric(Part):
 
     kind = "metric"
 
-    def __init__(self, config):
+    def __init__(self, config: Any) -> None:
         self.config = config
 
     def check(self, evaluation: Any) -> None:
@@ -150,7 +154,7 @@ class Metric(Part):
         raise NotImplementedError
 
 
-class ImageCaptions(torch.utils.data.Dataset):
+class ImageCaptions(torch.utils.data.Dataset[tuple[Tensor, str]]):
     """An in-memory split: uint8 images [N, C, H, W] with one caption each (and optional labels).
 
     Items are ``(image in [-1, 1], caption)``; `batch(indices)` is the fast path pipelines use.
@@ -163,7 +167,7 @@ class ImageCaptions(torch.utils.data.Dataset):
         images: Tensor,
         captions: Sequence[str],
         attributes: dict[str, Tensor] | None = None,
-        attribute_names: dict[str, Sequence[str]] | None = None,
+        attribute_names: Mapping[str, Sequence[str]] | None = None,
     ):
         if images.dtype != torch.uint8 or images.ndim != 4:
             raise ValueError(f"images must be uint8 [N, C, H, W], got {images.dtype} {tuple(images.shape)}")
@@ -176,7 +180,7 @@ class ImageCaptions(torch.utils.data.Dataset):
     def __len__(self) -> int:
         return len(self.images)
 
-    def __getitem__(self, i: int):
+    def __getitem__(self, i: int) -> tuple[Tensor, str]:
         return to_float_images(self.images[i]), self.captions[i]
 
     def batch(self, indices: Tensor) -> tuple[Tensor, list[str]]:
@@ -216,7 +220,7 @@ class Dataset(Part):
     #: when a recipe lists none.
     suggested_metrics: ClassVar[tuple[str, ...]] = ("fid",)
 
-    def __init__(self, config):
+    def __init__(self, config: Any) -> None:
         self.config = config
 
     @property
@@ -245,7 +249,7 @@ class Dataset(Part):
         raise NotImplementedError
 
 
-def _threads(_, attribute, value) -> None:
+def _threads(_: Any, attribute: attrs.Attribute[Any], value: object) -> None:
     if isinstance(value, int) and value < 1:
         raise ValueError(f"'{attribute.name}' must be 'auto', 'once', 'adaptive' or a number >= 1, got {value}")
 
@@ -298,7 +302,7 @@ class Pipeline(Part):
     #: on a pipeline that draws none (``clip-pretrain``) is refused when the recipe is read.
     draws_images: ClassVar[bool] = True
 
-    def __init__(self, config):
+    def __init__(self, config: Any) -> None:
         self.config = config
 
     def setup(self, run: Run, state: dict[str, Any] | None) -> Training:
@@ -312,7 +316,7 @@ class Pipeline(Part):
 
         Trainer(run, self).fit()
 
-    def sampler(self, run: Run):
+    def sampler(self, run: Run) -> Callable[[Sequence[str], torch.Generator], Tensor]:
         raise NotImplementedError
 
     def check(self, image_size: int, channels: int, text_dim: int | None) -> None:

@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import re
 import tomllib
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 import attrs
 import tomli_w
@@ -19,6 +20,11 @@ from . import hints
 from .errors import RecipeError, UserError, did_you_mean
 from .registry import PartInfo, Registry
 from .schema import Invalid, param, structure, unstructure
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .parts import Part, Pipeline
+
+P = TypeVar("P", bound="Part", covariant=True)
 
 RECIPE_FILE = "recipe.toml"
 #: A run's name: 1 to 100 of letters, digits, '.', '_', '-', not starting with '.' or '-' (it names a directory under
@@ -155,8 +161,8 @@ COMMON_SECTIONS = {"sample": SampleConfig, "eval": EvalConfig, "log": LogConfig}
 
 
 @attrs.frozen
-class PartSpec:
-    info: PartInfo
+class PartSpec(Generic[P]):
+    info: PartInfo[P]
     config: Any
 
 
@@ -164,11 +170,12 @@ class PartSpec:
 class Recipe:
     source: str
     name: str
-    pipeline: PartSpec
+    pipeline: PartSpec[Pipeline]
     seed: int
     device: str
     description: str
-    parts: dict[str, PartSpec]
+    #: Section -> part; a section's kind is the pipeline's ``sections[section]``, known only when the recipe is read.
+    parts: dict[str, PartSpec[Any]]
     sample: SampleConfig
     eval: EvalConfig
     metric_settings: dict[str, Any] = attrs.field(
@@ -297,7 +304,7 @@ def resolve_source(target: str, registry: Registry) -> Path:
 
 
 def load_recipe(
-    target: str | Path, registry: Registry, overrides: list[str] = (), *, check_name: bool = True
+    target: str | Path, registry: Registry, overrides: Sequence[str] = (), *, check_name: bool = True
 ) -> Recipe:
     path = resolve_source(str(target), registry)
     return validate(
@@ -406,7 +413,7 @@ def validate(
                 f"remove it or use one of: {', '.join(known_tables)}",
             )
 
-    parts: dict[str, PartSpec] = {}
+    parts: dict[str, PartSpec[Any]] = {}
     for section, kind in pipeline_cls.sections.items():
         table = dict(tables.get(section, {}))
         if "name" not in table:

@@ -13,7 +13,7 @@ import os
 from collections.abc import Iterable
 from importlib import metadata
 from types import ModuleType
-from typing import Any
+from typing import Any, Generic, Literal, TypeVar, overload
 
 import attrs
 import pluggy
@@ -21,7 +21,7 @@ import pluggy
 from . import hints, hookspecs
 from .errors import RecipeError, UserError, did_you_mean
 from .markers import BUILTIN_DISTRIBUTION, ENTRY_POINT_GROUP, PROJECT, SELECT_ENV
-from .parts import KINDS, Part, TrainConfig
+from .parts import KINDS, Dataset, Metric, Part, Pipeline, TextEncoder, TrainConfig
 from .schema import bad_defaults
 
 #: Version of the hook API. A plugin module may declare ``DALLE_KIT_API = <int>``; another value is refused.
@@ -48,11 +48,14 @@ class PluginInfo:
     module: str
 
 
+P = TypeVar("P", bound=Part, covariant=True)
+
+
 @attrs.frozen
-class PartInfo:
+class PartInfo(Generic[P]):
     kind: str
     name: str
-    cls: type
+    cls: type[P]
     plugin: PluginInfo
 
     @property
@@ -75,12 +78,12 @@ class Registry:
 
     def __init__(self) -> None:
         #: Every kind of part: the core's (`dalle_kit.parts.KINDS`) and those plugins add through ``register_kinds``.
-        self.kinds: dict[str, type] = dict(KINDS)
+        self.kinds: dict[str, type[Part]] = dict(KINDS)
         self.kind_checks: dict[str, list] = {}
         self.kind_plugins: dict[str, PluginInfo] = {}
         #: Registration hooks by name -> kind: the core's, and those the kinds plugins add declare.
         self.kind_hooks: dict[str, str] = dict(HOOK_KINDS)
-        self.parts: dict[str, dict[str, PartInfo]] = {kind: {} for kind in KINDS}
+        self.parts: dict[str, dict[str, PartInfo[Part]]] = {kind: {} for kind in KINDS}
         self.recipes: dict[str, tuple[str, PluginInfo]] = {}
         self.plugins: list[PluginInfo] = []
         self.problems: list[Problem] = []
@@ -254,7 +257,7 @@ class Registry:
 
     def _part_register(self, info: PluginInfo, hook_kind: str | None):
         def register(cls: type, name: str | None = None) -> None:
-            kind = hook_kind or getattr(cls, "kind", "")
+            kind: str = hook_kind if hook_kind else getattr(cls, "kind", "")
             base = self.kinds.get(kind)
             if base is None:
                 self._problem(
@@ -328,7 +331,21 @@ class Registry:
         return self._pm.hook
 
     # ---------------------------------------------------------------- lookup
-    def get(self, kind: str, name: str, *, source: str = "recipe", key: str = "name") -> PartInfo:
+    # The core's kinds cannot be redefined and registration admits only subclasses of a kind's base, so the part
+    # found for a core kind is an instance of that base's class: the overloads say which.
+    @overload
+    def get(
+        self, kind: Literal["text_encoder"], name: str, *, source: str = ..., key: str = ...
+    ) -> PartInfo[TextEncoder]: ...
+    @overload
+    def get(self, kind: Literal["metric"], name: str, *, source: str = ..., key: str = ...) -> PartInfo[Metric]: ...
+    @overload
+    def get(self, kind: Literal["dataset"], name: str, *, source: str = ..., key: str = ...) -> PartInfo[Dataset]: ...
+    @overload
+    def get(self, kind: Literal["pipeline"], name: str, *, source: str = ..., key: str = ...) -> PartInfo[Pipeline]: ...
+    @overload
+    def get(self, kind: str, name: str, *, source: str = ..., key: str = ...) -> PartInfo[Part]: ...
+    def get(self, kind: str, name: str, *, source: str = "recipe", key: str = "name") -> PartInfo[Any]:
         """The part `name` of `kind`, or a one-line error with a "did you mean" and the choices."""
         if kind not in self.parts:
             raise RecipeError(
@@ -354,7 +371,7 @@ class Registry:
             "use one of: " + (", ".join(sorted(parts)) or "(none installed)"),
         )
 
-    def find(self, name: str) -> list[PartInfo]:
+    def find(self, name: str) -> list[PartInfo[Part]]:
         return [parts[name] for parts in self.parts.values() if name in parts]
 
     def recipe_path(self, name: str) -> str:

@@ -72,7 +72,7 @@ def _source_files(package: str) -> list[Path]:
     if spec is None:
         return []
     if spec.submodule_search_locations:
-        files = []
+        files: list[Path] = []
         for location in spec.submodule_search_locations:
             for folder, dirs, names in os.walk(location):
                 dirs[:] = [d for d in dirs if d != "__pycache__"]

@@ -205,7 +205,7 @@ class Run:
         self.interrupted = False
         self.results: dict = {}  # metric name -> MetricResult of the final evaluation
         self._reported: set[Path] = set()  # damaged checkpoints already reported
-        self._lock_file = None  # the open .lock while this process trains the run
+        self._lock_file: int | None = None  # the open .lock while this process trains the run
         self._t0 = time.monotonic()
         self._time_offset = 0.0
 
@@ -456,6 +456,7 @@ class Run:
         for exc in damaged:
             if exc.path in self._reported:
                 continue
+            assert found is not None  # a folder of only damaged files was refused above
             self._reported.add(exc.path)
             warnings.warn(
                 f"{exc.path}: damaged checkpoint ({exc.reason}); using {found[1]} (step {found[0]}) instead",

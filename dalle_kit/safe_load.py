@@ -24,7 +24,7 @@ import pickle
 import re
 import warnings
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 from .errors import UserError
 
@@ -137,7 +137,7 @@ def arrays_pickle(path: str | Path, *, fix: str = "", encoding: str = "latin1") 
         raise UnsafeFile(path, _why(exc, "arrays"), fix) from None
 
 
-def npy(path: str | Path, mmap_mode: str | None = None) -> np.ndarray:
+def npy(path: str | Path, mmap_mode: Literal["r+", "r", "w+", "c"] | None = None) -> np.ndarray:
     """A ``.npy`` array (object arrays, which are pickles, raise ValueError)."""
     import numpy as np
 

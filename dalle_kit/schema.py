@@ -18,7 +18,7 @@ import types
 import typing
 import warnings
 from pathlib import Path
-from typing import Any, Literal, Union
+from typing import Any, Literal, Union, cast
 
 import attrs
 
@@ -26,6 +26,9 @@ from . import hints
 from .errors import RecipeError, did_you_mean
 
 _MISSING = object()
+#: The class of ``attrs.Factory(...)`` defaults (attrs' stubs declare ``Factory`` as a function returning the
+#: factory's product, which `isinstance` cannot take).
+_FACTORY = cast("type[Any]", attrs.Factory)
 
 
 def param(default: Any = _MISSING, doc: str = "", *, validator=None, path: str | None = None):
@@ -191,7 +194,7 @@ def bad_defaults(cls: type) -> list[str]:
         default = field.default
         if default is attrs.NOTHING:
             continue
-        if isinstance(default, attrs.Factory):
+        if isinstance(default, _FACTORY):
             if default.takes_self:
                 continue
             default = default.factory()
@@ -256,7 +259,7 @@ def structure(
                 f"write {name} = <{type_name(field.type)}>"
                 + (
                     f", for example {name} = {_toml_repr(field.default)}"
-                    if field.default is not attrs.NOTHING and not isinstance(field.default, attrs.Factory)
+                    if field.default is not attrs.NOTHING and not isinstance(field.default, _FACTORY)
                     else ""
                 ),
             ) from None
@@ -309,7 +312,7 @@ def describe(cls: type) -> list[dict[str, str]]:
     for f in fields_of(cls):
         if f.default is attrs.NOTHING:
             default = "(required)"
-        elif isinstance(f.default, attrs.Factory):
+        elif isinstance(f.default, _FACTORY):
             default = _toml_repr(f.default.factory())
         else:
             default = _toml_repr(f.default) if f.default is not None else "(none)"

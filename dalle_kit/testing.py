@@ -19,7 +19,8 @@ import tempfile
 import tomllib
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from types import MethodType
+from typing import Any, NoReturn, cast
 
 import attrs
 import tomli_w
@@ -38,7 +39,7 @@ class ConformanceError(AssertionError):
     """A part breaks its kind's contract."""
 
 
-def fail(cls: type, check: str, message: str):
+def fail(cls: type[Part], check: str, message: str) -> NoReturn:
     """Raise the `ConformanceError` of `cls` failing `check` (for the checks a kind registers)."""
     raise ConformanceError(f"{cls.kind} '{cls.name or cls.__name__}' fails {check}: {message}")
 
@@ -56,7 +57,7 @@ class Harness:
     """How to build a network part of any kind and feed it a fixed batch: the kind's `example_inputs` and
     `expected_shape` (`dalle_kit.Part`), so the same checks serve the core's kinds and those plugins add."""
 
-    def __init__(self, cls: type, config: Any = None, captions: Sequence[str] = CAPTIONS, **context: Any):
+    def __init__(self, cls: type[Part], config: Any = None, captions: Sequence[str] = CAPTIONS, **context: Any):
         self.cls = cls
         self.config = config if config is not None else cls.Config()
         self.captions = list(captions)
@@ -82,6 +83,8 @@ class Harness:
             rng=torch.Generator().manual_seed(1),
             text_shift=text_shift,
         )
+        if args is None:  # what iterating None raised, with the reason
+            raise TypeError(f"{self.cls.kind} parts are not networks: their kind gives no example_inputs")
         dtype = next((p.dtype for p in model.parameters()), torch.float32)
         device = next((p.device for p in model.parameters()), torch.device("cpu"))
         return tuple(a.to(device, dtype) if isinstance(a, torch.Tensor) else a for a in args)
@@ -94,9 +97,9 @@ class Harness:
         return self.cls.expected_shape(model, n=len(self.captions), context=self.context)
 
 
-def is_network(cls: type) -> bool:
+def is_network(cls: type[Part]) -> bool:
     """Whether `cls`'s kind describes how to feed its parts (`Part.example_inputs`): then the network checks apply."""
-    return getattr(cls.example_inputs, "__func__", None) is not Part.example_inputs.__func__
+    return getattr(cls.example_inputs, "__func__", None) is not cast(MethodType, Part.example_inputs).__func__
 
 
 # --------------------------------------------------------------------------- checks for every kind
@@ -111,7 +114,7 @@ def check_registration(cls: type, config: Any = None, registry=None, **_: Any) -
         fail(cls, "registration", "`Config` is not an attrs class")
 
 
-def check_schema_roundtrip(cls: type, config: Any = None, **_: Any) -> None:
+def check_schema_roundtrip(cls: type[Part], config: Any = None, **_: Any) -> None:
     """config -> TOML -> config gives an equal config."""
     config = config if config is not None else cls.Config()
     try:
@@ -125,7 +128,7 @@ def check_schema_roundtrip(cls: type, config: Any = None, **_: Any) -> None:
 
 
 # --------------------------------------------------------------------------- checks for network parts
-def check_output_shape(cls: type, config: Any = None, **kw: Any) -> None:
+def check_output_shape(cls: type[Part], config: Any = None, **kw: Any) -> None:
     h = Harness(cls, config, **kw)
     model = h.build()
     if issubclass(cls, TextEncoder) and (not isinstance(getattr(model, "dim", None), int) or model.dim < 0):
@@ -136,7 +139,7 @@ def check_output_shape(cls: type, config: Any = None, **kw: Any) -> None:
         fail(cls, "output shape", f"got {tuple(out.shape)}, expected {expected}")
 
 
-def check_output_range(cls: type, config: Any = None, **kw: Any) -> None:
+def check_output_range(cls: type[Part], config: Any = None, **kw: Any) -> None:
     h = Harness(cls, config, **kw)
     out = h.run(h.build())
     if out.dtype != torch.float32:
@@ -153,7 +156,7 @@ def check_output_range(cls: type, config: Any = None, **kw: Any) -> None:
             )
 
 
-def check_gradients(cls: type, config: Any = None, **kw: Any) -> None:
+def check_gradients(cls: type[Part], config: Any = None, **kw: Any) -> None:
     h = Harness(cls, config, **kw)
     model = h.build()
     if issubclass(cls, TextEncoder) and not model.trainable:
@@ -174,7 +177,7 @@ def check_gradients(cls: type, config: Any = None, **kw: Any) -> None:
             )
 
 
-def check_conditioning(cls: type, config: Any = None, **kw: Any) -> None:
+def check_conditioning(cls: type[Part], config: Any = None, **kw: Any) -> None:
     """Different texts give different outputs (for an encoder: different captions, different vectors; an encoder of
     dim 0 declares no conditioning and is exempt)."""
     h = Harness(cls, config, **kw)
@@ -188,7 +191,7 @@ def check_conditioning(cls: type, config: Any = None, **kw: Any) -> None:
         fail(cls, "text conditioning", "changing the text does not change the output")
 
 
-def check_determinism(cls: type, config: Any = None, **kw: Any) -> None:
+def check_determinism(cls: type[Part], config: Any = None, **kw: Any) -> None:
     h = Harness(cls, config, **kw)
     outs = []
     for _ in range(2):
@@ -200,7 +203,7 @@ def check_determinism(cls: type, config: Any = None, **kw: Any) -> None:
         fail(cls, "determinism", "two builds under the same seed give different outputs")
 
 
-def check_state_roundtrip(cls: type, config: Any = None, **kw: Any) -> None:
+def check_state_roundtrip(cls: type[Part], config: Any = None, **kw: Any) -> None:
     """Weights (and extra JSON state) saved to safetensors and loaded into a fresh copy give the same outputs."""
     h = Harness(cls, config, **kw)
     a, b = h.build(seed=0), h.build(seed=1)
@@ -217,7 +220,7 @@ def check_state_roundtrip(cls: type, config: Any = None, **kw: Any) -> None:
             fail(cls, "state save/load", "a copy loaded from safetensors gives different outputs")
 
 
-def check_dtype_device(cls: type, config: Any = None, **kw: Any) -> None:
+def check_dtype_device(cls: type[Part], config: Any = None, **kw: Any) -> None:
     """`.to(float64)` (and `.to('cuda')` where there is a GPU) moves the whole part."""
     h = Harness(cls, config, **kw)
     model = h.build().eval().to(torch.float64)
@@ -261,7 +264,7 @@ def check_dataset_contract(
             )
         if not all(isinstance(c, str) and c.strip() for c in part.captions):
             fail(cls, "captions", f"split '{split}' has empty or non-string captions")
-        image, _ = part[0]
+        image = part[0][0]
         if image.min() < -1 or image.max() > 1:
             fail(cls, "item range", "items must be images in [-1, 1]")
     again = cls(config).load(splits[0])
@@ -304,14 +307,14 @@ CHECKS: dict[str, list[Callable[..., None]]] = {
 }
 
 
-def checks_for(cls: type, registry=None) -> list[Callable[..., None]]:
+def checks_for(cls: type[Part], registry=None) -> list[Callable[..., None]]:
     """Every check that applies to `cls`: the network checks when its kind says how to feed it, the core's checks
     of its kind, and those its kind registered (``register_kinds(register, checks=...)``)."""
     own = CHECKS.get(cls.kind, []) + _registry(registry).kind_checks.get(cls.kind, [])
     return (NETWORK_CHECKS if is_network(cls) else []) + own
 
 
-def check_part(cls: type, config: Any = None, *, registry=None, **kwargs: Any) -> None:
+def check_part(cls: type[Part], config: Any = None, *, registry=None, **kwargs: Any) -> None:
     """Run every check that applies to `cls`'s kind (keyword arguments go to the harness: image_size, captions, ...),
     the core's kinds and those that plugins add alike (`checks_for`), with `registry` (default: the installed
     plugins) for the kinds it knows."""

@@ -95,6 +95,7 @@ class Trainer:
         run, cfg = self.run, self.config
         main = distributed.is_main()
         hook = self.hook if main else None
+        assert self.threads is not None  # set by fit()
         self.threads.start()
         self.training = t = self.pipeline.setup(run, state)
         self._trained = list(t.modules)  # the pipeline's own (plugins such as EMA add theirs on rank 0 only)
@@ -126,7 +127,7 @@ class Trainer:
                 if hook:
                     hook.train_step_end(trainer=self, step=step, values=values)
                 if log_step:
-                    run.log(step, **values)
+                    run.log(step, kind="train", **values)
                 bar.set_postfix({k: f"{v:.4g}" for k, v in values.items()}, refresh=False)
                 bar.update(1)
                 if (count := self.threads.adapt()) is not None and main:
@@ -156,6 +157,7 @@ class Trainer:
         if self.saved_step == self.step:
             return
         t, run = self.training, self.run
+        assert t is not None and self.threads is not None  # saving starts after fit() set them and the setup ran
         if collective:
             trained = {key: t.modules[key] for key in self._trained}
             apart = distributed.differing_ranks(trained)
