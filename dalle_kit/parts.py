@@ -251,7 +251,7 @@ class Dataset(Part):
 
 def _threads(_: Any, attribute: attrs.Attribute[Any], value: object) -> None:
     if isinstance(value, int) and value < 1:
-        raise ValueError(f"'{attribute.name}' must be 'auto', 'once', 'adaptive' or a number >= 1, got {value}")
+        raise ValueError(f"'{attribute.name}' must be 'cpus', 'auto', 'once', 'adaptive' or a number >= 1, got {value}")
 
 
 @attrs.frozen
@@ -263,12 +263,13 @@ class TrainConfig:
     batch_size: int = param(64, "images per step", validator=attrs.validators.gt(0))
     log_every: int = param(25, "write losses to metrics.jsonl every this many steps", validator=attrs.validators.gt(0))
     checkpoint_every: int = param(500, "save a checkpoint every this many steps", validator=attrs.validators.gt(0))
-    threads: int | Literal["auto", "once", "adaptive"] = param(
-        "auto",
-        "CPU threads for torch: 'auto' takes the usable CPUs that other processes leave free and looks again "
-        "every 15 s (a resumed run starts with its saved count; bit-reproducible while the count stays, each "
-        "change logged); 'once' chooses once and keeps the count, on resume too; 'adaptive' is 'auto'; or a "
-        "number. An OMP_NUM_THREADS in the environment wins",
+    threads: int | Literal["cpus", "auto", "once", "adaptive"] = param(
+        "cpus",
+        "CPU threads for torch: 'cpus' (the default) one per CPU this process may use, whatever the load, so the "
+        "same recipe and seed give the same weights on the same machine; 'auto' takes the CPUs other processes "
+        "leave free and looks again every 15 s (shares a busy machine better; bit-reproducible only while the "
+        "count stays, each change logged); 'once' chooses that way once and keeps the count; 'adaptive' is "
+        "'auto'; or a number. A resumed run keeps its saved count; an OMP_NUM_THREADS in the environment wins",
         validator=_threads,
     )
     sync_batchnorm: bool = param(

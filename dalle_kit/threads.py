@@ -1,12 +1,15 @@
 """How many CPU threads torch trains with: the ``[train] threads`` setting.
 
-On a shared machine torch's default (one thread per core) is the worst choice: beside one busy process every
-2-thread step waits for the slower core, while 1 thread keeps most of that slowdown away
-(benchmarks/results/threads-contention.md). So by default (``"auto"``) the trainer looks, just before
-training, at the CPUs this process may use (affinity and cgroup quota) and at how many of them other processes keep
-busy (/proc/stat over a quarter of a second), and takes the free ones, at least one; then it looks again every
-`ADAPT_SECONDS` and follows: fewer threads when another process arrives, all of them again when it leaves.
+The thread count changes the order of float sums, so it decides whether two runs of one recipe and seed end with
+the same weights. By default (``"cpus"``) the trainer takes one thread per CPU this process may use (affinity and
+cgroup quota), whatever the load: the same recipe and seed on the same machine give the same weights bit for bit.
+On a shared machine that count is the slow choice: beside one busy process every 2-thread step waits for the slower
+core (benchmarks/results/threads-contention.md). The opt-in ``"auto"`` looks, just before training, at how many of
+those CPUs other processes keep busy (/proc/stat over a quarter of a second) and takes the free ones, at least one;
+then it looks again every `ADAPT_SECONDS` and follows: fewer threads when another process arrives, all of them again
+when it leaves.
 
+- ``"cpus"``: as above; a resumed run starts with the count saved in its checkpoint.
 - ``"auto"``: as above. A resumed run starts with the count saved in its checkpoint. The thread count changes float
   summation order, so a run is bit for bit reproducible (and a resumed run ends where the uninterrupted one does)
   while the count stays put, as it does on a machine nobody else uses; each change is logged as a ``threads`` row
@@ -20,7 +23,7 @@ busy (/proc/stat over a quarter of a second), and takes the free ones, at least 
 - a number: exactly that many threads.
 
 An ``OMP_NUM_THREADS`` in the environment (torchrun sets 1 per process) is an explicit choice and is kept
-whatever the setting, as is a count the caller set with ``torch.set_num_threads`` before a non-automatic run.
+whatever the setting.
 """
 
 from __future__ import annotations
@@ -101,7 +104,7 @@ def free_cpus_now() -> int:
 class ThreadPolicy:
     """Applies the setting at the start of training (`start`) and, when it adapts, during it (`adapt`)."""
 
-    AUTOMATIC = ("auto", "once", "adaptive")
+    AUTOMATIC = ("auto", "once", "adaptive")  # chosen from the load
 
     def __init__(self, setting: int | str, saved: int | None = None):
         self.setting = setting
@@ -122,6 +125,8 @@ class ThreadPolicy:
     def start(self) -> int:
         if isinstance(self.setting, int):
             self._set(self.setting)
+        elif self.setting == "cpus" and not self.explicit_env:
+            self._set(self.saved or usable_cpus())  # not the load: reproducible on this machine
         elif self.automatic:
             self._load = CpuLoad()
             if self.saved:

@@ -18,9 +18,9 @@ HERE = Path(__file__).parent
 PLUGIN_PACKAGES = HERE / "plugins"
 collect_ignore = ["plugins"]  # the test plugin packages carry their own tests, run from inside their own install
 
-# Every test trains with torch's own thread count, set explicitly: `[train] threads = "auto"` then keeps it (an
-# OMP_NUM_THREADS in the environment wins), so bit-exact comparisons between runs never depend on the machine's load
-# at the moment each run starts. tests/test_threads.py exercises the automatic choice with the variable removed.
+# Every test trains with torch's own thread count, set explicitly in the environment, which wins over any
+# `[train] threads` setting. tests/test_threads.py exercises the default and the automatic choice with the
+# variable removed.
 os.environ.setdefault("OMP_NUM_THREADS", str(__import__("torch").get_num_threads()))
 
 #: The unit tier (`pytest -m unit`, the inner loop): modules whose tests train nothing (schemas, refusals,

@@ -61,11 +61,48 @@ def test_explicit_environment_and_numbers_win(monkeypatch):
         torch.set_num_threads(before)
 
 
+def trained_state(recipe, runs, run_cli, *extra) -> dict:
+    code, _, err = run_cli("run", str(recipe), "--runs-dir", str(runs), "-q", "--stop-at", "10", *extra)
+    assert code == 0, err
+    (run_dir,) = runs.iterdir()
+    ((_, path),) = list_checkpoints(run_dir / "checkpoints")
+    return load_state(path)
+
+
+def test_default_threads_give_the_same_weights_whatever_the_load(tmp_path, run_cli, monkeypatch):
+    """The default ("cpus") does not look at the load: a run beside processes that keep every CPU busy ends with
+    the same weights, bit for bit, as the same run on its own."""
+    monkeypatch.delenv("OMP_NUM_THREADS")
+    before = torch.get_num_threads()
+    recipe = write_recipe(tmp_path, TINY.replace("every = 15", "every = 0"))
+    try:
+        alone = trained_state(recipe, tmp_path / "alone", run_cli)
+        spin = [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(threads.usable_cpus())]
+        try:
+            load = threads.CpuLoad()
+            time.sleep(0.5)
+            assert load.others() >= 0.5 * len(spin)  # every CPU busy: "auto" would have taken one thread
+            busy = trained_state(recipe, tmp_path / "busy", run_cli)
+        finally:
+            for process in spin:
+                process.kill()
+    finally:
+        torch.set_num_threads(before)
+    assert alone["trainer"]["threads"] == busy["trainer"]["threads"] == threads.usable_cpus()
+    assert alone["models"].keys() == busy["models"].keys()
+    for model, weights in alone["models"].items():
+        assert weights.keys() == busy["models"][model].keys()
+        for name, tensor in weights.items():
+            assert torch.equal(tensor, busy["models"][model][name]), f"{model}.{name}"
+
+
 def test_auto_is_saved_and_reused_on_resume(tmp_path, run_cli, monkeypatch):
     monkeypatch.delenv("OMP_NUM_THREADS")
     before = torch.get_num_threads()
     recipe = write_recipe(tmp_path, TINY.replace("every = 15", "every = 0"))
-    code, _, err = run_cli("run", str(recipe), "--runs-dir", str(tmp_path / "runs"), "-q", "--stop-at", "10")
+    code, _, err = run_cli(
+        "run", str(recipe), "--runs-dir", str(tmp_path / "runs"), "-q", "--stop-at", "10", "--set", "train.threads=auto"
+    )
     assert code == 0, err
     (run_dir,) = (tmp_path / "runs").iterdir()
     ((_, path),) = list_checkpoints(run_dir / "checkpoints")
@@ -139,7 +176,9 @@ def test_a_change_of_count_is_logged_and_saved(tmp_path, run_cli, monkeypatch):
     scripted_load(monkeypatch, itertools.chain([0.0], itertools.repeat(1.5)))  # alone at the start, then not
     before = torch.get_num_threads()
     recipe = write_recipe(tmp_path, TINY.replace("every = 15", "every = 0"))
-    code, _, err = run_cli("run", str(recipe), "--runs-dir", str(tmp_path / "runs"), "-q", "--stop-at", "6")
+    code, _, err = run_cli(
+        "run", str(recipe), "--runs-dir", str(tmp_path / "runs"), "-q", "--stop-at", "6", "--set", "train.threads=auto"
+    )
     assert code == 0, err
     assert torch.get_num_threads() == before
     (run_dir,) = (tmp_path / "runs").iterdir()
