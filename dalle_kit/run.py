@@ -366,21 +366,22 @@ class Run:
             kept = ", kept" if self.last_good_checkpoint() is not None else ""
             raise UserError(
                 f"step {step}: checkpoint not saved: {exc}; {self.last_good_text()}{kept}; "
-                f"then continue with dalle-kit run --resume {self.dir}"
+                f"then continue with {self.resume_command()}"
             ) from None
         for _, old in list_checkpoints(self.checkpoint_dir)[:-keep_last]:
             if old != path:
                 old.unlink(missing_ok=True)
         return path
 
-    def check_finite(self, step: int, state: dict[str, Any]) -> None:
-        """Raise a one-line `UserError` when `state` holds nan/inf or model weights beyond ``checkpoint.WEIGHT_BOUND``."""
+    def check_finite(self, step: int, state: dict[str, Any], fix: str = "lower [train] lr") -> None:
+        """Raise a one-line `UserError` when `state` holds nan/inf or model weights beyond ``checkpoint.WEIGHT_BOUND``;
+        `fix` is the pipeline's advice (``Training.divergence_fix``)."""
         bad = non_finite(state)
         if bad:
             more = f" and {len(bad) - 3} more" if len(bad) > 3 else ""
             raise UserError(
                 f"step {step}: the training state has diverged ({'; '.join(bad[:3])}{more}); not saved. "
-                f"{self.last_good_text()}; {self.retrain_advice('lower [train] lr or add grad_clip')}"
+                f"{self.last_good_text()}; {self.retrain_advice(fix)}"
             )
 
     def resume_command(self) -> str:
@@ -397,7 +398,7 @@ class Run:
             return "there is no good checkpoint yet"
         return f"the last good checkpoint is {found[1]} (step {found[0]})"
 
-    def diverged(self, step: int, losses: Any, fix: str = "lower [train] lr or add grad_clip") -> UserError:
+    def diverged(self, step: int, losses: Any, fix: str = "lower [train] lr") -> UserError:
         """The error a pipeline raises when a loss turns non-finite: names the step, the losses and the last good
         checkpoint; nothing is saved (``raise run.diverged(step, losses)``)."""
         if isinstance(losses, dict):

@@ -60,7 +60,7 @@ class Training:
     extra_state: Callable[[], dict[str, Any]] | None = None
     log_values: Callable[[int], dict[str, Any]] | None = None
     before_save: Callable[[int, dict[str, Any]], None] | None = None
-    divergence_fix: str = "lower [train] lr or add grad_clip"
+    divergence_fix: str = "lower [train] lr"
 
 
 class Trainer:
@@ -172,7 +172,9 @@ class Trainer:
             state = run.training_state(
                 models=t.modules, optimizers=t.optimizers, rngs=t.rngs, trainer={"threads": self.threads.count}, **extra
             )
-            run.check_finite(self.step, state)  # a diverged state reaches neither an export nor a checkpoint
+            run.check_finite(
+                self.step, state, fix=t.divergence_fix
+            )  # a diverged state reaches neither an export nor a checkpoint
             if t.before_save is not None:
                 t.before_save(self.step, state)
             run.save_checkpoint(self.step, state, checked=True)

@@ -237,6 +237,7 @@ class Diffusion(dalle_kit.Pipeline):
             return {"loss": loss.item(), "lr": opt.param_groups[0]["lr"]}
 
         return dalle_kit.Training(
+            divergence_fix="lower [train] lr or add [train] grad_clip",
             modules=modules,
             optimizers={"diffusion": opt},
             rngs={"data": data_rng, "noise": noise_rng},

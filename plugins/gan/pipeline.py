@@ -237,6 +237,7 @@ class GAN(dalle_kit.Pipeline):
             return values
 
         return dalle_kit.Training(
+            divergence_fix="lower [train] lr or add [train] grad_clip",
             modules=dict(parts),
             optimizers={"g": opt_g, "d": opt_d},
             rngs={"data": data_rng, "noise": noise_rng, "augment": aug_rng},
