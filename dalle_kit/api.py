@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import difflib
 import warnings
 from collections.abc import Sequence
 from contextlib import contextmanager
@@ -213,9 +214,19 @@ def sample(
     out: str | Path | None = None,
     seed: int = 0,
     registry: Registry | None = None,
+    settings: Sequence[str] = (),
 ) -> Path:
-    """Draw `n` images per prompt from the run's latest weights into one grid PNG."""
+    """Draw `n` images per prompt from the run's latest weights into one grid PNG. `settings` (``train.KEY=VALUE``)
+    change how the pipeline draws (a diffusion run's ``train.sample_steps``, ``train.guidance_scale``), validated
+    like a recipe's ``--set``; the run's files are not changed."""
     check_sample_request(prompts, n)
+    for setting in settings:
+        key = setting.partition("=")[0].strip()
+        if not key.startswith("train."):
+            raise UserError(
+                f"--set {setting}: sample changes only the pipeline's [train] settings (train.KEY=VALUE, e.g. "
+                "train.guidance_scale=1.0); the parts must stay as they were trained"
+            )
     if out is not None and Path(out).is_dir() and not Path(out).is_symlink():
         raise UserError(f"-o {out}: is a directory; name a PNG file, e.g. -o {Path(out) / 'sample.png'}")
     if out is not None:
@@ -225,8 +236,20 @@ def sample(
     warn_unknown_words(run, prompts)
     out = Path(out) if out else run.dir / "sample.png"
     check_target(out)
-    pipeline = run.recipe.pipeline.info.cls(run.recipe.train)
-    draw = pipeline.sampler(run)
+    train = run.recipe.train
+    if settings:
+        known = attrs.fields_dict(type(train))
+        for setting in settings:
+            key = setting.partition("=")[0].strip().removeprefix("train.")
+            if key not in known:
+                near = difflib.get_close_matches(key, known, n=1)
+                raise UserError(
+                    f"--set {setting}: unknown key '{key}' in pipeline '{run.recipe.pipeline.info.name}''s [train]"
+                    + (f" (did you mean '{near[0]}'?)" if near else "")
+                    + f"; see {hints.dalle_kit('plugins show ' + run.recipe.pipeline.info.name)}"
+                )
+        train = load_recipe(run.dir / RECIPE_FILE, registry, list(settings), check_name=False).train
+    draw = run.recipe.pipeline.info.cls(train).sampler(run)
     generator = torch.Generator().manual_seed(seed)
     with torch.inference_mode():
         images = draw([p for p in prompts for _ in range(n)], generator)

@@ -85,6 +85,34 @@ def test_trains_resumes_bit_for_bit_and_samples(tmp_path):
     assert out.exists()
 
 
+def test_sample_takes_the_pipelines_settings_with_set(tmp_path, run_cli):
+    """`dalle-kit sample --set train.KEY=VALUE` draws with other sampling settings (validated like a recipe's
+    --set), and leaves the run's recipe as it was."""
+    recipe = write_recipe(tmp_path, TINY_DIFFUSION.replace("steps = 8", "steps = 2"))
+    run_dir = api.train(str(recipe), runs_dir=tmp_path / "runs", quiet=True).dir
+    saved = (run_dir / "recipe.toml").read_text()
+    grids = {}
+    for name, settings in {
+        "default": [],
+        "guided": ["--set", "train.guidance_scale=1.0", "--set", "train.sampler=ddim"],
+    }.items():
+        code, out, err = run_cli(
+            "sample", run_dir, "a red circle", "-n", "2", "-o", tmp_path / f"{name}.png", *settings
+        )
+        assert code == 0, err
+        grids[name] = (tmp_path / f"{name}.png").read_bytes()
+    assert grids["default"] != grids["guided"]
+    assert (run_dir / "recipe.toml").read_text() == saved
+    for setting, words in [
+        ("train.guidance_scal=1", "unknown key"),
+        ("train.sample_steps=0", "sample_steps"),
+        ("denoiser.channels=[4, 8]", "only the pipeline's [train] settings"),
+    ]:
+        code, out, err = run_cli("sample", run_dir, "a red circle", "-o", tmp_path / "x.png", "--set", setting)
+        assert code == 2 and words in err and len(err.strip().splitlines()) == 1, err
+        assert not (tmp_path / "x.png").exists()
+
+
 @pytest.mark.parametrize(
     "change, words",
     [
