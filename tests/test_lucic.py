@@ -9,6 +9,7 @@ import pytest
 import torch
 
 import dalle_kit
+from conftest import SHAPES_16
 from dalle_kit import api
 from dalle_kit.checkpoint import latest_checkpoint, load_state
 from dalle_kit.evaluation import Evaluation, build_metrics, compute_metrics
@@ -18,22 +19,15 @@ PARTS = Registry.discover(select="").parts
 LOSSES = PARTS["loss"]
 
 #: The tiny shapes recipe of conftest with the study's networks at 16x16 (small widths) instead of dcgan.
-TINY_INFOGAN = """\
+TINY_INFOGAN = (
+    """\
 name = "tiny-infogan"
 pipeline = "gan"
 seed = 0
 
-[data]
-name = "shapes"
-train_size = 512
-test_size = 64
-size = 16
-
-[text_encoder]
-name = "bow"
-dim = 32
-embed_dim = 16
-
+"""
+    + SHAPES_16
+    + """
 [generator]
 name = "infogan"
 width = 8
@@ -54,6 +48,7 @@ checkpoint_every = 4
 prompts = ["a red circle"]
 every = 0
 """
+)
 
 
 @pytest.fixture
