@@ -234,14 +234,20 @@ def plugins_list():
 @plugins.command("show")
 @click.argument("name")
 def plugins_show(name):
-    """Parameters, types, defaults and docs of every part called NAME."""
+    """Parameters, types, defaults and docs of every part called NAME; for a kind (generator, dataset, ...), its
+    contract."""
     from .errors import did_you_mean
     from .registry_index import listing
 
     index = listing()
     found = [(kind, part) for kind, parts in index["parts"].items() for part in parts if part["name"] == name]
+    if not found and name in index["parts"]:
+        from .contracts import kind_reference
+
+        click.echo(kind_reference(name, _registry()), nl=False)
+        return
     if not found:
-        names = {part["name"] for parts in index["parts"].values() for part in parts}
+        names = {part["name"] for parts in index["parts"].values() for part in parts} | set(index["parts"])
         raise UserError(f"no part named '{name}'{did_you_mean(name, names)}; see `{hints.dalle_kit('plugins list')}`")
     for kind, part in found:
         click.echo(f"{kind} '{name}' from {part['origin']} ({part['where']})")

@@ -13,7 +13,7 @@ import typing
 
 import attrs
 
-from . import hookspecs, trainer
+from . import hints, hookspecs, trainer
 from .parts import KINDS, Part, TrainConfig
 from .registry import EVENT_HOOKS, Registry, public_name
 
@@ -102,6 +102,21 @@ def render() -> str:
     ]
     out += _kinds(added)
     return "\n".join(out).rstrip() + "\n"
+
+
+def kind_reference(kind: str, registry: Registry) -> str:
+    """The contract of one kind (`dalle-kit plugins show KIND`): where its base class is imported from, the plugin
+    and hook that register it, its docstring and members."""
+    base = registry.kinds[kind]
+    hooks = {k: hook for hook, k in registry.kind_hooks.items()}
+    origin = registry.kind_plugins.get(kind)
+    lines = _kinds({kind: (public_name(base), hooks.get(kind), base)})
+    if kind in KINDS or origin is None:
+        where = "a core kind of dalle-kit"
+    else:
+        where = f"added by {origin.name} ({origin.distribution})"
+    lines.insert(1, f"({where}; its parts: `{hints.dalle_kit('plugins list')}`; the reference: docs/contracts.md)")
+    return "\n".join(lines).rstrip() + "\n"
 
 
 def _kinds(kinds: dict[str, tuple[str, str | None, type]]) -> list[str]:

@@ -65,3 +65,14 @@ def test_contract_reference_is_generated_from_the_code():
         "check(image_size: int, channels: int, text_dim",
     ):
         assert needle in committed, needle
+
+
+def test_plugins_show_a_kind_prints_its_contract(run_cli):
+    code, out, err = run_cli("plugins", "show", "generator")
+    assert code == 0, err
+    assert "`dalle_kit_plugins.gan.Generator` (hook `register_generators(register)`)" in out
+    assert "added by gan.kinds (dalle-kit)" in out and "forward(z[B, latent_dim]" in out
+    code, out, err = run_cli("plugins", "show", "dataset")
+    assert code == 0 and "`dalle_kit.Dataset`" in out and "a core kind" in out
+    code, out, err = run_cli("plugins", "show", "generatr")
+    assert code == 2 and "did you mean 'generator'" in err
