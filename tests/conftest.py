@@ -31,6 +31,7 @@ UNIT_MODULES = {
     "test_cli_fast",
     "test_conformance_kit",
     "test_contracts",
+    "test_grid",
     "test_imagefolder",
     "test_losses",
     "test_metrics_auc",
