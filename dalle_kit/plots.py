@@ -15,6 +15,8 @@ from .files import atomic_write_bytes  # noqa: E402
 
 
 def read_jsonl(path: str | Path) -> list[dict]:
+    """The JSON objects of a metrics file, one a line; lines that are not an object (cut short by a crash, damaged,
+    a file that is not ours) are skipped."""
     path = Path(path)
     if not path.is_file():  # absent (or a FIFO, which would block the read)
         return []
@@ -22,9 +24,11 @@ def read_jsonl(path: str | Path) -> list[dict]:
     for line in path.read_text(encoding="utf-8", errors="replace").splitlines():
         if line.strip():
             try:
-                rows.append(json.loads(line))
+                row = json.loads(line)
             except json.JSONDecodeError:  # a line cut short by a crash
                 continue
+            if isinstance(row, dict):  # a stray number or list in a damaged file is no row
+                rows.append(row)
     return rows
 
 
