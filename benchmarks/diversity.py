@@ -34,6 +34,7 @@ from _common import Table, add_arguments, emit
 
 from dalle_kit.registry import get_registry
 from dalle_kit.run import Run
+from dalle_kit.trainer import Trainer, sampler
 from dalle_kit_plugins.data.shapes import ATTRIBUTES, COLOURS, SHAPES, parse_caption
 
 
@@ -64,8 +65,7 @@ def choose_prompts(run: Run, test, extra: int, seed: int) -> list[str]:
 
 
 def generated_spread(run: Run, prompts: list[str], per_prompt: int, seed: int) -> list[float]:
-    pipeline = run.recipe.pipeline.info.cls(run.recipe.train)
-    draw = pipeline.sampler(run)
+    draw = sampler(run)
     g = torch.Generator().manual_seed(seed)
     out = []
     with torch.inference_mode():
@@ -91,7 +91,7 @@ def short_prompt_objects(run: Run, per_prompt: int, seed: int) -> tuple[float, i
     """(fraction of draws with one solid object, prompts with at least 7 of 8 such draws, prompts) over the colour +
     shape captions."""
     prompts = [(f"a {c} {s}", c) for c in COLOURS for s in SHAPES]
-    draw = run.recipe.pipeline.info.cls(run.recipe.train).sampler(run)
+    draw = sampler(run)
     g = torch.Generator().manual_seed(seed)
     with torch.inference_mode():
         images = draw([p for p, _ in prompts for _ in range(per_prompt)], g)
@@ -103,8 +103,7 @@ def short_prompt_objects(run: Run, per_prompt: int, seed: int) -> tuple[float, i
 
 def noise_share(run: Run, captions: list[str]) -> float | None:
     """First-layer noise share of a dcgan generator (see the module doc); None for other generators."""
-    pipeline = run.recipe.pipeline.info.cls(run.recipe.train)
-    parts, _ = pipeline._load(run)
+    parts = Trainer.restore(run, run.recipe.pipeline.info.cls(run.recipe.train)).drawing_modules
     generator, encoder = parts["generator"], parts["text_encoder"]
     first = getattr(generator, "net", [None])[0]
     if not isinstance(first, torch.nn.ConvTranspose2d) or not hasattr(generator, "text_proj"):
@@ -157,7 +156,7 @@ def main() -> None:
         parser.error("name at least one run directory (or --smoke)")
     torch.set_grad_enabled(False)
     runs = [Run.open(d, registry, quiet=True) for d in args.runs]
-    test = runs[0].build_dataset().load("test")
+    test = runs[0].parts.dataset().load("test")
     prompts = choose_prompts(runs[0], test, args.prompts, args.seed)
     real = [real_spread(test, p) for p in prompts]
     gen = {d: generated_spread(r, prompts, args.per_prompt, args.seed) for d, r in zip(args.runs, runs)}
@@ -188,7 +187,7 @@ def main() -> None:
         ratio = sum(gen[d][i] / real[i] for i in kept) / len(kept)
         share = noise_share(run, test.captions)
         fraction, good, total = short_prompt_objects(run, args.per_prompt, args.seed)
-        steps = [r["step"] for r in run.read_metrics() if r["kind"] == "train"]
+        steps = [r["step"] for r in run.files.read_metrics() if r["kind"] == "train"]
         table.add(
             n,
             steps[-1] if steps else "-",

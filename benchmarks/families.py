@@ -36,7 +36,7 @@ DEFAULT_METRICS = {
     "mnist": ["fid", "kid", "prc", "intra-fid", "class-accuracy", "cas"],
     "fashion-mnist": ["fid", "kid", "prc", "intra-fid", "class-accuracy", "cas"],
 }
-DIFFUSION_SETTINGS = [{"steps": s, "guidance_scale": g} for g in (3.0, 1.0) for s in (25, 50)]
+DIFFUSION_SETTINGS = [{"sample_steps": s, "guidance_scale": g} for g in (3.0, 1.0) for s in (25, 50)]
 PROMPTS = [
     "a red circle",
     "a blue square",
@@ -125,6 +125,7 @@ def main() -> None:
     from dalle_kit.evaluation import Evaluation, build_metrics, compute_metrics
     from dalle_kit.registry import get_registry
     from dalle_kit.run import Run
+    from dalle_kit.trainer import sampler
 
     if args.recipes is None and not args.runs:
         args.recipes = ["shapes", "shapes-vae", "shapes-diffusion"]
@@ -146,7 +147,10 @@ def main() -> None:
             'sample.prompts=["a red circle"]',
             "sample.per_prompt=1",
         ]
-        settings_grid, extra = [{"steps": 2, "guidance_scale": 3.0}], {"shapes-diffusion": ["train.sample_steps=2"]}
+        settings_grid, extra = (
+            [{"sample_steps": 2, "guidance_scale": 3.0}],
+            {"shapes-diffusion": ["train.sample_steps=2"]},
+        )
     registry = get_registry()
     runs = [
         api.train(
@@ -174,10 +178,9 @@ def main() -> None:
         run = Run.open(run_dir, registry, quiet=True)
         dataset = run.recipe.parts["data"].info.name
         names = args.metrics or DEFAULT_METRICS.get(dataset, ["fid", "kid"])
-        pipeline = run.recipe.pipeline.info.cls(run.recipe.train)
-        train = [r for r in run.read_metrics() if r["kind"] == "train"]
+        train = [r for r in run.files.read_metrics() if r["kind"] == "train"]
         for setting in settings_grid if run.recipe.pipeline.info.name == "diffusion" else [{}]:
-            draw = pipeline.sampler(run, **setting)
+            draw = sampler(run, **setting)
             per_image = seconds_per_image(draw, prompts, per_prompt)
             first_rate = first_rate or per_image
             evaluation = Evaluation.from_run(
@@ -187,7 +190,7 @@ def main() -> None:
             results = compute_metrics(evaluation, metrics)
             protocols.update({f"{name}: {result.protocol.line()}": None for name, result in results.items()})
             label = run.recipe.name + (
-                f", {setting['steps']} steps, guidance {setting['guidance_scale']:g}" if setting else ""
+                f", {setting['sample_steps']} steps, guidance {setting['guidance_scale']:g}" if setting else ""
             )
             table.add(
                 label,
@@ -200,7 +203,7 @@ def main() -> None:
             )
     if args.calibrate and runs:
         run = Run.open(runs[0], registry, quiet=True)
-        data = run.build_dataset()
+        data = run.parts.dataset()
         real = data.load("train")
         names = args.metrics or DEFAULT_METRICS.get(run.recipe.parts["data"].info.name, ["fid", "kid"])
         n = args.num_samples

@@ -64,7 +64,7 @@ def hand_loop(recipe_name: str, batch: int, tmp: Path, overrides: Sequence[str] 
     t, run, recipe = training(recipe_name, batch, "standard", tmp, overrides)  # only for its freshly built networks
     encoder, G, D = t.modules["text_encoder"], t.modules["generator"], t.modules["discriminator"]
     cfg = recipe.train
-    train_set = run.build_dataset().load("train")
+    train_set = run.parts.dataset().load("train")
     opt_g = torch.optim.Adam([p for p in G.parameters() if p.requires_grad], lr=cfg.lr, betas=cfg.betas)
     opt_d = torch.optim.Adam(
         [p for p in D.parameters() if p.requires_grad] + [p for p in encoder.parameters() if p.requires_grad],

@@ -42,7 +42,10 @@ _LAZY = {
     "adam_betas": "schema",
     "finite_positive": "schema",
     "finite_nonnegative": "schema",
+    "Run": "run",
     "resolve_run_dir": "run",
+    "stream_seed": "run",
+    "evaluate_run": "evaluation",
     "free_cpus_now": "threads",
 }
 
@@ -81,6 +84,9 @@ __all__ = [
     "free_cpus_now",
     "one_line",
     "resolve_run_dir",
+    "Run",
+    "evaluate_run",
+    "stream_seed",
     "Dataset",
     "ImageCaptions",
     "Metric",

@@ -14,13 +14,15 @@ import torch
 from . import hints, progress
 from .errors import UserError
 from .files import check_target
-from .evaluation import check_metrics
+from .evaluation import check_metrics, evaluate_configured
 from .grid import save_grid
 from .checkpoint import atomic_write_text
 from .recipe import RECIPE_FILE, load_recipe, parse_override
 from .registry import Registry, get_registry
 from . import distributed
-from .run import Run, check_parts, pick_device, resolve_run_dir
+from .building import check_parts, pick_device
+from .run import Run, resolve_run_dir
+from .trainer import Trainer
 
 DEFAULT_RECIPE = "default"
 #: The most images one `sample` call draws (prompts x -n): a grid beyond it is unreadable and may exhaust memory.
@@ -47,43 +49,43 @@ def train(
     if resume is not None:
         if target is not None:
             raise UserError("give either a recipe or --resume RUN_DIR, not both")
-        run = open_for_resume(resume, overrides, stop_at=stop_at, quiet=quiet, registry=registry)
+        run = open_for_resume(resume, overrides, quiet=quiet, registry=registry)
     else:
-        run = create_checked(target, overrides, stop_at=stop_at, runs_dir=runs_dir, quiet=quiet, registry=registry)
-        run.lock()
-    return _train(run)
+        run = create_checked(target, overrides, runs_dir=runs_dir, quiet=quiet, registry=registry)
+        run.files.lock()
+    return _train(run, stop_at)
 
 
-def open_for_resume(resume, overrides, *, stop_at, quiet, registry) -> Run:
+def open_for_resume(resume, overrides, *, quiet, registry) -> Run:
     """The run in `resume`, locked, its recipe extended by ``--set train.steps=N``."""
-    run = Run.open(resume, registry, stop_at=stop_at, quiet=quiet)
+    run = Run.open(resume, registry, quiet=quiet)
     check_extension(overrides)
-    run.lock()  # one trainer per run directory
+    run.files.lock()  # one trainer per run directory
     try:
-        last = run.load_checkpoint(prefixes=())
+        last = run.checkpoints.load(prefixes=())
         if last is None:
             raise UserError(f"{resume}: has no checkpoint to resume from (checkpoints/ is empty)")
         if overrides:
             extend(run, overrides, last["step"], registry)
     except BaseException:
-        run.unlock()
+        run.files.unlock()
         raise
     return run
 
 
-def create_checked(target, overrides, *, stop_at, runs_dir, quiet, registry) -> Run:
+def create_checked(target, overrides, *, runs_dir, quiet, registry) -> Run:
     """A new run directory for the recipe, made only after the recipe, its data, parts and metrics check out."""
     recipe = load_recipe(target or DEFAULT_RECIPE, registry, overrides)
     recipe = pin(recipe, registry)
     # Data or a metric that cannot be had here (missing files, weights) stops now, before a run directory.
     probe = Run(Path(runs_dir), recipe, registry, quiet=quiet)  # quiet: no progress of a metric's check
     if "data" in recipe.parts:
-        probe.build_dataset().check()
+        probe.parts.dataset().check()
     check_parts(recipe)  # a part whose constructor fails (a size it does not support) stops here too
     check_metrics(probe)
     if recipe.train.sync_batchnorm and probe.device.type != "cuda":
         raise UserError("[train] sync_batchnorm = true needs CUDA (torch's SyncBatchNorm); set it false on the CPU")
-    return Run.create(recipe, registry, runs_dir, stop_at=stop_at, quiet=quiet)
+    return Run.create(recipe, registry, runs_dir, quiet=quiet)
 
 
 def _train_distributed(target, overrides, *, resume, stop_at, runs_dir, quiet, registry) -> Run:
@@ -99,12 +101,10 @@ def _train_distributed(target, overrides, *, resume, stop_at, runs_dir, quiet, r
         if distributed.is_main():
             try:
                 if resume is not None:
-                    run = open_for_resume(resume, overrides, stop_at=stop_at, quiet=quiet, registry=registry)
+                    run = open_for_resume(resume, overrides, quiet=quiet, registry=registry)
                 else:
-                    run = create_checked(
-                        target, overrides, stop_at=stop_at, runs_dir=runs_dir, quiet=quiet, registry=registry
-                    )
-                    run.lock()
+                    run = create_checked(target, overrides, runs_dir=runs_dir, quiet=quiet, registry=registry)
+                    run.files.lock()
                 path = str(run.dir)
             except UserError as exc:
                 error = str(exc)
@@ -112,29 +112,30 @@ def _train_distributed(target, overrides, *, resume, stop_at, runs_dir, quiet, r
         if error is not None:
             raise UserError(error)
         if not distributed.is_main():
-            run = Run.open(path, registry, stop_at=stop_at, quiet=True)
-        return _train(run)
+            run = Run.open(path, registry, quiet=True)
+        return _train(run, stop_at)
     finally:
         distributed.shutdown()
 
 
-def _train(run: Run) -> Run:
+def _train(run: Run, stop_at: int | None = None) -> Run:
     try:
-        if run.writes:
+        if run.files.writes:
             progress.done()
             run.say(f"run directory: {run.dir}")  # first, so the grids can be watched while it trains
             progress.phase("preparing: data, text encoder, networks", quiet=run.quiet)  # the training bar ends it
         torch.manual_seed(run.recipe.seed)
-        pipeline = run.recipe.pipeline.info.cls(run.recipe.train)
-        with flush_denormals(), run.catch_interrupt():
-            pipeline.train(run)
-        run.plot()
-        final = run.load_checkpoint(prefixes=()) if run.writes else None
+        trainer = Trainer(run, run.recipe.pipeline.info.cls(run.recipe.train), stop_at=stop_at)
+        with flush_denormals():
+            trainer.fit()
+        run.interrupted = trainer.interrupted
+        run.files.plot(run.recipe.name)
+        final = run.checkpoints.load(prefixes=()) if run.files.writes else None
         if not run.interrupted and final is not None and final["step"] >= run.recipe.train.steps:
             with flush_denormals():
-                run.results = run.evaluate()
+                run.results = evaluate_configured(run)
     finally:
-        run.unlock()  # held while this process trains and evaluates the run (a crash or kill releases it too)
+        run.files.unlock()  # held while this process trains and evaluates the run (a crash or kill releases it too)
     return run
 
 
@@ -249,7 +250,7 @@ def sample(
                     + f"; see {hints.dalle_kit('plugins show ' + run.recipe.pipeline.info.name)}"
                 )
         train = load_recipe(run.dir / RECIPE_FILE, registry, list(settings), check_name=False).train
-    draw = run.recipe.pipeline.info.cls(train).sampler(run)
+    draw = Trainer.restore(run, run.recipe.pipeline.info.cls(train)).sampler()
     generator = torch.Generator().manual_seed(seed)
     with torch.inference_mode():
         images = draw([p for p in prompts for _ in range(n)], generator)
@@ -262,7 +263,7 @@ def warn_unknown_words(run: Run, prompts: Sequence[str]) -> None:
     spec = run.recipe.parts.get("text_encoder")
     if spec is None:
         return
-    state = run.load_checkpoint(prefixes=("extra",))
+    state = run.checkpoints.load(prefixes=("extra",))
     saved = ((state or {}).get("extra") or {}).get("text_encoder")
     unknown = spec.info.cls.unknown_words(saved, prompts)
     if unknown:

@@ -339,7 +339,7 @@ def _run_cells(
                 raise KeyboardInterrupt
             # The run's own training clock (it carries over a resumed cell's earlier stretches): wall time here
             # would count only what this call trained.
-            trained = [r for r in run.read_metrics() if r.get("kind") == "train"]
+            trained = [r for r in run.files.read_metrics() if r.get("kind") == "train"]
             record["train_seconds"] = round(trained[-1]["time"], 1) if trained else None
             echo(f"[{n}/{len(cells)}] {cell.label}: evaluating {', '.join(grid.metrics)} on {grid.num_samples} samples")
             t1 = time.monotonic()

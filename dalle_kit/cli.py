@@ -89,7 +89,7 @@ def run(recipe, overrides, resume, stop_at, runs_dir, quiet, nproc):
         result = api.train(recipe, overrides, resume=resume, stop_at=stop_at, runs_dir=runs_dir, quiet=quiet)
     finally:
         progress.done()
-    if not result.writes:  # another rank of a multi-process run: rank 0 reports
+    if not result.files.writes:  # another rank of a multi-process run: rank 0 reports
         return
     if result.results:
         from .evaluation import format_result
@@ -150,7 +150,7 @@ def recipe():
 def recipe_check(file, overrides):
     """Validate FILE against the installed parts without running anything."""
     from .recipe import load_recipe
-    from .run import check_parts
+    from .building import check_parts
 
     r = load_recipe(file, _registry(), overrides)
     if "data" in r.parts:  # data files present (or downloadable)

@@ -36,12 +36,12 @@ def eval_cmd(run_dir, metrics, num_samples, seed, as_json, quiet):
         run = Run.open(run_dir, get_registry(), quiet=quiet)  # quiet: no progress bars on stderr
         # an unknown metric name is refused before the lock is taken (its file rewritten) or anything computed
         run_metrics(run, metrics)
-        run.lock()  # its rows go to metrics.jsonl, which a trainer resuming the run rewrites: one writer at a time
+        run.files.lock()  # its rows go to metrics.jsonl, which a trainer resuming the run rewrites: one writer at a time
         try:
             progress.phase("loading the weights, checking the metrics", quiet=quiet)
             results = evaluate_run(run, list(metrics) or None, num_samples, seed=seed)
         finally:
-            run.unlock()
+            run.files.unlock()
     finally:
         progress.done()
     if as_json:

@@ -34,6 +34,7 @@ from . import hints, progress
 from .cache import ContentCache, default_root, file_digest
 from .errors import RecipeError, UserError
 from .parts import ImageCaptions, to_unit255_images
+from .trainer import Trainer
 
 if TYPE_CHECKING:  # pragma: no cover
     from .parts import Dataset, Metric
@@ -164,7 +165,7 @@ class Evaluation:
         pipeline = run.recipe.pipeline.info.cls(run.recipe.train)
 
         def sampler():
-            return draw if draw is not None else pipeline.sampler(run)
+            return draw if draw is not None else Trainer.restore(run, pipeline).sampler()
 
         def critic():
             make = getattr(pipeline, "critic", None)
@@ -174,12 +175,12 @@ class Evaluation:
                     "image-caption pairs) to evaluate; drop the metric that needs one"
                 )
             judge, label = make(run)
-            found = run.good_checkpoint()
+            found = run.checkpoints.good()
             step, digest = (found[0], file_digest(found[1])) if found else (0, "")
             return judge, f"{label} (step {step})", digest
 
         return cls(
-            run.build_dataset(),
+            run.parts.dataset(),
             num_samples=num_samples,
             seed=seed,
             sampler=sampler,
@@ -187,7 +188,7 @@ class Evaluation:
             device=run.device,
             cache_root=cache_root,
             metric_names=metric_names,
-            quiet=run.quiet or not run.writes,
+            quiet=run.quiet or not run.files.writes,
         )
 
     def progress(self, total: int | None, desc: str, unit: str = "it"):
@@ -365,7 +366,7 @@ def evaluate_run(
     num_samples = num_samples or run.recipe.eval.num_samples
     seed = run.recipe.seed if seed is None else seed
     if step is None:
-        state = run.load_checkpoint(prefixes=())
+        state = run.checkpoints.load(prefixes=())
         if state is None and draw is None:
             raise UserError(f"{run.dir}: no checkpoint to evaluate yet; train first with {hints.dalle_kit('run')}")
         step = int(state["step"]) if state is not None else 0
@@ -397,7 +398,7 @@ def check_metrics(run: Run, metrics: Sequence[str] | None = None) -> None:
         return
     built = build_metrics(names, run.registry, source=f"{run.dir}: [eval] metrics", settings=run.recipe.metric_settings)
     evaluation = Evaluation(
-        run.build_dataset(),
+        run.parts.dataset(),
         num_samples=run.recipe.eval.num_samples,
         seed=run.recipe.seed,
         device=run.device,

@@ -81,18 +81,34 @@ def register_recipes(register: Callable[[str, str | Path], None]) -> None:
     """Register recipes shipped with a plugin: ``register(name, path_to_toml)``."""
 
 
+@hookspec
+def register_settings(register: Callable[[str, type], None]) -> None:
+    """Declare a recipe table ``[hooks.<name>]`` that a plugin's training events read: ``register(name, Config)``,
+    ``Config`` an attrs class whose fields are made with `dalle_kit.param`. The table is validated like a part's
+    settings when a recipe is read (a misspelled key is one line naming it), written with every default into the
+    run's recipe.toml, and read as ``trainer.run.recipe.hooks[name]`` (a ``Config``; its defaults when the recipe
+    has no such table)."""
+
+
 # ---------------------------------------------------------------------------- training events
 # Called by `dalle_kit.trainer.Trainer` for every pipeline built on it, in this order. ``trainer`` gives
-# ``run`` (the run directory's services), ``pipeline``, ``config`` (the recipe's [train] table), ``step``,
-# ``training`` (the pipeline's modules, optimizers and RNGs), ``sampling_modules``, ``checkpoint()``,
+# ``run`` (the recipe and the run's services), ``pipeline``, ``config`` (the recipe's [train] table), ``step``,
+# ``training`` (the pipeline's modules and optimizers), ``sampling_modules``, ``checkpoint()``,
 # ``drawing()`` and ``request_stop(reason)``. EMA, sample grids and mid-run evaluation are built-in
 # plugins on these events.
 
 
 @hookspec
+def modules_built(trainer: Trainer) -> None:
+    """After the pipeline's setup built its modules and before a checkpoint is loaded into them: when training
+    starts, and when a trained run is restored to sample, evaluate or judge (`Trainer.restore`). Add modules to
+    ``trainer.training.modules`` (saved and restored with the run, as EMA's average is) and put the ones images
+    should be drawn with in ``trainer.sampling_modules``."""
+
+
+@hookspec
 def train_start(trainer: Trainer) -> None:
-    """Once, after the pipeline's setup and before the checkpoint is restored: add modules to
-    ``trainer.training.modules`` (saved and restored with the run, as EMA's average is) or prepare state."""
+    """Once, after `modules_built` and before the checkpoint is restored: prepare a plugin's own state."""
 
 
 @hookspec
@@ -103,7 +119,7 @@ def train_step_end(trainer: Trainer, step: int, values: dict[str, float]) -> Non
 
 @hookspec
 def train_checkpoint(trainer: Trainer, step: int) -> None:
-    """After the checkpoint of ``step`` is written (``trainer.run.checkpoint_dir``)."""
+    """After the checkpoint of ``step`` is written (``trainer.run.checkpoints.folder``)."""
 
 
 @hookspec

@@ -19,7 +19,9 @@ from .api import DEFAULT_RECIPE, check_extension
 from .errors import UserError
 from .recipe import load_recipe
 from .registry import get_registry
-from .run import STOP_SIGNALS, Run, pick_device
+from .building import pick_device
+from .run import Run
+from .trainer import STOP_SIGNALS
 
 
 def launch(nproc: int, args: Sequence[str], target: str | None, overrides: Sequence[str], resume: str | None) -> int:

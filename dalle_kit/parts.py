@@ -7,7 +7,7 @@ Parts are constructed as ``Part(config, **context)`` where the context keywords 
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 import attrs
@@ -44,6 +44,9 @@ class Part:
     output_range: ClassVar[tuple[float, float] | None] = None
     #: For network kinds: the positions of `example_inputs` that must receive gradients (a discriminator's images).
     grad_inputs: ClassVar[tuple[int, ...]] = ()
+    #: For network kinds: whether the output depends on the text (checked: other texts give another output); False
+    #: for a kind that reads no text, such as an objective comparing images.
+    conditioned: ClassVar[bool] = True
 
     if TYPE_CHECKING:  # pragma: no cover
         # How every part is built (each kind's base defines the constructor it documents); for the type checker only.
@@ -284,11 +287,10 @@ class Pipeline(Part):
     `TrainConfig` subclass (registration refuses a Config without its fields).
 
     ``sections`` maps each recipe table the pipeline needs to the kind of part it names. A pipeline
-    supplies ``setup(run, state) -> dalle_kit.trainer.Training`` (its networks, optimizers, RNGs, one training
-    step and how to draw) and the core `Trainer` runs the loop; `train(run)` may instead be overridden to run
-    a loop of its own. `sampler(run)` returns a callable ``(prompts, rng) -> images in [-1, 1]`` built
-    from the run's latest weights. A pipeline with a critic may also offer ``critic(run) ->
-    (images, captions) -> logits`` (used by d-roc-auc).
+    supplies ``setup(run, state) -> dalle_kit.Training`` (its networks, optimizers, one training step and how
+    to draw) and the core `Trainer` runs the loop. Sampling and evaluation build the same `Training` from the
+    run's newest checkpoint (`Trainer.restore`), so a pipeline has one build path. A pipeline with a critic may
+    also offer ``critic(run) -> ((images, captions) -> logits, label)`` (used by d-roc-auc).
     """
 
     kind = "pipeline"
@@ -307,18 +309,10 @@ class Pipeline(Part):
         self.config = config
 
     def setup(self, run: Run, state: dict[str, Any] | None) -> Training:
-        """Build the networks (restoring a fitted text encoder's vocabulary from ``state["extra"]`` when resuming;
-        the trainer then loads the weights, optimizers and RNGs), and return them with the training step."""
-        raise NotImplementedError(f"pipeline '{self.name}' defines neither setup() nor train()")
-
-    def train(self, run: Run) -> None:
-        """Train the run to ``[train] steps`` (resuming from its checkpoint): the core `Trainer` on `setup`."""
-        from .trainer import Trainer
-
-        Trainer(run, self).fit()
-
-    def sampler(self, run: Run) -> Callable[[Sequence[str], torch.Generator], Tensor]:
-        raise NotImplementedError
+        """Build the networks (from ``run.parts``; a fitted text encoder's vocabulary restored from
+        ``state["extra"]`` when `state`, the run's checkpoint, is given: the trainer then loads the weights,
+        optimizers and random streams) and return them with the training step and how to draw."""
+        raise NotImplementedError(f"pipeline '{self.name}' defines no setup()")
 
     def check(self, image_size: int, channels: int, text_dim: int | None) -> None:
         """Raise `UserError` (one line, naming the recipe key and the fix) when the models this pipeline builds

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import re
 import tomllib
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
@@ -19,6 +20,7 @@ import tomli_w
 from . import hints
 from .errors import RecipeError, UserError, did_you_mean
 from .registry import PartInfo, Registry
+from .rundir import RECIPE_FILE
 from .schema import Invalid, param, structure, unstructure
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -26,7 +28,6 @@ if TYPE_CHECKING:  # pragma: no cover
 
 P = TypeVar("P", bound="Part", covariant=True)
 
-RECIPE_FILE = "recipe.toml"
 #: A run's name: 1 to 100 of letters, digits, '.', '_', '-', not starting with '.' or '-' (it names a directory under
 #: the runs folder, so no path separators, NUL bytes, '..' or unicode look-alikes).
 NAME_RE = re.compile(r"[A-Za-z0-9_][A-Za-z0-9._-]{0,99}")
@@ -182,6 +183,8 @@ class Recipe:
         factory=dict
     )  # metric name -> its Config, from [eval.<metric>] tables
     log: LogConfig = attrs.field(factory=LogConfig)
+    #: ``[hooks.<name>]`` tables that plugins declare (`register_settings`): name -> its Config, defaults filled in.
+    hooks: dict[str, Any] = attrs.field(factory=dict)
     init_from: str = ""
     finetune: str = "full"
     lora_rank: int = 4
@@ -214,6 +217,8 @@ class Recipe:
         data["log"] = unstructure(self.log)
         for metric, config in self.metric_settings.items():
             data["eval"][metric] = unstructure(config)
+        if self.hooks:
+            data["hooks"] = {name: unstructure(config) for name, config in self.hooks.items()}
         return data
 
     def dumps(self) -> str:
@@ -403,6 +408,7 @@ def validate(
         **{s: "part" for s in pipeline_cls.sections},
         "train": "train",
         **{s: "common" for s in COMMON_SECTIONS},
+        "hooks": "hooks",
     }
     for section in tables:
         if section not in known_tables:
@@ -478,6 +484,8 @@ def validate(
             ignore_unknown=not check_name,
         )
 
+    hooks = hook_settings(tables.get("hooks", {}), registry, source, base_dir, strict=check_name)
+
     if top["init_from"] and not getattr(pipeline_cls, "finetunes", False):
         raise RecipeError(
             source,
@@ -511,4 +519,36 @@ def validate(
         finetune=top["finetune"],
         lora_rank=top["lora_rank"],
         log=log,
+        hooks=hooks,
     )
+
+
+def hook_settings(
+    table: dict[str, Any], registry: Registry, source: str, base_dir: Path | None, *, strict: bool
+) -> dict[str, Any]:
+    """Every ``[hooks.<name>]`` table the installed plugins declare, structured by its Config (its defaults where the
+    recipe has none). A table no installed plugin declares is one `RecipeError`, or, in a run directory's recipe
+    (``strict=False``: written where another plugin was installed), a warning and ignored."""
+    out = {}
+    for name, given in table.items():
+        if name not in registry.settings or not isinstance(given, dict):
+            declared = ", ".join(f"[hooks.{n}]" for n in registry.settings) or "none"
+            if not strict:
+                warnings.warn(f"{source}: [hooks.{name}] is declared by no installed plugin; ignored", stacklevel=3)
+                continue
+            raise RecipeError(
+                source,
+                f"[hooks.{name}]",
+                "no installed plugin declares these settings" + did_you_mean(name, registry.settings),
+                f"install the plugin that reads it or remove the table (declared here: {declared})",
+            )
+    for name, (config, _) in registry.settings.items():
+        out[name] = structure(
+            config,
+            table.get(name, {}),
+            source=source,
+            section=f"hooks.{name}",
+            base_dir=base_dir,
+            ignore_unknown=not strict,
+        )
+    return out

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import inspect
 import os
+import re
 from collections.abc import Iterable
 from importlib import metadata
 from types import ModuleType
@@ -25,7 +26,9 @@ from .parts import KINDS, Dataset, Metric, Part, Pipeline, TextEncoder, TrainCon
 from .schema import bad_defaults
 
 #: Version of the hook API. A plugin module may declare ``DALLE_KIT_API = <int>``; another value is refused.
-HOOK_API_VERSION = 1
+#: 2: the run a pipeline receives is split into services (``run.parts``, ``run.rng``, ``run.checkpoints``,
+#: ``run.files``), `Training` has no ``rngs``, pipelines have no ``sampler`` (`Trainer.restore`).
+HOOK_API_VERSION = 2
 
 #: The registration hook of each of the core's kinds; a kind a plugin adds may bring its own (``register_kinds``).
 HOOK_KINDS = {
@@ -34,9 +37,17 @@ HOOK_KINDS = {
     "register_datasets": "dataset",
     "register_pipelines": "pipeline",
 }
-REGISTER_HOOKS = ["register_kinds", *HOOK_KINDS, "register_parts", "register_recipes"]
+REGISTER_HOOKS = ["register_kinds", *HOOK_KINDS, "register_parts", "register_recipes", "register_settings"]
 #: Events of a run (see `dalle_kit.trainer`); called while training and evaluating, not at discovery.
-EVENT_HOOKS = ["train_start", "train_step_end", "train_checkpoint", "train_step_saved", "train_end", "run_evaluated"]
+EVENT_HOOKS = [
+    "modules_built",
+    "train_start",
+    "train_step_end",
+    "train_checkpoint",
+    "train_step_saved",
+    "train_end",
+    "run_evaluated",
+]
 HOOK_NAMES = [*REGISTER_HOOKS, *EVENT_HOOKS]
 
 
@@ -85,6 +96,8 @@ class Registry:
         self.kind_hooks: dict[str, str] = dict(HOOK_KINDS)
         self.parts: dict[str, dict[str, PartInfo[Part]]] = {kind: {} for kind in KINDS}
         self.recipes: dict[str, tuple[str, PluginInfo]] = {}
+        #: Recipe tables ``[hooks.<name>]`` that plugins declare (`register_settings`): name -> (Config, plugin).
+        self.settings: dict[str, tuple[type, PluginInfo]] = {}
         self.plugins: list[PluginInfo] = []
         self.problems: list[Problem] = []
         self._pm = pluggy.PluginManager(PROJECT)
@@ -193,12 +206,20 @@ class Registry:
     def hook_names(self) -> list[str]:
         """Every hook a plugin may implement: the core's and the registration hooks of the kinds plugins added."""
         extra = [h for h in self.kind_hooks if h not in HOOK_KINDS]
-        return ["register_kinds", *HOOK_KINDS, *extra, "register_parts", "register_recipes", *EVENT_HOOKS]
+        return [
+            "register_kinds",
+            *HOOK_KINDS,
+            *extra,
+            "register_parts",
+            "register_recipes",
+            "register_settings",
+            *EVENT_HOOKS,
+        ]
 
     def _call_hooks(self) -> None:
         self._call("register_kinds")  # first: the kinds (and their registration hooks) the rest may name
         self._check_hook_names()
-        for hook_name in [*self.kind_hooks, "register_parts", "register_recipes"]:
+        for hook_name in [*self.kind_hooks, "register_parts", "register_recipes", "register_settings"]:
             self._call(hook_name)
 
     def _call(self, hook_name: str) -> None:
@@ -210,6 +231,8 @@ class Registry:
                 continue
             if hook_name == "register_recipes":
                 register = self._recipe_register(info)
+            elif hook_name == "register_settings":
+                register = self._settings_register(info)
             elif hook_name == "register_kinds":
                 register = self._kind_register(info)
             else:
@@ -310,6 +333,32 @@ class Registry:
                 )
                 return
             self.parts[kind][name] = PartInfo(kind, name, cls, info)
+
+        return register
+
+    def _settings_register(self, info: PluginInfo):
+        def register(name: str, config: type) -> None:
+            if not isinstance(name, str) or not re.fullmatch(r"[a-z][a-z0-9_-]*", name):
+                self._problem(
+                    info, f"settings name {name!r} is not a table name", "use lower-case letters, digits, '-'"
+                )
+            elif name in self.settings:
+                owner = self.settings[name][1]
+                self._problem(
+                    info,
+                    f"settings [hooks.{name}] are already declared by {owner.name} ({owner.distribution})",
+                    f"rename the table in {info.distribution}",
+                )
+            elif not attrs.has(config):
+                self._problem(
+                    info, f"settings [hooks.{name}]: Config is not an attrs class", "declare it with @attrs.frozen"
+                )
+            elif wrong := bad_defaults(config):
+                self._problem(
+                    info, f"settings [hooks.{name}]: default {wrong[0]}", "make the default match the annotation"
+                )
+            else:
+                self.settings[name] = (config, info)
 
         return register
 

@@ -22,7 +22,7 @@ from .errors import UserError
 from .pages import esc
 from .plots import read_jsonl
 from .recipe import RECIPE_FILE
-from .run import METRICS_FILE, PARTS_FILE
+from .rundir import METRICS_FILE, PARTS_FILE
 
 REPORT_FILE = "report.html"
 _GRID_NAME = re.compile(r"step-(\d+)\.png")

@@ -15,6 +15,7 @@ from pathlib import Path
 
 from .errors import UserError
 from .files import atomic_write_text
+from .registry import HOOK_API_VERSION
 
 HEADER = '''\
 """{dist}: dalle-kit plugin. Each class below is one part; the hooks at the end register them."""
@@ -198,7 +199,7 @@ def part_name(name: str, kind: str, kinds: list[str], made: dict[str, dict[str, 
     return name if len(kinds) == 1 else f"{name}-{made[kind]['suffix']}"
 
 
-def new_plugin(name: str, kinds: list[str], directory: str | Path = ".", api: int = 1) -> Path:
+def new_plugin(name: str, kinds: list[str], directory: str | Path = ".", api: int = HOOK_API_VERSION) -> Path:
     """Write the package for plugin `name` under `directory`; returns its folder."""
     if not re.fullmatch(r"[a-z][a-z0-9-]*", name):
         raise UserError(

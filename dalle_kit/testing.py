@@ -168,7 +168,8 @@ def check_gradients(cls: type[Part], config: Any = None, **kw: Any) -> None:
     if not out.requires_grad:
         fail(cls, "gradients", "the output is detached from the parameters (no grad_fn)")
     out.float().square().mean().backward()
-    if not any(p.grad is not None and p.grad.abs().sum() > 0 for p in model.parameters()):
+    params = list(model.parameters())
+    if params and not any(p.grad is not None and p.grad.abs().sum() > 0 for p in params):
         fail(cls, "gradients", "no parameter receives a gradient from the output")
     for i in cls.grad_inputs:
         if args[i].grad is None or args[i].grad.abs().sum() == 0:
@@ -179,10 +180,10 @@ def check_gradients(cls: type[Part], config: Any = None, **kw: Any) -> None:
 
 def check_conditioning(cls: type[Part], config: Any = None, **kw: Any) -> None:
     """Different texts give different outputs (for an encoder: different captions, different vectors; an encoder of
-    dim 0 declares no conditioning and is exempt)."""
+    dim 0, and a kind whose ``conditioned`` is False, declare no conditioning and are exempt)."""
     h = Harness(cls, config, **kw)
     model = h.build()
-    if issubclass(cls, TextEncoder) and model.dim == 0:  # declared unconditional: no vector to differ
+    if not cls.conditioned or (issubclass(cls, TextEncoder) and model.dim == 0):  # declared unconditional
         return
     model.eval()
     with torch.no_grad():
@@ -221,9 +222,12 @@ def check_state_roundtrip(cls: type[Part], config: Any = None, **kw: Any) -> Non
 
 
 def check_dtype_device(cls: type[Part], config: Any = None, **kw: Any) -> None:
-    """`.to(float64)` (and `.to('cuda')` where there is a GPU) moves the whole part."""
+    """`.to(float64)` (and `.to('cuda')` where there is a GPU) moves the whole part (one with neither parameters nor
+    buffers, such as an objective, has nothing to move)."""
     h = Harness(cls, config, **kw)
     model = h.build().eval().to(torch.float64)
+    if next(model.parameters(), None) is None and next(model.buffers(), None) is None:
+        return
     try:
         with torch.no_grad():
             out = h.run(model)

@@ -22,6 +22,7 @@ from dalle_kit.evaluation import Evaluation
 from dalle_kit.recipe import load_recipe
 from dalle_kit.registry import Registry, get_registry
 from dalle_kit.run import Run
+from dalle_kit.trainer import sampler
 from dalle_kit.testing import check_part
 from dalle_kit_plugins.clip.models import CONFIG_FILE, WEIGHTS_FILE, tiny_config
 from dalle_kit_plugins.data.shapes import Shapes
@@ -67,19 +68,19 @@ def pretrained(runs) -> Run:
 
 
 def test_pretrain_learns_and_writes_an_open_clip_folder(pretrained):
-    rows = [r for r in pretrained.read_metrics() if r["kind"] == "train"]
+    rows = [r for r in pretrained.files.read_metrics() if r["kind"] == "train"]
     assert [r["step"] for r in rows] == list(range(20, 161, 20))
     assert all(math.isfinite(r["loss"]) for r in rows)
     assert rows[-1]["contrastive_acc"] > rows[0]["contrastive_acc"] + 0.05, [r["contrastive_acc"] for r in rows]
     # the exported weights are the latest checkpoint's model, loadable by open_clip itself
     exported = load_file(pretrained.dir / WEIGHTS_FILE)
-    state = load_state(latest_checkpoint(pretrained.checkpoint_dir)[1])
+    state = load_state(latest_checkpoint(pretrained.checkpoints.folder)[1])
     assert exported.keys() == state["models"]["clip"].keys()
     assert all(torch.equal(exported[k], state["models"]["clip"][k]) for k in exported)
     assert json.loads((pretrained.dir / CONFIG_FILE).read_text())["model_cfg"]["embed_dim"] == 64
     open_clip.create_model(f"local-dir:{pretrained.dir}")
     with pytest.raises(dalle_kit.UserError, match="draws no images"):
-        pretrained.recipe.pipeline.info.cls(pretrained.recipe.train).sampler(pretrained)
+        sampler(pretrained)
 
 
 def test_pretrain_resume_matches_uninterrupted(tmp_path, run_cli):
@@ -99,17 +100,17 @@ def test_pretrain_resume_matches_uninterrupted(tmp_path, run_cli):
     ]
     full = api.train("shapes-clip-pretrain", brief, runs_dir=tmp_path / "full", quiet=True)
     part = api.train("shapes-clip-pretrain", brief, stop_at=3, runs_dir=tmp_path / "part", quiet=True)
-    assert latest_checkpoint(part.checkpoint_dir)[0] == 3
+    assert latest_checkpoint(part.checkpoints.folder)[0] == 3
     code, _, err = run_cli("run", "--resume", part.dir, "-q")
     assert code == 0, err
-    a, b = (load_state(latest_checkpoint(r.checkpoint_dir)[1]) for r in (full, part))
+    a, b = (load_state(latest_checkpoint(r.checkpoints.folder)[1]) for r in (full, part))
     assert a["step"] == b["step"] == 8
     for key, tensor in a["models"]["clip"].items():
         assert torch.equal(tensor, b["models"]["clip"][key]), f"{key} differs after resume"
     for index, values in a["optim"]["clip"]["state"].items():
         for name, value in values.items():
             assert torch.equal(value, b["optim"]["clip"]["state"][index][name])
-    rows_a, rows_b = full.read_metrics(), Run.open(part.dir, get_registry()).read_metrics()
+    rows_a, rows_b = full.files.read_metrics(), Run.open(part.dir, get_registry()).files.read_metrics()
     assert [(r["step"], r["loss"], r["contrastive_acc"]) for r in rows_a] == [
         (r["step"], r["loss"], r["contrastive_acc"]) for r in rows_b
     ]
@@ -230,12 +231,12 @@ def test_gan_trains_on_the_pretrained_encoder(pretrained, runs):
     recorded = load_recipe(run.dir, get_registry())
     assert recorded.parts["text_encoder"].config.pretrained == str(pretrained.dir)
     assert recorded.metric_settings["clip-score"].pretrained == str(pretrained.dir)
-    rows = [r for r in run.read_metrics() if r["kind"] == "train"]
+    rows = [r for r in run.files.read_metrics() if r["kind"] == "train"]
     assert len(rows) == 4 and all(math.isfinite(r["loss_d"]) and math.isfinite(r["loss_g"]) for r in rows)
     scored = run.results["clip-score"].values  # the recipe's [eval.clip-score] table reaches the metric
     assert 0 <= scored["clip_score"] <= 100 and scored["clip_score_real"] > scored["clip_score_real_shuffled"]
     # the frozen encoder is saved unchanged with the GAN, so the run keeps the text tower it trained with
-    saved = load_state(latest_checkpoint(run.checkpoint_dir)[1])["models"]["text_encoder"]
+    saved = load_state(latest_checkpoint(run.checkpoints.folder)[1])["models"]["text_encoder"]
     exported = load_file(pretrained.dir / WEIGHTS_FILE)
     assert all(torch.equal(v, exported[k.removeprefix("clip.")]) for k, v in saved.items())
     images = api.sample(run.dir, ["a red circle"], n=2, out=runs / "gan" / "sample.png")

@@ -13,6 +13,7 @@ from dalle_kit import api
 from dalle_kit.checkpoint import latest_checkpoint, load_state
 from dalle_kit.registry import get_registry
 from dalle_kit.run import Run
+from dalle_kit import trainer
 from dalle_kit.testing import check_part
 
 TINY_DIFFUSION = (
@@ -59,8 +60,8 @@ def test_trains_resumes_bit_for_bit_and_samples(tmp_path):
     full = api.train(str(recipe), runs_dir=tmp_path / "full", quiet=True)
     part = api.train(str(recipe), stop_at=4, runs_dir=tmp_path / "part", quiet=True)
     part = api.train(resume=part.dir, runs_dir=tmp_path / "part", quiet=True)
-    a = load_state(latest_checkpoint(full.checkpoint_dir)[1])
-    b = load_state(latest_checkpoint(part.checkpoint_dir)[1])
+    a = load_state(latest_checkpoint(full.checkpoints.folder)[1])
+    b = load_state(latest_checkpoint(part.checkpoints.folder)[1])
     assert a["step"] == b["step"] == 8
     assert set(a["models"]) == {"text_encoder", "denoiser", "null_text", "denoiser_ema"}
     for net in a["models"]:
@@ -69,12 +70,11 @@ def test_trains_resumes_bit_for_bit_and_samples(tmp_path):
     assert (full.dir / "samples" / "step-00000008.png").exists()
 
     run = Run.open(full.dir, get_registry(), quiet=True)
-    pipeline = run.recipe.pipeline.info.cls(run.recipe.train)
     prompts = ["a red circle", "a blue square"]
     images = {}
     for sampler in ("ddim", "dpm-solver"):
         for scale in (1.0, 3.0):
-            draw = pipeline.sampler(run, sampler=sampler, guidance_scale=scale, steps=3)
+            draw = trainer.sampler(run, sampler=sampler, guidance_scale=scale, sample_steps=3)
             images[sampler, scale] = draw(prompts, torch.Generator().manual_seed(0))
             again = draw(prompts, torch.Generator().manual_seed(0))
             assert images[sampler, scale].shape == (2, 3, 16, 16) and torch.equal(images[sampler, scale], again)

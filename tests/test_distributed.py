@@ -121,7 +121,7 @@ def test_gan_options_that_call_networks_several_times_keep_the_ranks_identical(t
 
 
 def test_a_pipeline_that_does_not_share_gradients_is_stopped(tmp_path, plugin_site):
-    # The third-party `paint` pipeline calls its network directly, not through run.parallel: its ranks drift apart
+    # The third-party `paint` pipeline calls its network directly, not through run.parts.parallel: its ranks drift apart
     # and the trainer says so at the first checkpoint instead of saving one rank's weights as the run's.
     from test_trainer import PAINT
 

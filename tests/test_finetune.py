@@ -9,6 +9,7 @@ from dalle_kit import api
 from dalle_kit.checkpoint import latest_checkpoint, load_state
 from dalle_kit.registry import get_registry
 from dalle_kit.run import Run
+from dalle_kit.trainer import sampler
 
 SHORT = ["train.steps=6", "sample.every=0", "train.checkpoint_every=6"]
 
@@ -38,7 +39,7 @@ def finetune(source, tmp_path, mode, *extra):
 
 
 def finetune_row(run) -> dict:
-    (row,) = [r for r in run.read_metrics() if r["kind"] == "finetune"]
+    (row,) = [r for r in run.files.read_metrics() if r["kind"] == "finetune"]
     return row
 
 
@@ -80,7 +81,7 @@ def test_lora_keeps_base_weights_and_trains_adapters(source, tmp_path):
     assert torch.equal(after["generator"]["net.0.weight"], before["generator"]["net.0.weight"])
     assert after["generator"]["text_proj.0.parametrizations.weight.0.up"].abs().sum() > 0
     # the run samples (adapters rebuilt before its weights are read) and resumes
-    draw = run.recipe.pipeline.info.cls(run.recipe.train).sampler(Run.open(run.dir, get_registry(), quiet=True))
+    draw = sampler(Run.open(run.dir, get_registry(), quiet=True))
     images = draw(["a red circle"] * 2, torch.Generator().manual_seed(0))
     assert images.shape == (2, 3, 32, 32) and torch.isfinite(images).all()
 
@@ -154,5 +155,5 @@ def test_vae_pipeline_finetunes_with_lora(tmp_path, capsys):
     before, after = weights(source.dir), weights(run.dir)
     assert torch.equal(after["generator"]["fc.weight"], before["generator"]["fc.weight"])  # frozen
     assert after["generator"]["text_proj.0.parametrizations.weight.0.up"].abs().sum() > 0  # adapters trained
-    draw = run.recipe.pipeline.info.cls(run.recipe.train).sampler(Run.open(run.dir, get_registry(), quiet=True))
+    draw = sampler(Run.open(run.dir, get_registry(), quiet=True))
     assert torch.isfinite(draw(["a red circle"], torch.Generator().manual_seed(0))).all()

@@ -11,6 +11,7 @@ from dalle_kit import api
 from dalle_kit.checkpoint import latest_checkpoint, load_state
 from dalle_kit.registry import get_registry
 from dalle_kit.run import Run
+from dalle_kit.trainer import Trainer
 from dalle_kit_plugins.gan.diffaugment import color, cutout, diff_augment, translation
 
 EVERYTHING = [
@@ -27,11 +28,11 @@ EVERYTHING = [
 
 
 def final_state(run) -> dict:
-    return load_state(latest_checkpoint(run.checkpoint_dir)[1])
+    return load_state(latest_checkpoint(run.checkpoints.folder)[1])
 
 
 def train_rows(run) -> list[dict]:
-    return [r for r in run.read_metrics() if r["kind"] == "train"]
+    return [r for r in run.files.read_metrics() if r["kind"] == "train"]
 
 
 def test_all_options_train_and_resume_exactly(tiny_recipe, tmp_path, run_cli):
@@ -57,7 +58,7 @@ def test_all_options_train_and_resume_exactly(tiny_recipe, tmp_path, run_cli):
     ema = {k[len("module.") :]: v for k, v in a["models"]["generator_ema"].items() if k.startswith("module.")}
     assert any(not torch.equal(ema[k], v) for k, v in a["models"]["generator"].items() if v.is_floating_point())
     pipeline = full.recipe.pipeline.info.cls(full.recipe.train)
-    parts, _ = pipeline._load(Run.open(full.dir, get_registry(), quiet=True))
+    parts = Trainer.restore(Run.open(full.dir, get_registry(), quiet=True), pipeline).drawing_modules
     for key, tensor in parts["generator"].state_dict().items():
         assert torch.equal(tensor, ema[key]), key
 
@@ -74,8 +75,7 @@ def test_same_seed_same_weights_on_cpu(tiny_recipe, tmp_path):
 
 def _noise_spread(run) -> float:
     """Mean L1 distance between two images of the same prompt drawn with different noise (training-mode batch norm)."""
-    pipeline = run.recipe.pipeline.info.cls(run.recipe.train)
-    parts, _ = pipeline._load(run)
+    parts = Trainer.restore(run, run.recipe.pipeline.info.cls(run.recipe.train)).drawing_modules
     encoder, generator = parts["text_encoder"], parts["generator"]
     g = torch.Generator().manual_seed(0)
     with torch.no_grad():

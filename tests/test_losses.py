@@ -82,5 +82,5 @@ def test_ragan_values_and_training_gets_real_logits(tiny_recipe, tmp_path, monke
         quiet=True,
     )
     assert seen == [(torch.Size([32]), torch.Size([32]))] * 4
-    rows = [r for r in run.read_metrics() if r.get("kind") == "train"]
+    rows = [r for r in run.files.read_metrics() if r.get("kind") == "train"]
     assert rows and all(math.isfinite(r["loss_g"]) for r in rows)

@@ -300,8 +300,8 @@ def test_began_resumes_bit_exact_with_its_k(infogan_recipe, tmp_path, run_cli):
     part = api.train(str(infogan_recipe), overrides, stop_at=4, runs_dir=runs / "part", quiet=True)
     code, _, err = run_cli("run", "--resume", part.dir, "-q")
     assert code == 0, err
-    a = load_state(latest_checkpoint(full.checkpoint_dir)[1])
-    b = load_state(latest_checkpoint(part.checkpoint_dir)[1])
+    a = load_state(latest_checkpoint(full.checkpoints.folder)[1])
+    b = load_state(latest_checkpoint(part.checkpoints.folder)[1])
     assert a["step"] == b["step"] == 8
     for net in ("generator", "discriminator"):
         for key, tensor in a["models"][net].items():
@@ -313,7 +313,7 @@ def test_began_resumes_bit_exact_with_its_k(infogan_recipe, tmp_path, run_cli):
 @pytest.mark.parametrize("loss", ["minimax", "wgan", "dragan"])
 def test_study_losses_train_with_infogan(loss, infogan_recipe, tmp_path):
     run = api.train(str(infogan_recipe), [f"loss.name={loss}", "train.steps=3"], runs_dir=tmp_path / "runs", quiet=True)
-    rows = [r for r in run.read_metrics() if r.get("kind") == "train"]
+    rows = [r for r in run.files.read_metrics() if r.get("kind") == "train"]
     assert rows and all(math.isfinite(r["loss_d"]) and math.isfinite(r["loss_g"]) for r in rows)
 
 

@@ -49,7 +49,7 @@ def run_dir(tmp_path_factory):
 
 
 def eval_rows(run_dir) -> list[dict]:
-    return [r for r in Run.open(run_dir, get_registry()).read_metrics() if r.get("kind") == "eval"]
+    return [r for r in Run.open(run_dir, get_registry()).files.read_metrics() if r.get("kind") == "eval"]
 
 
 def test_evaluate_run_logs_each_score_with_its_protocol(run_dir):

@@ -93,7 +93,7 @@ def test_the_core_trainer_trains_exactly_as_the_loops_it_replaced(family, tmp_pa
     finally:
         torch.set_num_threads(threads)
     old = load_state(latest_checkpoint(FIXTURES / family / "checkpoints")[1])
-    new = load_state(latest_checkpoint(run.checkpoint_dir)[1])
+    new = load_state(latest_checkpoint(run.checkpoints.folder)[1])
     assert old["step"] == new["step"] and sorted(old["models"]) == sorted(new["models"])
     for net, tensors in old["models"].items():
         for key, tensor in tensors.items():

@@ -66,7 +66,7 @@ def test_isolation_problems_are_reported(third_party):
         "notapart (dalle-kit-notapart 0.0.1):" in text
         and "is not a subclass of dalle_kit_plugins.gan.Generator" in text
     )
-    assert "oldapi (dalle-kit-oldapi 0.0.1): built for dalle-kit hook API 0, this dalle-kit provides hook API 1" in text
+    assert "oldapi (dalle-kit-oldapi 0.0.1): built for dalle-kit hook API 0, this dalle-kit provides hook API 2" in text
     # the rest still works: the built-in hinge wins, the clashing plugin's other part arrives, the example loads
     assert registry.parts["loss"]["hinge"].plugin.distribution == "dalle-kit"
     assert registry.parts["loss"]["dcgan"].plugin.distribution == "dalle-kit-clash"
@@ -122,7 +122,7 @@ ISOLATION_CASES = {
     "misspelled": "'register_generater' is not a dalle_kit hook (did you mean 'register_generators'?)",
     "badsig": "invalid hook: register_losses() takes 'config', but the hook passes only 'register'",
     "notapart": "'NotAGenerator' registered as a generator is not a subclass of dalle_kit_plugins.gan.Generator",
-    "oldapi": "built for dalle-kit hook API 0, this dalle-kit provides hook API 1",
+    "oldapi": "built for dalle-kit hook API 0, this dalle-kit provides hook API 2",
 }
 
 

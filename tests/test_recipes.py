@@ -61,7 +61,7 @@ DEFAULT_SUITE = {"shapes"}
 def test_recipe_beats_its_untrained_start(recipe, tmp_path):
     steps, extra, gain = RECIPES[recipe]
     start, end, run = brief(recipe, steps, extra, tmp_path)
-    rows = [r for r in run.read_metrics() if r["kind"] == "train"]
+    rows = [r for r in run.files.read_metrics() if r["kind"] == "train"]
     assert rows and all(math.isfinite(r["loss_d"]) and math.isfinite(r["loss_g"]) for r in rows)
     assert rows[-1]["step"] == steps
     assert end >= start + gain, f"{recipe}: text-alignment {start:.3f} at step 1 -> {end:.3f} at step {steps}"
@@ -78,7 +78,7 @@ def test_finetune_recipe_keeps_its_source_and_trains_few_parameters(tmp_path, mo
     before = alignment(source.dir)
     run = api.train("shapes-finetune", [*BRIEF, "train.steps=150"], runs_dir="runs", quiet=True)
     assert run.recipe.init_from == str(source.dir)
-    (row,) = [r for r in run.read_metrics() if r["kind"] == "finetune"]
+    (row,) = [r for r in run.files.read_metrics() if r["kind"] == "finetune"]
     assert row["mode"] == "lora" and 0 < row["trainable"] < row["total"] / 10
     assert f"{row['trainable']:,} of {row['total']:,} parameters train" in capsys.readouterr().out
     after = alignment(run.dir)

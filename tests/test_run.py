@@ -15,6 +15,7 @@ from dalle_kit.checkpoint import latest_checkpoint, load_state
 from dalle_kit.recipe import load_recipe
 from dalle_kit.registry import get_registry
 from dalle_kit.run import Run
+from dalle_kit.trainer import sampler
 
 
 def test_tiny_run_writes_everything(tiny_recipe, tmp_path, run_cli):
@@ -81,7 +82,7 @@ def test_conditioning_red_vs_blue(tiny_recipe, tmp_path):
         "data.train_size=2048",
     ]
     run = api.train(str(tiny_recipe), overrides, runs_dir=tmp_path / "runs", quiet=True)
-    draw = run.recipe.pipeline.info.cls(run.recipe.train).sampler(Run.open(run.dir, get_registry(), quiet=True))
+    draw = sampler(Run.open(run.dir, get_registry(), quiet=True))
     g = torch.Generator().manual_seed(0)
     red = _redness(draw(["a red circle"] * 32 + ["a red square"] * 32, g))
     blue = _redness(draw(["a blue circle"] * 32 + ["a blue square"] * 32, g))
@@ -92,8 +93,8 @@ def test_conditioning_red_vs_blue(tiny_recipe, tmp_path):
 
 def same_models(run_a: Run, run_b: Run, *, step: int) -> tuple[dict, dict]:
     """Assert both runs' latest checkpoints are at `step` with bit-identical networks; returns the two states."""
-    a = load_state(latest_checkpoint(run_a.checkpoint_dir)[1])
-    b = load_state(latest_checkpoint(run_b.checkpoint_dir)[1])
+    a = load_state(latest_checkpoint(run_a.checkpoints.folder)[1])
+    b = load_state(latest_checkpoint(run_b.checkpoints.folder)[1])
     assert a["step"] == b["step"] == step
     for net in ("generator", "discriminator", "text_encoder"):
         for key, tensor in a["models"][net].items():
@@ -105,7 +106,7 @@ def test_resume_matches_uninterrupted(tiny_recipe, tmp_path, run_cli):
     runs = tmp_path / "runs"
     full = api.train(str(tiny_recipe), runs_dir=runs / "full", quiet=True)
     part = api.train(str(tiny_recipe), stop_at=12, runs_dir=runs / "part", quiet=True)
-    assert latest_checkpoint(part.checkpoint_dir)[0] == 12
+    assert latest_checkpoint(part.checkpoints.folder)[0] == 12
     code, out, err = run_cli("run", "--resume", part.dir, "-q")
     assert code == 0, err
     a, b = same_models(full, part, step=30)
@@ -130,7 +131,7 @@ def test_extending_a_finished_run_matches_a_longer_one(tiny_recipe, tmp_path, ru
     runs = tmp_path / "runs"
     full = api.train(str(tiny_recipe), runs_dir=runs / "full", quiet=True)
     short = api.train(str(tiny_recipe), ["train.steps=10"], runs_dir=runs / "short", quiet=True)
-    assert latest_checkpoint(short.checkpoint_dir)[0] == 10
+    assert latest_checkpoint(short.checkpoints.folder)[0] == 10
     code, out, err = run_cli("run", "--resume", short.dir, "--set", "train.steps=30", "-q")
     assert code == 0, err
     assert load_recipe(short.dir / "recipe.toml", get_registry(), check_name=False).train.steps == 30
@@ -150,7 +151,7 @@ def test_extending_refuses_other_changes_and_fewer_steps(tiny_recipe, tmp_path, 
         assert code == 2 and message in err and "Traceback" not in err, (args, err)
         assert len(err.strip().splitlines()) == 1, err
     assert (run.dir / "recipe.toml").read_bytes() == recipe_before  # nothing rewritten by a refused extension
-    assert latest_checkpoint(run.checkpoint_dir)[0] == 10
+    assert latest_checkpoint(run.checkpoints.folder)[0] == 10
 
 
 def test_extending_refuses_a_schedule_tied_to_steps(tiny_recipe, tmp_path, run_cli):
@@ -159,7 +160,7 @@ def test_extending_refuses_a_schedule_tied_to_steps(tiny_recipe, tmp_path, run_c
     )
     code, out, err = run_cli("run", "--resume", run.dir, "--set", "train.steps=20", "-q")
     assert code == 2 and "learning-rate schedule" in err and "init_from" in err, err
-    assert latest_checkpoint(run.checkpoint_dir)[0] == 10
+    assert latest_checkpoint(run.checkpoints.folder)[0] == 10
 
 
 def test_metric_rows_that_are_not_objects_are_skipped(tmp_path):

@@ -35,6 +35,7 @@ from dalle_kit.errors import UserError
 from dalle_kit.recipe import load_recipe
 from dalle_kit.registry import get_registry
 from dalle_kit.run import Run
+from dalle_kit.trainer import sampler
 
 SHORT = ["train.steps=20", "train.checkpoint_every=10", "train.log_every=10", "sample.every=0"]
 
@@ -102,16 +103,14 @@ def test_divergence_never_destroys_good_checkpoints(copy, run_cli, tmp_path):
     grid = torch.from_numpy(np.asarray(Image.open(out).convert("L"), dtype=np.float32))
     assert grid.std() > 10
     run = Run.open(copy, get_registry(), quiet=True)
-    images = run.recipe.pipeline.info.cls(run.recipe.train).sampler(run)(
-        ["a red circle"] * 8, torch.Generator().manual_seed(0)
-    )
+    images = sampler(run)(["a red circle"] * 8, torch.Generator().manual_seed(0))
     assert torch.isfinite(images).all() and images.mean() > -0.9 and images.std() > 0  # a poisoned net draws black (-1)
 
 
 @pytest.mark.parametrize("poison", ["nan", "inf", "bound"])
 def test_save_checkpoint_refuses_a_poisoned_state(copy, poison):
     run = Run.open(copy, get_registry(), quiet=True)
-    good = load_state(latest_checkpoint(run.checkpoint_dir)[1])
+    good = load_state(latest_checkpoint(run.checkpoints.folder)[1])
     weight = (
         good["models"]["generator"]["fc.weight"]
         if "fc.weight" in good["models"]["generator"]
@@ -120,12 +119,12 @@ def test_save_checkpoint_refuses_a_poisoned_state(copy, poison):
     weight.view(-1)[3] = {"nan": math.nan, "inf": -math.inf, "bound": 10 * WEIGHT_BOUND}[poison]
     good.pop("step")
     with pytest.raises(UserError) as caught:
-        run.save_checkpoint(30, good)
+        run.checkpoints.save(30, good)
     message = str(caught.value)
     assert "\n" not in message and "step 30" in message and "models/generator/" in message
     assert "step-00000020.safetensors (step 20)" in message
     assert steps(copy) == [10, 20], "a poisoned state was written or a good checkpoint pruned"
-    assert not list(run.checkpoint_dir.glob(".*tmp*"))
+    assert not list(run.checkpoints.folder.glob(".*tmp*"))
 
 
 @pytest.mark.parametrize(

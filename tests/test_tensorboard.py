@@ -34,7 +34,9 @@ def test_tensorboard_reads_losses_metrics_and_grids(tmp_path):
 
 def test_a_resumed_run_purges_the_replayed_stretch(tmp_path):
     run = api.train(str(write_recipe(tmp_path, BODY)), runs_dir=tmp_path / "runs", quiet=True)
-    (run.checkpoint_dir / "step-00000020.safetensors").unlink()  # as if killed after logging 11-20: resume replays them
+    (
+        run.checkpoints.folder / "step-00000020.safetensors"
+    ).unlink()  # as if killed after logging 11-20: resume replays them
     api.train(resume=run.dir, quiet=True)
     events = _events(run.dir)
     assert [e.step for e in events.Scalars("train/loss_d")] == [5, 10, 15, 20]  # not 15 and 20 twice

@@ -30,6 +30,9 @@ seed = 0
 [painter]
 name = "linear-painter"
 
+[objective]
+name = "mse"
+
 [train]
 steps = 40
 batch_size = 32
@@ -51,6 +54,8 @@ def test_a_plugin_brings_a_new_kind_a_pipeline_and_a_step_hook(third_party, tmp_
     assert registry.kind_plugins["painter"].distribution == "dalle-kit-family"
     painter = registry.parts["painter"]["linear-painter"]
     check_part(painter.cls, registry=registry)  # the kind's own conformance check runs
+    for objective in registry.parts["paint_objective"].values():  # the generic network checks on a plugin's kind
+        check_part(objective.cls, registry=registry)
 
     recipe = write_recipe(tmp_path, PAINT)
     run = api.train(str(recipe), runs_dir=tmp_path / "runs", quiet=True, registry=registry)
@@ -65,6 +70,41 @@ def test_a_plugin_brings_a_new_kind_a_pipeline_and_a_step_hook(third_party, tmp_
         "step-00000020.safetensors",
         "step-00000040.safetensors",
     ]
+    assert "[hooks.family-log]\nevery = 1\n" in (run.dir / "recipe.toml").read_text()  # its default, recorded
+
+
+def test_a_hook_plugin_declares_its_recipe_table_and_a_pipeline_samples_with_set(
+    third_party, tmp_path, run_cli, monkeypatch
+):
+    """``[hooks.family-log]`` is the family plugin's own table: read by its hook, validated like a part's settings
+    (one line for a misspelled key or a table no plugin declares); ``sample --set`` changes the family's drawing."""
+    registry = third_party(select="family")
+    assert list(registry.settings) == ["family-log"]
+    monkeypatch.setattr("dalle_kit.registry._cached", {None: registry, "family": registry})
+    monkeypatch.setenv("DALLE_KIT_PLUGINS", "family")
+    body = PAINT.replace('name = "mse"', 'name = "l1"').replace("steps = 40", "steps = 12")
+    recipe = write_recipe(tmp_path, body + "\n[hooks.family-log]\nevery = 5\n")
+    code, out, err = run_cli("run", recipe, "--runs-dir", tmp_path / "runs", "-q")
+    assert code == 0, err
+    (run_dir,) = (tmp_path / "runs").iterdir()
+    steps = [int(line.split()[0]) for line in (run_dir / "family-steps.txt").read_text().splitlines()]
+    assert steps == [5, 10]  # every 5th step, as the recipe's table asked
+    for table, key in [("[hooks.family-log]\nevry = 5\n", "evry"), ("[hooks.famly-log]\nevery = 5\n", "famly-log")]:
+        bad = write_recipe(tmp_path, body + "\n" + table, "bad.toml")
+        code, out, err = run_cli("recipe", "check", bad)
+        assert code == 2 and key in err and len(err.strip().splitlines()) == 1 and "Traceback" not in err, err
+    code, out, err = run_cli("run", write_recipe(tmp_path, body + "\n[hooks.family-log]\nevery = 0\n", "zero.toml"))
+    assert code == 2 and "[hooks.family-log]" in err and "every" in err, err
+
+    images = {}
+    for contrast in ("1.0", "0.5"):
+        out_png = tmp_path / f"contrast-{contrast}.png"
+        code, out, err = run_cli(
+            "sample", run_dir, "a red circle", "-n", "2", "-o", out_png, "--set", f"train.contrast={contrast}"
+        )
+        assert code == 0, err
+        images[contrast] = out_png.read_bytes()
+    assert images["1.0"] != images["0.5"]  # the sampler setting reached the family's drawing
 
 
 def test_a_bad_part_of_a_plugin_kind_is_refused_before_any_run_directory(third_party, tmp_path, run_cli, monkeypatch):

@@ -13,6 +13,7 @@ from dalle_kit import api
 from dalle_kit.checkpoint import latest_checkpoint, load_state
 from dalle_kit.registry import get_registry
 from dalle_kit.run import Run
+from dalle_kit.trainer import sampler
 from dalle_kit.testing import check_part
 
 # shapes-vae made small: fewer and smaller images, narrow networks, no grids.
@@ -29,7 +30,7 @@ SMALL = [
 
 
 def rows(run, kind: str = "train") -> list[dict]:
-    return [r for r in run.read_metrics() if r["kind"] == kind]
+    return [r for r in run.files.read_metrics() if r["kind"] == kind]
 
 
 def test_brief_run_learns_and_samples(tmp_path):
@@ -44,7 +45,7 @@ def test_brief_run_learns_and_samples(tmp_path):
     assert all(math.isfinite(r[k]) for r in log for k in ("loss", "recon", "kl", "recon_test"))
     first, last = log[0]["recon_test"], log[-1]["recon_test"]
     assert last < 0.3 * first, f"held-out reconstruction error {first:.4f} at step 10 -> {last:.4f} at step 100"
-    draw = run.recipe.pipeline.info.cls(run.recipe.train).sampler(Run.open(run.dir, get_registry(), quiet=True))
+    draw = sampler(Run.open(run.dir, get_registry(), quiet=True))
     images = draw(["a red circle", "a blue square"], torch.Generator().manual_seed(0))
     assert images.shape == (2, 3, 32, 32) and images.min() >= -1 and images.max() <= 1
     assert sorted(p.name for p in (run.dir / "samples").glob("*.png")) == ["step-00000100.png"]
@@ -54,10 +55,10 @@ def test_resume_matches_uninterrupted(tmp_path):
     overrides = [*SMALL, "train.steps=30", "train.log_every=5", "train.checkpoint_every=10", "train.kl_warmup=20"]
     full = api.train("shapes-vae", overrides, runs_dir=tmp_path / "full", quiet=True)
     part = api.train("shapes-vae", overrides, stop_at=12, runs_dir=tmp_path / "part", quiet=True)
-    assert latest_checkpoint(part.checkpoint_dir)[0] == 12
+    assert latest_checkpoint(part.checkpoints.folder)[0] == 12
     api.train(resume=part.dir, quiet=True)
-    a = load_state(latest_checkpoint(full.checkpoint_dir)[1])
-    b = load_state(latest_checkpoint(part.checkpoint_dir)[1])
+    a = load_state(latest_checkpoint(full.checkpoints.folder)[1])
+    b = load_state(latest_checkpoint(part.checkpoints.folder)[1])
     assert a["step"] == b["step"] == 30
     for net in ("image_encoder", "generator", "text_encoder"):
         for key, tensor in a["models"][net].items():
@@ -101,4 +102,4 @@ def test_vae_decoder_trains_as_gan_generator(tiny_recipe, tmp_path):
     log = rows(run)
     assert [r["step"] for r in log] == [3, 6]
     assert all(math.isfinite(r["loss_d"]) and math.isfinite(r["loss_g"]) for r in log)
-    assert latest_checkpoint(run.checkpoint_dir)[0] == 6
+    assert latest_checkpoint(run.checkpoints.folder)[0] == 6

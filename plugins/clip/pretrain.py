@@ -118,7 +118,7 @@ class ClipPretrain(dalle_kit.Pipeline):
         from open_clip import ClipLoss
 
         cfg = self.config
-        data = run.build_dataset()
+        data = run.parts.dataset()
         train_set, test_set = data.load("train"), data.load("test")
         model_cfg, preprocess = self.architecture(data.image_size)
         atomic_write_text(
@@ -148,9 +148,11 @@ class ClipPretrain(dalle_kit.Pipeline):
             eps=1e-6,
         )
         loss_fn = ClipLoss()
-        data_rng = torch.Generator().manual_seed(run.recipe.seed + 1)
+        data_rng = run.rng("data")
         model.train()
-        train_model = run.parallel(model)  # several processes: gradients averaged (DDP); the loss is per local batch
+        train_model = run.parts.parallel(
+            model
+        )  # several processes: gradients averaged (DDP); the loss is per local batch
 
         def train_step(done: int) -> dict[str, float]:
             for group in opt.param_groups:
@@ -180,7 +182,6 @@ class ClipPretrain(dalle_kit.Pipeline):
         return dalle_kit.Training(
             modules={"clip": model},
             optimizers={"clip": opt},
-            rngs={"data": data_rng},
             train_step=train_step,
             log_values=log_values,
             before_save=export,
@@ -189,12 +190,6 @@ class ClipPretrain(dalle_kit.Pipeline):
 
     def schedule_depends_on_steps(self) -> bool:
         return True  # warmup then cosine decay to the last step
-
-    def sampler(self, run):
-        raise dalle_kit.UserError(
-            f'{run.dir}: a clip-pretrain run draws no images; use it as a text encoder ([text_encoder] name = "clip", '
-            f'pretrained = "{run.dir}", see recipes/shapes-gan-clip.toml) or as clip-score\'s weights'
-        )
 
 
 @torch.no_grad()

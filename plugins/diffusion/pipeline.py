@@ -20,10 +20,9 @@ import torch
 from torch import nn
 
 import dalle_kit
-from dalle_kit import hints, param
+from dalle_kit import param
 from dalle_kit import Invalid, finite_positive
 from dalle_kit.testing import ConformanceError
-from dalle_kit_plugins.events.ema import use_average
 
 
 # ---------------------------------------------------------------------------- the kind
@@ -200,23 +199,22 @@ class Diffusion(dalle_kit.Pipeline):
         )
 
     def _build(self, run, data, state, captions=None):
-        encoder = run.build_text_encoder(state, captions)
-        denoiser = run.build("denoiser", text_dim=encoder.dim, image_size=data.image_size, channels=data.channels)
+        encoder = run.parts.text_encoder(state, captions)
+        denoiser = run.parts.build("denoiser", text_dim=encoder.dim, image_size=data.image_size, channels=data.channels)
         return {"text_encoder": encoder, "denoiser": denoiser, "null_text": NullText(encoder.dim).to(run.device)}
 
     def setup(self, run, state) -> dalle_kit.Training:
         cfg = self.config
-        data = run.build_dataset()
+        data = run.parts.dataset()
         train_set = data.load("train")
         modules = self._build(run, data, state, train_set.captions)
         encoder, denoiser, null_text = modules["text_encoder"], modules["denoiser"], modules["null_text"]
         params = [p for m in modules.values() for p in m.parameters() if p.requires_grad]
         opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
         scheduler = self.noise_scheduler()
-        data_rng = torch.Generator().manual_seed(run.recipe.seed + 1)
-        noise_rng = torch.Generator().manual_seed(run.recipe.seed + 2)
+        data_rng, noise_rng = run.rng("data"), run.rng("noise")
         device = run.device
-        train_encoder, train_denoiser, train_null = (run.parallel(m) for m in (encoder, denoiser, null_text))
+        train_encoder, train_denoiser, train_null = (run.parts.parallel(m) for m in (encoder, denoiser, null_text))
 
         def train_step(done: int) -> dict[str, float]:
             for group in opt.param_groups:
@@ -240,7 +238,6 @@ class Diffusion(dalle_kit.Pipeline):
             divergence_fix="lower [train] lr or add [train] grad_clip",
             modules=modules,
             optimizers={"diffusion": opt},
-            rngs={"data": data_rng, "noise": noise_rng},
             train_step=train_step,
             draw=lambda m: self.drawer(m, device),
             extra_state=lambda: {"text_encoder": encoder.extra_state_json()},
@@ -295,19 +292,6 @@ class Diffusion(dalle_kit.Pipeline):
             return x.clamp(-1, 1).float().cpu()
 
         return draw
-
-    def load(self, run):
-        """The run's modules with its latest weights (the EMA denoiser in place of the trained one where kept)."""
-        state = run.load_checkpoint(prefixes=("models", "extra"))
-        if state is None:
-            raise dalle_kit.UserError(f"{run.dir}: no checkpoint yet; train first with {hints.dalle_kit('run')}")
-        modules = self._build(run, run.build_dataset(), state)
-        for key, module in modules.items():
-            module.load_state_dict(state["models"][key])
-        return use_average(modules, state["models"])
-
-    def sampler(self, run, **settings):
-        return self.drawer(self.load(run), run.device, **settings)
 
 
 @dalle_kit.hookimpl

@@ -4,12 +4,10 @@ A pipeline opts in by naming the module (``ema_module = "generator"``) and decla
 0: off) and ``ema_start`` (the step from which the average moves; it copies the network until then) in
 its ``[train]`` Config. The average is a `torch.optim.swa_utils.AveragedModel` saved with every checkpoint
 as ``<module>_ema`` (buffers averaged too); sample grids, mid-run and final metrics and ``dalle-kit sample``
-draw with it (`use_average` swaps it in when a run is loaded).
+draw with it (`Trainer.restore` builds it through the same event when a run is loaded).
 """
 
 from __future__ import annotations
-
-from typing import Any
 
 from torch import nn
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
@@ -28,7 +26,7 @@ def _target(trainer) -> str | None:
 
 
 @dalle_kit.hookimpl
-def train_start(trainer) -> None:
+def modules_built(trainer) -> None:
     name = _target(trainer)
     if name is None:
         return
@@ -48,15 +46,3 @@ def train_step_end(trainer, step: int, values) -> None:
         average.module.load_state_dict(module.state_dict())
     else:
         average.update_parameters(module)
-
-
-def use_average(modules: dict[str, nn.Module], saved: dict[str, Any]) -> dict[str, nn.Module]:
-    """`modules` (weights loaded from a checkpoint's ``models``) with each ``<name>_ema`` average in `saved`
-    loaded and put in place of ``<name>``: what sampling and metrics draw with."""
-    out = dict(modules)
-    for key, module in modules.items():
-        if f"{key}_ema" in saved:
-            average = AveragedModel(module, use_buffers=True)
-            average.load_state_dict(saved[f"{key}_ema"])
-            out[key] = average.module
-    return out

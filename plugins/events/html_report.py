@@ -15,7 +15,7 @@ from dalle_kit.report import write_report
 
 
 def _write(run) -> None:
-    if not run.writes:  # another rank of a multi-process run: rank 0 writes files
+    if not run.files.writes:  # another rank of a multi-process run: rank 0 writes files
         return
     try:
         write_report(run.dir)

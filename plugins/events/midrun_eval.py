@@ -6,12 +6,13 @@ the training's random draws as they were, so a run evaluated mid-way ends with t
 from __future__ import annotations
 
 import dalle_kit
+from dalle_kit import evaluate_run
 
 
 @dalle_kit.hookimpl(trylast=True)
 def train_step_saved(trainer, step: int) -> None:
-    if not trainer.draws_images or not trainer.run.evaluate_due(step, trainer.config.steps):
+    if not trainer.draws_images or not trainer.evaluate_due(step):
         return
     trainer.checkpoint()
     with trainer.drawing() as draw:
-        trainer.run.evaluate(step, draw)
+        evaluate_run(trainer.run, step=step, draw=draw)

@@ -4,7 +4,10 @@ images (with the average when EMA is on, and fixed noise so that grids of one ru
 
 from __future__ import annotations
 
+import torch
+
 import dalle_kit
+from dalle_kit import stream_seed
 
 
 def grid_due(trainer, step: int) -> bool:
@@ -17,5 +20,11 @@ def grid_due(trainer, step: int) -> bool:
 def train_step_saved(trainer, step: int) -> None:
     if not grid_due(trainer, step):
         return
-    with trainer.drawing() as draw:
-        trainer.run.sample_grid(step, draw)
+    run = trainer.run
+    prompts, n = run.recipe.sample.all_prompts(), run.recipe.sample.per_prompt
+    with trainer.drawing() as draw:  # the same noise at every step: grids of one run compare step to step
+        images = draw(
+            [p for p in prompts for _ in range(n)],
+            torch.Generator().manual_seed(stream_seed(run.recipe.seed, "samples")),
+        )
+    run.files.save_samples(step, images, prompts, title=run.recipe.name)

@@ -54,7 +54,7 @@ def train_step_saved(trainer, step: int) -> None:
         return
     writer = _writer(trainer.run)
     if writer is not None:
-        with Image.open(trainer.run.sample_path(step)) as image:
+        with Image.open(trainer.run.files.sample_path(step)) as image:
             writer.add_image("samples", np.asarray(image.convert("RGB")), step, dataformats="HWC")
 
 

@@ -20,12 +20,10 @@ import attrs
 import torch
 
 import dalle_kit
-from dalle_kit import finetune, hints, param
-from dalle_kit import adam_betas, finite_positive
+from dalle_kit import adam_betas, finetune, finite_positive, param
+from dalle_kit_plugins import gan
 from dalle_kit_plugins.common.bf16 import has_bf16
 from dalle_kit_plugins.gan.diffaugment import POLICIES, diff_augment
-from dalle_kit_plugins.events.ema import use_average
-from dalle_kit_plugins import gan
 
 
 class GAN(dalle_kit.Pipeline):
@@ -104,25 +102,19 @@ class GAN(dalle_kit.Pipeline):
         )
 
     # ------------------------------------------------------------------ building
-    def _build(self, run, data, state: dict | None, train_captions=None, with_discriminator: bool = True):
-        """The text encoder, generator (and discriminator), from `state` (the run's own checkpoint), from the
-        recipe's ``init_from`` run, or fresh; with the recipe's fine-tuning mode applied."""
-        source = finetune.source_state(run) if state is None else None
-        encoder = run.build_text_encoder(state if state is not None else source, train_captions)
-        context = dict(text_dim=encoder.dim, image_size=data.image_size, channels=data.channels)
-        parts = {"text_encoder": encoder, "generator": run.build("generator", **context)}
-        if with_discriminator:
-            parts["discriminator"] = run.build("discriminator", **context)
-        finetune.prepare(run, parts, source)
-        return parts, context
-
     def setup(self, run, state: dict | None) -> dalle_kit.Training:
+        """The text encoder, generator and discriminator from `state` (the run's own checkpoint), from the recipe's
+        ``init_from`` run (with its fine-tuning mode), or fresh; the loss, optimizers and the training step."""
         cfg = self.config
-        data = run.build_dataset()
+        data = run.parts.dataset()
         train_set = data.load("train")
-        parts, _ = self._build(run, data, state, train_set.captions)
-        encoder, generator, discriminator = parts["text_encoder"], parts["generator"], parts["discriminator"]
-        loss = run.build("loss")
+        source = finetune.source_state(run) if state is None else None
+        encoder = run.parts.text_encoder(state if state is not None else source, train_set.captions)
+        context = dict(text_dim=encoder.dim, image_size=data.image_size, channels=data.channels)
+        generator, discriminator = run.parts.build("generator", **context), run.parts.build("discriminator", **context)
+        parts = {"text_encoder": encoder, "generator": generator, "discriminator": discriminator}
+        finetune.prepare(run, parts, source)
+        loss = run.parts.build("loss")
         if state is not None:  # a loss's own state (BEGAN's k) continues where the checkpoint left it
             loss.load_extra_state_json(state.get("extra", {}).get("loss", {}))
         g_params = [p for p in generator.parameters() if p.requires_grad]
@@ -133,9 +125,7 @@ class GAN(dalle_kit.Pipeline):
         adam = ({"fused": True} if device.type == "cuda" else {"foreach": True}) if fast else {}
         opt_g = torch.optim.Adam(g_params, lr=cfg.lr, betas=cfg.betas, **adam)
         opt_d = torch.optim.Adam(d_params, lr=cfg.lr_d or cfg.lr, betas=cfg.betas, **adam)
-        data_rng = torch.Generator().manual_seed(run.recipe.seed + 1)
-        noise_rng = torch.Generator().manual_seed(run.recipe.seed + 2)
-        aug_rng = torch.Generator().manual_seed(run.recipe.seed + 4)
+        data_rng, noise_rng, aug_rng = run.rng("data"), run.rng("noise"), run.rng("augment")
         layout = torch.channels_last if fast else torch.contiguous_format
         if fast:
             generator.to(memory_format=torch.channels_last)
@@ -145,9 +135,9 @@ class GAN(dalle_kit.Pipeline):
         one_pass = fast and not any(
             isinstance(m, torch.nn.modules.batchnorm._BatchNorm) for m in discriminator.modules()
         )
-        # The forward passes whose losses train a network go through run.parallel: in several processes it averages
-        # the gradients (DDP). G's step calls D itself (frozen there), as does the gradient penalty.
-        train_encoder, train_g, train_d = run.parallel(encoder), run.parallel(generator), run.parallel(discriminator)
+        # The forward passes whose losses train a network go through run.parts.parallel: in several processes it
+        # averages the gradients (DDP). G's step calls D itself (frozen there), as does the gradient penalty.
+        train_encoder, train_g, train_d = (run.parts.parallel(m) for m in (encoder, generator, discriminator))
         bf16 = cfg.precision == "bf16" or (fast and has_bf16(device))
         autocast = (lambda: torch.autocast(device.type, dtype=torch.bfloat16)) if bf16 else contextlib.nullcontext
 
@@ -240,34 +230,19 @@ class GAN(dalle_kit.Pipeline):
             divergence_fix="lower [train] lr or add [train] grad_clip",
             modules=dict(parts),
             optimizers={"g": opt_g, "d": opt_d},
-            rngs={"data": data_rng, "noise": noise_rng, "augment": aug_rng},
             train_step=train_step,
             draw=lambda m: gan.prior_sampler(m["text_encoder"], m["generator"], device),
             extra_state=lambda: {"text_encoder": encoder.extra_state_json(), "loss": loss.extra_state_json()},
         )
 
-    def _load(self, run, with_discriminator: bool = False):
-        """(parts, context) with the run's latest weights; the generator is the EMA one when the run keeps an average."""
-        state = run.load_checkpoint(prefixes=("models", "extra"))
-        if state is None:
-            raise dalle_kit.UserError(f"{run.dir}: no checkpoint yet; train first with {hints.dalle_kit('run')}")
-        parts, context = self._build(run, run.build_dataset(), state, with_discriminator=with_discriminator)
-        for key, module in parts.items():
-            module.load_state_dict(state["models"][key])
-        return use_average(parts, state["models"]), context
-
     def schedule_depends_on_steps(self) -> bool:
         return self.config.lr_decay != "none"
-
-    def sampler(self, run):
-        parts, _ = self._load(run)
-        return gan.prior_sampler(parts["text_encoder"], parts["generator"], run.device)
 
     def critic(self, run):
         """(``(images in [-1, 1], captions) -> logits``, label): the run's discriminator with its latest weights (for
         metrics such as d-roc-auc)."""
-        parts, _ = self._load(run, with_discriminator=True)
-        encoder, judge = parts["text_encoder"], parts["discriminator"]
+        modules = dalle_kit.Trainer.restore(run, self).training.modules
+        encoder, judge = modules["text_encoder"], modules["discriminator"]
         encoder.eval()
         judge.eval()
 

@@ -22,8 +22,7 @@ import torch
 from torch import nn
 
 import dalle_kit
-from dalle_kit import finetune, hints, param
-from dalle_kit import adam_betas, finite_positive
+from dalle_kit import adam_betas, finetune, finite_positive, param
 from dalle_kit_plugins import gan
 
 #: Held-out images (the first of the "test" split) whose reconstruction error is logged as recon_test.
@@ -108,12 +107,12 @@ class VAE(dalle_kit.Pipeline):
             ) from None
 
     def _build(self, run, data, state: dict | None, train_captions=None):
-        """(modules by checkpoint key, generator context): text encoder fitted or restored; weights fresh or from the
-        recipe's ``init_from`` run, with its fine-tuning mode applied (see `dalle_kit.finetune`)."""
+        """The modules by checkpoint key: text encoder fitted or restored; weights fresh or from the recipe's
+        ``init_from`` run, with its fine-tuning mode applied (see `dalle_kit.finetune`)."""
         source = finetune.source_state(run) if state is None else None
-        encoder = run.build_text_encoder(state if state is not None else source, train_captions)
+        encoder = run.parts.text_encoder(state if state is not None else source, train_captions)
         context = dict(text_dim=encoder.dim, image_size=data.image_size, channels=data.channels)
-        generator = run.build("generator", **context)
+        generator = run.parts.build("generator", **context)
         image_encoder = ImageEncoder(
             channels=data.channels,
             image_size=data.image_size,
@@ -123,7 +122,7 @@ class VAE(dalle_kit.Pipeline):
         ).to(run.device)
         modules = {"image_encoder": image_encoder, "generator": generator, "text_encoder": encoder}
         finetune.prepare(run, modules, source)
-        return modules, context
+        return modules
 
     def kl_weight(self, step: int) -> float:
         """beta at (1-based) training step `step`, after the linear warm-up."""
@@ -132,18 +131,19 @@ class VAE(dalle_kit.Pipeline):
 
     def setup(self, run, state: dict | None) -> dalle_kit.Training:
         cfg = self.config
-        data = run.build_dataset()
+        data = run.parts.dataset()
         train_set = data.load("train")
-        modules, _ = self._build(run, data, state, train_set.captions)
+        modules = self._build(run, data, state, train_set.captions)
         image_encoder, generator, encoder = modules["image_encoder"], modules["generator"], modules["text_encoder"]
         params = [p for m in modules.values() for p in m.parameters() if p.requires_grad]
         opt = torch.optim.Adam(params, lr=cfg.lr, betas=cfg.betas)
-        data_rng = torch.Generator().manual_seed(run.recipe.seed + 1)
-        noise_rng = torch.Generator().manual_seed(run.recipe.seed + 2)
+        data_rng, noise_rng = run.rng("data"), run.rng("noise")
         test_set = data.load("test")
         test_real, test_captions = test_set.batch(torch.arange(min(TEST_IMAGES, len(test_set))))
         device = run.device
-        train_encoder, train_image_encoder, train_g = (run.parallel(m) for m in (encoder, image_encoder, generator))
+        train_encoder, train_image_encoder, train_g = (
+            run.parts.parallel(m) for m in (encoder, image_encoder, generator)
+        )
 
         def train_step(done: int) -> dict[str, float]:
             idx = torch.randint(len(train_set), (cfg.batch_size,), generator=data_rng)
@@ -166,14 +166,13 @@ class VAE(dalle_kit.Pipeline):
         return dalle_kit.Training(
             modules=modules,
             optimizers={"vae": opt},
-            rngs={"data": data_rng, "noise": noise_rng},
             train_step=train_step,
             draw=lambda m: gan.prior_sampler(m["text_encoder"], m["generator"], device),
             extra_state=lambda: {"text_encoder": encoder.extra_state_json()},
             log_values=lambda step: {"recon_test": self._recon_error(modules, test_real, test_captions, device)},
         )
 
-    # ------------------------------------------------------------------ evaluation and sampling
+    # ------------------------------------------------------------------ evaluation
     def _recon_error(self, modules, images: torch.Tensor, captions: list[str], device) -> float:
         """Mean squared error per pixel (in [-1, 1] units) of the held-out batch, eval mode, z = mu."""
         modes = {key: m.training for key, m in modules.items()}
@@ -187,20 +186,6 @@ class VAE(dalle_kit.Pipeline):
         for key, m in modules.items():
             m.train(modes[key])
         return error
-
-    def _load(self, run):
-        """(checkpoint, modules, context) with the run's latest weights."""
-        state = run.load_checkpoint(prefixes=("models", "extra"))
-        if state is None:
-            raise dalle_kit.UserError(f"{run.dir}: no checkpoint yet; train first with {hints.dalle_kit('run')}")
-        modules, context = self._build(run, run.build_dataset(), state)
-        for key, module in modules.items():
-            module.load_state_dict(state["models"][key])
-        return state, modules, context
-
-    def sampler(self, run):
-        _, modules, _ = self._load(run)
-        return gan.prior_sampler(modules["text_encoder"], modules["generator"], run.device)
 
 
 @dalle_kit.hookimpl
