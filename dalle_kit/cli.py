@@ -132,7 +132,7 @@ from .cli_eval import bench_cmd, eval_cmd  # noqa: E402  (the metric commands li
 cli.add_command(eval_cmd)
 cli.add_command(bench_cmd)
 
-from .cli_report import compare_cmd, report_cmd  # noqa: E402  (a run's HTML report; runs side by side)
+from .tools.commands import compare_cmd, report_cmd  # noqa: E402  (a run's HTML report; runs side by side)
 
 cli.add_command(report_cmd)
 cli.add_command(compare_cmd)
@@ -194,7 +194,7 @@ def recipe_list():
 )
 def new_plugin(name, kinds, directory):
     """Write a ready plugin package NAME: entry point, example parts, conformance tests, README."""
-    from .scaffold import new_plugin as scaffold
+    from .tools.scaffold import new_plugin as scaffold
 
     root = scaffold(name, list(kinds), directory)
     shown = hints.shown_path(root)

@@ -78,7 +78,7 @@ def bench_cmd(grid, out, runs_dir, dry_run, quiet, progress):
     Re-running skips finished cells; a failing cell is recorded with its error and the rest go on.
     Writes OUT/<name>.md, .csv, .json, .png and .html (the cells side by side).
     """
-    from .bench import load_grid, run_grid
+    from .tools.bench import load_grid, run_grid
     from .recipe import load_recipe
     from .registry import get_registry
 

@@ -14,10 +14,10 @@ def report_cmd(run_dir, output):
     One self-contained page (images embedded), refreshed by every training run and evaluation; prints its path."""
     from pathlib import Path
 
-    from .errors import UserError
-    from .files import check_target
+    from ..errors import UserError
+    from ..files import check_target
     from .report import write_report
-    from .run import resolve_run_dir
+    from ..run import resolve_run_dir
 
     if output is not None and Path(output).is_dir() and not Path(output).is_symlink():
         raise UserError(f"-o {output}: is a directory; name an HTML file, e.g. -o {Path(output) / 'report.html'}")
