@@ -1,8 +1,10 @@
-"""Model families and recipes side by side: train (or take) runs, score every one with one protocol, in one table.
+"""Model families and recipes side by side: train (or take) runs, score every one with one protocol, in one table;
+and for the shapes runs, how diverse their draws for one prompt are and how often a short prompt gives one object.
 
     .venv/bin/python benchmarks/families.py [--recipes shapes shapes-vae shapes-diffusion] [--runs DIR ...]
                                             [--set KEY=VALUE ...] [--runs-dir runs] [-n 1000] [--metrics NAME ...]
-                                            [--calibrate] [--smoke] [--record]
+                                            [--calibrate] [--tables scores diversity] [--prompts 50]
+                                            [--per-prompt 8] [--seed 0] [--smoke] [--record]
 
 Each recipe of ``--recipes`` is trained at its default length (``--set`` overrides apply to all of them) into
 ``--runs-dir``; each run of ``--runs`` is taken as it is. Every run is then scored the same way: n generated images
@@ -15,9 +17,28 @@ batch) and its ratio to the first row's; for MNIST and Fashion-MNIST the best FI
 the same loss. ``--calibrate`` adds a row with n real train images in the place of generated ones: what a perfect
 generator scores under the same protocol.
 
-Results: benchmarks/results/families.md (the shapes families). The tables of shipped recipes that the docs cite
-(shapes-recipes.md, mnist.md, fashion-mnist.md) were made by this script's predecessors with the same metrics;
-``--recipes`` or ``--runs`` scores those recipes again.
+The second table (`--tables diversity` alone scores nothing with Inception: seconds a run) covers every run on the
+shapes data, which states what each caption leaves open:
+
+- Diversity within a prompt: for each prompt, `--per-prompt` images are generated (noise from
+  torch.Generator(seed)) and their mean pairwise L1 distance is taken (pixels in [0, 1], averaged over pixels and
+  channels). The same number is computed on the run's real test images that match everything the caption states
+  (all pairs of up to 64 of them): the spread the caption leaves open (size, position, jitter, background).
+  Prompts: the recipe's [sample] prompts, then `--prompts` captions drawn (seeded) from the test split. The ratio
+  generated / real is 1.0 when the draws are as diverse as the data, near 0 when the generator ignores its noise.
+- One solid object: for each of the 18 colour + shape captions ("a red circle", which leave size and position
+  open), `--per-prompt` images are drawn and counted as one solid object when the pixels brighter than half the
+  colour's peak form exactly one region of at least 6 pixels and that region covers at least 25 pixels and at most
+  40% of the image (doubled, faint, empty and flooded draws fail). The fraction of such draws, and how many prompts
+  reach 7 of 8; the header gives the fraction of real test images that pass the same test.
+- For a `dcgan` generator, the noise share of its first layer: z and the projected text enter one transposed
+  convolution (on a 1x1 input, so linear in each), and the share is Var(W_z z) / (Var(W_z z) + Var_prompts(W_t t))
+  summed over that layer's outputs, with z ~ N(0, I) and t over the test captions: how much of what the generator
+  starts from is noise rather than text.
+
+Results: benchmarks/results/families.md (the shapes families; both tables). The tables of shipped recipes that the
+docs cite (shapes-recipes.md, mnist.md, fashion-mnist.md) were made by this script's predecessors with the same
+metrics; ``--recipes`` or ``--runs`` scores those recipes again.
 """
 
 from __future__ import annotations
@@ -102,63 +123,157 @@ def scores(results: dict) -> str:
     )
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--recipes", nargs="*", default=None, help="recipes to train (default: the shapes families)")
-    parser.add_argument("--runs", nargs="*", default=[], help="finished runs to score as they are")
-    parser.add_argument(
-        "--set",
-        dest="overrides",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="override for every recipe trained here",
-    )
-    parser.add_argument("--runs-dir", default="runs", help="where the recipes train")
-    parser.add_argument("-n", "--num-samples", type=int, default=1000)
-    parser.add_argument("--metrics", nargs="*", default=None, help="default: per dataset (DEFAULT_METRICS)")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--calibrate", action="store_true", help="add real train images scored as if generated")
-    add_arguments(parser)
-    args = parser.parse_args()
-    from dalle_kit import api
-    from dalle_kit.evaluation import Evaluation, build_metrics, compute_metrics
-    from dalle_kit.registry import get_registry
+def pairwise_l1(images: torch.Tensor) -> float:
+    """Mean L1 distance over all unordered pairs of images (float in [0, 1], any shape [N, ...])."""
+    flat = images.flatten(1).float()
+    n = len(flat)
+    if n < 2:
+        return float("nan")
+    d = torch.cdist(flat, flat, p=1) / flat.shape[1]
+    return float(d.sum() / (n * (n - 1)))
+
+
+def real_spread(test, prompt: str, limit: int = 64) -> float:
+    from dalle_kit_plugins.data.shapes import ATTRIBUTES, parse_caption
+
+    keep = torch.ones(len(test.images), dtype=torch.bool)
+    for key, value in parse_caption(prompt).items():
+        keep &= test.attributes[key] == ATTRIBUTES[key].index(value)
+    idx = keep.nonzero().flatten()[:limit]
+    return pairwise_l1(test.images[idx].float() / 255)
+
+
+def generated_spread(draw, prompts: list[str], per_prompt: int, seed: int) -> list[float]:
+    g = torch.Generator().manual_seed(seed)
+    out = []
+    with torch.inference_mode():
+        for prompt in prompts:
+            images = (draw([prompt] * per_prompt, g).float().clamp(-1, 1) + 1) / 2
+            out.append(pairwise_l1(images))
+    return out
+
+
+def one_solid_object(image: torch.Tensor, colour: str) -> bool:
+    """Whether a uint8 image [3, H, W] shows one solid object of `colour` (see the module doc)."""
+    import numpy as np
+    from scipy import ndimage
+
+    from dalle_kit_plugins.data.shapes import COLOURS
+
+    bright = (image.float().amax(0) > 0.5 * max(COLOURS[colour])).numpy()
+    labels, n = ndimage.label(bright, structure=np.ones((3, 3)))
+    sizes = ndimage.sum(bright, labels, range(1, n + 1)) if n else []
+    regions = [size for size in sizes if size >= 6]
+    return len(regions) == 1 and 25 <= max(regions) <= 0.4 * bright.size
+
+
+def short_prompt_objects(draw, per_prompt: int, seed: int) -> tuple[float, int, int]:
+    """(fraction of draws with one solid object, prompts with at least 7 of 8 such draws, prompts) over the colour +
+    shape captions."""
+    from dalle_kit_plugins.data.shapes import COLOURS, SHAPES
+
+    prompts = [(f"a {c} {s}", c) for c in COLOURS for s in SHAPES]
+    g = torch.Generator().manual_seed(seed)
+    with torch.inference_mode():
+        images = draw([p for p, _ in prompts for _ in range(per_prompt)], g)
+    images = ((images.float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
+    right = [one_solid_object(images[i], prompts[i // per_prompt][1]) for i in range(len(images))]
+    per = [sum(right[i * per_prompt : (i + 1) * per_prompt]) for i in range(len(prompts))]
+    return sum(right) / len(right), sum(k >= 7 * per_prompt / 8 for k in per), len(prompts)
+
+
+def noise_share(run, captions: list[str]) -> float | None:
+    """First-layer noise share of a dcgan generator (see the module doc); None for other generators."""
+    if run.recipe.pipeline.info.name != "gan":
+        return None
+    from dalle_kit.trainer import Trainer
+
+    parts = Trainer.restore(run, run.recipe.pipeline.info.cls(run.recipe.train)).drawing_modules
+    generator, encoder = parts["generator"], parts["text_encoder"]
+    first = getattr(generator, "net", [None])[0]
+    if not isinstance(first, torch.nn.ConvTranspose2d) or not hasattr(generator, "text_proj"):
+        return None
+    weight = first.weight.detach().float().flatten(2)  # [in, out, k*k]
+    w_z, w_t = weight[: generator.latent_dim], weight[generator.latent_dim :]
+    var_z = w_z.square().sum(0)  # z ~ N(0, I): the variance of each output
+    with torch.inference_mode():
+        text = generator.text_proj(encoder(captions)).float()  # [N, text_embed]
+    var_t = torch.einsum("nc,cok->nok", text, w_t).var(0)
+    return float(var_z.sum() / (var_z.sum() + var_t.sum()))
+
+
+def mean(values: list[float], digits: int) -> str:
+    return f"{sum(values) / len(values):.{digits}f}" if values else "-"
+
+
+def diversity_table(runs, registry, extra_prompts: int, per_prompt: int, seed: int) -> tuple[Table | None, str]:
+    """The second table (see the module doc) over the runs on the shapes data, and its protocol; None without one."""
     from dalle_kit.run import Run
     from dalle_kit.trainer import sampler
 
-    if args.recipes is None and not args.runs:
-        args.recipes = ["shapes", "shapes-vae", "shapes-diffusion"]
-    settings_grid, prompts, per_prompt, extra = DIFFUSION_SETTINGS, PROMPTS, 8, {}
-    tmp = None
-    if args.smoke:  # a few steps of each on a small train split, few images, KID only (no probe, no 2048-d eigvals)
-        tmp = tempfile.TemporaryDirectory(prefix="families-")
-        args.runs_dir, args.num_samples, args.metrics, prompts, per_prompt = tmp.name, 4, ["kid"], PROMPTS[:2], 1
-        args.calibrate = True
-        torch.set_num_threads(1)  # on a busy machine: no threads spinning against it
-        args.overrides += [
-            "train.threads=1",
-            "train.steps=2",
-            "train.batch_size=4",
-            "data.train_size=64",
-            "data.test_size=8",
-            "eval.metrics=[]",
-            "sample.every=0",
-            'sample.prompts=["a red circle"]',
-            "sample.per_prompt=1",
-        ]
-        settings_grid, extra = (
-            [{"sample_steps": 2, "guidance_scale": 3.0}],
-            {"shapes-diffusion": ["train.sample_steps=2"]},
+    from dalle_kit_plugins.data.shapes import parse_caption
+
+    opened = [Run.open(d, registry, quiet=True) for d in runs]
+    shapes = [(d, run) for d, run in zip(runs, opened) if run.recipe.parts["data"].info.name == "shapes"]
+    if not shapes:
+        return None, ""
+    first = shapes[0][1].parts.dataset().load("test")
+    limit = min(500, len(first.images))
+    real_ok = [one_solid_object(first.images[i], parse_caption(first.captions[i])["colour"]) for i in range(limit)]
+    table = Table(
+        "Diversity within a prompt and one solid object per short prompt",
+        [
+            "run",
+            "steps",
+            "mode_seeking",
+            "pixel diversity generated",
+            "real",
+            "generated / real",
+            "first-layer noise share",
+            "one solid object (real: %.3f)" % (sum(real_ok) / len(real_ok)),
+            "prompts at 7 of 8",
+        ],
+    )
+    counted = set()
+    for d, run in shapes:
+        test = run.parts.dataset().load("test")
+        g = torch.Generator().manual_seed(seed)
+        picked = torch.randperm(len(test.captions), generator=g)[:extra_prompts].tolist()
+        prompts = list(run.recipe.sample.prompts) + [test.captions[i] for i in picked]
+        real = [real_spread(test, p) for p in prompts]
+        draw = sampler(run)
+        gen = generated_spread(draw, prompts, per_prompt, seed)
+        kept = [i for i, r in enumerate(real) if r == r]  # prompts that at least two test images match
+        counted.add(len(kept))
+        share = noise_share(run, test.captions)
+        fraction, good, total = short_prompt_objects(draw, per_prompt, seed)
+        steps = [r["step"] for r in run.files.read_metrics() if r["kind"] == "train"]
+        table.add(
+            "/".join(str(d).rstrip("/").split("/")[-2:]),
+            steps[-1] if steps else "-",
+            getattr(run.recipe.train, "mode_seeking", "-"),
+            mean([gen[i] for i in kept], 4),
+            mean([real[i] for i in kept], 4),
+            mean([gen[i] / real[i] for i in kept], 3),
+            "-" if share is None else f"{share:.3f}",
+            f"{fraction:.3f}",
+            f"{good} of {total}",
         )
-    registry = get_registry()
-    runs = [
-        api.train(
-            name, [*args.overrides, *extra.get(name, [])], runs_dir=args.runs_dir, quiet=True, registry=registry
-        ).dir
-        for name in args.recipes or []
-    ]
-    runs += [Path(r) for r in args.runs]
+    protocol = (
+        f"pixel diversity: mean pairwise L1 (pixels in 0..1) among {per_prompt} draws per prompt, "
+        f"{'/'.join(map(str, sorted(counted)))} prompts (the recipe's [sample] prompts, then {extra_prompts} test "
+        f"captions drawn with seed {seed}; those that at least two test images match); real: the same among the "
+        f"run's test images matching each caption; one solid object: the 18 colour + shape prompts, {per_prompt} "
+        f"draws each, seed {seed}, the header's real fraction over {limit} test images"
+    )
+    return table, protocol
+
+
+def scores_table(runs, registry, args, settings_grid, prompts: list[str], per_prompt: int) -> tuple[Table, str]:
+    """The first table (see the module doc) and its protocol."""
+    from dalle_kit.evaluation import Evaluation, build_metrics, compute_metrics
+    from dalle_kit.run import Run
+    from dalle_kit.trainer import sampler
 
     table = Table(
         "Scores, one protocol",
@@ -219,12 +334,86 @@ def main() -> None:
         results = compute_metrics(evaluation, metrics)
         table.add("real train images in the place of generated ones", "-", "-", "-", "-", scores(results), "-")
     protocol = (
-        f"{args.num_samples} generated images a row, prompts drawn with seed {args.seed} from the test "
+        f"scores: {args.num_samples} generated images a row, prompts drawn with seed {args.seed} from the test "
         f"captions, against the first {args.num_samples} test images; sampling: {len(prompts) * per_prompt} "
         "images in one batch after a warm-up batch; train time: the run's training clock. Protocols: "
         + " | ".join(protocols)
     )
-    emit("families", protocol, [table], record=args.record, smoke=args.smoke)
+    return table, protocol
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--recipes", nargs="*", default=None, help="recipes to train (default: the shapes families)")
+    parser.add_argument("--runs", nargs="*", default=[], help="finished runs to score as they are")
+    parser.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override for every recipe trained here",
+    )
+    parser.add_argument("--runs-dir", default="runs", help="where the recipes train")
+    parser.add_argument("-n", "--num-samples", type=int, default=1000)
+    parser.add_argument("--metrics", nargs="*", default=None, help="default: per dataset (DEFAULT_METRICS)")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--calibrate", action="store_true", help="add real train images scored as if generated")
+    parser.add_argument(
+        "--tables", nargs="+", choices=["scores", "diversity"], default=["scores", "diversity"], help="which tables"
+    )
+    parser.add_argument("--prompts", type=int, default=50, help="diversity: test captions beside the [sample] prompts")
+    parser.add_argument("--per-prompt", type=int, default=8, help="diversity: images drawn per prompt")
+    add_arguments(parser)
+    args = parser.parse_args()
+    from dalle_kit import api
+    from dalle_kit.registry import get_registry
+
+    if args.recipes is None and not args.runs:
+        args.recipes = ["shapes", "shapes-vae", "shapes-diffusion"]
+    settings_grid, prompts, per_prompt, extra = DIFFUSION_SETTINGS, PROMPTS, 8, {}
+    tmp = None
+    if args.smoke:  # a few steps of each on a small train split, few images, KID only (no probe, no 2048-d eigvals)
+        tmp = tempfile.TemporaryDirectory(prefix="families-")
+        args.runs_dir, args.num_samples, args.metrics, prompts, per_prompt = tmp.name, 4, ["kid"], PROMPTS[:2], 1
+        args.calibrate = True
+        torch.set_num_threads(1)  # on a busy machine: no threads spinning against it
+        args.overrides += [
+            "train.threads=1",
+            "train.steps=2",
+            "train.batch_size=4",
+            "data.train_size=64",
+            "data.test_size=200",  # enough for the diversity table's real images to match its prompts
+            "eval.metrics=[]",
+            "sample.every=0",
+            'sample.prompts=["a red circle"]',
+            "sample.per_prompt=1",
+        ]
+        settings_grid, extra = (
+            [{"sample_steps": 2, "guidance_scale": 3.0}],
+            {"shapes-diffusion": ["train.sample_steps=2"]},
+        )
+        args.prompts, args.per_prompt = 4, 2
+    registry = get_registry()
+    runs = [
+        api.train(
+            name, [*args.overrides, *extra.get(name, [])], runs_dir=args.runs_dir, quiet=True, registry=registry
+        ).dir
+        for name in args.recipes or []
+    ]
+    runs += [Path(r) for r in args.runs]
+
+    tables, protocols = [], []
+    if "scores" in args.tables:
+        table, protocol = scores_table(runs, registry, args, settings_grid, prompts, per_prompt)
+        tables.append(table)
+        protocols.append(protocol)
+    if "diversity" in args.tables:
+        table, protocol = diversity_table(runs, registry, args.prompts, args.per_prompt, args.seed)
+        if table is not None:
+            tables.append(table)
+            protocols.append(protocol)
+    emit("families", "; ".join(protocols), tables, record=args.record, smoke=args.smoke)
     if tmp is not None:
         tmp.cleanup()
 

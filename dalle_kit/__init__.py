@@ -49,10 +49,11 @@ _LAZY = {
     "free_cpus_now": "threads",
 }
 
-#: The core's helper modules a plugin may import besides the names above: content-addressed caches, writes that
-#: never follow a link, commands printed as they run, progress bars, fine-tuning modes, a run's HTML page, reading
-#: files without unpickling, and the conformance kit. Every other module is private (tests/test_public_api.py).
-PUBLIC_MODULES = ("cache", "files", "finetune", "hints", "progress", "report", "safe_load", "testing")
+#: The modules a plugin may import besides the names above (dotted paths below `dalle_kit`): the core's
+#: content-addressed caches, writes that never follow a link, commands printed as they run, progress bars,
+#: fine-tuning modes and reading files without unpickling; from the tools above the core, a run's HTML page and the
+#: conformance kit. Every other module is private (tests/test_public_api.py).
+PUBLIC_MODULES = ("cache", "files", "finetune", "hints", "progress", "safe_load", "tools.report", "tools.testing")
 
 
 def __getattr__(name: str):

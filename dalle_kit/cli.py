@@ -7,7 +7,6 @@ import os
 import re
 import sys
 import warnings
-from pathlib import Path
 
 import click
 
@@ -25,7 +24,45 @@ def _registry():
     return get_registry()
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+#: The entry-point group through which the tools above the core (`dalle_kit.tools`: report, compare, bench,
+#: new-plugin) add their commands; this distribution declares them in pyproject.toml. The core imports no tool.
+COMMANDS_GROUP = "dalle_kit.commands"
+
+
+class _Group(click.Group):
+    """The top-level group: the core's commands, and the tools' commands loaded when first needed (a name the core
+    does not have, or the list for --help), so that `run`, `sample` and the rest never read the package metadata."""
+
+    _tools: list[str] | None = None  # the tool commands' names, once loaded
+
+    def _load_tools(self) -> list[str]:
+        if self._tools is None:
+            from importlib import metadata
+
+            try:  # only this distribution's: the tools are dalle-kit's own, not a plugin's
+                found = list(metadata.distribution(hints.DISTRIBUTION).entry_points.select(group=COMMANDS_GROUP))
+            except metadata.PackageNotFoundError:  # imported from a folder that was never installed
+                found = []
+            for ep in found:
+                self.add_command(ep.load(), ep.name)
+            self._tools = [ep.name for ep in found]
+        return self._tools
+
+    def get_command(self, ctx, cmd_name):
+        if cmd_name not in self.commands and not self._load_tools():
+            raise UserError(
+                f"no command '{cmd_name}', and this installation of dalle-kit declares none of its tools' commands "
+                f"(report, compare, bench, new-plugin): its package metadata predates them; reinstall it: "
+                f"{hints.reinstall()}"
+            )
+        return super().get_command(ctx, cmd_name)
+
+    def list_commands(self, ctx):
+        self._load_tools()
+        return super().list_commands(ctx)
+
+
+@click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
 @click.version_option(__version__, prog_name="dalle-kit")
 @click.option(
     "--traceback",
@@ -127,15 +164,9 @@ def sample(run_dir, prompts, num, output, seed, settings):
     click.echo(f"wrote {path}")
 
 
-from .cli_eval import bench_cmd, eval_cmd  # noqa: E402  (the metric commands live beside the code they drive)
+from .cli_eval import eval_cmd  # noqa: E402  (the metric command lives beside the code it drives)
 
 cli.add_command(eval_cmd)
-cli.add_command(bench_cmd)
-
-from .cli_report import compare_cmd, report_cmd  # noqa: E402  (a run's HTML report; runs side by side)
-
-cli.add_command(report_cmd)
-cli.add_command(compare_cmd)
 
 
 # ---------------------------------------------------------------------------- recipes
@@ -177,32 +208,6 @@ def recipe_list():
 
     for name, (path, distribution, version) in listing()["recipes"].items():
         click.echo(f"{name:20s} {distribution} {version}  {path}")
-
-
-# ---------------------------------------------------------------------------- plugin authors
-@cli.command("new-plugin")
-@click.argument("name")
-@click.option(
-    "--kind",
-    "kinds",
-    multiple=True,
-    metavar="KIND",
-    help="Example part to include (repeatable): generator, discriminator, text_encoder, loss, dataset.",
-)
-@click.option(
-    "--dir", "directory", default=".", show_default=True, type=click.Path(), help="Where to write the package."
-)
-def new_plugin(name, kinds, directory):
-    """Write a ready plugin package NAME: entry point, example parts, conformance tests, README."""
-    from .scaffold import new_plugin as scaffold
-
-    root = scaffold(name, list(kinds), directory)
-    shown = hints.shown_path(root)
-    shown = shown if Path(shown).is_absolute() or shown.startswith(".") else f"./{shown}"  # pip -e wants a path
-    click.echo(
-        f"wrote {root}\nnext: {hints.pip_install('-e', f'{shown}[test]')} && {hints.dalle_kit('plugins list')} && "
-        f"{hints.python()} -m pytest {hints.quote(shown)}"
-    )
 
 
 # ---------------------------------------------------------------------------- plugins

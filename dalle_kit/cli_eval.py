@@ -1,4 +1,4 @@
-"""The `dalle-kit eval` and `dalle-kit bench` commands (added to the CLI group in cli.py)."""
+"""The `dalle-kit eval` command (added to the CLI group in cli.py)."""
 
 from __future__ import annotations
 
@@ -49,54 +49,3 @@ def eval_cmd(run_dir, metrics, num_samples, seed, as_json, quiet):
         return
     for name, result in results.items():
         click.echo(format_result(name, result))
-
-
-@click.command("bench")
-@click.argument("grid")
-@click.option(
-    "-o", "--out", type=click.Path(), help="Folder for the table, chart and progress (default: bench/<name>)."
-)
-@click.option("--runs-dir", type=click.Path(), help="Where the cells' run directories go (default: OUT/runs).")
-@click.option("--dry-run", is_flag=True, help="Validate the grid and list its cells without running them.")
-@click.option("-q", "--quiet", is_flag=True, help="No progress bars (each cell's training and evaluation).")
-@click.option("--progress", is_flag=True, hidden=True, help="Progress bars are shown by default now.")
-def bench_cmd(grid, out, runs_dir, dry_run, quiet, progress):
-    """Train and evaluate every combination in GRID (a grid .toml or a shipped grid's name).
-
-    \b
-    name = "bench-shapes"
-    base = "shapes"                   # recipe name or path
-    seed = 0
-    metrics = ["fid", "text-alignment"]
-    num_samples = 500
-    [set]                             # applied to every cell
-    "train.steps" = 600
-    [grid]                            # every combination is a cell
-    loss = ["bce", "hinge"]           # bare table name: its part (loss.name)
-    "discriminator.ndf" = [32, 64]    # dotted key: any recipe value
-
-    Re-running skips finished cells; a failing cell is recorded with its error and the rest go on.
-    Writes OUT/<name>.md, .csv, .json, .png and .html (the cells side by side).
-    """
-    from .bench import load_grid, run_grid
-    from .recipe import load_recipe
-    from .registry import get_registry
-
-    registry = get_registry()
-    if dry_run:
-        spec = load_grid(grid, registry)
-        for cell in spec.cells():
-            load_recipe(spec.base, registry, cell.overrides)
-            click.echo(f"{cell.id}  {cell.label}")
-        click.echo(
-            f"{len(spec.cells())} cells, metrics {', '.join(spec.metrics)} on {spec.num_samples} samples, seed {spec.seed}"
-        )
-        return
-    state = run_grid(grid, out, runs_dir=runs_dir, registry=registry, quiet=quiet, echo=click.echo)
-    failed = [c for c in state["cells"] if c["status"] != "ok"]
-    name = state["name"]
-    folder = out or f"bench/{name}"
-    click.echo(
-        f"{len(state['cells']) - len(failed)} of {len(state['cells'])} cells ok; "
-        f"wrote {folder}/{name}.md, .csv, .json, .png, .html"
-    )

@@ -122,6 +122,16 @@ def upgrade() -> str:
     return pip_install("-U", DISTRIBUTION)
 
 
+def reinstall() -> str:
+    """The command that installs this version of dalle-kit again, its package metadata (entry points) with it."""
+    checkout = source_checkout()
+    if checkout is not None:
+        return pip_install("-e", shown_path(checkout))
+    from . import __version__
+
+    return pip_install("--force-reinstall", "--no-deps", f"{DISTRIBUTION}=={__version__}")
+
+
 def suggested_metrics(dataset: str) -> list[str]:
     """The installed metrics that suit the dataset named `dataset` (its part's ``suggested_metrics``); ["fid"] when
     the dataset's plugin is not installed."""

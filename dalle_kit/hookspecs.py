@@ -66,7 +66,7 @@ def register_kinds(register: KindRegister) -> None:
     kind in its ``sections`` (the recipe table); they are built as ``cls(config, **context)`` with the keys that
     ``Base.build_context`` lists among ``text_dim``, ``image_size`` and ``channels`` (``recipe check`` builds them
     once, before any run directory). A network kind describes its inputs (``Base.example_inputs`` and
-    ``expected_shape``, `dalle_kit.Part`) and `dalle_kit.testing.check_part` runs the network checks on its parts;
+    ``expected_shape``, `dalle_kit.Part`) and `dalle_kit.tools.testing.check_part` runs the network checks on its parts;
     ``checks`` are conformance functions ``check(cls, config, **kw)`` of its own, run beside them."""
 
 

@@ -57,7 +57,7 @@ class Part:
         cls, part: Any, *, n: int, context: dict[str, Any], rng: torch.Generator, text_shift: bool = False
     ) -> tuple[Any, ...] | None:
         """For network kinds: a batch of `n` inputs for ``part(*inputs)`` (``text_shift``: the same batch with other
-        texts), so that `dalle_kit.testing` checks any kind, a plugin's too. None: the kind is not a network."""
+        texts), so that `dalle_kit.tools.testing` checks any kind, a plugin's too. None: the kind is not a network."""
         return None
 
     @classmethod

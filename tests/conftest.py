@@ -33,6 +33,7 @@ UNIT_MODULES = {
     "test_contracts",
     "test_grid",
     "test_imagefolder",
+    "test_layers",
     "test_losses",
     "test_metrics_auc",
     "test_minilm",

@@ -16,7 +16,7 @@ HEADER = "| date | machine | load | commit |"
 
 
 def test_the_suite_is_small_and_every_benchmark_has_a_results_file():
-    assert 0 < len(BENCHMARKS) <= 7, [p.name for p in BENCHMARKS]
+    assert 0 < len(BENCHMARKS) <= 6, [p.name for p in BENCHMARKS]
     for script in BENCHMARKS:
         results = ROOT / "benchmarks" / "results" / (script.stem.replace("_", "-") + ".md")
         assert results.is_file(), f"{script.name} has no results file {results.name}"

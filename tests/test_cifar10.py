@@ -11,7 +11,7 @@ from conftest import make_cifar, write_recipe
 
 import dalle_kit
 from dalle_kit.registry import Registry
-from dalle_kit.testing import check_part
+from dalle_kit.tools.testing import check_part
 
 CIFAR10 = Registry.discover(select="").parts["dataset"]["cifar10"].cls
 

@@ -23,7 +23,7 @@ from dalle_kit.recipe import load_recipe
 from dalle_kit.registry import Registry, get_registry
 from dalle_kit.run import Run
 from dalle_kit.trainer import sampler
-from dalle_kit.testing import check_part
+from dalle_kit.tools.testing import check_part
 from dalle_kit_plugins.clip.models import CONFIG_FILE, WEIGHTS_FILE, tiny_config
 from dalle_kit_plugins.data.shapes import Shapes
 

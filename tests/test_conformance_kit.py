@@ -9,7 +9,7 @@ from torch import nn
 
 import dalle_kit
 from dalle_kit import param
-from dalle_kit import testing as kit
+from dalle_kit.tools import testing as kit
 from dalle_kit_plugins import gan
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from dalle_kit.registry import Registry
-from dalle_kit.testing import check_part
+from dalle_kit.tools.testing import check_part
 
 REGISTRY = Registry.discover(select="")
 SMALL = {  # configs that keep the checks fast; defaults are checked too where they are cheap

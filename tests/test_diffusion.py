@@ -14,7 +14,7 @@ from dalle_kit.checkpoint import latest_checkpoint, load_state
 from dalle_kit.registry import get_registry
 from dalle_kit.run import Run
 from dalle_kit import trainer
-from dalle_kit.testing import check_part
+from dalle_kit.tools.testing import check_part
 
 TINY_DIFFUSION = (
     """\

@@ -17,7 +17,7 @@ from conftest import write_recipe
 import dalle_kit
 from dalle_kit.cache import content_key
 from dalle_kit.registry import Registry
-from dalle_kit.testing import check_part
+from dalle_kit.tools.testing import check_part
 
 ImageFolder = Registry.discover(select="").parts["dataset"]["imagefolder"].cls
 

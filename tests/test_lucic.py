@@ -319,7 +319,7 @@ def test_study_losses_train_with_infogan(loss, infogan_recipe, tmp_path):
 
 def test_shipped_lucic_grids_load():
     """The reproduction grids (their base recipes are checked with every shipped recipe in test_recipe_errors)."""
-    from dalle_kit.bench import load_grid
+    from dalle_kit.tools.bench import load_grid
 
     for name in ("lucic-mnist", "lucic-fashion"):
         grid = load_grid(f"recipes/{name}.toml", get_registry())

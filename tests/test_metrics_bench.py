@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 import dalle_kit
-from dalle_kit.bench import load_grid, run_grid
+from dalle_kit.tools.bench import load_grid, run_grid
 from dalle_kit.cli import main
 from dalle_kit.registry import get_registry
 

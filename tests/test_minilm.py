@@ -9,7 +9,7 @@ import torch
 
 import dalle_kit
 from dalle_kit.registry import Registry
-from dalle_kit.testing import check_part
+from dalle_kit.tools.testing import check_part
 
 MINILM = Registry.discover(select="").parts["text_encoder"]["minilm"].cls
 

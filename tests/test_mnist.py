@@ -16,7 +16,7 @@ import torch
 
 import dalle_kit
 from dalle_kit import hints
-from dalle_kit.testing import check_part
+from dalle_kit.tools.testing import check_part
 from dalle_kit_plugins.data.mnist import FASHION_TEXT, FILES, MNIST_TEXT, FashionMNIST, MNIST, read_idx, write_idx
 
 FASHION_DIR = Path(FashionMNIST.system_folder)

@@ -7,7 +7,7 @@ import types
 from pathlib import Path
 
 from dalle_kit.registry import Registry
-from dalle_kit.testing import check_part
+from dalle_kit.tools.testing import check_part
 
 README = Path(__file__).resolve().parent.parent / "README.md"
 

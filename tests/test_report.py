@@ -20,8 +20,8 @@ from PIL import Image
 
 from conftest import TINY, write_recipe
 from dalle_kit import api
-from dalle_kit.compare import Entry, metric_table, render_markdown, write_bench_page, write_comparison
-from dalle_kit.report import REPORT_FILE, RunFiles, write_report
+from dalle_kit.tools.compare import Entry, metric_table, render_markdown, write_bench_page, write_comparison
+from dalle_kit.tools.report import REPORT_FILE, RunFiles, write_report
 
 ROOT = Path(__file__).parent.parent
 BODY = TINY.replace("steps = 30", "steps = 20") + '\n[eval]\nmetrics = ["d-roc-auc"]\nnum_samples = 16\nevery = 10\n'

@@ -15,7 +15,7 @@ from conftest import SHAPES_16, TINY, write_recipe
 import dalle_kit
 from dalle_kit import api
 from dalle_kit.registry import Registry
-from dalle_kit.testing import check_part
+from dalle_kit.tools.testing import check_part
 from dalle_kit_plugins import gan
 
 PAINT = (

@@ -22,7 +22,7 @@ from torch import nn
 import dalle_kit
 from dalle_kit import param
 from dalle_kit import Invalid, finite_positive
-from dalle_kit.testing import ConformanceError
+from dalle_kit.tools.testing import ConformanceError
 
 
 # ---------------------------------------------------------------------------- the kind

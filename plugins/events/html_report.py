@@ -1,4 +1,4 @@
-"""Built-in training plugin `html-report`: the run's ``report.html`` (`dalle_kit.report`: metrics with their protocols,
+"""Built-in training plugin `html-report`: the run's ``report.html`` (`dalle_kit.tools.report`: metrics with their protocols,
 loss curves, every sample grid, the recipe and its parts, in one self-contained page) written when training ends and
 rewritten after every evaluation (mid-run, final, or ``dalle-kit eval``), so it always shows the newest scores.
 ``dalle-kit report RUN`` writes it on demand. A report that cannot be written is one warning line; training and
@@ -11,7 +11,7 @@ import warnings
 import dalle_kit
 from dalle_kit import hints
 from dalle_kit import one_line
-from dalle_kit.report import write_report
+from dalle_kit.tools.report import write_report
 
 
 def _write(run) -> None:

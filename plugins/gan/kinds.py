@@ -14,7 +14,7 @@ import torch
 from torch import Tensor, nn
 
 import dalle_kit
-from dalle_kit.testing import ConformanceError, fail
+from dalle_kit.tools.testing import ConformanceError, fail
 
 #: What generators and discriminators are built with (`dalle_kit.Part.build_context`).
 CONTEXT = ("text_dim", "image_size", "channels")

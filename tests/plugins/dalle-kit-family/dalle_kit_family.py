@@ -18,7 +18,7 @@ from torch import nn
 
 import dalle_kit
 from dalle_kit import param
-from dalle_kit.testing import ConformanceError
+from dalle_kit.tools.testing import ConformanceError
 
 
 class Painter(nn.Module, dalle_kit.Part):

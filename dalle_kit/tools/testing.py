@@ -1,6 +1,6 @@
 """Conformance kit: check a part against its kind's contract, from your own pytest run.
 
-    from dalle_kit.testing import check_part
+    from dalle_kit.tools.testing import check_part
 
     def test_my_part():
         check_part(MyPart)                           # every check that applies to its kind
@@ -26,10 +26,10 @@ import attrs
 import tomli_w
 import torch
 
-from .checkpoint import load_state, save_state
-from .errors import RecipeError
-from .parts import KINDS, Dataset, Part, Pipeline, TextEncoder
-from .schema import structure, unstructure
+from ..checkpoint import load_state, save_state
+from ..errors import RecipeError
+from ..parts import KINDS, Dataset, Part, Pipeline, TextEncoder
+from ..schema import structure, unstructure
 
 CAPTIONS = ["a red circle", "a small blue square in the top left", "a photo of a cat", "a large green triangle"]
 CONTEXT = {"text_dim": 16, "image_size": 32, "channels": 3}
@@ -279,7 +279,7 @@ def check_dataset_contract(
 
 
 def _registry(registry=None):
-    from .registry import get_registry
+    from ..registry import get_registry
 
     return registry if registry is not None else get_registry()
 

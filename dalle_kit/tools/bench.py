@@ -29,7 +29,7 @@ Every cell's recipe is validated before anything trains. Cells run one after the
 cell is recorded with its one-line error and the rest continue. Progress is saved to
 ``<out>/<name>.json`` after each cell, and a re-run skips the cells already finished with the same
 settings (failed cells are tried again). Results go to ``<name>.md``, ``.csv``, ``.json`` and ``.png``, and
-``<name>.html`` shows the cells side by side (`dalle_kit.compare`: recipe differences, metrics, each cell's last grid).
+``<name>.html`` shows the cells side by side (`dalle_kit.tools.compare`: recipe differences, metrics, each cell's last grid).
 """
 
 from __future__ import annotations
@@ -46,12 +46,12 @@ from typing import Any
 import attrs
 import tomli_w
 
-from .errors import UserError, one_line
-from .evaluation import evaluate_run
-from .files import atomic_write_bytes, atomic_write_text, make_folder
-from .recipe import MAX_SEED, TOP_LEVEL, flatten_keys, load_recipe, read_toml
-from .schema import Invalid, param, structure
-from .registry import Registry, get_registry
+from ..errors import UserError, one_line
+from ..evaluation import evaluate_run
+from ..files import atomic_write_bytes, atomic_write_text, make_folder
+from ..recipe import MAX_SEED, TOP_LEVEL, flatten_keys, load_recipe, read_toml
+from ..schema import Invalid, param, structure
+from ..registry import Registry, get_registry
 
 STATE_VERSION = 1
 PER_CELL = "per cell"
@@ -276,7 +276,7 @@ def run_grid(
     make_folder(out)
     # Denormal floats slow GAN training down on CPUs (benchmarks/results/train-throughput.md); flushing them keeps a
     # grid's cost predictable. Every cell runs under the same setting.
-    from .api import flush_denormals
+    from ..api import flush_denormals
 
     with flush_denormals():
         return _run_cells(grid, cells, out, runs_dir, registry, quiet, echo)
@@ -285,7 +285,7 @@ def run_grid(
 def _run_cells(
     grid: Grid, cells: list[Cell], out: Path, runs_dir: Path, registry: Registry, quiet: bool, echo
 ) -> dict[str, Any]:
-    from . import api
+    from .. import api
 
     state_path = out / f"{grid.name}.json"
     state = _load_state(state_path, grid)
@@ -361,7 +361,7 @@ def _run_cells(
 
 def _evaluate_real(grid: Grid, cell: Cell, registry: Registry):
     """A calibration cell's scores: the first num_samples images of the cell's split, scored as if generated."""
-    from .evaluation import Evaluation, build_metrics, compute_metrics
+    from ..evaluation import Evaluation, build_metrics, compute_metrics
 
     recipe = load_recipe(cell.base, registry, cell.overrides)
     spec = recipe.parts["data"]

@@ -19,10 +19,11 @@ from typing import Any
 
 import attrs
 
-from . import hints, pages
-from .errors import UserError, one_line
+from .. import hints
+from . import pages
+from ..errors import UserError, one_line
 from .pages import esc
-from .recipe import flatten_keys
+from ..recipe import flatten_keys
 from .report import RunFiles, curves_section, eval_values, has_protocol
 
 #: Prompts drawn per run when none are given: the first of the run's own ``[sample] prompts``.
@@ -109,7 +110,7 @@ def _value_text(value: Any) -> str:
 def draw_fresh_grids(entries: Sequence[Entry], prompts: Sequence[str] = (), *, seed: int = 0, n: int = 4) -> None:
     """Give each entry a grid drawn now from its newest checkpoint (`dalle_kit.api.sample`): `prompts`, else its own
     first `DEFAULT_PROMPTS` ``[sample] prompts``; `n` images per prompt, noise from `seed`."""
-    from . import api
+    from .. import api
 
     with tempfile.TemporaryDirectory(prefix="dalle-kit-compare-") as tmp:
         for i, entry in enumerate(entries):
@@ -304,7 +305,7 @@ def render_markdown(entries: Sequence[Entry], title: str, intro: str = "") -> st
 
 # ---------------------------------------------------------------------------------------------------- writing
 def entries_for(run_dirs: Sequence[str | Path]) -> list[Entry]:
-    from .run import resolve_run_dir
+    from ..run import resolve_run_dir
 
     found = [RunFiles(resolve_run_dir(d)) for d in run_dirs]
     names = [f.dir.name for f in found]
@@ -322,13 +323,13 @@ def write_comparison(
 ) -> tuple[Path, Path]:
     """Compare the runs into ``out_dir/compare.html`` and ``compare.md``; returns their paths. `grids`: draw each run's
     grid now (`draw_fresh_grids`)."""
-    from .checkpoint import atomic_write_text
+    from ..checkpoint import atomic_write_text
 
     if len(run_dirs) < 2:
         raise UserError(
             f"compare: give at least two runs (got {len(run_dirs)}); `{hints.dalle_kit('report RUN')}` shows one run"
         )
-    from .files import check_target
+    from ..files import check_target
 
     out = Path(out_dir)
     if out.exists() and not out.is_dir():
@@ -336,7 +337,7 @@ def write_comparison(
     for name in ("compare.html", "compare.md"):  # refused before any grid is drawn, not after
         check_target(out / name)
     if grids:
-        from .api import check_sample_request
+        from ..api import check_sample_request
 
         check_sample_request(list(prompts) or ["a run's own prompt"] * DEFAULT_PROMPTS, n)
     entries = entries_for(run_dirs)
@@ -367,7 +368,7 @@ def write_comparison(
 def write_bench_page(state: dict[str, Any], path: Path) -> Path:
     """The comparison page of a bench grid: one entry per cell (its parameters as the label), each with the last grid
     its training saved (a bench draws no new ones)."""
-    from .checkpoint import atomic_write_text
+    from ..checkpoint import atomic_write_text
 
     entries = []
     for cell in state["cells"]:

@@ -13,9 +13,9 @@ import re
 import textwrap
 from pathlib import Path
 
-from .errors import UserError
-from .files import atomic_write_text
-from .registry import HOOK_API_VERSION
+from ..errors import UserError
+from ..files import atomic_write_text
+from ..registry import HOOK_API_VERSION
 
 HEADER = '''\
 """{dist}: dalle-kit plugin. Each class below is one part; the hooks at the end register them."""
@@ -108,7 +108,7 @@ TESTS = '''\
 
 import pytest
 
-from dalle_kit.testing import check_part
+from dalle_kit.tools.testing import check_part
 
 from {module} import {classes}
 
@@ -159,7 +159,7 @@ Use it in a recipe by name:
 ```
 
 Edit `{module}/__init__.py`; keep each part's `Config` in step with its constructor, and
-`pytest` checks every part against its kind's contract (`dalle_kit.testing.check_part`).
+`pytest` checks every part against its kind's contract (`dalle_kit.tools.testing.check_part`).
 Publish with `python -m build && twine upload dist/*`.
 """
 
@@ -184,7 +184,7 @@ def templates(registry=None) -> dict[str, dict[str, str]]:
         for kind, (hook, cls, code) in PARTS.items()
     }
     if registry is None:
-        from .registry import get_registry
+        from ..registry import get_registry
 
         registry = get_registry()
     for kind, base in registry.kinds.items():

@@ -16,13 +16,14 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from . import hints, pages
-from .checkpoint import atomic_write_text, list_checkpoints
-from .errors import UserError
+from .. import hints
+from . import pages
+from ..checkpoint import atomic_write_text, list_checkpoints
+from ..errors import UserError
 from .pages import esc
-from .plots import read_jsonl
-from .recipe import RECIPE_FILE
-from .rundir import METRICS_FILE, PARTS_FILE
+from ..plots import read_jsonl
+from ..recipe import RECIPE_FILE
+from ..rundir import METRICS_FILE, PARTS_FILE
 
 REPORT_FILE = "report.html"
 _GRID_NAME = re.compile(r"step-(\d+)\.png")

@@ -1,0 +1,131 @@
+"""The core does not know its tools: no module of `dalle_kit` outside `dalle_kit/tools/` imports from there, at
+module level, inside a function or under TYPE_CHECKING. The tools may import the core; the CLI reaches their
+commands through the ``dalle_kit.commands`` entry points, loaded only when a command needs them."""
+
+from __future__ import annotations
+
+import ast
+import subprocess
+import sys
+from importlib import metadata
+from pathlib import Path
+
+import click
+
+import dalle_kit.cli
+
+CORE = Path(dalle_kit.cli.__file__).resolve().parent
+TOOLS = ("report", "compare", "bench", "new-plugin")
+
+
+def tool_imports(source: str) -> list[str]:
+    """Where `source` (a module directly inside `dalle_kit/`) reaches `dalle_kit.tools`: 'line N: what'."""
+
+    def is_tools(module: str) -> bool:
+        return module == "tools" or module.startswith("tools.")
+
+    found = []
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.ImportFrom):
+            module = node.module or ""
+            if node.level == 0 and module.startswith("dalle_kit."):  # from dalle_kit.tools(.x) import y
+                hit = is_tools(module.removeprefix("dalle_kit."))
+            elif (node.level, module) in ((0, "dalle_kit"), (1, "")):  # from . import tools
+                hit = any(is_tools(alias.name) for alias in node.names)
+            else:  # from .tools(.x) import y
+                hit = node.level == 1 and is_tools(module)
+            if hit:
+                found.append(f"line {node.lineno}: from {'.' * node.level}{module} import ...")
+        elif isinstance(node, ast.Import):
+            found += [
+                f"line {node.lineno}: import {a.name}"
+                for a in node.names
+                if a.name.startswith("dalle_kit.") and is_tools(a.name.removeprefix("dalle_kit."))
+            ]
+        elif isinstance(node, ast.Call) and node.args and isinstance(node.args[0], ast.Constant):
+            # importlib.import_module("dalle_kit.tools.x") or ("..tools", package): an import all the same
+            func = node.func
+            name = func.attr if isinstance(func, ast.Attribute) else func.id if isinstance(func, ast.Name) else ""
+            target = node.args[0].value
+            if name in ("import_module", "__import__") and isinstance(target, str):
+                if is_tools(target.removeprefix("dalle_kit.").lstrip(".")):
+                    found.append(f"line {node.lineno}: {name}({target!r})")
+    return found
+
+
+def test_the_check_sees_every_way_to_import_a_tool():
+    source = """\
+from dalle_kit.tools.report import write_report
+from .tools import bench
+from . import hints, tools
+import dalle_kit.tools.testing
+from typing import TYPE_CHECKING
+if TYPE_CHECKING:
+    from .tools.compare import Entry
+def f():
+    from dalle_kit import tools
+    import importlib
+    importlib.import_module("dalle_kit.tools.scaffold")
+"""
+    assert tool_imports(source) == [
+        "line 1: from dalle_kit.tools.report import ...",
+        "line 2: from .tools import ...",
+        "line 3: from . import ...",
+        "line 4: import dalle_kit.tools.testing",
+        "line 7: from .tools.compare import ...",
+        "line 9: from dalle_kit import ...",
+        "line 11: import_module('dalle_kit.tools.scaffold')",
+    ]
+    harmless = """\
+from . import hints, toolsmith
+from .errors import UserError
+from dalle_kit.files import atomic_write_text
+import dalle_kit
+from .. import tools
+"""
+    assert tool_imports(harmless) == []  # the last one lies above dalle_kit: not the tools package
+
+
+def test_no_core_module_imports_a_tool():
+    modules = sorted(CORE.glob("*.py"))
+    assert len(modules) > 20 and (CORE / "tools" / "report.py").is_file()
+    problems = {path.name: bad for path in modules if (bad := tool_imports(path.read_text()))}
+    assert problems == {}, problems
+
+
+def test_the_tool_commands_are_entry_points_of_this_distribution():
+    found = metadata.distribution("dalle-kit").entry_points.select(group=dalle_kit.cli.COMMANDS_GROUP)
+    assert sorted(ep.name for ep in found) == sorted(TOOLS)
+    for ep in found:
+        assert ep.module.startswith("dalle_kit.tools.")
+        command = ep.load()
+        assert isinstance(command, click.Command) and command.name == ep.name
+
+
+def test_help_lists_the_tools_and_a_core_command_does_not_load_them(capsys):
+    probe = (
+        "import sys; from dalle_kit.cli import main; code = main(sys.argv[1:]); "
+        "print(sorted(m for m in sys.modules if m.startswith('dalle_kit.tools')), file=sys.stderr); sys.exit(code)"
+    )
+    done = subprocess.run([sys.executable, "-c", probe, "recipe", "--help"], capture_output=True, text=True)
+    assert done.returncode == 0 and done.stderr.strip() == "[]", done.stderr
+    done = subprocess.run([sys.executable, "-c", probe, "--help"], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    listed = {line.split()[0] for line in done.stdout.split("Commands:")[1].splitlines() if line.strip()}
+    assert set(TOOLS) <= listed and {"run", "sample", "eval", "recipe", "plugins"} <= listed
+    assert "dalle_kit.tools.commands" in done.stderr
+
+
+def test_metadata_without_the_tool_commands_says_how_to_reinstall(monkeypatch, capsys):
+    class Stale:  # an editable install made before the tools had entry points
+        entry_points = metadata.EntryPoints(())
+
+    monkeypatch.setattr(metadata, "distribution", lambda name: Stale())
+    monkeypatch.setattr(dalle_kit.cli.cli, "_tools", None)
+    monkeypatch.setattr(dalle_kit.cli.cli, "commands", dict(dalle_kit.cli.cli.commands))
+    for name in TOOLS:
+        dalle_kit.cli.cli.commands.pop(name, None)
+    assert dalle_kit.cli.main(["report", "runs/x"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "no command 'report'" in err and "reinstall it: " in err
+    assert " install -e " in err or "--force-reinstall" in err
