@@ -22,7 +22,6 @@ What an `Evaluation` offers (everything is computed on first use and shared by t
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
@@ -34,6 +33,7 @@ from . import hints, progress
 from .cache import ContentCache, default_root, file_digest
 from .errors import RecipeError, UserError
 from .parts import ImageCaptions, to_unit255_images
+from .scores import MetricResult, Protocol
 from .trainer import Trainer
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -43,63 +43,6 @@ if TYPE_CHECKING:  # pragma: no cover
 #: Images generated per call of the pipeline's sampler.
 GENERATE_BATCH = 250
 _SAME = object()  # "the evaluation's own reference split"
-
-
-@attrs.frozen
-class Protocol:
-    """How a score was obtained. Two scores are comparable only if their protocols agree."""
-
-    n_generated: int
-    n_reference: int
-    reference_split: str | None
-    extractor: str
-    weights_hash: str
-    seed: int
-    dataset: str = ""
-    #: The protocol's name: "dalle-kit" (this toolkit's own) or the name a metric gives a published one it follows.
-    name: str = "dalle-kit"
-    #: Where the protocol was published, only when the score followed it step for step (sizes included); else "".
-    published: str = ""
-
-    def to_dict(self) -> dict[str, Any]:
-        return attrs.asdict(self)
-
-    def line(self) -> str:
-        ref = f"{self.n_reference} {self.dataset}/{self.reference_split}" if self.reference_split else "none"
-        return (
-            f"protocol={self.name} ({'published: ' + self.published if self.published else 'ours'}), "
-            f"n_generated={self.n_generated}, reference={ref}, extractor={self.extractor}, "
-            f"weights={self.weights_hash[:16] or '-'}, seed={self.seed}"
-        )
-
-
-@attrs.frozen
-class MetricResult:
-    """A metric's numbers (name -> float), the protocol behind them and optional details (probe accuracies...)."""
-
-    values: dict[str, float]
-    protocol: Protocol
-    details: dict[str, Any] = attrs.field(factory=dict)
-
-    def check(self, metric: str) -> MetricResult:
-        """Raise if the result breaks the contract: a non-empty dict of finite floats and a Protocol."""
-        if not isinstance(self.protocol, Protocol):
-            raise TypeError(f"metric '{metric}' returned no Protocol with its result")
-        if not self.values:
-            raise TypeError(f"metric '{metric}' returned no values")
-        for key, value in self.values.items():
-            if not isinstance(value, (int, float)) or isinstance(value, bool) or not math.isfinite(value):
-                raise ValueError(f"metric '{metric}' returned {key}={value!r}, not a finite number")
-        return self
-
-    def row(self, metric: str) -> dict[str, Any]:
-        """The metrics.jsonl fields: metric name, values (flat), protocol and details."""
-        return {
-            "metric": metric,
-            **{k: float(v) for k, v in self.values.items()},
-            "protocol": self.protocol.to_dict(),
-            **({"details": self.details} if self.details else {}),
-        }
 
 
 class Evaluation:
@@ -341,7 +284,7 @@ def run_metrics(run: Run, metrics: Sequence[str] | None = None) -> dict[str, Met
         dataset = run.recipe.parts["data"].info.name if "data" in run.recipe.parts else ""
         raise UserError(
             f"{run.dir}: no metrics to compute (its recipe's [eval] metrics is empty); score it with "
-            f"metrics that suit {dataset or 'its data'}: `{hints.eval_command(run.dir, dataset)}`"
+            f"metrics that suit {dataset or 'its data'}: `{hints.eval_command(run.dir, run.registry.suggested_metrics(dataset))}`"
         )
     return build_metrics(names, run.registry, settings=run.recipe.metric_settings)
 

@@ -132,18 +132,7 @@ def reinstall() -> str:
     return pip_install("--force-reinstall", "--no-deps", f"{DISTRIBUTION}=={__version__}")
 
 
-def suggested_metrics(dataset: str) -> list[str]:
-    """The installed metrics that suit the dataset named `dataset` (its part's ``suggested_metrics``); ["fid"] when
-    the dataset's plugin is not installed."""
-    from .registry import get_registry
-
-    registry = get_registry()
-    info = registry.parts.get("dataset", {}).get(dataset)
-    wanted = getattr(info.cls, "suggested_metrics", ()) if info is not None else ("fid",)
-    return [m for m in wanted if m in registry.parts.get("metric", {})]
-
-
-def eval_command(run_dir: str | Path, dataset: str) -> str:
-    """``dalle-kit eval RUN --metric A --metric B``: the run scored with the metrics that suit its dataset."""
-    metrics = "".join(f" --metric {m}" for m in suggested_metrics(dataset))
-    return dalle_kit(f"eval {quote(str(run_dir))}{metrics}")
+def eval_command(run_dir: str | Path, metrics: list[str]) -> str:
+    """``dalle-kit eval RUN --metric A --metric B``: the run scored with `metrics` (those that suit its dataset:
+    `dalle_kit.registry.Registry.suggested_metrics`)."""
+    return dalle_kit(f"eval {quote(str(run_dir))}" + "".join(f" --metric {m}" for m in metrics))

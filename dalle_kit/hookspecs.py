@@ -21,10 +21,8 @@ from typing import TYPE_CHECKING, Protocol
 from .markers import hookspec
 
 if TYPE_CHECKING:  # pragma: no cover
-    from .evaluation import MetricResult
-    from .parts import Dataset, Metric, Part, Pipeline, TextEncoder
-    from .run import Run
-    from .trainer import Trainer
+    from .parts import Dataset, Metric, Part, Pipeline, PipelineRun, TextEncoder, TrainerView
+    from .scores import MetricResult
 
 
 class KindRegister(Protocol):
@@ -99,7 +97,7 @@ def register_settings(register: Callable[[str, type], None]) -> None:
 
 
 @hookspec
-def modules_built(trainer: Trainer) -> None:
+def modules_built(trainer: TrainerView) -> None:
     """After the pipeline's setup built its modules and before a checkpoint is loaded into them: when training
     starts, and when a trained run is restored to sample, evaluate or judge (`Trainer.restore`). Add modules to
     ``trainer.training.modules`` (saved and restored with the run, as EMA's average is) and put the ones images
@@ -107,33 +105,33 @@ def modules_built(trainer: Trainer) -> None:
 
 
 @hookspec
-def train_start(trainer: Trainer) -> None:
+def train_start(trainer: TrainerView) -> None:
     """Once, after `modules_built` and before the checkpoint is restored: prepare a plugin's own state."""
 
 
 @hookspec
-def train_step_end(trainer: Trainer, step: int, values: dict[str, float]) -> None:
+def train_step_end(trainer: TrainerView, step: int, values: dict[str, float]) -> None:
     """After each training step (``step`` counts finished steps from 1; ``values`` are its finite losses),
     before logging and checkpointing: update averages, or call ``trainer.request_stop(reason)``."""
 
 
 @hookspec
-def train_checkpoint(trainer: Trainer, step: int) -> None:
+def train_checkpoint(trainer: TrainerView, step: int) -> None:
     """After the checkpoint of ``step`` is written (``trainer.run.checkpoints.folder``)."""
 
 
 @hookspec
-def train_step_saved(trainer: Trainer, step: int) -> None:
+def train_step_saved(trainer: TrainerView, step: int) -> None:
     """After the step is logged and any checkpoint is written: draw sample grids, evaluate. Wrap drawing in
     ``with trainer.drawing() as draw:`` so that it never changes the training's random draws or modes."""
 
 
 @hookspec
-def train_end(trainer: Trainer, step: int, finished: bool) -> None:
+def train_end(trainer: TrainerView, step: int, finished: bool) -> None:
     """After the loop: ``finished`` is false when it stopped early (a signal, ``--stop-at``, a request)."""
 
 
 @hookspec
-def run_evaluated(run: Run, step: int, results: dict[str, MetricResult]) -> None:
+def run_evaluated(run: PipelineRun, step: int, results: dict[str, MetricResult]) -> None:
     """After metrics are computed and logged for ``run`` (mid-run, at the end of training, or by ``dalle-kit
     eval``): ``results`` maps each metric's name to its `dalle_kit.evaluation.MetricResult` (values, protocol)."""

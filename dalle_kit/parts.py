@@ -7,18 +7,16 @@ Parts are constructed as ``Part(config, **context)`` where the context keywords 
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
-from typing import TYPE_CHECKING, Any, ClassVar, Literal
+from collections.abc import Callable, Mapping, Sequence
+from contextlib import AbstractContextManager
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, ClassVar, Literal, Protocol
 
 import attrs
 import torch
 from torch import Tensor, nn
 
 from .schema import param
-
-if TYPE_CHECKING:  # pragma: no cover
-    from .run import Run
-    from .trainer import Training
 
 
 @attrs.frozen
@@ -282,6 +280,80 @@ class TrainConfig:
     )
 
 
+class PartSource(Protocol):
+    """``run.parts``: builds the parts the recipe names (implemented by `dalle_kit.building.PartBuilder`)."""
+
+    def build(self, section: str, **context: Any) -> Any: ...
+    def dataset(self, section: str = "data") -> Dataset: ...
+    def text_encoder(self, saved: dict[str, Any] | None, captions: Sequence[str] | None = None) -> TextEncoder: ...
+    def parallel(self, module: nn.Module) -> nn.Module: ...
+
+
+class PipelineRun(Protocol):
+    """What `Pipeline.setup` (and the training events) receive as ``run``: the resolved recipe, the device, the parts,
+    named random streams and the run's files (implemented by `dalle_kit.run.Run`)."""
+
+    recipe: Any
+    device: torch.device
+    registry: Any
+    quiet: bool
+
+    @property
+    def dir(self) -> Path: ...
+    @property
+    def parts(self) -> PartSource: ...
+    @property
+    def files(self) -> Any: ...
+    @property
+    def checkpoints(self) -> Any: ...
+    def rng(self, name: str) -> torch.Generator: ...
+    def log(self, step: int, kind: str = "train", **values: Any) -> dict[str, Any]: ...
+    def say(self, text: str) -> None: ...
+
+
+@attrs.define
+class Training:
+    """What a pipeline's ``setup(run, state)`` hands the trainer.
+
+    ``modules`` and ``optimizers`` are saved in every checkpoint under their keys and restored on resume, with
+    every random stream the pipeline took from ``run.rng(name)`` (plugins may add modules when they are built, as
+    EMA adds ``<name>_ema``). ``train_step(done)`` runs one iteration and returns the values to check for
+    finiteness, show and log (floats). ``draw`` turns the modules to sample with into ``(prompts, rng) -> images
+    in [-1, 1]`` (None: the pipeline draws no images). ``extra_state`` returns JSON-able state saved under
+    ``extra`` (a vocabulary); ``log_values(step)`` adds costly values on logging steps only (a held-out error);
+    ``before_save(step, state)`` runs after the finiteness check and before the checkpoint is written (an export
+    beside it); ``divergence_fix`` is the advice printed when the losses or weights stop being finite.
+    """
+
+    modules: dict[str, torch.nn.Module]
+    optimizers: dict[str, torch.optim.Optimizer]
+    train_step: Callable[[int], dict[str, float]]
+    draw: Callable[[dict[str, torch.nn.Module]], Callable[..., Tensor]] | None = None
+    extra_state: Callable[[], dict[str, Any]] | None = None
+    log_values: Callable[[int], dict[str, Any]] | None = None
+    before_save: Callable[[int, dict[str, Any]], None] | None = None
+    divergence_fix: str = "lower [train] lr"
+
+
+class TrainerView(Protocol):
+    """What the training events receive as ``trainer`` (implemented by `dalle_kit.trainer.Trainer`)."""
+
+    run: PipelineRun
+    pipeline: Pipeline
+    config: Any
+    step: int
+    training: Training | None
+    sampling_modules: dict[str, nn.Module]
+    threads: Any
+
+    @property
+    def draws_images(self) -> bool: ...
+    def checkpoint(self) -> None: ...
+    def drawing(self) -> AbstractContextManager[Callable[..., Tensor]]: ...
+    def request_stop(self, reason: str) -> None: ...
+    def evaluate_due(self, step: int) -> bool: ...
+
+
 class Pipeline(Part):
     """A training procedure that wires parts. ``Config`` is the schema of the recipe's ``[train]`` table: a
     `TrainConfig` subclass (registration refuses a Config without its fields).
@@ -308,7 +380,7 @@ class Pipeline(Part):
     def __init__(self, config: Any) -> None:
         self.config = config
 
-    def setup(self, run: Run, state: dict[str, Any] | None) -> Training:
+    def setup(self, run: PipelineRun, state: dict[str, Any] | None) -> Training:
         """Build the networks (from ``run.parts``; a fitted text encoder's vocabulary restored from
         ``state["extra"]`` when `state`, the run's checkpoint, is given: the trainer then loads the weights,
         optimizers and random streams) and return them with the training step and how to draw."""

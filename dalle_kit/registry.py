@@ -202,6 +202,13 @@ class Registry:
                         "decorate it with @dalle_kit.hookimpl",
                     )
 
+    def suggested_metrics(self, dataset: str) -> list[str]:
+        """The installed metrics that suit the dataset named `dataset` (its part's ``suggested_metrics``); ["fid"]
+        when the dataset's plugin is not installed."""
+        info = self.parts.get("dataset", {}).get(dataset)
+        wanted = getattr(info.cls, "suggested_metrics", ()) if info is not None else ("fid",)
+        return [m for m in wanted if m in self.parts.get("metric", {})]
+
     @property
     def hook_names(self) -> list[str]:
         """Every hook a plugin may implement: the core's and the registration hooks of the kinds plugins added."""

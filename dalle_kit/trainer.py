@@ -34,39 +34,15 @@ import torch
 
 from . import distributed, hints, progress
 from .errors import UserError
+from .parts import Pipeline, Training
 from .store import load_modules
 from .threads import ThreadPolicy
 
 if TYPE_CHECKING:  # pragma: no cover
-    from .parts import Pipeline
     from .run import Run
 
 #: Signals that stop training at the end of the current step with a checkpoint (a second one stops at once).
 STOP_SIGNALS = tuple(getattr(signal, name) for name in ("SIGINT", "SIGTERM", "SIGHUP") if hasattr(signal, name))
-
-
-@attrs.define
-class Training:
-    """What a pipeline's ``setup(run, state)`` hands the trainer.
-
-    ``modules`` and ``optimizers`` are saved in every checkpoint under their keys and restored on resume, with
-    every random stream the pipeline took from ``run.rng(name)`` (plugins may add modules when they are built, as
-    EMA adds ``<name>_ema``). ``train_step(done)`` runs one iteration and returns the values to check for
-    finiteness, show and log (floats). ``draw`` turns the modules to sample with into ``(prompts, rng) -> images
-    in [-1, 1]`` (None: the pipeline draws no images). ``extra_state`` returns JSON-able state saved under
-    ``extra`` (a vocabulary); ``log_values(step)`` adds costly values on logging steps only (a held-out error);
-    ``before_save(step, state)`` runs after the finiteness check and before the checkpoint is written (an export
-    beside it); ``divergence_fix`` is the advice printed when the losses or weights stop being finite.
-    """
-
-    modules: dict[str, torch.nn.Module]
-    optimizers: dict[str, torch.optim.Optimizer]
-    train_step: Callable[[int], dict[str, float]]
-    draw: Callable[[dict[str, torch.nn.Module]], Callable] | None = None
-    extra_state: Callable[[], dict[str, Any]] | None = None
-    log_values: Callable[[int], dict[str, Any]] | None = None
-    before_save: Callable[[int, dict[str, Any]], None] | None = None
-    divergence_fix: str = "lower [train] lr"
 
 
 Draw = Callable[[Sequence[str], torch.Generator], torch.Tensor]

@@ -129,3 +129,65 @@ def test_metadata_without_the_tool_commands_says_how_to_reinstall(monkeypatch, c
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "no command 'report'" in err and "reinstall it: " in err
     assert " install -e " in err or "--force-reinstall" in err
+
+
+def core_imports(path: Path, core: set[str]) -> set[str]:
+    """The core modules `path` imports anywhere in its source (module level, functions, TYPE_CHECKING blocks)."""
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.ImportFrom):
+            module = node.module or ""
+            if node.level == 1:
+                found.update([module.split(".")[0]] if module else [a.name for a in node.names])
+            elif node.level == 0 and module.startswith("dalle_kit."):
+                found.add(module.split(".")[1])
+            elif node.level == 0 and module == "dalle_kit":
+                found.update(a.name for a in node.names)
+        elif isinstance(node, ast.Import):
+            found.update(a.name.split(".")[1] for a in node.names if a.name.startswith("dalle_kit."))
+    return (found & core) - {path.stem}
+
+
+def import_cycles(graph: dict[str, set[str]]) -> list[list[str]]:
+    """The groups of modules that import each other, directly or round a circle (Tarjan's components of size > 1)."""
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    cycles = []
+
+    def visit(v: str) -> None:
+        index[v] = low[v] = len(index)
+        stack.append(v)
+        for w in sorted(graph[v]):
+            if w not in index:
+                visit(w)
+                low[v] = min(low[v], low[w])
+            elif w in stack:
+                low[v] = min(low[v], index[w])
+        if low[v] == index[v]:
+            group = []
+            while True:
+                w = stack.pop()
+                group.append(w)
+                if w == v:
+                    break
+            if len(group) > 1:
+                cycles.append(sorted(group))
+
+    for v in sorted(graph):
+        if v not in index:
+            visit(v)
+    return cycles
+
+
+def test_the_cycle_check_sees_a_circle():
+    assert import_cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [["a", "b", "c"]]
+    assert import_cycles({"a": {"b"}, "b": set()}) == []
+
+
+def test_the_core_has_no_import_circle():
+    """Contracts at the bottom (parts, scores, hookspecs), then registry and recipe, the run's services, the trainer,
+    the CLI on top: no module imports one that imports it back, not even for type checking."""
+    modules = {p.stem: p for p in CORE.glob("*.py") if p.stem != "__init__"}
+    graph = {name: core_imports(path, set(modules)) for name, path in modules.items()}
+    assert import_cycles(graph) == []

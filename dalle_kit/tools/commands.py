@@ -118,7 +118,8 @@ def bench_cmd(grid, out, runs_dir, dry_run, quiet, progress):
     "kinds",
     multiple=True,
     metavar="KIND",
-    help="Example part to include (repeatable): generator, discriminator, text_encoder, loss, dataset.",
+    help="Example to include (repeatable): generator, discriminator, loss, text_encoder, dataset, metric, pipeline, "
+    "kind (a new kind of part with one part), hook (a training-event hook with its [hooks.NAME] table).",
 )
 @click.option(
     "--dir", "directory", default=".", show_default=True, type=click.Path(), help="Where to write the package."

@@ -23,6 +23,7 @@ from ..errors import UserError
 from .pages import esc
 from ..plots import read_jsonl
 from ..recipe import RECIPE_FILE
+from ..registry import get_registry
 from ..rundir import METRICS_FILE, PARTS_FILE
 
 REPORT_FILE = "report.html"
@@ -188,7 +189,8 @@ def metrics_section(files: RunFiles) -> str:
     rows = files.eval_rows
     if not rows:
         return pages.empty(
-            f"No evaluations yet: `{hints.eval_command(files.dir, files.dataset)}` scores the newest "
+            f"No evaluations yet: `{hints.eval_command(files.dir, get_registry().suggested_metrics(files.dataset))}` "
+            "scores the newest "
             f"checkpoint with metrics that suit {files.dataset} (or list metrics in the recipe's [eval] "
             "table)."
         )

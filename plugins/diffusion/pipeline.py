@@ -23,6 +23,7 @@ import dalle_kit
 from dalle_kit import param
 from dalle_kit import Invalid, finite_positive
 from dalle_kit.tools.testing import ConformanceError
+from dalle_kit_plugins.diffusion.objective import denoising_loss
 
 
 # ---------------------------------------------------------------------------- the kind
@@ -225,8 +226,7 @@ class Diffusion(dalle_kit.Pipeline):
             t = torch.randint(cfg.timesteps, (len(real),), generator=noise_rng).to(device)
             dropped = (torch.rand(len(real), generator=noise_rng) < cfg.caption_dropout).to(device)
             text = torch.where(dropped[:, None], train_null(len(real)), train_encoder(captions))
-            target = noise if cfg.prediction == "epsilon" else scheduler.get_velocity(real, noise, t)
-            loss = (train_denoiser(scheduler.add_noise(real, noise, t), t, text) - target).square().mean()
+            loss = denoising_loss(train_denoiser, scheduler, real, noise, t, text, cfg.prediction)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             if cfg.grad_clip:

@@ -24,6 +24,7 @@ from torch import nn
 import dalle_kit
 from dalle_kit import adam_betas, finetune, finite_positive, param
 from dalle_kit_plugins import gan
+from dalle_kit_plugins.vae.objective import negative_elbo
 
 #: Held-out images (the first of the "test" split) whose reconstruction error is logged as recon_test.
 TEST_IMAGES = 256
@@ -57,11 +58,6 @@ class ImageEncoder(nn.Module):
     def forward(self, images: torch.Tensor, text: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         mu, logvar = self.head(torch.cat([self.features(images), text], dim=1)).chunk(2, dim=1)
         return mu, logvar
-
-
-def kl_to_standard_normal(mu: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
-    """KL(N(mu, exp(logvar)) || N(0, I)) per row, in nats."""
-    return 0.5 * (mu.square() + logvar.exp() - 1.0 - logvar).sum(dim=1)
 
 
 class VAE(dalle_kit.Pipeline):
@@ -153,9 +149,7 @@ class VAE(dalle_kit.Pipeline):
             mu, logvar = train_image_encoder(real, text)
             eps = torch.randn(mu.shape, generator=noise_rng).to(device)
             recon_images = train_g(mu + eps * (0.5 * logvar).exp(), text)
-            recon = (recon_images - real).square().flatten(1).sum(dim=1).mean()
-            kl = kl_to_standard_normal(mu, logvar).mean()
-            loss = recon + self.kl_weight(done + 1) * kl
+            loss, recon, kl = negative_elbo(recon_images, real, mu, logvar, self.kl_weight(done + 1))
             opt.zero_grad(set_to_none=True)
             loss.backward()
             if cfg.grad_clip:
