@@ -255,3 +255,16 @@ def cli_subprocess(*args: str, site: Path | None = None, select: str | None = No
         env["DALLE_KIT_PLUGINS"] = select
     exe = Path(sys.executable).parent / "dalle-kit"
     return subprocess.run([str(exe), *args], capture_output=True, text=True, env=env, cwd=cwd, timeout=300)
+
+
+@pytest.fixture
+def no_network(monkeypatch):
+    """Any attempt to open a network connection fails the test (and Hugging Face libraries are told to stay offline)."""
+    import socket
+
+    def refuse(*args, **kwargs):
+        raise AssertionError(f"network access attempted: {args}")
+
+    monkeypatch.setattr(socket.socket, "connect", refuse)
+    monkeypatch.setattr(socket, "create_connection", refuse)
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")

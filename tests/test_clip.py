@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import math
-import socket
 from pathlib import Path
 
 import open_clip
@@ -45,16 +44,6 @@ BRIEF = [
     "train.checkpoint_every=80",
 ]
 TINY_ARCH = tiny_config(embed_dim=32, width=32, vision_layers=1, text_layers=1)
-
-
-@pytest.fixture
-def no_network(monkeypatch):
-    def refuse(*args, **kwargs):
-        raise AssertionError(f"network access attempted: {args}")
-
-    monkeypatch.setattr(socket.socket, "connect", refuse)
-    monkeypatch.setattr(socket, "create_connection", refuse)
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
 
 
 @pytest.fixture(scope="module")

@@ -95,9 +95,10 @@ def test_offline_weights_map_onto_torch_fidelity_network():
     assert ours.abs().mean().item() > 0.1
 
 
-def test_fid_agrees_with_direct_torch_fidelity_call(shapes, tmp_path):
+def train_images_as_generated(shapes, tmp_path) -> Evaluation:
+    """An evaluation of fid whose "generated" images are the first N train images (a real-vs-real score)."""
     train = shapes.load("train")
-    evaluation = Evaluation(
+    return Evaluation(
         shapes,
         num_samples=N,
         generated=train.images[:N],
@@ -105,6 +106,10 @@ def test_fid_agrees_with_direct_torch_fidelity_call(shapes, tmp_path):
         cache_root=tmp_path / "cache",
         metric_names=["fid"],
     )
+
+
+def test_fid_agrees_with_direct_torch_fidelity_call(shapes, tmp_path):
+    evaluation = train_images_as_generated(shapes, tmp_path)
     result = compute_metrics(evaluation, build_metrics(["fid"], get_registry()))["fid"]
 
     extractor = inception.resolve()
@@ -112,7 +117,7 @@ def test_fid_agrees_with_direct_torch_fidelity_call(shapes, tmp_path):
     torch.save(inception.fid_helper_standard_state(), weights)  # for torch-fidelity's stock class
     with threadpool_limits(limits=1, user_api="blas"):  # only for speed: multi-threaded eigvals crawls on shared cores
         direct = torch_fidelity.calculate_metrics(
-            input1=inception.ImagesDataset(train.images[:N]),
+            input1=inception.ImagesDataset(shapes.load("train").images[:N]),
             input2=inception.ImagesDataset(shapes.load("test").images[:N]),
             fid=True,
             feature_extractor="inception-v3-compat",
@@ -268,17 +273,9 @@ def test_bf16_mixed_pass_is_close_to_fp32_labelled_and_shares_the_fp32_reference
     reference features stay the fp32 cache entry; fp32 is the default and 'auto' picks bf16 only where it is native."""
     from dalle_kit_plugins.metrics import fidelity
 
-    train = shapes.load("train")
     results = {}
     for precision in ("fp32", "bf16-mixed"):
-        evaluation = Evaluation(
-            shapes,
-            num_samples=N,
-            generated=train.images[:N],
-            prompts=train.captions[:N],
-            cache_root=tmp_path / "cache",
-            metric_names=["fid"],
-        )
+        evaluation = train_images_as_generated(shapes, tmp_path)
         metrics = build_metrics(["fid"], get_registry(), settings={"fid": FidelityConfig(precision=precision)})
         results[precision] = compute_metrics(evaluation, metrics)["fid"], evaluation.shared
     (fp32, shared32), (bf16, shared16) = results["fp32"], results["bf16-mixed"]

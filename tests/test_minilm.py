@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import socket
 
 import pytest
 import torch
@@ -12,16 +11,6 @@ from dalle_kit.registry import Registry
 from dalle_kit.tools.testing import check_part
 
 MINILM = Registry.discover(select="").parts["text_encoder"]["minilm"].cls
-
-
-@pytest.fixture
-def no_network(monkeypatch):
-    def refuse(*args, **kwargs):
-        raise AssertionError(f"network access attempted: {args}")
-
-    monkeypatch.setattr(socket.socket, "connect", refuse)
-    monkeypatch.setattr(socket, "create_connection", refuse)
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
 
 
 def test_encodes_offline_from_packaged_model(no_network):
