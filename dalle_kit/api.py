@@ -22,7 +22,7 @@ from .registry import Registry, get_registry
 from . import distributed
 from .building import check_parts, pick_device
 from .run import Run, resolve_run_dir
-from .trainer import Trainer
+from .trainer import Trainer, sampler
 
 DEFAULT_RECIPE = "default"
 #: The most images one `sample` call draws (prompts x -n): a grid beyond it is unreadable and may exhaust memory.
@@ -250,7 +250,7 @@ def sample(
                     + f"; see {hints.dalle_kit('plugins show ' + run.recipe.pipeline.info.name)}"
                 )
         train = load_recipe(run.dir / RECIPE_FILE, registry, list(settings), check_name=False).train
-    draw = Trainer.restore(run, run.recipe.pipeline.info.cls(train)).sampler()
+    draw = sampler(run, run.recipe.pipeline.info.cls(train))
     generator = torch.Generator().manual_seed(seed)
     with torch.inference_mode():
         images = draw([p for p in prompts for _ in range(n)], generator)

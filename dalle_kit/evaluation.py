@@ -34,7 +34,7 @@ from .cache import ContentCache, default_root, file_digest
 from .errors import RecipeError, UserError
 from .parts import ImageCaptions, to_unit255_images
 from .scores import MetricResult, Protocol
-from .trainer import Trainer
+from . import trainer
 
 if TYPE_CHECKING:  # pragma: no cover
     from .parts import Dataset, Metric
@@ -108,7 +108,7 @@ class Evaluation:
         pipeline = run.recipe.pipeline.info.cls(run.recipe.train)
 
         def sampler():
-            return draw if draw is not None else Trainer.restore(run, pipeline).sampler()
+            return draw if draw is not None else trainer.sampler(run, pipeline)
 
         def critic():
             make = getattr(pipeline, "critic", None)

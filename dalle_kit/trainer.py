@@ -307,8 +307,17 @@ class Trainer:
         return t.draw(self.drawing_modules)
 
 
-def sampler(run: Run, **settings: Any) -> Draw:
-    """``(prompts, rng) -> images in [-1, 1]`` from the run's newest weights (`Trainer.restore`), the recipe's
-    pipeline with `settings` in place of its ``[train]`` values (a diffusion run's ``sample_steps``)."""
-    train = attrs.evolve(run.recipe.train, **settings) if settings else run.recipe.train
-    return Trainer.restore(run, run.recipe.pipeline.info.cls(train)).sampler()
+def sampler(run: Run, pipeline: Pipeline | None = None, **settings: Any) -> Draw:
+    """``(prompts, rng) -> images in [-1, 1]`` from the run's newest weights (`Trainer.restore`): `pipeline`, or the
+    recipe's with `settings` in place of its ``[train]`` values (a diffusion run's ``sample_steps``). A pipeline that
+    draws no images is refused in one line before anything is built."""
+    if pipeline is None:
+        train = attrs.evolve(run.recipe.train, **settings) if settings else run.recipe.train
+        pipeline = run.recipe.pipeline.info.cls(train)
+    if not pipeline.draws_images:
+        name = run.recipe.pipeline.info.name
+        raise UserError(
+            f"{run.dir}: pipeline '{name}' draws no images, so there is nothing to sample or score; "
+            f"what its runs are for: {hints.dalle_kit('plugins show ' + name)}"
+        )
+    return Trainer.restore(run, pipeline).sampler()
