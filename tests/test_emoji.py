@@ -258,6 +258,8 @@ def test_absent_package_one_line_exit_2_with_the_command(run_cli, tmp_path, monk
         (tmp_path / "nowhere.tgz", "does not exist"),
         (tmp_path / "runs-empty", "holds no emoji.json"),
         (recipe, "is not an npm tarball"),
+        (tmp_path / ("n" * 300), "cannot be used"),
+        ("/dev/null", "is not a file or folder"),
     ):
         if says == "holds no emoji.json":
             root.mkdir()

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import io
 import json
+import os
 import re
 import shutil
 import subprocess
@@ -290,14 +291,29 @@ class Emoji(packaged.PackagedDataset):
         fix = f"`{fetch_command()}`"
         if self.config.root:
             root = Path(self.config.root).expanduser()
-            if root.is_file():
+            try:
+                kind = (
+                    "file"
+                    if root.is_file()
+                    else "folder"
+                    if root.is_dir()
+                    else "other"
+                    if os.path.lexists(root)
+                    else ""
+                )
+            except (OSError, ValueError) as exc:  # a name too long, a NUL byte
+                raise UserError(
+                    f"emoji: [data] root {str(root)[:80]!r} cannot be used ({_one_line(exc)}); set it to the .tgz "
+                    f"that {fix} writes or to the unpacked package"
+                ) from None
+            if kind == "file":
                 if _tarball_has_index(root):
                     return Source(root, tarball=True)
                 raise UserError(
                     f"emoji: [data] root {root} is not an npm tarball of {PACKAGE} (no package/emoji.json in it); "
                     f"fetch one with {fix} and point root at it"
                 )
-            if root.is_dir():
+            if kind == "folder":
                 found = _folder_source(root)
                 if found is not None:
                     return found
@@ -306,8 +322,9 @@ class Emoji(packaged.PackagedDataset):
                     f"fetch the package with {fix} in that folder, or point root at the package"
                 )
             raise UserError(
-                f"emoji: [data] root {root} does not exist; fetch the package with {fix} and set root to the .tgz "
-                "it writes (or leave root empty to read it from the current folder)"
+                f"emoji: [data] root {root} {'is not a file or folder' if kind else 'does not exist'}; fetch the "
+                f"package with {fix} and set root to the .tgz it writes (or leave root empty to read it from the "
+                "current folder)"
             )
         here = Path.cwd()
         found = _folder_source(here)

@@ -76,6 +76,11 @@ def _size_ok(_: Any, attribute: Any, value: int) -> None:
         raise ValueError(f"'{attribute.name}' must be between 8 and 256, got {value}")
 
 
+def _not_blank(_: Any, attribute: Any, value: str) -> None:
+    if not value.strip():
+        raise ValueError(f"'{attribute.name}' must name a folder, got {value!r} (default: {DEFAULT_ROOT})")
+
+
 class TuxPaint(packaged.PackagedDataset):
     """Tux Paint's stamps (Debian tuxpaint-stamps-default): photos and drawings with a one-line English caption."""
 
@@ -83,7 +88,12 @@ class TuxPaint(packaged.PackagedDataset):
 
     @attrs.frozen
     class Config:
-        root: str = param(DEFAULT_ROOT, "the stamps folder (<category>/.../<name>.png with <name>.txt)", path="dir")
+        root: str = param(
+            DEFAULT_ROOT,
+            "the stamps folder (<category>/.../<name>.png with <name>.txt)",
+            path="dir",
+            validator=_not_blank,
+        )
         size: int = param(
             32, "image side in pixels: the longer side is area-resized to it, the rest padded", validator=_size_ok
         )
