@@ -288,23 +288,3 @@ def test_the_images_size_is_refused_above_the_packages(run_cli, emoji_package, t
     body = RECIPE.format(root=f'root = "{emoji_package["tgz"]}"\nsize = 128')
     code, out, err = run_cli("recipe", "check", write_recipe(tmp_path, body))
     assert code == 2 and "[data] key 'size'" in err and "between 8 and 64" in err
-
-
-@pytest.mark.slow
-def test_the_real_package(tmp_path):
-    """The real emoji-datasource-google 16, when npm has put it where the dataset looks (or in the current folder);
-    fetching it here would need the network at test time."""
-    try:
-        source = Emoji(Emoji.Config()).locate()
-    except dalle_kit.UserError as exc:
-        pytest.skip(f"emoji-datasource-google is not here: {exc}")
-    data, train, test = load(source.path)
-    assert len(train) + len(test) == 1911 and 150 < len(test) < 250
-    assert "grinning face" in train.captions + test.captions
-    assert data.parse_caption("grinning face") == {"category": "Smileys & Emotion"}
-    _, train_t, test_t = load(source.path, skin_tones=True)
-    assert len(train_t) + len(test_t) == 1911 + 1875
-    assert set(test.captions) <= set(test_t.captions)  # the variants join their emoji's split
-    check_part(Emoji, Emoji.Config(root=str(source.path)))
-    image = both(train, test)["red apple"]
-    assert image[:, 0, 0].tolist() == [255, 255, 255]  # transparent corner on white

@@ -7,7 +7,7 @@ import shutil
 import pytest
 import torch
 
-from conftest import TINY_GAN_PARTS, TUXPAINT_ROOT, make_stamps, write_recipe
+from conftest import TINY_GAN_PARTS, make_stamps, write_recipe
 
 import dalle_kit
 from dalle_kit.registry import Registry
@@ -182,17 +182,3 @@ def test_the_cache_holds_plain_arrays_and_json(stamps_root, isolated_cache):
     for path in entries:
         np.load(path, allow_pickle=False)
         assert isinstance(json.loads((path.parent / "rows.json").read_text()), list)
-
-
-@pytest.mark.slow
-def test_the_real_stamps():
-    """Debian's tuxpaint-stamps-default, when installed (`apt-get install -y tuxpaint-stamps-default`)."""
-    if not TUXPAINT_ROOT.is_dir():
-        pytest.skip(f"{TUXPAINT_ROOT} is not here: apt-get update && apt-get install -y tuxpaint-stamps-default")
-    data, train, test = load(TUXPAINT_ROOT)
-    total = len(train) + len(test)
-    assert 900 < total < 1000 and 60 < len(test) < 140, (len(train), len(test))
-    assert "A crowned crane." in train.captions + test.captions
-    assert data.skipped.get("without a caption", 0) < 20
-    assert "animals" in train.attribute_names["category"]
-    check_part(TuxPaint, TuxPaint.Config())
