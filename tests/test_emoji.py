@@ -242,6 +242,8 @@ def test_damaged_files_give_one_line(tmp_path):
 
 def test_absent_package_one_line_exit_2_with_the_command(run_cli, tmp_path, monkeypatch, no_npm_global):
     monkeypatch.chdir(tmp_path)
+    which = emoji_module.shutil.which
+    monkeypatch.setattr(emoji_module.shutil, "which", lambda name: "/usr/bin/npm" if name == "npm" else which(name))
     recipe = write_recipe(tmp_path, RECIPE.format(root=""))
     code, out, err = run_cli("recipe", "check", recipe)
     lines = err.strip().splitlines()
@@ -250,7 +252,7 @@ def test_absent_package_one_line_exit_2_with_the_command(run_cli, tmp_path, monk
     code, out, err = run_cli("run", recipe, "--runs-dir", tmp_path / "runs")
     assert code == 2 and len(err.strip().splitlines()) == 1 and not (tmp_path / "runs").exists()
 
-    monkeypatch.setattr(emoji_module.shutil, "which", lambda name: None)  # no npm: the command installs it first
+    monkeypatch.setattr(emoji_module.shutil, "which", lambda name: None if name == "npm" else which(name))  # no npm
     code, out, err = run_cli("recipe", "check", recipe)
     assert code == 2 and "apt-get install -y npm && npm pack emoji-datasource-google@16" in err
 
