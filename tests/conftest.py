@@ -31,6 +31,7 @@ UNIT_MODULES = {
     "test_cli_fast",
     "test_conformance_kit",
     "test_contracts",
+    "test_emoji",
     "test_grid",
     "test_imagefolder",
     "test_layers",
@@ -41,6 +42,7 @@ UNIT_MODULES = {
     "test_public_api",
     "test_readme_plugin",
     "test_recipe_errors",
+    "test_tuxpaint",
 }
 
 
@@ -268,3 +270,163 @@ def no_network(monkeypatch):
     monkeypatch.setattr(socket.socket, "connect", refuse)
     monkeypatch.setattr(socket, "create_connection", refuse)
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+
+
+#: The parts of a tiny gan recipe, for the dataset tests' recipes (a [data] table before it).
+TINY_GAN_PARTS = """
+[text_encoder]
+name = "bow"
+
+[generator]
+name = "dcgan"
+ngf = 8
+
+[discriminator]
+name = "dcgan"
+ndf = 8
+
+[loss]
+name = "hinge"
+"""
+
+#: The emoji of the fake emoji-datasource-google package: (unified, name, short names, category, RGBA colour).
+EMOJI = [
+    ("1F600", "GRINNING FACE", ["grinning"], "Smileys & Emotion", (250, 200, 0, 255)),
+    ("1F642", "SLIGHTLY SMILING FACE", ["slightly_smiling_face"], "Smileys & Emotion", (240, 180, 20, 255)),
+    ("1F436", "DOG FACE", ["dog"], "Animals & Nature", (150, 90, 40, 255)),
+    ("1F438", "FROG FACE", ["frog"], "Animals & Nature", (40, 180, 40, 255)),
+    ("1F34E", "RED APPLE", ["apple"], "Food & Drink", (220, 20, 30, 255)),
+    ("1F44B", "WAVING HAND SIGN", ["wave"], "People & Body", (255, 210, 120, 255)),
+    ("1F1EF-1F1F5", "Japan Flag", ["jp", "flag-jp"], "Flags", (255, 255, 255, 128)),  # half transparent
+]
+EMOJI_TONES = {"1F3FB": (250, 220, 190, 255), "1F3FF": (90, 60, 40, 255)}  # the waving hand's two variants
+
+
+def _emoji_png(rgba: tuple[int, int, int, int]) -> bytes:
+    """64x64 RGBA: a 32x32 square of the colour in the middle of transparent pixels."""
+    import io
+
+    from PIL import Image
+
+    image = Image.new("RGBA", (64, 64), (0, 0, 0, 0))
+    image.paste(Image.new("RGBA", (32, 32), rgba), (16, 16))
+    buffer = io.BytesIO()
+    image.save(buffer, "PNG")
+    return buffer.getvalue()
+
+
+def emoji_package_files(entries=EMOJI) -> dict[str, bytes]:
+    """The files of a small emoji-datasource-google 16.0.0, as npm lays it out (paths inside package/)."""
+    import json
+
+    index, files = [], {}
+    for order, (unified, name, short, category, rgba) in enumerate(entries):
+        image = unified.lower() + ".png"
+        entry = {
+            "name": name,
+            "unified": unified,
+            "image": image,
+            "short_name": short[0],
+            "short_names": short,
+            "category": category,
+            "subcategory": category.split()[0].lower(),
+            "sort_order": order,
+            "has_img_google": True,
+        }
+        files[f"img/google/64/{image}"] = _emoji_png(rgba)
+        if unified == "1F44B":
+            entry["skin_variations"] = {}
+            for tone, colour in EMOJI_TONES.items():
+                variant = f"{unified}-{tone}"
+                entry["skin_variations"][tone] = {"unified": variant, "image": variant.lower() + ".png"}
+                files[f"img/google/64/{variant.lower()}.png"] = _emoji_png(colour)
+        index.append(entry)
+    files["emoji.json"] = json.dumps(index).encode()
+    files["package.json"] = json.dumps({"name": "emoji-datasource-google", "version": "16.0.0"}).encode()
+    return files
+
+
+def write_tarball(path: Path, files: dict[str, bytes], extra=()) -> Path:
+    """An npm-pack style .tgz: every file under package/; `extra` adds raw TarInfo members (links, escapes)."""
+    import io
+    import tarfile
+
+    with tarfile.open(path, "w:gz") as tar:
+        for name in ("emoji.json", "package.json"):  # npm puts the top-level files first
+            if name in files:
+                info = tarfile.TarInfo(f"package/{name}")
+                info.size = len(files[name])
+                tar.addfile(info, io.BytesIO(files[name]))
+        for member, data in extra:
+            tar.addfile(member, io.BytesIO(data) if data else None)
+        for name, data in files.items():
+            if name not in ("emoji.json", "package.json"):
+                info = tarfile.TarInfo(f"package/{name}")
+                info.size = len(data)
+                tar.addfile(info, io.BytesIO(data))
+    return path
+
+
+def make_emoji_package(root: Path) -> dict[str, Path]:
+    """The fake package as an npm-pack tarball and unpacked (``root/unpacked/package/``): {"tgz": .., "folder": ..}."""
+    files = emoji_package_files()
+    root.mkdir(parents=True, exist_ok=True)
+    tgz = write_tarball(root / "emoji-datasource-google-16.0.0.tgz", files)
+    folder = root / "unpacked" / "package"
+    for name, data in files.items():
+        (folder / name).parent.mkdir(parents=True, exist_ok=True)
+        (folder / name).write_bytes(data)
+    return {"tgz": tgz, "folder": folder}
+
+
+@pytest.fixture(scope="session")
+def emoji_package(tmp_path_factory) -> dict[str, Path]:
+    return make_emoji_package(tmp_path_factory.mktemp("emoji"))
+
+
+TUXPAINT_ROOT = Path("/usr/share/tuxpaint/stamps")
+STAMP_SVG = (
+    '<svg xmlns="http://www.w3.org/2000/svg" width="40" height="40">'
+    '<rect x="10" y="10" width="20" height="20" fill="#0000ff"/></svg>'
+)
+
+
+def make_stamps(root: Path) -> Path:
+    """A small Tux Paint stamps tree in the package's layout: <category>/.../<name>.png|.svg with <name>.txt whose
+    first unprefixed line is English, translations as ``xx.utf8=``; plus what the reader must leave out."""
+    from PIL import Image
+
+    def png(rel: str, size: tuple[int, int], colour: tuple[int, ...]) -> None:
+        (root / rel).parent.mkdir(parents=True, exist_ok=True)
+        Image.new("RGBA", size, colour).save(root / rel)
+
+    def txt(rel: str, text: str) -> None:
+        (root / rel).parent.mkdir(parents=True, exist_ok=True)
+        (root / rel).write_text(text, encoding="utf-8")
+
+    png("animals/birds/crane.png", (40, 20), (200, 30, 30, 255))  # wide: padded above and below
+    txt("animals/birds/crane.txt", "A crowned crane.\nfr.utf8=Une grue couronnee.\npt_BR.utf8=Um grou.\n")
+    png("animals/birds/crane_mirror.png", (40, 20), (30, 30, 200, 255))  # an alternate image, not a stamp
+    png("animals/frog.png", (30, 30), (30, 200, 30, 128))  # half transparent
+    txt("animals/frog.txt", "de.utf8=Ein Frosch.\nA frog.\nsr@latin.utf8=Zaba.\n")  # English after a translation
+    png("food/pear.png", (20, 40), (200, 200, 30, 255))  # PNG and SVG of one stamp: the PNG is read
+    (root / "food/pear.svg").write_text(STAMP_SVG)
+    txt("food/pear.txt", "A yellow pear.\n")
+    (root / "food/plum.svg").write_text(STAMP_SVG)  # SVG only
+    txt("food/plum.txt", "A blue plum.\nes.utf8=Una ciruela azul.\n")
+    png("food/bun.png", (32, 32), (150, 100, 50, 255))
+    txt("food/bun.txt", "\ufeffA   sticky\tbun.\r\n")
+    png("cartoon/tux.png", (32, 32), (0, 0, 0, 255))  # no .txt: left out
+    png("cartoon/tux2.png", (32, 32), (10, 10, 10, 255))
+    txt("cartoon/tux2.txt", "fr.utf8=Tux.\n")  # only a translation: left out
+    for i in range(6):
+        png(f"town/house{i}.png", (24, 24), (100 + 20 * i, 100, 100, 255))
+        txt(f"town/house{i}.txt", f"House number {i}.\n")
+    (root / "town/house0.ogg").write_bytes(b"OggS")  # sounds and options are not stamps
+    (root / "town/house0.dat").write_text("colorable\n")
+    return root
+
+
+@pytest.fixture(scope="session")
+def stamps_root(tmp_path_factory) -> Path:
+    return make_stamps(tmp_path_factory.mktemp("stamps"))

@@ -16,8 +16,9 @@ SMALL = {  # configs that keep the checks fast; defaults are checked too where t
 
 
 # cifar10 cannot be had here (tests/test_cifar10.py checks its format); imagefolder needs a folder
-# (tests/test_imagefolder.py runs the kit on one it writes).
-NEEDS_FILES = {("dataset", "cifar10"), ("dataset", "imagefolder")}
+# (tests/test_imagefolder.py runs the kit on one it writes); emoji and tuxpaint need their packages' files
+# (tests/test_emoji.py and tests/test_tuxpaint.py run the kit on small copies in the packages' layouts).
+NEEDS_FILES = {("dataset", "cifar10"), ("dataset", "imagefolder"), ("dataset", "emoji"), ("dataset", "tuxpaint")}
 
 
 @pytest.mark.parametrize(
