@@ -286,6 +286,19 @@ def test_found_where_npm_puts_it(emoji_package, tmp_path, monkeypatch, no_npm_gl
     assert Emoji(Emoji.Config()).locate() == emoji_module.Source(link, tarball=False)
 
 
+def test_a_run_records_where_the_package_was_found(emoji_package, tmp_path, monkeypatch, no_npm_global):
+    """An empty or relative root is pinned to the absolute path found when the run starts, so the run's recipe reads
+    the same files from any folder; an absolute root, or a package not found, is left as written."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "emoji-datasource-google-16.0.0.tgz").write_bytes(emoji_package["tgz"].read_bytes())
+    pinned = Emoji.pin(Emoji.Config())
+    assert pinned.root == str((tmp_path / "emoji-datasource-google-16.0.0.tgz").resolve())
+    assert Emoji.pin(Emoji.Config(root="emoji-datasource-google-16.0.0.tgz")).root == pinned.root
+    assert Emoji.pin(pinned) == pinned
+    monkeypatch.chdir(tmp_path / "..")
+    assert Emoji.pin(Emoji.Config(root="nowhere.tgz")).root == "nowhere.tgz"  # check() says how to fetch it
+
+
 def test_the_images_size_is_refused_above_the_packages(run_cli, emoji_package, tmp_path):
     body = RECIPE.format(root=f'root = "{emoji_package["tgz"]}"\nsize = 128')
     code, out, err = run_cli("recipe", "check", write_recipe(tmp_path, body))

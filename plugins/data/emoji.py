@@ -277,6 +277,19 @@ class Emoji(packaged.PackagedDataset):
         super().__init__(config)
         self._source: Source | None = None
 
+    @classmethod
+    def pin(cls, config: Any) -> Any:
+        """An empty or relative ``root`` becomes the absolute path of the package found now (recorded in the new
+        run's recipe), so that ``sample`` and ``eval`` read the same files from any folder; a package not found is
+        left to `check`, which says how to fetch it."""
+        if config.root and Path(config.root).expanduser().is_absolute():
+            return config
+        try:
+            found = cls(config).locate()
+        except UserError:
+            return config
+        return attrs.evolve(config, root=str(found.path.resolve()))
+
     @property
     def native_size(self) -> int:
         return NATIVE_SIZE
