@@ -182,13 +182,11 @@ def short_prompt_objects(draw, per_prompt: int, seed: int) -> tuple[float, int, 
     return sum(right) / len(right), sum(k >= 7 * per_prompt / 8 for k in per), len(prompts)
 
 
-def noise_share(run, captions: list[str]) -> float | None:
-    """First-layer noise share of a dcgan generator (see the module doc); None for other generators."""
+def noise_share(run, parts: dict[str, torch.nn.Module], captions: list[str]) -> float | None:
+    """First-layer noise share of a dcgan generator in `parts` (the run's modules to draw with; see the module
+    doc); None for other generators."""
     if run.recipe.pipeline.info.name != "gan":
         return None
-    from dalle_kit.trainer import Trainer
-
-    parts = Trainer.restore(run, run.recipe.pipeline.info.cls(run.recipe.train)).drawing_modules
     generator, encoder = parts["generator"], parts["text_encoder"]
     first = getattr(generator, "net", [None])[0]
     if not isinstance(first, torch.nn.ConvTranspose2d) or not hasattr(generator, "text_proj"):
@@ -209,7 +207,7 @@ def mean(values: list[float], digits: int) -> str:
 def diversity_table(runs, registry, extra_prompts: int, per_prompt: int, seed: int) -> tuple[Table | None, str]:
     """The second table (see the module doc) over the runs on the shapes data, and its protocol; None without one."""
     from dalle_kit.run import Run
-    from dalle_kit.trainer import sampler
+    from dalle_kit.trainer import Trainer
 
     from dalle_kit_plugins.data.shapes import parse_caption
 
@@ -241,11 +239,12 @@ def diversity_table(runs, registry, extra_prompts: int, per_prompt: int, seed: i
         picked = torch.randperm(len(test.captions), generator=g)[:extra_prompts].tolist()
         prompts = list(run.recipe.sample.prompts) + [test.captions[i] for i in picked]
         real = [real_spread(test, p) for p in prompts]
-        draw = sampler(run)
+        restored = Trainer.restore(run, run.recipe.pipeline.info.cls(run.recipe.train))  # once for both uses
+        share = noise_share(run, restored.drawing_modules, test.captions)  # first: before drawing sets eval modes
+        draw = restored.sampler()
         gen = generated_spread(draw, prompts, per_prompt, seed)
         kept = [i for i, r in enumerate(real) if r == r]  # prompts that at least two test images match
         counted.add(len(kept))
-        share = noise_share(run, test.captions)
         fraction, good, total = short_prompt_objects(draw, per_prompt, seed)
         steps = [r["step"] for r in run.files.read_metrics() if r["kind"] == "train"]
         table.add(

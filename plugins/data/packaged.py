@@ -74,10 +74,15 @@ def fit(image: Any, size: int, background: tuple[int, int, int]) -> np.ndarray:
 
 
 # ---------------------------------------------------------------------------------------- split
-def fraction_ok(_: Any, attribute: Any, value: float) -> None:
-    """attrs validator: a share strictly between 0 and 1 (``test_fraction``)."""
-    if not 0 < value < 1:
-        raise ValueError(f"'{attribute.name}' must lie strictly between 0 and 1, got {value}")
+def size_between(low: int, high: int, why: str = "") -> Callable[[Any, Any, int], None]:
+    """attrs validator: an image side from `low` to `high` pixels (`why` says where the bound comes from)."""
+
+    def check(_: Any, attribute: Any, value: int) -> None:
+        if not low <= value <= high:
+            note = f" ({why})" if why else ""
+            raise ValueError(f"'{attribute.name}' must be between {low} and {high}{note}, got {value}")
+
+    return check
 
 
 def in_test_split(keys: Sequence[str], fraction: float, seed: int) -> list[bool]:

@@ -35,6 +35,7 @@ import dalle_kit
 from dalle_kit import UserError, hints, param
 from dalle_kit.cache import content_key
 from dalle_kit_plugins.data import packaged
+from dalle_kit_plugins.data.imagefolder import fraction_ok
 
 DEBIAN_PACKAGE = "tuxpaint-stamps-default"
 DEFAULT_ROOT = "/usr/share/tuxpaint/stamps"
@@ -71,11 +72,6 @@ def svg_renderer() -> tuple[Callable[[bytes], Any] | None, str]:
     return render, str(getattr(cairosvg, "__version__", "unknown"))
 
 
-def _size_ok(_: Any, attribute: Any, value: int) -> None:
-    if not 8 <= value <= 256:
-        raise ValueError(f"'{attribute.name}' must be between 8 and 256, got {value}")
-
-
 def _not_blank(_: Any, attribute: Any, value: str) -> None:
     if not value.strip():
         raise ValueError(f"'{attribute.name}' must name a folder, got {value!r} (default: {DEFAULT_ROOT})")
@@ -95,7 +91,9 @@ class TuxPaint(packaged.PackagedDataset):
             validator=_not_blank,
         )
         size: int = param(
-            32, "image side in pixels: the longer side is area-resized to it, the rest padded", validator=_size_ok
+            32,
+            "image side in pixels: the longer side is area-resized to it, the rest padded",
+            validator=packaged.size_between(8, 256),
         )
         caption: Literal["text", "text+category"] = param(
             "text",
@@ -111,7 +109,7 @@ class TuxPaint(packaged.PackagedDataset):
             validator=packaged.colour_validator,
         )
         test_fraction: float = param(
-            0.1, "share of the stamps in the test split, by a hash of each one's path", validator=packaged.fraction_ok
+            0.1, "share of the stamps in the test split, by a hash of each one's path", validator=fraction_ok
         )
         split_seed: int = param(0, "seed of the hash split: another seed, another partition")
         cache: bool = param(True, "keep the decoded images on disk (content-keyed) and memory-map them later")
