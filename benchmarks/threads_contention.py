@@ -30,7 +30,7 @@ import time
 from pathlib import Path
 
 from _common import CHILD, Table, add_arguments, command, emit, timed_run, usable_cpus
-from dalle_kit.plots import read_jsonl
+from dalle_kit.rundir import read_jsonl
 
 SPINNER = "while True: pass"
 ADAPTING = "adaptive"  # the setting that follows the load during the run

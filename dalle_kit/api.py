@@ -129,7 +129,6 @@ def _train(run: Run, stop_at: int | None = None) -> Run:
         with flush_denormals():
             trainer.fit()
         run.interrupted = trainer.interrupted
-        run.files.plot(run.recipe.name)
         final = run.checkpoints.load(prefixes=()) if run.files.writes else None
         if not run.interrupted and final is not None and final["step"] >= run.recipe.train.steps:
             with flush_denormals():

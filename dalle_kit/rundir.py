@@ -38,7 +38,6 @@ from .files import (
     remove_stale_temporaries,
 )
 from .grid import save_grid
-from .plots import plot_losses, read_jsonl
 
 RECIPE_FILE = "recipe.toml"
 PARTS_FILE = "parts.json"
@@ -49,6 +48,24 @@ LOSS_CURVE = "loss_curve.png"
 #: folder) or absent, never a link (checked when the run is locked, before any work).
 RUN_FILES = (RECIPE_FILE, PARTS_FILE, METRICS_FILE, LOSS_CURVE)
 RUN_FOLDERS = ("checkpoints", "samples", "tensorboard")
+
+
+def read_jsonl(path: str | Path) -> list[dict]:
+    """The JSON objects of a metrics file, one a line; lines that are not an object (cut short by a crash, damaged,
+    a file that is not ours) are skipped."""
+    path = Path(path)
+    if not path.is_file():  # absent (or a FIFO, which would block the read)
+        return []
+    rows = []
+    for line in path.read_text(encoding="utf-8", errors="replace").splitlines():
+        if line.strip():
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError:  # a line cut short by a crash
+                continue
+            if isinstance(row, dict):  # a stray number or list in a damaged file is no row
+                rows.append(row)
+    return rows
 
 
 class RunDir:
@@ -150,10 +167,6 @@ class RunDir:
             return
         rows = [r for r in self.read_metrics() if r.get("step", 0) <= step]
         atomic_write_text(self.path / METRICS_FILE, "".join(json.dumps(r) + "\n" for r in rows))
-
-    def plot(self, title: str) -> None:
-        if self.writes:
-            plot_losses(self.path / METRICS_FILE, self.path / LOSS_CURVE, title=title)
 
     # ------------------------------------------------------------ samples
     def sample_path(self, step: int) -> Path:

@@ -165,7 +165,7 @@ def test_extending_refuses_a_schedule_tied_to_steps(tiny_recipe, tmp_path, run_c
 
 def test_metric_rows_that_are_not_objects_are_skipped(tmp_path):
     """A damaged metrics file (random bytes, a stray number on a line) gives the rows that are JSON objects only."""
-    from dalle_kit.plots import read_jsonl
+    from dalle_kit.rundir import read_jsonl
 
     path = tmp_path / "metrics.jsonl"
     path.write_bytes(b'{"step": 1, "time": 0.5}\n5\n[1, 2]\n"text"\n\xff\xfe{\n{"step": 2}\n')

@@ -21,7 +21,7 @@ from . import pages
 from ..checkpoint import atomic_write_text, list_checkpoints
 from ..errors import UserError
 from .pages import esc
-from ..plots import read_jsonl
+from ..rundir import read_jsonl
 from ..recipe import RECIPE_FILE
 from ..registry import get_registry
 from ..rundir import METRICS_FILE, PARTS_FILE
