@@ -64,6 +64,7 @@ class Evaluation:
         cache_root: str | Path | None = None,
         metric_names: Sequence[str] = (),
         quiet: bool = False,
+        sampling: str = "",
     ):
         if num_samples < 1:
             raise UserError(f"num_samples must be at least 1, got {num_samples}")
@@ -76,6 +77,7 @@ class Evaluation:
                 raise ValueError("generated images need one prompt each")
             num_samples = len(generated)
         self.dataset = dataset
+        self.sampling = sampling
         self.num_samples = num_samples
         self.seed = seed
         self.reference_split = reference_split
@@ -132,6 +134,7 @@ class Evaluation:
             cache_root=cache_root,
             metric_names=metric_names,
             quiet=run.quiet or not run.files.writes,
+            sampling=pipeline.sampling(),
         )
 
     def progress(self, total: int | None, desc: str, unit: str = "it"):
@@ -247,6 +250,7 @@ class Evaluation:
             dataset=self.dataset_name,
             name=name,
             published=published,
+            sampling=self.sampling,
         )
 
 

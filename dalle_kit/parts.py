@@ -391,6 +391,11 @@ class Pipeline(Part):
         itself cannot take the dataset's images; called by ``run`` and ``recipe check`` before any run directory
         exists. The parts the recipe names are checked by building them; this covers what the pipeline adds."""
 
+    def sampling(self) -> str:
+        """How this pipeline's settings draw images, in a few words for the protocol of every score (e.g. "DDIM, 25
+        steps, guidance 3"); "" for plain draws from the model."""
+        return ""
+
     def schedule_depends_on_steps(self) -> bool:
         """Whether anything in training (a learning-rate decay, a warmup-cosine) is a function of
         ``[train] steps``. A run whose schedule is cannot be trained for longer by ``--resume --set

@@ -23,6 +23,8 @@ class Protocol:
     name: str = "dalle-kit"
     #: Where the protocol was published, only when the score followed it step for step (sizes included); else "".
     published: str = ""
+    #: How the images were drawn when not plainly (the pipeline's `sampling()`: re-ranking, guidance); "" if plain.
+    sampling: str = ""
 
     def to_dict(self) -> dict[str, Any]:
         return attrs.asdict(self)
@@ -33,6 +35,7 @@ class Protocol:
             f"protocol={self.name} ({'published: ' + self.published if self.published else 'ours'}), "
             f"n_generated={self.n_generated}, reference={ref}, extractor={self.extractor}, "
             f"weights={self.weights_hash[:16] or '-'}, seed={self.seed}"
+            + (f", sampling={self.sampling}" if self.sampling else "")
         )
 
 

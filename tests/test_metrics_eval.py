@@ -33,6 +33,7 @@ PROTOCOL_KEYS = {
     "weights_hash",
     "seed",
     "dataset",
+    "sampling",
 }
 
 

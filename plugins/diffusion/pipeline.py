@@ -188,6 +188,10 @@ class Diffusion(dalle_kit.Pipeline):
                     f"use at most {self.timesteps}",
                 )
 
+    def sampling(self) -> str:
+        cfg = self.config
+        return f"{cfg.sampler}, {cfg.sample_steps} steps, guidance {cfg.guidance_scale:g}"
+
     def noise_scheduler(self):
         from diffusers import DDPMScheduler
 
