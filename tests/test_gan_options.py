@@ -200,3 +200,43 @@ def test_dcgan_latent_codes_end_z_with_a_uniform_one_hot():
         plain.sample_latent(4, torch.Generator().manual_seed(1)),
         torch.randn(4, 8, generator=torch.Generator().manual_seed(1)),
     )
+
+
+@pytest.mark.unit
+def test_rerank_keeps_the_draw_the_discriminator_rates_most_real():
+    """prior_sampler with a judge and candidates=k: each prompt's image is, of its k draws (taken from the rng in
+    turn), the one the judge scores highest for that prompt; candidates=1 draws exactly as without a judge."""
+    from dalle_kit_plugins.gan.dcgan import DCGANDiscriminator, DCGANGenerator
+    from dalle_kit_plugins.gan.kinds import prior_sampler
+
+    class Words(torch.nn.Module):
+        def forward(self, prompts):
+            return torch.stack([torch.full((6,), float(len(p))) for p in prompts])
+
+    generator = DCGANGenerator(DCGANGenerator.Config(latent_dim=8, ngf=8), text_dim=6, image_size=16, channels=3)
+    judge = DCGANDiscriminator(DCGANDiscriminator.Config(ndf=8), text_dim=6, image_size=16, channels=3)
+    prompts = ["a red circle", "a blue square in the top left", "a green triangle"]
+    plain = prior_sampler(Words(), generator, "cpu")(prompts, torch.Generator().manual_seed(3))
+    one = prior_sampler(Words(), generator, "cpu", judge=judge, candidates=1)(prompts, torch.Generator().manual_seed(3))
+    assert torch.equal(plain, one)
+
+    best = prior_sampler(Words(), generator, "cpu", judge=judge, candidates=4)(
+        prompts, torch.Generator().manual_seed(3)
+    )
+    rng = torch.Generator().manual_seed(3)
+    text = Words()(prompts)
+    with torch.inference_mode():
+        draws = torch.stack([generator(generator.sample_latent(3, rng), text) for _ in range(4)])  # [4, 3, C, H, W]
+        ratings = torch.stack([judge(d, text).flatten() for d in draws])  # [4, 3]
+    winners = ratings.argmax(0)
+    assert winners.tolist() != [0, 0, 0]  # re-ranking chose a later draw somewhere: the test can fail
+    assert torch.equal(best, draws[winners, torch.arange(3)])
+
+    # the pipeline states the re-ranking, and every score's protocol line carries it
+    from dalle_kit import Protocol
+    from dalle_kit_plugins.gan.pipeline import GAN
+
+    assert GAN(GAN.Config()).sampling() == ""
+    assert GAN(GAN.Config(rerank=4)).sampling() == "best of 4 draws by the discriminator"
+    protocol = Protocol(10, 10, "test", "probe", "", 0, sampling=GAN(GAN.Config(rerank=4)).sampling())
+    assert protocol.line().endswith(", sampling=best of 4 draws by the discriminator")

@@ -121,16 +121,37 @@ class Loss(dalle_kit.Part):
         return None
 
 
-def prior_sampler(encoder: dalle_kit.TextEncoder, generator: Generator, device):
+def prior_sampler(
+    encoder: dalle_kit.TextEncoder,
+    generator: Generator,
+    device,
+    judge: Discriminator | None = None,
+    candidates: int = 1,
+):
     """``(prompts, rng) -> images in [-1, 1]`` (CPU, float): z from ``generator.sample_latent``, decoded with the
-    prompts' vectors. Puts both networks in eval mode; pipelines build their samplers from it."""
+    prompts' vectors. With a `judge` and ``candidates > 1``, each image is the one of `candidates` draws for its
+    prompt that the judge (the run's discriminator) rates most real for that prompt: best-of-N re-ranking, as
+    DALL-E re-ranks by CLIP and in the spirit of discriminator rejection sampling (Azadi et al. 2019). Puts the
+    networks in eval mode; pipelines build their samplers from it."""
     encoder.eval()
     generator.eval()
+    if judge is not None:
+        judge.eval()
 
     @torch.inference_mode()
     def draw(prompts, rng: torch.Generator) -> Tensor:
-        z = generator.sample_latent(len(prompts), rng, device)
-        return generator(z, encoder(prompts)).float().cpu()
+        text = encoder(prompts)
+        best = generator(generator.sample_latent(len(prompts), rng, device), text)
+        if judge is None or candidates == 1:
+            return best.float().cpu()
+        score = judge(best, text).float().flatten()
+        for _ in range(candidates - 1):
+            images = generator(generator.sample_latent(len(prompts), rng, device), text)
+            rating = judge(images, text).float().flatten()
+            better = rating > score
+            best = torch.where(better[:, None, None, None], images, best)
+            score = torch.where(better, rating, score)
+        return best.float().cpu()
 
     return draw
 

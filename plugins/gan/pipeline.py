@@ -90,6 +90,12 @@ class GAN(dalle_kit.Pipeline):
             f"DiffAugment policies applied to everything D sees (Zhao et al. 2020): any of {', '.join(POLICIES)}",
             validator=attrs.validators.deep_iterable(attrs.validators.in_(POLICIES)),
         )
+        rerank: int = param(
+            1,
+            "sampling: draw this many candidates per image and keep the one the discriminator rates most real for "
+            "its caption (best-of-N re-ranking; 1: plain draws). Samples, sample grids and metrics use it",
+            validator=attrs.validators.gt(0),
+        )
         precision: Literal["fp32", "bf16"] = param(
             "fp32", "'bf16': forward passes under torch.autocast in bfloat16 (CPU and CUDA)"
         )
@@ -231,12 +237,18 @@ class GAN(dalle_kit.Pipeline):
             modules=dict(parts),
             optimizers={"g": opt_g, "d": opt_d},
             train_step=train_step,
-            draw=lambda m: gan.prior_sampler(m["text_encoder"], m["generator"], device),
+            draw=lambda m: gan.prior_sampler(
+                m["text_encoder"], m["generator"], device, judge=m["discriminator"], candidates=cfg.rerank
+            ),
             extra_state=lambda: {"text_encoder": encoder.extra_state_json(), "loss": loss.extra_state_json()},
         )
 
     def schedule_depends_on_steps(self) -> bool:
         return self.config.lr_decay != "none"
+
+    def sampling(self) -> str:
+        rerank = self.config.rerank
+        return f"best of {rerank} draws by the discriminator" if rerank > 1 else ""
 
     def critic(self, run):
         """(``(images in [-1, 1], captions) -> logits``, label): the run's discriminator with its latest weights (for
