@@ -219,11 +219,12 @@ def diversity_table(runs, registry, extra_prompts: int, per_prompt: int, seed: i
     limit = min(500, len(first.images))
     real_ok = [one_solid_object(first.images[i], parse_caption(first.captions[i])["colour"]) for i in range(limit)]
     table = Table(
-        "Diversity within a prompt and one solid object per short prompt",
+        "Diversity within a prompt and one solid object per short prompt, by sampling",
         [
             "run",
             "steps",
             "mode_seeking",
+            "sampling",
             "pixel diversity generated",
             "real",
             "generated / real",
@@ -251,6 +252,7 @@ def diversity_table(runs, registry, extra_prompts: int, per_prompt: int, seed: i
             "/".join(str(d).rstrip("/").split("/")[-2:]),
             steps[-1] if steps else "-",
             getattr(run.recipe.train, "mode_seeking", "-"),
+            run.recipe.pipeline.info.cls(run.recipe.train).sampling() or "plain draws",
             mean([gen[i] for i in kept], 4),
             mean([real[i] for i in kept], 4),
             mean([gen[i] / real[i] for i in kept], 3),
