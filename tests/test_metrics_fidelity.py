@@ -316,8 +316,10 @@ def test_separable_resize_is_torch_fidelity_resize_bit_for_bit(shape, size, alig
     assert ours.shape == theirs.shape and torch.equal(ours, theirs)
 
 
-def test_fast_extractor_features_equal_the_unfused_network_bit_for_bit():
-    """The separable resize and the fused convolution+ReLU change no feature; the fused path did run."""
+def test_fast_extractor_features_equal_the_unfused_network_to_float_rounding():
+    """The separable resize and the fused convolution+ReLU change no feature beyond float rounding (oneDNN may sum
+    the fused call in another order: at one thread it does, at two on the 2-core machine it does not); the fused
+    path did run."""
     from torch_fidelity.feature_extractor_inceptionv3 import BasicConv2d, FeatureExtractorInceptionV3
 
     extractor = inception.resolve()
@@ -330,7 +332,8 @@ def test_fast_extractor_features_equal_the_unfused_network_bit_for_bit():
     with torch.inference_mode():
         ours = fast(images)[0]
         theirs = FeatureExtractorInceptionV3.forward(plain, images)[0]  # torch-fidelity's own forward and resize
-    assert torch.equal(ours, theirs) and ours.abs().mean() > 0.1
+    assert ours.abs().mean() > 0.1
+    torch.testing.assert_close(ours, theirs, rtol=1e-5, atol=1e-5)
 
 
 def test_progress_counting_leaves_the_features_alone():

@@ -16,8 +16,8 @@ Either way the network is torch-fidelity's ``FeatureExtractorInceptionV3`` (its 
 to 299, its normalisation, its forward); dalle-kit registers it with torch-fidelity under its own
 names, with its batch norms folded into the convolutions, in channels_last memory format, under
 ``torch.inference_mode`` (features equal to the stock extractor's up to float rounding, faster on CPU:
-benchmarks/results/eval-throughput.md), and with two exact shortcuts of `inception_kernels` (a separable TF1 resize, each
-convolution fused with its ReLU: features bit for bit those of the unfused network). torch-fidelity is imported only when a metric runs.
+benchmarks/results/eval-throughput.md), and with two shortcuts of `inception_kernels` (a separable TF1 resize, each
+convolution fused with its ReLU: features those of the unfused network to float rounding). torch-fidelity is imported only when a metric runs.
 """
 
 from __future__ import annotations

@@ -1,4 +1,5 @@
-"""Two exact shortcuts in the Inception forward: the same features, bit for bit, in less time on CPU.
+"""Two shortcuts in the Inception forward: the same features in less time on CPU (the resize bit for bit, the
+fused convolution to float rounding).
 
 - **The TF1 resize, done separably.** torch-fidelity's ``interpolate_bilinear_2d_like_tensorflow1x`` (the resize
   to 299x299 that makes its features match TensorFlow's) gathers four full 299x299 images per input and blends
@@ -10,11 +11,13 @@
 - **Convolution and ReLU as one oneDNN call.** Once the batch norms are folded in, each ``BasicConv2d`` is a
   convolution with a bias followed by a ReLU; `fuse_conv_relu` runs the pair as oneDNN's convolution with a ReLU
   post-op (``torch.ops.mkldnn._convolution_pointwise``, the kernel torch.compile's CPU backend emits), which saves
-  one pass over every activation. The ReLU is applied to the same fp32 sums, so nothing changes; the fusion is
-  made only after a probe has found it equal to the unfused block, and only fp32 inputs on CPU take it (anything
-  else, bf16 autocast included, runs the block as before).
+  one pass over every activation. The ReLU is applied to fp32 sums of the same products, but oneDNN may add them
+  in another order for the fused call (it does at one thread, on inputs larger than the probe's), so features
+  agree with the unfused network to float rounding, bit for bit only where the order is the same. The fusion is
+  made only after a probe has found it equal to the unfused block on a small input, and only fp32 inputs on CPU
+  take it (anything else, bf16 autocast included, runs the block as before).
 
-What they save, measured with the features equal: benchmarks/results/eval-throughput.md.
+What they save: benchmarks/results/eval-throughput.md.
 """
 
 from __future__ import annotations
