@@ -21,6 +21,10 @@ collect_ignore = ["plugins"]  # the test plugin packages carry their own tests, 
 # Every test trains with torch's own thread count, set explicitly in the environment, which wins over any
 # `[train] threads` setting. tests/test_threads.py exercises the default and the automatic choice with the
 # variable removed.
+# Under pytest-xdist (`-n 2`: one worker a core) each worker trains on one thread.
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    os.environ["OMP_NUM_THREADS"] = "1"
+    __import__("torch").set_num_threads(1)
 os.environ.setdefault("OMP_NUM_THREADS", str(__import__("torch").get_num_threads()))
 
 #: The unit tier (`pytest -m unit`, the inner loop): modules whose tests train nothing (schemas, refusals,

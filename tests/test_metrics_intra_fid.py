@@ -14,6 +14,7 @@ from dalle_kit_plugins.metrics.fidelity import IntraFIDConfig
 from dalle_kit_plugins.data.shapes import Shapes
 
 N = 30
+SMALL = 8  # images (generated and reference) where only the cache is under test
 
 
 pytestmark = pytest.mark.usefixtures("offline_inception")
@@ -43,8 +44,8 @@ def evaluate(shapes, names, prompts, tmp_path, images=None, settings=None):
     train = shapes.load("train")
     evaluation = Evaluation(
         shapes,
-        num_samples=N,
-        generated=train.images if images is None else images,
+        num_samples=len(prompts),
+        generated=train.images[: len(prompts)] if images is None else images,
         prompts=prompts,
         cache_root=tmp_path / "cache",
         metric_names=names,
@@ -87,18 +88,18 @@ def test_intra_fid_refuses_what_it_cannot_score(shapes, tmp_path):
 
 
 def test_reference_features_are_cached_as_safetensors(shapes, tmp_path, passes):
-    captions = shapes.load("train").captions
+    captions = shapes.load("train").captions[:SMALL]
     evaluate(shapes, ["fid"], captions, tmp_path)
     files = sorted(p.name for p in (tmp_path / "cache" / "fidelity-reference").glob("*/*"))
     assert files == ["features.safetensors", "manifest.json"]  # nothing pickled
     passes.clear()
     evaluate(shapes, ["kid"], captions, tmp_path)
-    assert sum(passes) == N  # only the generated images
+    assert sum(passes) == SMALL  # only the generated images
     entry = next((tmp_path / "cache" / "fidelity-reference").iterdir())
     (entry / "features.safetensors").write_bytes(b"garbage")  # a damaged entry is recomputed, not trusted
     passes.clear()
     result = evaluate(shapes, ["fid"], captions, tmp_path)
-    assert sum(passes) == 2 * N and result["fid"].values["fid"] > 0
+    assert sum(passes) == 2 * SMALL and result["fid"].values["fid"] > 0
     # A crafted pickle swapped into the cache folder (as the features file, and under torch-fidelity's own
     # cache names) is never unpickled: the entry is recomputed and the payload does not run.
     marker = tmp_path / "pwned"
@@ -108,7 +109,7 @@ def test_reference_features_are_cached_as_safetensors(shapes, tmp_path, passes):
     passes.clear()
     again = evaluate(shapes, ["fid"], captions, tmp_path)
     assert not marker.exists(), "a pickle in the cache folder ran"
-    assert sum(passes) == 2 * N and again["fid"].values["fid"] == pytest.approx(result["fid"].values["fid"])
+    assert sum(passes) == 2 * SMALL and again["fid"].values["fid"] == pytest.approx(result["fid"].values["fid"])
     assert torch.isfinite(torch.tensor(result["fid"].values["fid"]))
 
 
