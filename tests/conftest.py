@@ -12,7 +12,7 @@ import pytest
 
 from dalle_kit.cli import main
 from dalle_kit.registry import Registry
-from heartbeat import pytest_runtest_protocol  # noqa: F401  (a hook: a line every few seconds in a long test)
+from heartbeat import pytest_runtest_protocol, pytest_sessionstart  # noqa: F401  (hooks: a line every few seconds in a long test)
 
 HERE = Path(__file__).parent
 PLUGIN_PACKAGES = HERE / "plugins"

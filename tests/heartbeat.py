@@ -38,3 +38,48 @@ def pytest_runtest_protocol(item, nextitem):
     finally:
         done.set()
         thread.join()
+
+
+class ControllerBeat:
+    """The same under pytest-xdist, where the workers have no terminal: the controller hears when each test starts
+    and finishes on a worker and, when nothing has been printed for `EVERY` seconds, names the longest-running one."""
+
+    def __init__(self, reporter):
+        self.reporter = reporter
+        self.running: dict[str, float] = {}
+        self.quiet_since = time.monotonic()
+        self.lock = threading.Lock()
+        self.done = threading.Event()
+        self.thread = threading.Thread(target=self.beat, name="test-heartbeat", daemon=True)
+
+    def pytest_runtest_logstart(self, nodeid, location):
+        with self.lock:
+            self.running[nodeid] = time.monotonic()
+
+    def pytest_runtest_logfinish(self, nodeid, location):
+        with self.lock:
+            self.running.pop(nodeid, None)
+            self.quiet_since = time.monotonic()  # its result has just been printed
+
+    def beat(self):
+        while not self.done.wait(1.0):
+            now = time.monotonic()
+            with self.lock:
+                if now - self.quiet_since < EVERY or not self.running:
+                    continue
+                nodeid, start = min(self.running.items(), key=lambda item: item[1])
+                self.quiet_since = now
+            self.reporter.ensure_newline()
+            self.reporter.write_line(f"    ... {nodeid} still running ({now - start:.0f} s)")
+            self.reporter.flush()
+
+
+def pytest_sessionstart(session):
+    config = session.config
+    reporter = config.pluginmanager.get_plugin("terminalreporter")
+    if reporter is None or config.pluginmanager.get_plugin("dsession") is None:  # no xdist controller here
+        return
+    beat = ControllerBeat(reporter)
+    config.pluginmanager.register(beat, "controller-heartbeat")
+    beat.thread.start()
+    config.add_cleanup(lambda: (beat.done.set(), beat.thread.join()))
