@@ -48,7 +48,7 @@ class DVAE(dalle_kit.Pipeline):
     class Config(dalle_kit.TrainConfig):
         steps: int = param(3000, "optimizer steps", validator=_gt0)
         batch_size: int = param(64, "images per step", validator=_gt0)
-        lr: float = param(1e-3, "Adam learning rate", validator=finite_positive)
+        lr: float = param(5e-4, "Adam learning rate", validator=finite_positive)
         betas: tuple[float, float] = param((0.9, 0.999), "Adam betas, each in [0, 1)", validator=adam_betas)
         temperature_start: float = param(1.0, "Gumbel-softmax temperature at the first step", validator=finite_positive)
         temperature_end: float = param(

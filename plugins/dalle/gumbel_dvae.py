@@ -32,7 +32,9 @@ _gt0 = attrs.validators.gt(0)
 
 def _power_of_two(instance, attribute, value):
     if value < 2 or value & (value - 1):
-        raise dalle_kit.Invalid(attribute.name, f"{attribute.name} = {value} is not a power of two >= 2", "use 2, 4, 8, ...")
+        raise dalle_kit.Invalid(
+            attribute.name, f"{attribute.name} = {value} is not a power of two >= 2", "use 2, 4, 8, ..."
+        )
 
 
 class ResBlock(nn.Module):
