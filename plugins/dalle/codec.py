@@ -30,7 +30,10 @@ class DVAECodec(nn.Module, dalle_kit.Part):
       scalar tensors the pipeline adds to its reconstruction loss: ``kl`` (the code posterior's KL to the uniform
       prior, nats per token) is weighted by the pipeline's schedule, any other term is added as it is. Its
       randomness comes from ``generator`` (a CPU `torch.Generator`, the run's named stream), never from the global
-      RNG, so a resumed run draws what an uninterrupted one would.
+      RNG, so a resumed run draws what an uninterrupted one would;
+    - ``maintain(images, *, generator)``: called by the pipeline under ``torch.no_grad`` before every training pass
+      with that pass's batch; a codec may re-seed codebook entries there (its randomness from ``generator``, its
+      state in buffers or parameters, so that it is saved and restored). The base class does nothing.
     """
 
     kind = "dvae_codec"
@@ -55,6 +58,9 @@ class DVAECodec(nn.Module, dalle_kit.Part):
         self, images: torch.Tensor, *, temperature: float, generator: torch.Generator | None = None
     ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         raise NotImplementedError
+
+    def maintain(self, images: torch.Tensor, *, generator: torch.Generator | None = None) -> None:
+        return None
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         return self.decode(self.encode(images))

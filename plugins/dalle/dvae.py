@@ -117,6 +117,8 @@ class DVAE(dalle_kit.Pipeline):
             images = train_set.batch(torch.randint(len(train_set), (cfg.batch_size,), generator=data_rng))[0]
             images = images.to(device, non_blocking=True)
             tau, beta = self.temperature(done), self.kl_weight_at(done)
+            with torch.no_grad():
+                codec.maintain(images, generator=noise_rng)
             recon, terms = relaxed(images, tau, noise_rng)
             error = (recon.float() - images.float()).square().mean()
             loss = error + sum(beta * v if k == "kl" else v for k, v in terms.items())

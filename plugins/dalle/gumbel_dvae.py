@@ -21,33 +21,12 @@ import math
 
 import attrs
 import torch
-from torch import nn
 
 import dalle_kit
-from dalle_kit import param
 from dalle_kit_plugins.dalle.codec import DVAECodec
+from dalle_kit_plugins.dalle.convnets import CoderConfig, build_coder
 
 _gt0 = attrs.validators.gt(0)
-
-
-def _power_of_two(instance, attribute, value):
-    if value < 2 or value & (value - 1):
-        raise dalle_kit.Invalid(
-            attribute.name, f"{attribute.name} = {value} is not a power of two >= 2", "use 2, 4, 8, ..."
-        )
-
-
-class ResBlock(nn.Module):
-    """x + conv3x3(relu(conv3x3(relu(x)))) at constant width."""
-
-    def __init__(self, width: int):
-        super().__init__()
-        self.net = nn.Sequential(
-            nn.ReLU(), nn.Conv2d(width, width, 3, padding=1), nn.ReLU(), nn.Conv2d(width, width, 3, padding=1)
-        )
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return x + self.net(x)
 
 
 class GumbelDVAE(DVAECodec):
@@ -55,43 +34,11 @@ class GumbelDVAE(DVAECodec):
 
     name = "gumbel-dvae"
 
-    @attrs.frozen
-    class Config:
-        codebook_size: int = param(512, "K: the number of codebook embeddings (distinct tokens)", validator=_gt0)
-        embed_dim: int = param(64, "size of each codebook embedding", validator=_gt0)
-        downsample: int = param(
-            4, "image side / token grid side (a power of two): 4 gives 8x8 tokens at 32 px", validator=_power_of_two
-        )
-        width: int = param(64, "channels of the encoder's and decoder's convolutions", validator=_gt0)
-        res_blocks: int = param(
-            2,
-            "residual blocks at the token grid's resolution, in the encoder and in the decoder",
-            validator=attrs.validators.ge(0),
-        )
+    Config = CoderConfig
 
     def __init__(self, config, *, image_size: int, channels: int):
         super().__init__(config, image_size=image_size, channels=channels)
-        if image_size % config.downsample or image_size < config.downsample:
-            raise dalle_kit.UserError(
-                f"[codec] downsample = {config.downsample} does not divide [data] size = {image_size}; use a "
-                "power of two that divides it (the token grid is size / downsample a side)"
-            )
-        side = image_size // config.downsample
-        self.grid = (side, side)
-        self.vocab_size = config.codebook_size
-        halvings = int(math.log2(config.downsample))
-        w = config.width
-        down: list[nn.Module] = [nn.Conv2d(channels, w, 3, padding=1)]
-        for _ in range(halvings):
-            down += [nn.ReLU(), nn.Conv2d(w, w, 4, stride=2, padding=1)]
-        down += [ResBlock(w) for _ in range(config.res_blocks)]
-        self.encoder = nn.Sequential(*down, nn.ReLU(), nn.Conv2d(w, config.codebook_size, 1))
-        self.codebook = nn.Embedding(config.codebook_size, config.embed_dim)
-        up: list[nn.Module] = [nn.Conv2d(config.embed_dim, w, 1)]
-        up += [ResBlock(w) for _ in range(config.res_blocks)]
-        for _ in range(halvings):
-            up += [nn.ReLU(), nn.ConvTranspose2d(w, w, 4, stride=2, padding=1)]
-        self.decoder = nn.Sequential(*up, nn.ReLU(), nn.Conv2d(w, channels, 3, padding=1), nn.Tanh())
+        build_coder(self, config, image_size, channels, codes_out=config.codebook_size)
 
     def logits(self, images: torch.Tensor) -> torch.Tensor:
         """[B, K, h, w] codebook logits."""
