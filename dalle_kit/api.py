@@ -204,7 +204,8 @@ def pin(recipe, registry: Registry):
         section: attrs.evolve(spec, config=spec.info.cls.pin(spec.config)) for section, spec in recipe.parts.items()
     }
     settings = {name: registry.get("metric", name).cls.pin(config) for name, config in recipe.metric_settings.items()}
-    return attrs.evolve(recipe, parts=parts, metric_settings=settings)
+    pipeline = attrs.evolve(recipe.pipeline, config=recipe.pipeline.info.cls.pin(recipe.pipeline.config))
+    return attrs.evolve(recipe, pipeline=pipeline, parts=parts, metric_settings=settings)
 
 
 def sample(

@@ -15,6 +15,7 @@ from torch import Tensor, nn
 
 import dalle_kit
 from dalle_kit.tools.testing import ConformanceError, fail
+from dalle_kit_plugins.common.rerank import best_of
 
 #: What generators and discriminators are built with (`dalle_kit.Part.build_context`).
 CONTEXT = ("text_dim", "image_size", "channels")
@@ -141,17 +142,15 @@ def prior_sampler(
     @torch.inference_mode()
     def draw(prompts, rng: torch.Generator) -> Tensor:
         text = encoder(prompts)
-        best = generator(generator.sample_latent(len(prompts), rng, device), text)
-        if judge is None or candidates == 1:
-            return best.float().cpu()
-        score = judge(best, text).float().flatten()
-        for _ in range(candidates - 1):
-            images = generator(generator.sample_latent(len(prompts), rng, device), text)
-            rating = judge(images, text).float().flatten()
-            better = rating > score
-            best = torch.where(better[:, None, None, None], images, best)
-            score = torch.where(better, rating, score)
-        return best.float().cpu()
+        return (
+            best_of(
+                candidates if judge is not None else 1,
+                lambda: generator(generator.sample_latent(len(prompts), rng, device), text),
+                lambda images: judge(images, text).float().flatten(),
+            )
+            .float()
+            .cpu()
+        )
 
     return draw
 
