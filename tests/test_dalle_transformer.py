@@ -98,7 +98,7 @@ def test_dalle_trains_resumes_exactly_and_samples(tmp_path, monkeypatch):
     out = api.sample(full.dir, ["a red circle", "a blue square"], n=2, out=tmp_path / "grid.png")
     assert out.is_file()
     pipeline = full.recipe.pipeline.info.cls(full.recipe.train)
-    assert pipeline.sampling() == "top-32, temperature 1"
+    assert pipeline.sampling() == "top-8, temperature 1"
 
 
 def test_rerank_keeps_the_image_the_clip_prefers(tmp_path, monkeypatch):
@@ -122,7 +122,7 @@ def test_rerank_keeps_the_image_the_clip_prefers(tmp_path, monkeypatch):
         quiet=True,
     )
     pipeline = run.recipe.pipeline.info.cls(run.recipe.train)
-    assert pipeline.sampling() == f"top-32, temperature 1, best of 3 by CLIP {dvae.dir.resolve()}"
+    assert pipeline.sampling() == f"top-8, temperature 1, best of 3 by CLIP {dvae.dir.resolve()}"
     draw = dalle_kit.Trainer.restore(Run.open(run.dir, get_registry(), quiet=True), pipeline).sampler()
     drawn.clear()
     kept = draw(["a red circle", "a blue square"], torch.Generator().manual_seed(0))
