@@ -131,3 +131,12 @@ def test_rerank_keeps_the_image_the_clip_prefers(tmp_path, monkeypatch):
     assert torch.equal(kept, torch.stack(drawn)[brightest, torch.arange(2)])
     with pytest.raises(dalle_kit.Invalid, match="needs a CLIP"):
         dalle_pipeline.DALLE.Config(rerank=3)
+
+
+@pytest.mark.unit
+def test_a_missing_codec_run_names_the_command_that_makes_it(tmp_path, monkeypatch, run_cli):
+    monkeypatch.chdir(tmp_path)
+    code, out, err = run_cli("run", "shapes-dalle")
+    assert code == 2 and len(err.strip().splitlines()) == 1, err
+    assert "no finished shapes-dvae run in runs/" in err and "dalle-kit run shapes-dvae`" in err, err
+    assert not (tmp_path / "runs").exists()  # refused before a run directory was made
