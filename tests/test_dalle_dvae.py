@@ -36,21 +36,13 @@ def rows(run, kind: str = "train") -> list[dict]:
 
 
 @pytest.mark.unit
+@pytest.mark.parametrize("codec", [GumbelDVAE, VQDVAE], ids=lambda c: c.name)
 @pytest.mark.parametrize("image_size, downsample", [(16, 2), (32, 4), (64, 8)])
-def test_gumbel_dvae_conforms(image_size, downsample):
-    config = GumbelDVAE.Config(codebook_size=64, embed_dim=16, width=16, res_blocks=1, downsample=downsample)
-    check_part(GumbelDVAE, config, image_size=image_size)
-    codec = GumbelDVAE(config, image_size=image_size, channels=3)
-    assert codec.grid == (image_size // downsample,) * 2 and codec.vocab_size == 64
-
-
-@pytest.mark.unit
-@pytest.mark.parametrize("image_size, downsample", [(16, 2), (32, 4)])
-def test_vq_dvae_conforms(image_size, downsample):
-    config = VQDVAE.Config(codebook_size=64, embed_dim=16, width=16, res_blocks=1, downsample=downsample)
-    check_part(VQDVAE, config, image_size=image_size)
-    codec = VQDVAE(config, image_size=image_size, channels=3)
-    assert codec.grid == (image_size // downsample,) * 2 and codec.vocab_size == 64
+def test_codecs_conform(codec, image_size, downsample):
+    config = codec.Config(codebook_size=64, embed_dim=16, width=16, res_blocks=1, downsample=downsample)
+    check_part(codec, config, image_size=image_size)
+    built = codec(config, image_size=image_size, channels=3)
+    assert built.grid == (image_size // downsample,) * 2 and built.vocab_size == 64
 
 
 @pytest.mark.unit

@@ -19,14 +19,11 @@ from __future__ import annotations
 
 import math
 
-import attrs
 import torch
 
 import dalle_kit
 from dalle_kit_plugins.dalle.codec import DVAECodec
 from dalle_kit_plugins.dalle.convnets import CoderConfig, build_coder
-
-_gt0 = attrs.validators.gt(0)
 
 
 class GumbelDVAE(DVAECodec):

@@ -14,6 +14,7 @@ CLIP's image-text similarity: DALL-E's re-ranking, with the toolkit's own CLIP.
 
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 
 import attrs
@@ -96,7 +97,7 @@ class DALLE(dalle_kit.Pipeline):
         if not self.config.codec_run:
             raise dalle_kit.UserError(
                 '[train] codec_run is empty: name the dvae run whose tokens to model, e.g. codec_run = "runs/shapes-dvae" '
-                "(train it first: .venv/bin/dalle-kit run shapes-dvae)"
+                f"(train it first: {hints.dalle_kit('run shapes-dvae')})"
             )
 
     def sampling(self) -> str:
@@ -161,9 +162,11 @@ class DALLE(dalle_kit.Pipeline):
             opt.step()
             return {"loss": loss.item(), "loss_text": text_term.item(), "loss_image": image_term.item()}
 
+        clip = functools.cache(self.clip)  # loaded once a run, on its first re-ranked draw, not at every grid
+
         def draw(modules):
             transformer = modules["transformer"].eval()
-            judge = self.clip() if cfg.rerank > 1 else None
+            judge = clip() if cfg.rerank > 1 else None
 
             @torch.inference_mode()
             def images(prompts, rng: torch.Generator) -> torch.Tensor:
