@@ -15,8 +15,6 @@ CLIP's image-text similarity: DALL-E's re-ranking, with the toolkit's own CLIP.
 from __future__ import annotations
 
 import functools
-from pathlib import Path
-
 import attrs
 import torch
 import torch.nn.functional as F
@@ -24,6 +22,7 @@ import torch.nn.functional as F
 import dalle_kit
 from dalle_kit import adam_betas, finite_positive, hints, param
 from dalle_kit_plugins.common.rerank import best_of
+from dalle_kit_plugins.common.runs import pin_runs
 from dalle_kit_plugins.dalle.transformer import CaptionTokens, TokenTransformer
 
 _gt0 = attrs.validators.gt(0)
@@ -75,23 +74,7 @@ class DALLE(dalle_kit.Pipeline):
     @classmethod
     def pin(cls, config):
         """codec_run and clip_run fixed to the run directories they name now."""
-        fixed = {}
-        for key, recipe in (("codec_run", "shapes-dvae"), ("clip_run", "shapes-clip-pretrain")):
-            value = getattr(config, key)
-            if not value:
-                continue
-            try:
-                fixed[key] = str(dalle_kit.resolve_run_dir(value, what=f"[train] {key}").resolve())
-            except dalle_kit.UserError:
-                where = Path(value)
-                if where.name != recipe or (where / "recipe.toml").exists():
-                    raise
-                runs = "" if str(where.parent) == "runs" else f" --runs-dir {hints.quote(str(where.parent))}"
-                raise dalle_kit.UserError(
-                    f"[train] {key} '{value}': no finished {recipe} run in {where.parent}/; train it first with "
-                    f"`{hints.dalle_kit(f'run {recipe}{runs}')}`, or set {key} to a run directory"
-                ) from None
-        return attrs.evolve(config, **fixed)
+        return pin_runs(config, {"codec_run": "shapes-dvae", "clip_run": "shapes-clip-pretrain"})
 
     def check(self, image_size: int, channels: int, text_dim: int | None) -> None:
         if not self.config.codec_run:

@@ -24,6 +24,7 @@ from dalle_kit import param
 from dalle_kit import Invalid, finite_positive
 from dalle_kit.tools.testing import ConformanceError
 from dalle_kit_plugins.diffusion.objective import denoising_loss
+from dalle_kit_plugins.diffusion.sampling import guided_denoise, image_schedule
 
 
 # ---------------------------------------------------------------------------- the kind
@@ -259,8 +260,6 @@ class Diffusion(dalle_kit.Pipeline):
     ):
         """``(prompts, rng) -> images in [-1, 1]`` with the given modules (the EMA denoiser where kept); the settings
         default to the recipe's."""
-        from diffusers import DDIMScheduler, DPMSolverMultistepScheduler
-
         cfg = self.config
         steps = steps or cfg.sample_steps
         scale = cfg.guidance_scale if guidance_scale is None else guidance_scale
@@ -272,27 +271,10 @@ class Diffusion(dalle_kit.Pipeline):
 
         @torch.inference_mode()
         def draw(prompts, rng: torch.Generator) -> torch.Tensor:
-            # Start at the last training step ("trailing"); keep each x0 estimate inside the image range (clipping,
-            # Imagen's dynamic thresholding); DPM-Solver's lambda clipping is what diffusers prescribes for the cosine schedule.
-            if kind == "ddim":
-                schedule = DDIMScheduler.from_config(base, timestep_spacing="trailing", clip_sample=True)
-            else:
-                schedule = DPMSolverMultistepScheduler.from_config(
-                    base, timestep_spacing="trailing", thresholding=True, sample_max_value=1.0, lambda_min_clipped=-5.1
-                )
-            schedule.set_timesteps(steps)
             n = len(prompts)
             x = torch.randn((n, denoiser.channels, denoiser.image_size, denoiser.image_size), generator=rng).to(device)
-            text = encoder(list(prompts))
-            if scale != 1:
-                text = torch.cat([text, null_text(n)])
-            for t in schedule.timesteps:
-                tt = torch.full((len(text),), int(t), device=device, dtype=torch.long)
-                pred = denoiser(torch.cat([x, x]) if scale != 1 else x, tt, text)
-                if scale != 1:
-                    cond, uncond = pred.chunk(2)
-                    pred = uncond + scale * (cond - uncond)
-                x = schedule.step(pred, t, x).prev_sample
+            schedule = image_schedule(base, kind, steps)
+            x = guided_denoise(denoiser, x, encoder(list(prompts)), null_text(n), schedule, scale)
             return x.clamp(-1, 1).float().cpu()
 
         return draw
