@@ -25,7 +25,13 @@ SHIPPED = sorted(
     for p in RECIPES.glob("*.toml")
     if not p.name.startswith("bench-")
     and "cifar" not in p.name
-    and p.name not in ("shapes-finetune.toml", "shapes-gan-clip.toml", "shapes-dalle.toml")  # need an earlier run
+    and p.name
+    not in (
+        "shapes-finetune.toml",
+        "shapes-gan-clip.toml",
+        "shapes-dalle.toml",
+        "shapes-unclip.toml",
+    )  # need an earlier run
     and "extra" not in tomllib.loads(p.read_text())
 )  # bench grids (lucic-mnist.toml) are not recipes
 BAD_VALUES = [
