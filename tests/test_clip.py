@@ -197,6 +197,24 @@ def test_clip_score_ranks_matched_above_shuffled(pretrained, runs):
         assert "\n" not in str(err.value)
 
 
+def test_r_precision_ranks_own_captions_first_and_can_fail(pretrained, runs):
+    """Real test images with their own captions rank them first far above chance; the same images with shuffled
+    prompts fall to about chance; K above the distinct captions is one line."""
+    R_PRECISION = REGISTRY.parts["metric"]["r-precision"].cls
+    data = Shapes(Shapes.Config(train_size=64, test_size=300))
+    test = data.load("test")
+    metric = R_PRECISION(R_PRECISION.Config(pretrained=str(runs / "clip-brief"), candidates=10))
+    own = metric.compute(Evaluation(data, num_samples=300, generated=test.images, prompts=test.captions)).values
+    assert own["r_precision"] == own["r_precision_real"] and own["r_precision_chance"] == 0.1
+    assert own["r_precision"] > 0.4, own
+    shuffled = [test.captions[(i + 1) % 300] for i in range(300)]
+    wrong = metric.compute(Evaluation(data, num_samples=300, generated=test.images, prompts=shuffled)).values
+    assert wrong["r_precision"] < 0.2, wrong
+    too_many = R_PRECISION(R_PRECISION.Config(pretrained=str(runs / "clip-brief"), candidates=10_000))
+    with pytest.raises(dalle_kit.UserError, match=r"\[eval.r-precision\] candidates = 10000, but the reference"):
+        too_many.compute(Evaluation(data, num_samples=300, generated=test.images, prompts=test.captions))
+
+
 def test_gan_trains_on_the_pretrained_encoder(pretrained, runs):
     recipe = load_recipe("shapes-gan-clip", get_registry())
     assert recipe.parts["text_encoder"].config.pretrained == "runs/shapes-clip-pretrain"

@@ -26,13 +26,13 @@ from dalle_kit_plugins.clip.models import LoadedClip, load_clip, pin_pretrained,
 
 W = 100.0  # CLIPScore's weight w (torchmetrics' CLIPScore uses 100)
 BATCH = 250
-KEY = "[eval.clip-score]"
 
 
 class ClipScore(dalle_kit.Metric):
     """Mean of 100 * max(cos(image, prompt), 0) under a pre-trained CLIP; plus matched vs shuffled real pairs."""
 
     name = "clip-score"
+    key = "[eval.clip-score]"  # the recipe table, in messages
 
     @attrs.frozen
     class Config:
@@ -46,21 +46,21 @@ class ClipScore(dalle_kit.Metric):
     @classmethod
     def pin(cls, config):
         """A run-name prefix becomes the run directory it means now (recorded in the new run's recipe)."""
-        return pin_pretrained(config, key=KEY)
+        return pin_pretrained(config, key=cls.key)
 
     def check(self, evaluation) -> None:
         if not self.config.pretrained.strip():
             raise dalle_kit.UserError(
-                f"{KEY} pretrained is empty: clip-score needs trained CLIP weights; set it to a "
+                f"{self.key} pretrained is empty: {self.name} needs trained CLIP weights; set it to a "
                 "clip-pretrain run (runs/shapes-clip-pretrain) or a local open_clip checkpoint file"
             )
-        resolve_source(self.config.model, self.config.pretrained, key=KEY)
+        resolve_source(self.config.model, self.config.pretrained, key=self.key)
 
     def clip(self, evaluation) -> LoadedClip:
-        key = ("clip-score", self.config)
+        key = ("clip", self.config.model, self.config.pretrained)  # one load for every CLIP metric of the evaluation
         if key not in evaluation.shared:
             self.check(evaluation)
-            loaded = load_clip(self.config.model, self.config.pretrained, key=KEY)
+            loaded = load_clip(self.config.model, self.config.pretrained, key=self.key)
             loaded.model.to(evaluation.device)
             evaluation.shared[key] = loaded
         return evaluation.shared[key]

@@ -1,0 +1,100 @@
+"""Metric `r-precision`: does each generated image rank its own prompt first among K captions (Xu et al. 2018,
+AttnGAN's R-precision with R = 1)?
+
+For every generated image, the candidates are its prompt and K - 1 captions drawn (seeded) from the reference
+split's captions that differ from it as text; the CLIP (the same weights sources as `clip-score`) scores each pair
+by cosine similarity, and the image counts when its own prompt scores highest (a tie counts against it). Reported:
+``r_precision`` on the generated images, ``r_precision_real`` on the reference images with their own captions
+(what a perfect generator would get under this CLIP) and ``r_precision_chance`` = 1/K. Captions that differ as text
+can still describe the image (a shorter caption of the same picture), so the real images' score is the ceiling to
+read it against, not 1.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import attrs
+import torch
+
+import dalle_kit
+from dalle_kit import MetricResult, param
+from dalle_kit_plugins.clip.models import LoadedClip, preprocess_images
+from dalle_kit_plugins.clip.score import BATCH, ClipScore
+
+
+class RPrecision(ClipScore):
+    """Share of images whose own prompt the CLIP ranks first among K captions (K - 1 others from the reference)."""
+
+    name = "r-precision"
+    key = "[eval.r-precision]"
+
+    @attrs.frozen
+    class Config(ClipScore.Config):
+        candidates: int = param(
+            100, "K: captions ranked per image, its own among them", validator=attrs.validators.gt(1)
+        )
+
+    def compute(self, evaluation) -> MetricResult:
+        clip = self.clip(evaluation)
+        k = self.config.candidates
+        pool = sorted(set(evaluation.reference.captions))
+        if len(pool) < k:
+            raise dalle_kit.UserError(
+                f"[eval.r-precision] candidates = {k}, but the reference split has only {len(pool)} distinct "
+                f"captions; set candidates to at most {len(pool)}"
+            )
+        def seeded() -> torch.Generator:  # the same distractors for the generated and the real images
+            return torch.Generator().manual_seed(evaluation.seed)
+
+        generated = r_precision(clip, evaluation.generated, evaluation.prompts, pool, k, seeded())
+        reference = evaluation.reference
+        real = r_precision(clip, reference.images, reference.captions, pool, k, seeded())
+        values = {
+            "r_precision": float(generated.float().mean()),
+            "r_precision_real": float(real.float().mean()),
+            "r_precision_chance": 1.0 / k,
+        }
+        details = {"candidates": k, "definition": "own prompt ranked first by CLIP cosine among K captions"}
+        protocol = evaluation.protocol(extractor=clip.describe(), weights_hash=clip.weights_hash())
+        return MetricResult(values, protocol, details)
+
+
+@torch.no_grad()
+def r_precision(
+    clip: LoadedClip,
+    images: torch.Tensor,
+    captions: Sequence[str],
+    pool: list[str],
+    k: int,
+    generator: torch.Generator,
+) -> torch.Tensor:
+    """For each uint8 image [N, C, H, W] and its caption: whether the caption outranks K - 1 others drawn from `pool`
+    (distinct from it as text) -> bool [N]."""
+    model, cfg = clip.model, clip.preprocess_cfg
+    device = next(model.parameters()).device
+    texts = sorted(set(pool) | set(captions))
+    index = {t: i for i, t in enumerate(texts)}
+    text_emb = torch.cat(
+        [
+            model.encode_text(clip.tokenizer(texts[i : i + BATCH]).to(device), normalize=True)
+            for i in range(0, len(texts), BATCH)
+        ]
+    ).float()
+    pool_ids = torch.tensor([index[t] for t in pool])
+    hits = []
+    for start in range(0, len(images), BATCH):
+        x = preprocess_images(images[start : start + BATCH], cfg).to(device)
+        image_emb = model.encode_image(x, normalize=True).float()
+        for row, caption in zip(image_emb, captions[start : start + BATCH]):
+            own = index[caption]
+            others = pool_ids[pool_ids != own]
+            picked = others[torch.randperm(len(others), generator=generator)[: k - 1]]
+            sims = text_emb[picked.to(device)] @ row
+            hits.append(bool((row @ text_emb[own]) > sims.max()))
+    return torch.tensor(hits)
+
+
+@dalle_kit.hookimpl
+def register_metrics(register):
+    register(RPrecision)
