@@ -3,6 +3,7 @@ slow or busy machine never looks hung: pytest itself prints nothing until a test
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 
@@ -12,24 +13,28 @@ import pytest
 EVERY = 8.0
 
 
+def terminal_fd(capture) -> int | None:
+    """The terminal's file descriptor as fd-level capture saved it (pytest's ``FDCapture.targetfd_save``), or None
+    (capture by ``sys`` only, or off): a line written there reaches the terminal without touching what the test's
+    own capture collects."""
+    out = getattr(getattr(capture, "_global_capturing", None), "out", None)
+    return getattr(out, "targetfd_save", None)
+
+
 @pytest.hookimpl(hookwrapper=True)
 def pytest_runtest_protocol(item, nextitem):
-    reporter = item.config.pluginmanager.get_plugin("terminalreporter")
-    if reporter is None or item.config.pluginmanager.get_plugin("capturemanager") is None:
+    # Not through capture.global_and_fixture_disabled(): from this thread it would also let the test's own writes
+    # of that moment escape to the terminal, and a test reading its captured stderr would find it empty.
+    fd = terminal_fd(item.config.pluginmanager.get_plugin("capturemanager"))
+    if fd is None:
         yield
         return
     done = threading.Event()
     start = time.monotonic()
 
-    capture = item.config.pluginmanager.get_plugin("capturemanager")
-
     def beat():
         while not done.wait(EVERY):
-            line = f"    ... {item.nodeid} still running ({time.monotonic() - start:.0f} s)"
-            with capture.global_and_fixture_disabled():  # to the terminal, not into the test's captured output
-                reporter.ensure_newline()
-                reporter.write_line(line)
-                reporter.flush()
+            os.write(fd, f"\n    ... {item.nodeid} still running ({time.monotonic() - start:.0f} s)\n".encode())
 
     thread = threading.Thread(target=beat, name="test-heartbeat", daemon=True)
     thread.start()
