@@ -3,6 +3,8 @@ directory it means now, and a missing run answered with the command that trains 
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from importlib import resources
 from pathlib import Path
 
 import attrs
@@ -11,12 +13,17 @@ import dalle_kit
 from dalle_kit import hints
 
 
-def pin_runs(config, recipes: dict[str, str]):
-    """`config` with each ``key`` of `recipes` (key -> the shipped recipe that trains such a run) that is set replaced
-    by the run directory it resolves to now. A missing run named like its recipe (``runs/shapes-dvae``) is a
-    `dalle_kit.UserError` that prints the command training it."""
+def shipped(recipe: str) -> bool:
+    """Whether dalle-kit ships a recipe of this name (`dalle-kit run NAME` works)."""
+    return resources.files("dalle_kit_plugins.recipes").joinpath(f"{recipe}.toml").is_file()
+
+
+def pin_runs(config, keys: Sequence[str]):
+    """`config` with each of its `keys` that is set replaced by the run directory it resolves to now. A missing run
+    named like a shipped recipe (``runs/shapes-dvae``) is a `dalle_kit.UserError` that prints the command training
+    it."""
     fixed = {}
-    for key, recipe in recipes.items():
+    for key in keys:
         value = getattr(config, key)
         if not value:
             continue
@@ -24,7 +31,8 @@ def pin_runs(config, recipes: dict[str, str]):
             fixed[key] = str(dalle_kit.resolve_run_dir(value, what=f"[train] {key}").resolve())
         except dalle_kit.UserError:
             where = Path(value)
-            if where.name != recipe or (where / "recipe.toml").exists():
+            recipe = where.name
+            if not shipped(recipe) or (where / "recipe.toml").exists():
                 raise
             runs = "" if str(where.parent) == "runs" else f" --runs-dir {hints.quote(str(where.parent))}"
             raise dalle_kit.UserError(

@@ -74,7 +74,7 @@ class DALLE(dalle_kit.Pipeline):
     @classmethod
     def pin(cls, config):
         """codec_run and clip_run fixed to the run directories they name now."""
-        return pin_runs(config, {"codec_run": "shapes-dvae", "clip_run": "shapes-clip-pretrain"})
+        return pin_runs(config, ("codec_run", "clip_run"))
 
     def check(self, image_size: int, channels: int, text_dim: int | None) -> None:
         if not self.config.codec_run:

@@ -113,7 +113,7 @@ class UnCLIP(dalle_kit.Pipeline):
     @classmethod
     def pin(cls, config):
         """clip_run fixed to the run directory it names now."""
-        return pin_runs(config, {"clip_run": "shapes-clip-pretrain"})
+        return pin_runs(config, ("clip_run",))
 
     def check(self, image_size: int, channels: int, text_dim: int | None) -> None:
         if not self.config.clip_run:
