@@ -1,19 +1,22 @@
 """Model families and recipes side by side: train (or take) runs, score every one with one protocol, in one table;
 and for the shapes runs, how diverse their draws for one prompt are and how often a short prompt gives one object.
 
-    .venv/bin/python benchmarks/families.py [--recipes shapes shapes-vae shapes-diffusion] [--runs DIR ...]
+    .venv/bin/python benchmarks/families.py [--recipes NAME ...] [--runs DIR ...] [--clip RUN]
                                             [--set KEY=VALUE ...] [--runs-dir runs] [-n 1000] [--metrics NAME ...]
                                             [--calibrate] [--tables scores diversity] [--prompts 50]
                                             [--per-prompt 8] [--seed 0] [--smoke] [--record]
 
-Each recipe of ``--recipes`` is trained at its default length (``--set`` overrides apply to all of them) into
-``--runs-dir``; each run of ``--runs`` is taken as it is. Every run is then scored the same way: n generated images
+Each recipe of ``--recipes`` (default `FAMILIES`: GAN, VAE, diffusion, DALL-E and unCLIP on shapes, with the CLIP
+and the codec the last two build on trained first) is trained at its default length (``--set`` overrides apply to
+all of them) into ``--runs-dir``, an earlier run it names (``codec_run``, ``clip_run``) taken from there; each run
+of ``--runs`` is taken as it is. Runs that draw no images (a CLIP, a codec) are trained, not scored. Every run is then scored the same way: n generated images
 for prompts drawn (seeded) from the dataset's test captions against the first n test images, with the metrics of
 ``--metrics`` (default per dataset: `DEFAULT_METRICS`) and the run's own ``[eval.<metric>]`` settings, each
-score printed with its protocol. A diffusion run is
+score printed with its protocol; ``--clip RUN`` adds CLIPScore and R-precision judged by that clip-pretrain run's
+CLIP (in-domain when it trained on the same data). A diffusion run is
 scored at each of `DIFFUSION_SETTINGS` (sampling steps, guidance scale). Beside the scores: the run's training
 time (its own training clock), the sampling time per image (a batch of 64 images, 8 prompts x 8, after a warm-up
-batch) and its ratio to the first row's; for MNIST and Fashion-MNIST the best FID Lucic et al. (2018) published for
+batch) and its ratio to the first row's, the parameters the run trained; for MNIST and Fashion-MNIST the best FID Lucic et al. (2018) published for
 the same loss. ``--calibrate`` adds a row with n real train images in the place of generated ones: what a perfect
 generator scores under the same protocol.
 
@@ -56,7 +59,20 @@ DEFAULT_METRICS = {
     "shapes": ["fid", "kid", "text-alignment"],
     "mnist": ["fid", "kid", "prc", "intra-fid", "class-accuracy", "cas"],
     "fashion-mnist": ["fid", "kid", "prc", "intra-fid", "class-accuracy", "cas"],
+    "emoji": ["kid"],  # a 203-image test split: KID, not FID (FID's bias at a few hundred images dominates)
+    "tuxpaint": ["kid"],
 }
+# The five families on shapes; a CLIP and a codec are trained first for the two that build on them.
+FAMILIES = [
+    "shapes",
+    "shapes-vae",
+    "shapes-diffusion",
+    "shapes-clip-pretrain",
+    "shapes-dvae",
+    "shapes-dalle",
+    "shapes-unclip",
+]
+CLIP_METRICS = ["clip-score", "r-precision"]  # added, judged by --clip's CLIP
 DIFFUSION_SETTINGS = [{"sample_steps": s, "guidance_scale": g} for g in (3.0, 1.0) for s in (25, 50)]
 PROMPTS = [
     "a red circle",
@@ -270,6 +286,48 @@ def diversity_table(runs, registry, extra_prompts: int, per_prompt: int, seed: i
     return table, protocol
 
 
+def earlier_runs(recipe: str, registry, runs_dir: str) -> list[str]:
+    """Overrides pointing a recipe's earlier runs (``[train] codec_run``, ``clip_run``: ``runs/NAME``) into
+    `runs_dir`, where this script trained them just before."""
+    from dalle_kit.recipe import load_recipe
+
+    train = load_recipe(recipe, registry).train
+    return [
+        f'train.{key}="{Path(runs_dir) / Path(getattr(train, key)).name}"'
+        for key in ("codec_run", "clip_run")
+        if getattr(train, key, "")
+    ]
+
+
+def metric_names(args, dataset: str) -> list[str]:
+    """--metrics, else the dataset's defaults, plus the CLIP metrics when --clip names a CLIP."""
+    names = args.metrics or DEFAULT_METRICS.get(dataset, ["fid", "kid"])
+    return names + [m for m in CLIP_METRICS if args.clip and not args.metrics and m not in names]
+
+
+def clip_settings(run, args) -> dict:
+    """The run's own [eval.<metric>] settings, with --clip as the CLIP of clip-score and r-precision."""
+    settings = dict(run.recipe.metric_settings)
+    if args.clip:
+        import attrs
+
+        registry = run.registry
+        for name in CLIP_METRICS:
+            cls = registry.parts["metric"][name].cls
+            base = settings.get(name) or cls.Config()
+            settings[name] = attrs.evolve(base, pretrained=str(Path(args.clip).resolve()))
+    return settings
+
+
+def trained_parameters(run) -> int:
+    """Parameters of the modules the run trained (its EMA copies and frozen earlier runs not counted)."""
+    import dalle_kit
+
+    pipeline = run.recipe.pipeline.info.cls(run.recipe.train)
+    modules = dalle_kit.Trainer.restore(run, pipeline).training.modules
+    return sum(p.numel() for name, m in modules.items() if not name.endswith("_ema") for p in m.parameters())
+
+
 def scores_table(runs, registry, args, settings_grid, prompts: list[str], per_prompt: int) -> tuple[Table, str]:
     """The first table (see the module doc) and its protocol."""
     from dalle_kit.evaluation import Evaluation, build_metrics, compute_metrics
@@ -284,6 +342,7 @@ def scores_table(runs, registry, args, settings_grid, prompts: list[str], per_pr
             "train time",
             "sampling",
             "sampling vs first row",
+            "parameters",
             "scores",
             "published best FID, same loss",
         ],
@@ -293,16 +352,19 @@ def scores_table(runs, registry, args, settings_grid, prompts: list[str], per_pr
     for run_dir in runs:
         run = Run.open(run_dir, registry, quiet=True)
         dataset = run.recipe.parts["data"].info.name
-        names = args.metrics or DEFAULT_METRICS.get(dataset, ["fid", "kid"])
+        names = metric_names(args, dataset)
+        settings = clip_settings(run, args)
         train = [r for r in run.files.read_metrics() if r["kind"] == "train"]
+        parameters = trained_parameters(run)
+        shown = prompts if dataset == "shapes" else list(run.recipe.sample.prompts) or prompts
         for setting in settings_grid if run.recipe.pipeline.info.name == "diffusion" else [{}]:
             draw = sampler(run, **setting)
-            per_image = seconds_per_image(draw, prompts, per_prompt)
+            per_image = seconds_per_image(draw, shown, per_prompt)
             first_rate = first_rate or per_image
             evaluation = Evaluation.from_run(
                 run, num_samples=args.num_samples, seed=args.seed, metric_names=names, draw=draw
             )
-            metrics = build_metrics(names, registry, settings=dict(run.recipe.metric_settings))
+            metrics = build_metrics(names, registry, settings=settings)
             results = compute_metrics(evaluation, metrics)
             protocols.update({f"{name}: {result.protocol.line()}": None for name, result in results.items()})
             label = run.recipe.name + (
@@ -314,6 +376,7 @@ def scores_table(runs, registry, args, settings_grid, prompts: list[str], per_pr
                 f"{train[-1]['time'] / 60:.1f} min" if train else "-",
                 f"{per_image * 1000:.1f} ms/image",
                 f"{per_image / first_rate:.2f}x",
+                f"{parameters / 1e6:.2f}M",
                 scores(results),
                 published(dataset, run),
             )
@@ -321,7 +384,7 @@ def scores_table(runs, registry, args, settings_grid, prompts: list[str], per_pr
         run = Run.open(runs[0], registry, quiet=True)
         data = run.parts.dataset()
         real = data.load("train")
-        names = args.metrics or DEFAULT_METRICS.get(run.recipe.parts["data"].info.name, ["fid", "kid"])
+        names = metric_names(args, run.recipe.parts["data"].info.name)
         n = args.num_samples
         evaluation = Evaluation(
             data,
@@ -331,13 +394,15 @@ def scores_table(runs, registry, args, settings_grid, prompts: list[str], per_pr
             generated=real.images[:n],
             prompts=list(real.captions[:n]),
         )
-        metrics = build_metrics(names, registry, settings=dict(run.recipe.metric_settings))
+        metrics = build_metrics(names, registry, settings=clip_settings(run, args))
         results = compute_metrics(evaluation, metrics)
-        table.add("real train images in the place of generated ones", "-", "-", "-", "-", scores(results), "-")
+        table.add("real train images in the place of generated ones", "-", "-", "-", "-", "-", scores(results), "-")
     protocol = (
         f"scores: {args.num_samples} generated images a row, prompts drawn with seed {args.seed} from the test "
         f"captions, against the first {args.num_samples} test images; sampling: {len(prompts) * per_prompt} "
-        "images in one batch after a warm-up batch; train time: the run's training clock. Protocols: "
+        "images in one batch after a warm-up batch (the recipe's [sample] prompts off shapes); parameters: those the "
+        "run trained (frozen parts of earlier runs, a codec or a CLIP, not counted); train time: the run's "
+        "training clock. Protocols: "
         + " | ".join(protocols)
     )
     return table, protocol
@@ -359,6 +424,9 @@ def main() -> None:
     parser.add_argument("-n", "--num-samples", type=int, default=1000)
     parser.add_argument("--metrics", nargs="*", default=None, help="default: per dataset (DEFAULT_METRICS)")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--clip", default="", metavar="RUN", help="a clip-pretrain run: add clip-score and r-precision judged by it"
+    )
     parser.add_argument("--calibrate", action="store_true", help="add real train images scored as if generated")
     parser.add_argument(
         "--tables", nargs="+", choices=["scores", "diversity"], default=["scores", "diversity"], help="which tables"
@@ -371,7 +439,7 @@ def main() -> None:
     from dalle_kit.registry import get_registry
 
     if args.recipes is None and not args.runs:
-        args.recipes = ["shapes", "shapes-vae", "shapes-diffusion"]
+        args.recipes = FAMILIES
     settings_grid, prompts, per_prompt, extra = DIFFUSION_SETTINGS, PROMPTS, 8, {}
     tmp = None
     if args.smoke:  # a few steps of each on a small train split, few images, KID only (no probe, no 2048-d eigvals)
@@ -392,16 +460,21 @@ def main() -> None:
         ]
         settings_grid, extra = (
             [{"sample_steps": 2, "guidance_scale": 3.0}],
-            {"shapes-diffusion": ["train.sample_steps=2"]},
+            {
+                "shapes-diffusion": ["train.sample_steps=2"],
+                "shapes-unclip": ["train.sample_steps=2", "train.prior_steps=2"],
+            },
         )
         args.prompts, args.per_prompt = 4, 2
     registry = get_registry()
-    runs = [
-        api.train(
-            name, [*args.overrides, *extra.get(name, [])], runs_dir=args.runs_dir, quiet=True, registry=registry
-        ).dir
-        for name in args.recipes or []
-    ]
+    runs = []
+    for name in args.recipes or []:
+        earlier = earlier_runs(name, registry, args.runs_dir)
+        trained = api.train(
+            name, [*args.overrides, *extra.get(name, []), *earlier], runs_dir=args.runs_dir, quiet=True, registry=registry
+        )
+        if trained.recipe.pipeline.info.cls.draws_images:  # a CLIP or a codec is trained for the runs after it
+            runs.append(trained.dir)
     runs += [Path(r) for r in args.runs]
 
     tables, protocols = [], []
