@@ -45,16 +45,22 @@ def check_denoiser(cls, config=None, **_):
     """Output shaped like the input, finite, and changed by the text vector."""
     torch.manual_seed(0)
     model = cls(config or cls.Config(), text_dim=16, image_size=16, channels=3).eval()
-    x, t = torch.randn(2, 3, 16, 16), torch.tensor([10, 500])
+    check_conditioned_prediction(cls, model, torch.randn(2, 3, 16, 16), "a denoiser", "the text vector")
+
+
+def check_conditioned_prediction(cls, model, x: torch.Tensor, what: str, condition: str) -> None:
+    """``model(x, timesteps, c)`` with two random 16-d conditions ``c``: finite, shaped like `x`, and not the same for
+    both (a `ConformanceError` naming `what` and the `condition` otherwise). Shared by the kinds that denoise."""
+    t = torch.tensor([10, 500])
     with torch.no_grad():
         a, b = model(x, t, torch.randn(2, 16)), model(x, t, torch.randn(2, 16))
     if a.shape != x.shape or not torch.isfinite(a).all():
         raise ConformanceError(
-            f"{cls.__name__}: a denoiser must return a finite tensor shaped like its input {tuple(x.shape)}, "
+            f"{cls.__name__}: {what} must return a finite tensor shaped like its input {tuple(x.shape)}, "
             f"got {tuple(a.shape)}"
         )
     if torch.allclose(a, b):
-        raise ConformanceError(f"{cls.__name__}: the text vector does not change the prediction")
+        raise ConformanceError(f"{cls.__name__}: {condition} does not change the prediction")
 
 
 class UNet(Denoiser):

@@ -18,7 +18,7 @@ from torch import nn
 
 import dalle_kit
 from dalle_kit import param
-from dalle_kit.tools.testing import ConformanceError
+from dalle_kit_plugins.diffusion.pipeline import check_conditioned_prediction
 
 
 class EmbeddingPrior(nn.Module, dalle_kit.Part):
@@ -37,16 +37,7 @@ def check_prior(cls, config=None, **_):
     """Output shaped like the input embedding, finite, and changed by the text embedding."""
     torch.manual_seed(0)
     model = cls(config or cls.Config(), dim=16).eval()
-    x, t = torch.randn(2, 16), torch.tensor([10, 500])
-    with torch.no_grad():
-        a, b = model(x, t, torch.randn(2, 16)), model(x, t, torch.randn(2, 16))
-    if a.shape != x.shape or not torch.isfinite(a).all():
-        raise ConformanceError(
-            f"{cls.__name__}: a prior must return a finite tensor shaped like its input {tuple(x.shape)}, "
-            f"got {tuple(a.shape)}"
-        )
-    if torch.allclose(a, b):
-        raise ConformanceError(f"{cls.__name__}: the text embedding does not change the prediction")
+    check_conditioned_prediction(cls, model, torch.randn(2, 16), "a prior", "the text embedding")
 
 
 def timestep_embedding(t: torch.Tensor, dim: int) -> torch.Tensor:
