@@ -44,6 +44,7 @@ class RPrecision(ClipScore):
                 f"[eval.r-precision] candidates = {k}, but the reference split has only {len(pool)} distinct "
                 f"captions; set candidates to at most {len(pool)}"
             )
+
         def seeded() -> torch.Generator:  # the same distractors for the generated and the real images
             return torch.Generator().manual_seed(evaluation.seed)
 
