@@ -200,7 +200,7 @@ def plugins_show(name):
     found = [(kind, part) for kind, parts in index["parts"].items() for part in parts if part["name"] == name]
     if not found and name in index["parts"]:
         from ..registry import get_registry
-        from ..contracts import kind_reference
+        from .contracts import kind_reference
 
         click.echo(kind_reference(name, get_registry()), nl=False)
         return
