@@ -5,7 +5,7 @@
 Interleaved in one run, each a fresh interpreter, median of `--repeat`:
 - `dalle-kit --help` as shipped (it imports neither torch nor a plugin) and with `import torch` first (what
   `--help` costs when the package imports torch);
-- `dalle-kit plugins list` answered from the registry index (`dalle_kit/registry_index.py`, a warm cache)
+- `dalle-kit plugins list` answered from the registry index (`dalle_kit/tools/registry_index.py`, a warm cache)
   and with an empty cache folder each time (a full discovery: every plugin and torch imported).
 Prints the median wall time of each and the ratio of each pair.
 

@@ -7,12 +7,16 @@ import os
 import re
 import sys
 import warnings
+from typing import TYPE_CHECKING
 
 import click
 
 from . import __version__
 from . import hints
 from .errors import UserError
+
+if TYPE_CHECKING:
+    from importlib.metadata import EntryPoint
 
 #: Set by the global --traceback option: errors propagate with their traceback instead of one line (for plugin authors).
 _show_traceback = False
@@ -24,42 +28,77 @@ def _registry():
     return get_registry()
 
 
-#: The entry-point group through which the tools above the core (`dalle_kit.tools`: report, compare, bench,
-#: new-plugin) add their commands; this distribution declares them in pyproject.toml. The core imports no tool.
+#: The entry-point group through which the tools above the core (`dalle_kit.tools`) add their commands; this
+#: distribution declares them in pyproject.toml. The core imports no tool. An entry point's name says where its
+#: command goes: a plain name (`report`, `plugins`) is a top-level command, "GROUP.NAME" (`recipe.list`) is command
+#: NAME of the core's group GROUP. Each is loaded only when it is run or a --help lists it, so `run`, `sample`,
+#: `recipe check` and the rest never read the package metadata.
 COMMANDS_GROUP = "dalle_kit.commands"
+
+_tool_commands: dict[str, EntryPoint] | None = None
+
+
+def _declared_tools() -> dict[str, EntryPoint]:
+    """This distribution's entry points of COMMANDS_GROUP by name (only its own: the tools are dalle-kit's, not a
+    plugin's)."""
+    global _tool_commands
+    if _tool_commands is None:
+        from importlib import metadata
+
+        try:
+            found = metadata.distribution(hints.DISTRIBUTION).entry_points.select(group=COMMANDS_GROUP)
+        except metadata.PackageNotFoundError:  # imported from a folder that was never installed
+            found = metadata.EntryPoints(())
+        _tool_commands = {ep.name: ep for ep in found}
+    return _tool_commands
+
+
+def _declared_in_checkout(name: str) -> bool:
+    """Whether the source checkout dalle-kit is installed from in editable mode declares the tool command `name`
+    (its package metadata, written at install time, may predate it)."""
+    import tomllib
+
+    checkout = hints.source_checkout()
+    if checkout is None:
+        return False
+    try:
+        project = tomllib.loads((checkout / "pyproject.toml").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+    return name in project.get("project", {}).get("entry-points", {}).get(COMMANDS_GROUP, {})
 
 
 class _Group(click.Group):
-    """The top-level group: the core's commands, and the tools' commands loaded when first needed (a name the core
-    does not have, or the list for --help), so that `run`, `sample` and the rest never read the package metadata."""
+    """A group of the core's commands, with the tools' commands whose entry-point names put them here (see
+    COMMANDS_GROUP), each loaded the first time it is needed."""
 
-    _tools: list[str] | None = None  # the tool commands' names, once loaded
+    def __init__(self, *args, tools_prefix: str = "", **kwargs):
+        super().__init__(*args, **kwargs)
+        self.tools_prefix = tools_prefix  # "" for the top level, "recipe." for `recipe`
 
-    def _load_tools(self) -> list[str]:
-        if self._tools is None:
-            from importlib import metadata
-
-            try:  # only this distribution's: the tools are dalle-kit's own, not a plugin's
-                found = list(metadata.distribution(hints.DISTRIBUTION).entry_points.select(group=COMMANDS_GROUP))
-            except metadata.PackageNotFoundError:  # imported from a folder that was never installed
-                found = []
-            for ep in found:
-                self.add_command(ep.load(), ep.name)
-            self._tools = [ep.name for ep in found]
-        return self._tools
+    def _tools(self) -> dict[str, EntryPoint]:
+        n = len(self.tools_prefix)
+        return {
+            name[n:]: ep
+            for name, ep in _declared_tools().items()
+            if name.startswith(self.tools_prefix) and "." not in name[n:]
+        }
 
     def get_command(self, ctx, cmd_name):
-        if cmd_name not in self.commands and not self._load_tools():
-            raise UserError(
-                f"no command '{cmd_name}', and this installation of dalle-kit declares none of its tools' commands "
-                f"(report, compare, bench, new-plugin): its package metadata predates them; reinstall it: "
-                f"{hints.reinstall()}"
-            )
+        if cmd_name not in self.commands:
+            tools = self._tools()
+            if cmd_name in tools:
+                self.add_command(tools[cmd_name].load(), cmd_name)
+            elif _declared_in_checkout(self.tools_prefix + cmd_name) or not _declared_tools():
+                command = " ".join([*ctx.command_path.split()[1:], cmd_name])
+                raise UserError(
+                    f"no command '{command}': this installation's package metadata predates the tools' commands; "
+                    f"reinstall it: {hints.reinstall()}"
+                )
         return super().get_command(ctx, cmd_name)
 
     def list_commands(self, ctx):
-        self._load_tools()
-        return super().list_commands(ctx)
+        return sorted({*self.commands, *self._tools()})
 
 
 @click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
@@ -170,7 +209,7 @@ cli.add_command(eval_cmd)
 
 
 # ---------------------------------------------------------------------------- recipes
-@cli.group()
+@cli.group(cls=_Group, tools_prefix="recipe.")
 def recipe():
     """Check, show and list recipes."""
 
@@ -189,97 +228,6 @@ def recipe_check(file, overrides):
     check_parts(r, prerequisites=False)  # every part can be built with these settings
     parts = ", ".join(f"{s}={spec.info.name}" for s, spec in r.parts.items())
     click.echo(f"{file}: ok (pipeline {r.pipeline.info.name}: {parts})")
-
-
-@recipe.command("show")
-@click.argument("file")
-@click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE")
-def recipe_show(file, overrides):
-    """Print FILE resolved: every default filled in (a starting point for your own recipe)."""
-    from .recipe import load_recipe
-
-    click.echo(load_recipe(file, _registry(), overrides).dumps(), nl=False)
-
-
-@recipe.command("list")
-def recipe_list():
-    """Recipes shipped by plugins (run them by name)."""
-    from .registry_index import listing
-
-    for name, (path, distribution, version) in listing()["recipes"].items():
-        click.echo(f"{name:20s} {distribution} {version}  {path}")
-
-
-# ---------------------------------------------------------------------------- plugins
-@cli.group()
-def plugins():
-    """Inspect installed plugins and their parts."""
-
-
-@plugins.command("list")
-def plugins_list():
-    """Every part by kind, with its distribution and version; broken plugins with their error."""
-    from .registry_index import listing
-
-    index = listing()  # no plugin (or torch) imported while the installed plugins are unchanged
-    for kind, parts in index["parts"].items():
-        click.echo(f"{kind}:")
-        if not parts:
-            click.echo("  (none)")
-        for part in parts:
-            doc = part["doc"].splitlines()
-            click.echo(f"  {part['name']:16s} {part['origin']:22s} {doc[0] if doc else ''}")
-    if index["problems"]:
-        click.echo("problems:")
-        for line in index["problems"]:
-            click.echo(f"  {line}")
-        click.echo(f"run `{hints.dalle_kit('plugins doctor')}` for fixes")
-
-
-@plugins.command("show")
-@click.argument("name")
-def plugins_show(name):
-    """Parameters, types, defaults and docs of every part called NAME; for a kind (generator, dataset, ...), its
-    contract."""
-    from .errors import did_you_mean
-    from .registry_index import listing
-
-    index = listing()
-    found = [(kind, part) for kind, parts in index["parts"].items() for part in parts if part["name"] == name]
-    if not found and name in index["parts"]:
-        from .contracts import kind_reference
-
-        click.echo(kind_reference(name, _registry()), nl=False)
-        return
-    if not found:
-        names = {part["name"] for parts in index["parts"].values() for part in parts} | set(index["parts"])
-        raise UserError(f"no part named '{name}'{did_you_mean(name, names)}; see `{hints.dalle_kit('plugins list')}`")
-    for kind, part in found:
-        click.echo(f"{kind} '{name}' from {part['origin']} ({part['where']})")
-        if part["doc"]:
-            click.echo("  " + part["doc"].replace("\n", "\n  "))
-        section = "train" if kind == "pipeline" else "section"
-        click.echo(f"  parameters ([{section}] keys):" if part["params"] else "  parameters: none")
-        for row in part["params"]:
-            click.echo(f"    {row['name']} ({row['type']}, default {row['default']}): {row['doc']}")
-        click.echo()
-
-
-@plugins.command("doctor")
-def plugins_doctor():
-    """Explain each plugin problem and how to fix it (exit status 1 when there is one)."""
-    reg = _registry()
-    click.echo(
-        f"{len(reg.plugins)} plugins loaded: "
-        + ", ".join(f"{p.name} ({p.distribution} {p.version})" for p in reg.plugins)
-    )
-    if not reg.problems:
-        click.echo("no problems found")
-        return
-    for p in reg.problems:
-        click.echo(f"- {p.line()}\n  fix: {p.fix}")
-    click.echo("Set DALLE_KIT_PLUGINS=name,name to load only some plugins (empty: built-ins only).")
-    raise click.exceptions.Exit(1)  # problems found: a script or CI step running the doctor must see it fail
 
 
 #: errno values of a write the user can fix (space, file-size limit, read-only file system, permissions).

@@ -7,8 +7,7 @@ A part declares::
         ngf: int = param(64, "width of the first layer", validator=attrs.validators.gt(0))
 
 `structure()` turns a recipe table into that class (rejecting unknown keys and wrong types with
-one line each), `unstructure()` turns it back into TOML-ready data, and `describe()` lists its
-fields for humans.
+one line each) and `unstructure()` turns it back into TOML-ready data.
 """
 
 from __future__ import annotations
@@ -28,7 +27,7 @@ from .errors import RecipeError, did_you_mean
 _MISSING = object()
 #: The class of ``attrs.Factory(...)`` defaults (attrs' stubs declare ``Factory`` as a function returning the
 #: factory's product, which `isinstance` cannot take).
-_FACTORY = cast("type[Any]", attrs.Factory)
+FACTORY = cast("type[Any]", attrs.Factory)
 
 
 def param(default: Any = _MISSING, doc: str = "", *, validator=None, path: str | None = None):
@@ -93,7 +92,8 @@ def type_name(tp: Any) -> str:
     )
 
 
-def _toml_repr(value: Any) -> str:
+def toml_repr(value: Any) -> str:
+    """`value` as a TOML file writes it: strings quoted, booleans in lower case."""
     if isinstance(value, str):
         return f'"{value}"'
     if isinstance(value, bool):
@@ -194,7 +194,7 @@ def bad_defaults(cls: type) -> list[str]:
         default = field.default
         if default is attrs.NOTHING:
             continue
-        if isinstance(default, _FACTORY):
+        if isinstance(default, FACTORY):
             if default.takes_self:
                 continue
             default = default.factory()
@@ -255,11 +255,11 @@ def structure(
             raise RecipeError(
                 source,
                 f"{prefix}key '{name}'",
-                f"expected {type_name(field.type)}, got {type(value).__name__} {_toml_repr(value)}",
+                f"expected {type_name(field.type)}, got {type(value).__name__} {toml_repr(value)}",
                 f"write {name} = <{type_name(field.type)}>"
                 + (
-                    f", for example {name} = {_toml_repr(field.default)}"
-                    if field.default is not attrs.NOTHING and not isinstance(field.default, _FACTORY)
+                    f", for example {name} = {toml_repr(field.default)}"
+                    if field.default is not attrs.NOTHING and not isinstance(field.default, FACTORY)
                     else ""
                 ),
             ) from None
@@ -304,17 +304,3 @@ def unstructure(config: Any) -> dict[str, Any]:
         return value
 
     return {k: plain(v) for k, v in attrs.asdict(config, recurse=True).items() if v is not None}
-
-
-def describe(cls: type) -> list[dict[str, str]]:
-    """One dict per field: name, type, default, doc (for `plugins show` and the docs)."""
-    rows = []
-    for f in fields_of(cls):
-        if f.default is attrs.NOTHING:
-            default = "(required)"
-        elif isinstance(f.default, _FACTORY):
-            default = _toml_repr(f.default.factory())
-        else:
-            default = _toml_repr(f.default) if f.default is not None else "(none)"
-        rows.append({"name": f.name, "type": type_name(f.type), "default": default, "doc": f.metadata.get("doc", "")})
-    return rows

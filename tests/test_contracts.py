@@ -50,13 +50,13 @@ def test_resnet_affine_modulation_variant_conforms():
 
 
 def test_contract_reference_is_generated_from_the_code():
-    """docs/contracts.md is `python -m dalle_kit.contracts`'s output: the code is the one source of the contracts."""
+    """docs/contracts.md is `python -m dalle_kit.tools.contracts`'s output: the code is the one source of the contracts."""
     from pathlib import Path
 
-    from dalle_kit.contracts import render
+    from dalle_kit.tools.contracts import render
 
     committed = (Path(__file__).parent.parent / "docs" / "contracts.md").read_text()
-    assert committed == render(), "docs/contracts.md is stale: python -m dalle_kit.contracts > docs/contracts.md"
+    assert committed == render(), "docs/contracts.md is stale: python -m dalle_kit.tools.contracts > docs/contracts.md"
     for needle in (
         "register_generators(register)",
         "needs_real_logits",

@@ -11,11 +11,14 @@ from importlib import metadata
 from pathlib import Path
 
 import click
+import pytest
 
 import dalle_kit.cli
+import dalle_kit.hints
 
 CORE = Path(dalle_kit.cli.__file__).resolve().parent
-TOOLS = ("report", "compare", "bench", "new-plugin")
+#: The tools' commands by entry-point name: top-level commands, and "GROUP.NAME" for a command of a core group.
+TOOLS = ("report", "compare", "bench", "new-plugin", "plugins", "recipe.list", "recipe.show")
 
 
 def tool_imports(source: str) -> list[str]:
@@ -99,7 +102,7 @@ def test_the_tool_commands_are_entry_points_of_this_distribution():
     for ep in found:
         assert ep.module.startswith("dalle_kit.tools.")
         command = ep.load()
-        assert isinstance(command, click.Command) and command.name == ep.name
+        assert isinstance(command, click.Command) and command.name == ep.name.rpartition(".")[2]
 
 
 def test_help_lists_the_tools_and_a_core_command_does_not_load_them(capsys):
@@ -107,28 +110,69 @@ def test_help_lists_the_tools_and_a_core_command_does_not_load_them(capsys):
         "import sys; from dalle_kit.cli import main; code = main(sys.argv[1:]); "
         "print(sorted(m for m in sys.modules if m.startswith('dalle_kit.tools')), file=sys.stderr); sys.exit(code)"
     )
-    done = subprocess.run([sys.executable, "-c", probe, "recipe", "--help"], capture_output=True, text=True)
-    assert done.returncode == 0 and done.stderr.strip() == "[]", done.stderr
+    for core in (["run", "--help"], ["recipe", "check", "--help"]):
+        done = subprocess.run([sys.executable, "-c", probe, *core], capture_output=True, text=True)
+        assert done.returncode == 0 and done.stderr.strip() == "[]", (core, done.stderr)
     done = subprocess.run([sys.executable, "-c", probe, "--help"], capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
     listed = {line.split()[0] for line in done.stdout.split("Commands:")[1].splitlines() if line.strip()}
-    assert set(TOOLS) <= listed and {"run", "sample", "eval", "recipe", "plugins"} <= listed
+    top = {name for name in TOOLS if "." not in name}
+    assert listed == top | {"run", "sample", "eval", "recipe"}, listed
     assert "dalle_kit.tools.commands" in done.stderr
+    done = subprocess.run([sys.executable, "-c", probe, "recipe", "--help"], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    listed = {line.split()[0] for line in done.stdout.split("Commands:")[1].splitlines() if line.strip()}
+    assert listed == {"check", "list", "show"}, listed  # the core's check beside the tools' list and show
+
+
+def test_a_tool_command_in_a_core_group_runs_as_its_own(run_cli):
+    code, out, err = run_cli("recipe", "list")
+    assert code == 0 and "shapes" in [line.split()[0] for line in out.splitlines()], (out, err)
+    code, out, err = run_cli("recipe", "show", "shapes", "--set", "train.steps=7")
+    assert code == 0 and "steps = 7" in out, err
+    code, out, err = run_cli("recipe", "nosuch")
+    assert code == 2 and err.count("\n") == 1 and "No such command 'nosuch'" in err, err
+
+
+def stale(monkeypatch, declared: tuple[str, ...]) -> None:
+    """Package metadata that declares only the tool commands `declared` (an install older than this checkout)."""
+    eps = metadata.EntryPoints(
+        metadata.EntryPoint(name, f"dalle_kit.tools.commands:{name}", dalle_kit.cli.COMMANDS_GROUP) for name in declared
+    )
+
+    class Stale:
+        entry_points = eps
+
+    monkeypatch.setattr(metadata, "distribution", lambda name: Stale())
+    monkeypatch.setattr(dalle_kit.cli, "_tool_commands", None)
+    for group in (dalle_kit.cli.cli, dalle_kit.cli.recipe):  # commands loaded by earlier tests forgotten
+        core = {name: c for name, c in group.commands.items() if c.callback.__module__.startswith("dalle_kit.cli")}
+        monkeypatch.setattr(group, "commands", core)
 
 
 def test_metadata_without_the_tool_commands_says_how_to_reinstall(monkeypatch, capsys):
-    class Stale:  # an editable install made before the tools had entry points
-        entry_points = metadata.EntryPoints(())
-
-    monkeypatch.setattr(metadata, "distribution", lambda name: Stale())
-    monkeypatch.setattr(dalle_kit.cli.cli, "_tools", None)
-    monkeypatch.setattr(dalle_kit.cli.cli, "commands", dict(dalle_kit.cli.cli.commands))
-    for name in TOOLS:
-        dalle_kit.cli.cli.commands.pop(name, None)
+    stale(monkeypatch, ())  # an editable install made before the tools had entry points
     assert dalle_kit.cli.main(["report", "runs/x"]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "no command 'report'" in err and "reinstall it: " in err
     assert " install -e " in err or "--force-reinstall" in err
+
+
+def test_metadata_older_than_the_checkout_says_how_to_reinstall(monkeypatch, capsys):
+    """An editable install whose metadata predates a tool command that the checkout's pyproject.toml declares (the
+    listing commands moved into the tools): the command says to reinstall, a typo stays click's usage error."""
+    if dalle_kit.hints.source_checkout() is None:
+        pytest.skip("dalle-kit is not installed in editable mode from a checkout")
+    stale(monkeypatch, ("report", "compare", "bench", "new-plugin"))
+    for argv, shown in ((["plugins", "list"], "plugins"), (["recipe", "list"], "recipe list")):
+        assert dalle_kit.cli.main(argv) == 2
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and f"no command '{shown}'" in err and "reinstall it: " in err, err
+        assert " install -e " in err
+    assert dalle_kit.cli.main(["recipe", "check", "--help"]) == 0  # the core's own commands do not need them
+    capsys.readouterr()
+    assert dalle_kit.cli.main(["plugin", "list"]) == 2
+    assert "No such command 'plugin'" in capsys.readouterr().err
 
 
 def core_imports(path: Path, core: set[str]) -> set[str]:

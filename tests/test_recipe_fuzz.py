@@ -191,13 +191,16 @@ NUMBERS = ["0", "-1", "1", "3", str(2**70), "abc", "1.5", "", "nan"]
 
 
 def commands(group=None, path=()):
-    """(command path, click command) for every command of the CLI."""
+    """(command path, click command) for every command of the CLI, the tools' (loaded through their entry points)
+    with the core's."""
     import click
 
     from dalle_kit.cli import cli
 
     group = group or cli
-    for name, command in sorted(group.commands.items()):
+    ctx = click.Context(group)
+    for name in group.list_commands(ctx):
+        command = group.get_command(ctx, name)
         if isinstance(command, click.Group):
             yield from commands(command, (*path, name))
         else:

@@ -1,7 +1,9 @@
-"""The tools' commands: `dalle-kit report`, `compare`, `bench` and `new-plugin`.
+"""The tools' commands: `dalle-kit report`, `compare`, `bench`, `new-plugin`, the `plugins` group (`list`, `show`,
+`doctor`) and `recipe list` and `recipe show` (in the core's `recipe` group, beside `recipe check`).
 
 The core's CLI does not import them: pyproject.toml declares each as an entry point of the ``dalle_kit.commands``
-group, which `dalle_kit.cli` loads when it needs a command it does not have (or lists them all, for --help)."""
+group (``recipe.list`` names command `list` of the group `recipe`), which `dalle_kit.cli` loads when it needs a
+command it does not have (or lists them, for --help)."""
 
 from __future__ import annotations
 
@@ -136,3 +138,100 @@ def new_plugin_cmd(name, kinds, directory):
         f"wrote {root}\nnext: {hints.pip_install('-e', f'{shown}[test]')} && {hints.dalle_kit('plugins list')} && "
         f"{hints.python()} -m pytest {hints.quote(shown)}"
     )
+
+
+# ---------------------------------------------------------------------------- recipes and plugins, listed
+@click.command("list")
+def recipe_list_cmd():
+    """Recipes shipped by plugins (run them by name)."""
+    from .registry_index import listing
+
+    for name, (path, distribution, version) in listing()["recipes"].items():
+        click.echo(f"{name:20s} {distribution} {version}  {path}")
+
+
+@click.command("show")
+@click.argument("file")
+@click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE")
+def recipe_show_cmd(file, overrides):
+    """Print FILE resolved: every default filled in (a starting point for your own recipe)."""
+    from ..recipe import load_recipe
+    from ..registry import get_registry
+
+    click.echo(load_recipe(file, get_registry(), overrides).dumps(), nl=False)
+
+
+@click.group("plugins")
+def plugins_cmd():
+    """Inspect installed plugins and their parts."""
+
+
+@plugins_cmd.command("list")
+def plugins_list():
+    """Every part by kind, with its distribution and version; broken plugins with their error."""
+    from .. import hints
+    from .registry_index import listing
+
+    index = listing()  # no plugin (or torch) imported while the installed plugins are unchanged
+    for kind, parts in index["parts"].items():
+        click.echo(f"{kind}:")
+        if not parts:
+            click.echo("  (none)")
+        for part in parts:
+            doc = part["doc"].splitlines()
+            click.echo(f"  {part['name']:16s} {part['origin']:22s} {doc[0] if doc else ''}")
+    if index["problems"]:
+        click.echo("problems:")
+        for line in index["problems"]:
+            click.echo(f"  {line}")
+        click.echo(f"run `{hints.dalle_kit('plugins doctor')}` for fixes")
+
+
+@plugins_cmd.command("show")
+@click.argument("name")
+def plugins_show(name):
+    """Parameters, types, defaults and docs of every part called NAME; for a kind (generator, dataset, ...), its
+    contract."""
+    from .. import hints
+    from ..errors import UserError, did_you_mean
+    from .registry_index import listing
+
+    index = listing()
+    found = [(kind, part) for kind, parts in index["parts"].items() for part in parts if part["name"] == name]
+    if not found and name in index["parts"]:
+        from ..registry import get_registry
+        from .contracts import kind_reference
+
+        click.echo(kind_reference(name, get_registry()), nl=False)
+        return
+    if not found:
+        names = {part["name"] for parts in index["parts"].values() for part in parts} | set(index["parts"])
+        raise UserError(f"no part named '{name}'{did_you_mean(name, names)}; see `{hints.dalle_kit('plugins list')}`")
+    for kind, part in found:
+        click.echo(f"{kind} '{name}' from {part['origin']} ({part['where']})")
+        if part["doc"]:
+            click.echo("  " + part["doc"].replace("\n", "\n  "))
+        section = "train" if kind == "pipeline" else "section"
+        click.echo(f"  parameters ([{section}] keys):" if part["params"] else "  parameters: none")
+        for row in part["params"]:
+            click.echo(f"    {row['name']} ({row['type']}, default {row['default']}): {row['doc']}")
+        click.echo()
+
+
+@plugins_cmd.command("doctor")
+def plugins_doctor():
+    """Explain each plugin problem and how to fix it (exit status 1 when there is one)."""
+    from ..registry import get_registry
+
+    reg = get_registry()
+    click.echo(
+        f"{len(reg.plugins)} plugins loaded: "
+        + ", ".join(f"{p.name} ({p.distribution} {p.version})" for p in reg.plugins)
+    )
+    if not reg.problems:
+        click.echo("no problems found")
+        return
+    for p in reg.problems:
+        click.echo(f"- {p.line()}\n  fix: {p.fix}")
+    click.echo("Set DALLE_KIT_PLUGINS=name,name to load only some plugins (empty: built-ins only).")
+    raise click.exceptions.Exit(1)  # problems found: a script or CI step running the doctor must see it fail

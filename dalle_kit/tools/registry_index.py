@@ -26,7 +26,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from .markers import ENTRY_POINT_GROUP, SELECT_ENV
+from ..markers import ENTRY_POINT_GROUP, SELECT_ENV
 
 INDEX_FILE = "registry-index.json"
 INDEX_FORMAT = 1
@@ -81,10 +81,26 @@ def _source_files(package: str) -> list[Path]:
     return [Path(spec.origin)] if spec.origin and spec.origin not in ("built-in", "frozen") else []
 
 
+def describe(cls: type) -> list[dict[str, str]]:
+    """One dict per field of the attrs class `cls` (a part's Config): name, type, default, doc."""
+    import attrs
+
+    from ..schema import FACTORY, fields_of, toml_repr, type_name
+
+    rows = []
+    for f in fields_of(cls):
+        if f.default is attrs.NOTHING:
+            default = "(required)"
+        elif isinstance(f.default, FACTORY):
+            default = toml_repr(f.default.factory())
+        else:
+            default = toml_repr(f.default) if f.default is not None else "(none)"
+        rows.append({"name": f.name, "type": type_name(f.type), "default": default, "doc": f.metadata.get("doc", "")})
+    return rows
+
+
 def describe_registry(registry) -> dict[str, Any]:
     """Everything the listing commands print, as plain data."""
-    from .schema import describe
-
     parts = {}
     for kind, infos in registry.parts.items():
         parts[kind] = [
@@ -108,7 +124,7 @@ def describe_registry(registry) -> dict[str, Any]:
 
 
 def _path() -> Path:
-    from .cache import default_root
+    from ..cache import default_root
 
     return default_root() / INDEX_FILE
 
@@ -130,10 +146,10 @@ def listing() -> dict[str, Any]:
     found = load(key)
     if found is not None:
         return found
-    from .registry import get_registry
+    from ..registry import get_registry
 
     data = describe_registry(get_registry())
-    from .files import WriteFailed, WriteRefused, atomic_write_text
+    from ..files import WriteFailed, WriteRefused, atomic_write_text
 
     try:
         atomic_write_text(_path(), json.dumps({"format": INDEX_FORMAT, "fingerprint": key, "registry": data}))

@@ -3,7 +3,7 @@
 their docstrings and signatures. One source: docs/contracts.md is this module's
 output, and a test fails when the two differ.
 
-    python -m dalle_kit.contracts > docs/contracts.md
+    python -m dalle_kit.tools.contracts > docs/contracts.md
 """
 
 from __future__ import annotations
@@ -13,14 +13,14 @@ import typing
 
 import attrs
 
-from . import hints, hookspecs, trainer
-from .parts import KINDS, Part, TrainConfig
-from .registry import EVENT_HOOKS, Registry, public_name
+from .. import hints, hookspecs, trainer
+from ..parts import KINDS, Part, TrainConfig
+from ..registry import EVENT_HOOKS, Registry, public_name
 
 HEADER = """\
 # Plugin contracts (generated)
 
-Generated from the code by `python -m dalle_kit.contracts > docs/contracts.md`; do not edit by hand
+Generated from the code by `python -m dalle_kit.tools.contracts > docs/contracts.md`; do not edit by hand
 (a test compares the two). The guide with examples is [plugins.md](plugins.md).
 """
 
