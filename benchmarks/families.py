@@ -402,8 +402,7 @@ def scores_table(runs, registry, args, settings_grid, prompts: list[str], per_pr
         f"captions, against the first {args.num_samples} test images; sampling: {len(prompts) * per_prompt} "
         "images in one batch after a warm-up batch (the recipe's [sample] prompts off shapes); parameters: those the "
         "run trained (frozen parts of earlier runs, a codec or a CLIP, not counted); train time: the run's "
-        "training clock. Protocols: "
-        + " | ".join(protocols)
+        "training clock. Protocols: " + " | ".join(protocols)
     )
     return table, protocol
 
@@ -471,7 +470,11 @@ def main() -> None:
     for name in args.recipes or []:
         earlier = earlier_runs(name, registry, args.runs_dir)
         trained = api.train(
-            name, [*args.overrides, *extra.get(name, []), *earlier], runs_dir=args.runs_dir, quiet=True, registry=registry
+            name,
+            [*args.overrides, *extra.get(name, []), *earlier],
+            runs_dir=args.runs_dir,
+            quiet=True,
+            registry=registry,
         )
         if trained.recipe.pipeline.info.cls.draws_images:  # a CLIP or a codec is trained for the runs after it
             runs.append(trained.dir)
