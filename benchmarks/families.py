@@ -399,8 +399,9 @@ def scores_table(runs, registry, args, settings_grid, prompts: list[str], per_pr
         table.add("real train images in the place of generated ones", "-", "-", "-", "-", "-", scores(results), "-")
     protocol = (
         f"scores: {args.num_samples} generated images a row, prompts drawn with seed {args.seed} from the test "
-        f"captions, against the first {args.num_samples} test images; sampling: {len(prompts) * per_prompt} "
-        "images in one batch after a warm-up batch (the recipe's [sample] prompts off shapes); parameters: those the "
+        f"captions, against the first {args.num_samples} test images; sampling: {per_prompt} draws of each of "
+        f"the {len(prompts)} shapes prompts (off shapes: of the recipe's [sample] prompts) in one batch after a warm-up batch; "
+        "parameters: those the "
         "run trained (frozen parts of earlier runs, a codec or a CLIP, not counted); train time: the run's "
         "training clock. Protocols: " + " | ".join(protocols)
     )
