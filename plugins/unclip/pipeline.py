@@ -172,7 +172,10 @@ class UnCLIP(dalle_kit.Pipeline):
         dim = int(embed_texts([""]).shape[-1])
         chunks = [torch.arange(i, min(i + 500, len(train_set))) for i in range(0, len(train_set), 500)]
         image_emb = torch.cat([embed_images(train_set.batch(c)[0]) for c in chunks])  # every training pair, once
-        text_emb = torch.cat([embed_texts([train_set.captions[i] for i in c.tolist()]) for c in chunks])
+        distinct = list(dict.fromkeys(train_set.captions))  # captions repeat: each one encoded once
+        where = {caption: i for i, caption in enumerate(distinct)}
+        by_caption = torch.cat([embed_texts(distinct[i : i + 500]) for i in range(0, len(distinct), 500)])
+        text_emb = by_caption[torch.tensor([where[c] for c in train_set.captions])]
 
         prior = run.parts.build("prior", dim=dim)
         denoiser = run.parts.build("denoiser", text_dim=dim, image_size=data.image_size, channels=data.channels)
