@@ -195,6 +195,21 @@ def test_infogan_networks_have_compare_gans_layers():
     assert d(images, torch.zeros(5, 0)).shape == (5,)
 
 
+def test_infogan_generator_bn_momentum_sets_how_fast_sampling_statistics_settle():
+    study, fast = build("generator", "infogan"), build("generator", "infogan", bn_momentum=0.1)
+    z = study.sample_latent(64, torch.Generator().manual_seed(0))
+    fast.load_state_dict(study.state_dict())
+    for g in (study, fast):
+        g.train()
+        for _ in range(20):
+            g(z, torch.zeros(64, 0))
+    bn = [m for m in fast.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
+    assert [m.momentum for m in bn] == [0.1] * 3
+    # after 20 training batches the running variance of the first batch norm is near the batch's at 0.1, not at 0.001
+    batch_var = fast.fc[0](z).var(dim=0)
+    assert (fast.fc[1].running_var - batch_var).abs().mean() < 0.2 * (study.fc[1].running_var - batch_var).abs().mean()
+
+
 def test_infogan_reads_the_text_when_there_is_one():
     g, d = build("generator", "infogan", text_dim=8), build("discriminator", "infogan", text_dim=8)
     z, text = g.sample_latent(4, torch.Generator().manual_seed(0)), torch.randn(4, 8)

@@ -53,9 +53,9 @@ def _init(module: nn.Module) -> None:
             nn.init.zeros_(m.bias)
 
 
-def _bn(features: int, dims: int) -> nn.Module:
+def _bn(features: int, dims: int, momentum: float = BN_MOMENTUM) -> nn.Module:
     cls = nn.BatchNorm1d if dims == 1 else nn.BatchNorm2d
-    return cls(features, eps=BN_EPS, momentum=BN_MOMENTUM)
+    return cls(features, eps=BN_EPS, momentum=momentum)
 
 
 class InfoGANGenerator(gan.Generator):
@@ -84,6 +84,13 @@ class InfoGANGenerator(gan.Generator):
             "(no projection when the text encoder gives no vector)",
             validator=attrs.validators.gt(0),
         )
+        bn_momentum: float = param(
+            BN_MOMENTUM,
+            "momentum of the batch norms' running statistics, which sampling uses (the study's TF decay 0.999 is "
+            "0.001: the statistics need thousands of steps to settle, and samples drawn before then ignore z; "
+            "PyTorch's 0.1 settles in tens)",
+            validator=[attrs.validators.gt(0), attrs.validators.le(1)],
+        )
 
     def __init__(self, config, *, text_dim: int, image_size: int, channels: int):
         super().__init__(config, text_dim=text_dim, image_size=image_size, channels=channels)
@@ -93,15 +100,15 @@ class InfoGANGenerator(gan.Generator):
         inputs = config.latent_dim + (config.text_embed if text_dim else 0)
         self.fc = nn.Sequential(
             nn.Linear(inputs, 16 * w),
-            _bn(16 * w, 1),
+            _bn(16 * w, 1, config.bn_momentum),
             nn.LeakyReLU(0.2),
             nn.Linear(16 * w, 2 * w * side * side),
-            _bn(2 * w * side * side, 1),
+            _bn(2 * w * side * side, 1, config.bn_momentum),
             nn.LeakyReLU(0.2),
         )
         self.net = nn.Sequential(
             nn.ConvTranspose2d(2 * w, w, 4, 2, 1),
-            _bn(w, 2),
+            _bn(w, 2, config.bn_momentum),
             nn.LeakyReLU(0.2),
             nn.ConvTranspose2d(w, channels, 4, 2, 1),
         )
