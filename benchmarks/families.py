@@ -319,21 +319,13 @@ def clip_settings(run, args) -> dict:
     return settings
 
 
-def own_judge_warning(run, settings: dict, names: list[str]) -> str:
-    """A note for the scores cell when a CLIP metric's judge is the CLIP the run was built on (``clip_run``: unCLIP
-    inverts it, DALL-E re-ranks by it): such a run can satisfy its judge without matching the caption."""
-    from dalle_kit.run import resolve_run_dir
+def own_judge_warning(results: dict) -> str:
+    """A note for the scores cell when a CLIP metric's judge is the CLIP the images were drawn with (its protocol
+    says so): such a run can satisfy its judge without matching the caption."""
+    from dalle_kit_plugins.clip.score import OWN_JUDGE
 
-    own = getattr(run.recipe.train, "clip_run", "")
-    if not own or getattr(run.recipe.train, "rerank", 2) < 2:  # a DALL-E run that does not re-rank ignores it
-        return ""
-    mine = resolve_run_dir(own).resolve()
-    judged = [
-        name
-        for name in CLIP_METRICS
-        if name in names and name in settings and resolve_run_dir(settings[name].pretrained).resolve() == mine
-    ]
-    return f" [{', '.join(judged)} judged by the CLIP this run is built on: not a fair judge]" if judged else ""
+    judged = [name for name, result in results.items() if OWN_JUDGE in result.protocol.extractor]
+    return f" [{', '.join(judged)} judged by {OWN_JUDGE}]" if judged else ""
 
 
 def trained_parameters(run) -> int:
@@ -394,7 +386,7 @@ def scores_table(runs, registry, args, settings_grid, prompts: list[str], per_pr
                 f"{per_image * 1000:.1f} ms/image",
                 f"{per_image / first_rate:.2f}x",
                 f"{parameters / 1e6:.2f}M",
-                scores(results) + own_judge_warning(run, settings, names),
+                scores(results) + own_judge_warning(results),
                 published(dataset, run),
             )
     if args.calibrate and runs:

@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+from types import SimpleNamespace
+
 import attrs
 import pytest
 import torch
@@ -14,6 +16,8 @@ from dalle_kit.checkpoint import latest_checkpoint, load_state
 from dalle_kit.registry import get_registry
 from dalle_kit.run import Run
 from dalle_kit.tools.testing import ConformanceError, check_part
+from dalle_kit_plugins.clip.models import load_clip
+from dalle_kit_plugins.clip.score import OWN_JUDGE, judge
 from dalle_kit_plugins.diffusion.objective import denoising_loss
 from dalle_kit_plugins.diffusion.sampling import guided_denoise
 from dalle_kit_plugins.unclip.pipeline import UnCLIP, embedding_schedule
@@ -123,7 +127,14 @@ def test_unclip_trains_resumes_exactly_samples_and_draws_variations(tmp_path, mo
     out = api.sample(full.dir, ["a red circle", "a blue square"], n=2, out=tmp_path / "grid.png")
     assert out.is_file()
     pipeline = UnCLIP(full.recipe.train)
-    assert pipeline.sampling() == "prior DDIM 2 steps, guidance 1; decoder dpm-solver 2 steps, guidance 3"
+    assert pipeline.sampling() == (
+        "prior DDIM 2 steps, guidance 1; decoder dpm-solver 2 steps, guidance 3; "
+        f"embeddings of CLIP {clip_run.dir.resolve()}"
+    )
+    # a CLIP metric judged by the CLIP the images were drawn with says so in its protocol; another judge does not
+    loaded = load_clip("", str(clip_run.dir), key="[eval.clip-score]")
+    assert judge(loaded, SimpleNamespace(sampling=pipeline.sampling())).endswith(OWN_JUDGE)
+    assert OWN_JUDGE not in judge(loaded, SimpleNamespace(sampling="best of 4 by CLIP /elsewhere"))
 
     # variations: the image's CLIP embedding replaces the prior's, so the prompts no longer matter
     Image.new("RGB", (40, 40), (200, 30, 30)).save(tmp_path / "red.png")

@@ -20,7 +20,7 @@ import torch
 import dalle_kit
 from dalle_kit import MetricResult, param
 from dalle_kit_plugins.clip.models import LoadedClip, preprocess_images
-from dalle_kit_plugins.clip.score import BATCH, ClipScore
+from dalle_kit_plugins.clip.score import BATCH, ClipScore, judge
 
 
 class RPrecision(ClipScore):
@@ -57,7 +57,7 @@ class RPrecision(ClipScore):
             "r_precision_chance": 1.0 / k,
         }
         details = {"candidates": k, "definition": "own prompt ranked first by CLIP cosine among K captions"}
-        protocol = evaluation.protocol(extractor=clip.describe(), weights_hash=clip.weights_hash())
+        protocol = evaluation.protocol(extractor=judge(clip, evaluation), weights_hash=clip.weights_hash())
         return MetricResult(values, protocol, details)
 
 

@@ -86,8 +86,21 @@ class ClipScore(dalle_kit.Metric):
             "clip_score_std": float(generated.std()) if len(generated) > 1 else 0.0,
             "definition": "mean of w * max(cos(image, text), 0)",
         }
-        protocol = evaluation.protocol(extractor=clip.describe(), weights_hash=clip.weights_hash())
+        protocol = evaluation.protocol(extractor=judge(clip, evaluation), weights_hash=clip.weights_hash())
         return MetricResult(values, protocol, details)
+
+
+OWN_JUDGE = "the CLIP these images were sampled with: not a fair judge"
+
+
+def judge(clip: LoadedClip, evaluation) -> str:
+    """The extractor of a CLIP metric's protocol; it says so when the judge is the CLIP the images were drawn with
+    (unCLIP's prior predicts its embeddings, DALL-E re-ranks by it; the pipeline's ``sampling()`` names that run),
+    because such images can satisfy the judge without matching their caption."""
+    where = clip.source.path if clip.source.kind == "run" else None
+    if where is not None and str(where.resolve()) in evaluation.sampling:
+        return f"{clip.describe()}, {OWN_JUDGE}"
+    return clip.describe()
 
 
 @torch.no_grad()

@@ -126,7 +126,8 @@ class UnCLIP(dalle_kit.Pipeline):
         cfg = self.config
         prior = f"prior DDIM {cfg.prior_steps} steps, guidance {cfg.prior_guidance:g}"
         decoder = f"decoder {cfg.sampler} {cfg.sample_steps} steps, guidance {cfg.guidance_scale:g}"
-        return f"variations of {cfg.variation_of}, {decoder}" if cfg.variation_of else f"{prior}; {decoder}"
+        clip = f"; embeddings of CLIP {cfg.clip_run}"
+        return (f"variations of {cfg.variation_of}, {decoder}" if cfg.variation_of else f"{prior}; {decoder}") + clip
 
     def noise_scheduler(self, prediction: str):
         from diffusers import DDPMScheduler
