@@ -349,3 +349,16 @@ def test_shipped_lucic_grids_load():
             "BEGAN",
         ]
         assert sum(bool(c.real) for c in cells) == 2 and all(c.published for c in cells if not c.real)
+
+
+def test_shipped_mnist_ablation_changes_one_choice_a_cell():
+    from dalle_kit.tools.bench import load_grid
+
+    cells = load_grid("recipes/mnist-ablation.toml", get_registry()).cells()
+    assert cells[0].params["cell"] == "the recipe" and all(c.base == "mnist" for c in cells)
+    changed = [
+        [o.partition("=")[0] for o in c.overrides if o.split("=")[0] not in ("seed", "name", "eval.metrics")]
+        for c in cells
+    ]
+    assert changed[0] == [] and all(changed[1:]), changed
+    assert len({c.id for c in cells}) == len(cells) == 8
