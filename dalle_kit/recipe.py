@@ -442,7 +442,13 @@ def validate(
         parts[section] = PartSpec(
             info,
             structure(
-                info.cls.Config, table, source=source, section=section, base_dir=base_dir, ignore_unknown=not check_name
+                info.cls.Config,
+                table,
+                source=source,
+                section=section,
+                base_dir=base_dir,
+                ignore_unknown=not check_name,
+                shown=name,
             ),
         )
 
@@ -453,6 +459,7 @@ def validate(
         section="train",
         base_dir=base_dir,
         ignore_unknown=not check_name,
+        shown=pipeline_info.name,
     )
     sample = structure(
         SampleConfig,
@@ -482,6 +489,7 @@ def validate(
             section=f"eval.{metric}",
             base_dir=base_dir,
             ignore_unknown=not check_name,
+            shown=metric,
         )
 
     hooks = hook_settings(tables.get("hooks", {}), registry, source, base_dir, strict=check_name)

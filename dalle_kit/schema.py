@@ -215,8 +215,10 @@ def structure(
     section: str,
     base_dir: Path | None = None,
     ignore_unknown: bool = False,
+    shown: str = "",
 ):
-    """Build `cls` from a recipe table, failing with one `RecipeError` line naming the key and fix.
+    """Build `cls` from a recipe table, failing with one `RecipeError` line naming the key and fix (``shown``: the
+    part, pipeline or metric whose Config this is, which ``dalle-kit plugins show`` describes).
 
     ``ignore_unknown`` (for the recipe of a run directory written by another version, as diffusers' configs do):
     keys `cls` does not declare are dropped with one warning naming them, instead of refused."""
@@ -288,9 +290,12 @@ def structure(
         # attrs validators name the field in their message; point at it when we can.
         bad = next((n for n in kwargs if f"'{n}'" in msg), None)
         key = f"{prefix}key '{bad}'" if bad else prefix.strip() or "recipe"
-        raise RecipeError(
-            source, key, f"invalid value: {msg}", f"see `{hints.dalle_kit('plugins show NAME')}` for the allowed values"
-        ) from None
+        fix = (
+            f"see `{hints.dalle_kit('plugins show ' + shown)}` for the allowed values"
+            if shown
+            else "write a value that meets that condition"
+        )
+        raise RecipeError(source, key, f"invalid value: {msg}", fix) from None
 
 
 def unstructure(config: Any) -> dict[str, Any]:

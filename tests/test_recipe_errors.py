@@ -55,7 +55,7 @@ def test_valid_recipe_checks(run_cli, tiny_recipe):
             ["[generator] name", "unknown generator 'dcgen'", "did you mean 'dcgan'"],
         ),
         ('pipeline = "gan"', 'pipeline = "gna"', ["key 'pipeline'", "unknown pipeline 'gna'", "did you mean 'gan'"]),
-        ("steps = 30", "steps = 0", ["[train] key 'steps'", "invalid value", "must be > 0"]),
+        ("steps = 30", "steps = 0", ["[train] key 'steps'", "invalid value", "must be > 0", "plugins show gan`"]),
         (
             "per_prompt = 2",
             'prompts_file = "no/such/prompts.txt"',
@@ -100,6 +100,10 @@ def test_run_refuses_before_any_work(run_cli, tmp_path):
     line = one_line_error(*run_cli("run", path, "--runs-dir", tmp_path / "runs"))
     assert "[discriminator] key 'ndf'" in line
     assert not (tmp_path / "runs").exists(), "a run directory was made for an invalid recipe"
+    # the fix names the part, and that command describes its parameters
+    assert "plugins show dcgan`" in line, line
+    code, out, _ = run_cli("plugins", "show", "dcgan")
+    assert code == 0 and "ndf (" in out
 
 
 @pytest.mark.parametrize(

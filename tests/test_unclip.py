@@ -135,6 +135,8 @@ def test_unclip_trains_resumes_exactly_samples_and_draws_variations(tmp_path, mo
     loaded = load_clip("", str(clip_run.dir), key="[eval.clip-score]")
     assert judge(loaded, SimpleNamespace(sampling=pipeline.sampling())).endswith(OWN_JUDGE)
     assert OWN_JUDGE not in judge(loaded, SimpleNamespace(sampling="best of 4 by CLIP /elsewhere"))
+    longer = SimpleNamespace(sampling=f"best of 4 by CLIP {clip_run.dir.resolve()}-2")  # another run it prefixes
+    assert OWN_JUDGE not in judge(loaded, longer)
 
     # variations: the image's CLIP embedding replaces the prior's, so the prompts no longer matter
     Image.new("RGB", (40, 40), (200, 30, 30)).save(tmp_path / "red.png")

@@ -14,6 +14,8 @@ model and weights source and the sha256 of the weights file.
 
 from __future__ import annotations
 
+import re
+
 from collections.abc import Sequence
 
 import attrs
@@ -98,7 +100,8 @@ def judge(clip: LoadedClip, evaluation) -> str:
     (unCLIP's prior predicts its embeddings, DALL-E re-ranks by it; the pipeline's ``sampling()`` names that run),
     because such images can satisfy the judge without matching their caption."""
     where = clip.source.path if clip.source.kind == "run" else None
-    if where is not None and str(where.resolve()) in evaluation.sampling:
+    # the whole path, not a prefix of another run's (runs/clip vs runs/clip-2)
+    if where is not None and re.search(re.escape(str(where.resolve())) + r"(?=$|[,;\s])", evaluation.sampling):
         return f"{clip.describe()}, {OWN_JUDGE}"
     return clip.describe()
 
