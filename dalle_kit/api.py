@@ -96,6 +96,7 @@ def _train_distributed(target, overrides, *, resume, stop_at, runs_dir, quiet, r
     source = Path(resume) / RECIPE_FILE if resume is not None else target or DEFAULT_RECIPE
     recipe = load_recipe(source, registry, () if resume is not None else overrides, check_name=resume is None)
     distributed.init(pick_device(recipe.device))  # gloo on the CPU, nccl on CUDA
+    clean = False
     try:
         path, error = None, None
         if distributed.is_main():
@@ -113,9 +114,11 @@ def _train_distributed(target, overrides, *, resume, stop_at, runs_dir, quiet, r
             raise UserError(error)
         if not distributed.is_main():
             run = Run.open(path, registry, quiet=True)
-        return _train(run, stop_at)
+        run = _train(run, stop_at)
+        clean = True
+        return run
     finally:
-        distributed.shutdown()
+        distributed.shutdown(clean=clean)
 
 
 def _train(run: Run, stop_at: int | None = None) -> Run:

@@ -20,6 +20,7 @@ a no-op and `parallel` returns the module itself.
 
 from __future__ import annotations
 
+import gc
 import hashlib
 import os
 import warnings
@@ -72,9 +73,17 @@ def init(device: torch.device) -> None:
     dist.init_process_group("nccl" if device.type == "cuda" else "gloo", timeout=TIMEOUT)
 
 
-def shutdown() -> None:
-    if dist.is_available() and dist.is_initialized():
-        dist.destroy_process_group()
+def shutdown(*, clean: bool = False) -> None:
+    """Leave the process group. After a clean finish every rank first waits for the others (rank 0 may still be
+    evaluating), so none closes its connections while a peer still uses them; the networks' DDP wrappers, which
+    hold the group, are collected before it is destroyed, while the interpreter is fully alive (gloo work freed at
+    interpreter exit can abort the process)."""
+    if not (dist.is_available() and dist.is_initialized()):
+        return
+    if clean and active():
+        dist.barrier()
+    gc.collect()
+    dist.destroy_process_group()
 
 
 def parallel(module: torch.nn.Module, device: torch.device, *, sync_batchnorm: bool = False) -> torch.nn.Module:
