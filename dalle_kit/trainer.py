@@ -238,8 +238,9 @@ class Trainer:
             if apart:
                 raise UserError(
                     f"step {self.step}: the weights of rank(s) {apart} differ from rank 0's; pipeline "
-                    f"'{self.pipeline.name}' trains a network without run.parts.parallel(...) and cannot train "
-                    "in several processes; run it in one"
+                    f"'{self.pipeline.name}' trains a network without run.parts.parallel(...) or changes weights "
+                    "outside the gradient step on each rank differently, and cannot train in several processes; "
+                    "run it in one"
                 )
         if distributed.is_main():
             state = self.state_dict()

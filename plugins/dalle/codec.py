@@ -33,7 +33,8 @@ class DVAECodec(nn.Module, dalle_kit.Part):
       RNG, so a resumed run draws what an uninterrupted one would;
     - ``maintain(images, *, generator)``: called by the pipeline under ``torch.no_grad`` before every training pass
       with that pass's batch; a codec may re-seed codebook entries there (its randomness from ``generator``, its
-      state in buffers or parameters, so that it is saved and restored). The base class does nothing.
+      state in buffers or parameters, so that it is saved and restored); in several processes the pipeline then
+      gives every rank rank 0's parameters and buffers. The base class does nothing.
     """
 
     kind = "dvae_codec"

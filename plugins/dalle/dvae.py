@@ -25,10 +25,12 @@ import math
 
 import attrs
 import torch
+import torch.distributed as dist
 
 import dalle_kit
 from dalle_kit import Invalid, adam_betas, finite_positive, param
 from dalle_kit.files import atomic_write_bytes
+from dalle_kit_plugins.dalle.codec import DVAECodec
 
 _gt0 = attrs.validators.gt(0)
 _ge0 = attrs.validators.ge(0)
@@ -111,6 +113,7 @@ class DVAE(dalle_kit.Pipeline):
         data_rng, noise_rng = run.rng("data"), run.rng("noise")
         held_out = test_set.batch(torch.arange(min(cfg.eval_images, len(test_set))))[0]
         relaxed = run.parts.parallel(RelaxedPass(codec))  # DDP's gradient averaging needs a forward call
+        maintains = type(codec).maintain is not DVAECodec.maintain
         codec.train()
 
         def train_step(done: int) -> dict[str, float]:
@@ -119,6 +122,8 @@ class DVAE(dalle_kit.Pipeline):
             tau, beta = self.temperature(done), self.kl_weight_at(done)
             with torch.no_grad():
                 codec.maintain(images, generator=noise_rng)
+                if maintains:
+                    take_rank0(codec)
             recon, terms = relaxed(images, tau, noise_rng)
             error = (recon.float() - images.float()).square().mean()
             loss = error + sum(beta * v if k == "kl" else v for k, v in terms.items())
@@ -138,6 +143,14 @@ class DVAE(dalle_kit.Pipeline):
             ),
             divergence_fix="lower [train] lr",
         )
+
+
+def take_rank0(module: torch.nn.Module) -> None:
+    """In several processes (torchrun), every rank takes rank 0's parameters and buffers: each rank's `maintain`
+    saw a batch of its own and may have re-seeded codebook entries differently. A no-op in one process."""
+    if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+        for tensor in [*module.parameters(), *module.buffers()]:
+            dist.broadcast(tensor.data, src=0)
 
 
 class RelaxedPass(torch.nn.Module):
