@@ -102,33 +102,56 @@ def test_dalle_trains_resumes_exactly_and_samples(tmp_path, monkeypatch):
 
 
 def test_rerank_keeps_the_image_the_clip_prefers(tmp_path, monkeypatch):
-    """rerank = N with a clip_run: of N drawings per prompt, the one the CLIP scores highest is kept (a stand-in
-    judge here, which prefers bright images); the protocol names the re-ranking."""
-    drawn = []
+    """rerank = N with a clip_run: of N drawings per prompt, the one the CLIP scores highest is kept. The CLIP is a
+    real clip-pretrain run (a few steps), loaded the way a user's is; the test records its scores on each drawing
+    and checks the kept image is the best-scored one. The protocol names the re-ranking."""
+    real_scores = dalle_pipeline.clip_scores
+    drawn: list[tuple[torch.Tensor, torch.Tensor]] = []
 
-    def brightness(clip, images, prompts):
-        drawn.append(images.clone())
-        return images.mean(dim=(1, 2, 3))
+    def recording(clip, images, prompts):
+        value = real_scores(clip, images, prompts)
+        drawn.append((images.clone(), value))
+        return value
 
-    monkeypatch.setattr(dalle_pipeline, "clip_scores", brightness)
-    monkeypatch.setattr(dalle_pipeline.DALLE, "clip", lambda self: object())
+    monkeypatch.setattr(dalle_pipeline, "clip_scores", recording)
     monkeypatch.chdir(tmp_path)
-    dvae = api.train("shapes-dvae", TINY_DVAE, runs_dir="runs", quiet=True)
+    clip = api.train(
+        "shapes-clip-pretrain",
+        [
+            "data.train_size=256",
+            "data.test_size=64",
+            "train.steps=4",
+            "train.batch_size=16",
+            "train.width=32",
+            "train.embed_dim=32",
+            "train.vision_layers=1",
+            "train.text_layers=1",
+            "train.warmup=1",
+            "train.checkpoint_every=4",
+            "train.eval_pairs=32",
+        ],
+        runs_dir="clip",
+        quiet=True,
+    )
+    api.train("shapes-dvae", TINY_DVAE, runs_dir="runs", quiet=True)  # the codec shapes-dalle finds in runs/
     small = ["data.train_size=300", "data.test_size=64", "train.width=16", "train.depth=1", "train.heads=2"]
     run = api.train(
         "shapes-dalle",
-        [*small, "train.steps=2", "sample.every=0", "train.rerank=3", f'train.clip_run="{dvae.dir}"'],
+        [*small, "train.steps=2", "sample.every=0", "train.rerank=3", f'train.clip_run="{clip.dir}"'],
         runs_dir="dalle",
         quiet=True,
     )
     pipeline = run.recipe.pipeline.info.cls(run.recipe.train)
-    assert pipeline.sampling() == f"top-8, temperature 1, best of 3 by CLIP {dvae.dir.resolve()}"
+    assert pipeline.sampling() == f"top-8, temperature 1, best of 3 by CLIP {clip.dir.resolve()}"
     draw = dalle_kit.Trainer.restore(Run.open(run.dir, get_registry(), quiet=True), pipeline).sampler()
     drawn.clear()
     kept = draw(["a red circle", "a blue square"], torch.Generator().manual_seed(0))
     assert len(drawn) == 3
-    brightest = torch.stack(drawn).mean(dim=(2, 3, 4)).argmax(0)
-    assert torch.equal(kept, torch.stack(drawn)[brightest, torch.arange(2)])
+    images = torch.stack([i for i, _ in drawn])
+    scores = torch.stack([v for _, v in drawn])
+    assert not torch.equal(images[0], images[1]), "three drawings per prompt, not one repeated"
+    best = scores.argmax(0)
+    assert torch.equal(kept, images[best, torch.arange(2)])
     with pytest.raises(dalle_kit.Invalid, match="needs a CLIP"):
         dalle_pipeline.DALLE.Config(rerank=3)
 
