@@ -57,6 +57,21 @@ def pytest_collection_modifyitems(items):
 
 
 #: Data and text encoder of the tiny 16x16 recipes of pipelines other than gan (test_trainer, test_diffusion).
+# A clip-pretrain run made tiny: 4 steps of a 1-layer, 32-wide CLIP on 256 shapes (a judge or unCLIP's CLIP).
+TINY_CLIP = [
+    "data.train_size=256",
+    "data.test_size=64",
+    "train.steps=4",
+    "train.batch_size=16",
+    "train.width=32",
+    "train.embed_dim=32",
+    "train.vision_layers=1",
+    "train.text_layers=1",
+    "train.warmup=1",
+    "train.log_every=2",
+    "train.checkpoint_every=4",
+]
+
 SHAPES_16 = """\
 [data]
 name = "shapes"

@@ -6,6 +6,8 @@ from __future__ import annotations
 import pytest
 import torch
 
+from conftest import TINY_CLIP
+
 import dalle_kit
 from dalle_kit import api
 from dalle_kit.checkpoint import latest_checkpoint, load_state
@@ -115,24 +117,7 @@ def test_rerank_keeps_the_image_the_clip_prefers(tmp_path, monkeypatch):
 
     monkeypatch.setattr(dalle_pipeline, "clip_scores", recording)
     monkeypatch.chdir(tmp_path)
-    clip = api.train(
-        "shapes-clip-pretrain",
-        [
-            "data.train_size=256",
-            "data.test_size=64",
-            "train.steps=4",
-            "train.batch_size=16",
-            "train.width=32",
-            "train.embed_dim=32",
-            "train.vision_layers=1",
-            "train.text_layers=1",
-            "train.warmup=1",
-            "train.checkpoint_every=4",
-            "train.eval_pairs=32",
-        ],
-        runs_dir="clip",
-        quiet=True,
-    )
+    clip = api.train("shapes-clip-pretrain", TINY_CLIP, runs_dir="clip", quiet=True)
     api.train("shapes-dvae", TINY_DVAE, runs_dir="runs", quiet=True)  # the codec shapes-dalle finds in runs/
     small = ["data.train_size=300", "data.test_size=64", "train.width=16", "train.depth=1", "train.heads=2"]
     run = api.train(

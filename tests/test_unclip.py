@@ -10,6 +10,8 @@ import pytest
 import torch
 from PIL import Image
 
+from conftest import TINY_CLIP
+
 import dalle_kit
 from dalle_kit import api
 from dalle_kit.checkpoint import latest_checkpoint, load_state
@@ -23,19 +25,6 @@ from dalle_kit_plugins.diffusion.sampling import guided_denoise
 from dalle_kit_plugins.unclip.pipeline import UnCLIP, embedding_schedule
 from dalle_kit_plugins.unclip.prior import EmbeddingPrior, MLPPrior, check_prior
 
-TINY_CLIP = [
-    "data.train_size=256",
-    "data.test_size=64",
-    "train.steps=4",
-    "train.batch_size=16",
-    "train.width=32",
-    "train.embed_dim=32",
-    "train.vision_layers=1",
-    "train.text_layers=1",
-    "train.warmup=1",
-    "train.log_every=2",
-    "train.checkpoint_every=4",
-]
 SMALL = [
     "data.train_size=256",
     "data.test_size=64",
