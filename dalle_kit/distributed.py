@@ -81,7 +81,10 @@ def shutdown(*, clean: bool = False) -> None:
     if not (dist.is_available() and dist.is_initialized()):
         return
     if clean and active():
-        dist.barrier()
+        try:
+            dist.barrier()
+        except RuntimeError:  # a rank that failed meanwhile (rank 0 evaluating) has printed its own error
+            pass
     gc.collect()
     dist.destroy_process_group()
 
