@@ -143,9 +143,10 @@ def _train(run: Run, stop_at: int | None = None) -> Run:
 
 @contextmanager
 def flush_denormals():
-    """Flush denormal floats to zero inside (they make CPU training several times slower; measured: 100 DCGAN steps
-    58 s -> 29 s), torch's default outside. numpy's float limits are read first: in flush-to-zero mode numpy finds
-    the smallest subnormal to be zero and warns about it on every new ``np.finfo``, which the cached ones avoid."""
+    """Flush denormal floats to zero inside (they slow CPU training down several times over:
+    benchmarks/results/train-throughput.md), torch's default outside. numpy's float limits are read first: in
+    flush-to-zero mode numpy finds the smallest subnormal to be zero and warns about it on every new ``np.finfo``,
+    which the cached ones avoid."""
     import numpy as np
 
     global _flushing
