@@ -149,8 +149,13 @@ def take_rank0(module: torch.nn.Module) -> None:
     """In several processes (torchrun), every rank takes rank 0's parameters and buffers: each rank's `maintain`
     saw a batch of its own and may have re-seeded codebook entries differently. A no-op in one process."""
     if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
-        for tensor in [*module.parameters(), *module.buffers()]:
-            dist.broadcast(tensor.data, src=0)
+        params = list(module.parameters())
+        flat = torch.nn.utils.parameters_to_vector(params)  # one collective for all the weights
+        dist.broadcast(flat, src=0)
+        for param, value in zip(params, flat.split([p.numel() for p in params])):
+            param.copy_(value.view_as(param))  # in place: DDP and the optimizer keep their tensors
+        for buffer in module.buffers():
+            dist.broadcast(buffer, src=0)
 
 
 class RelaxedPass(torch.nn.Module):
