@@ -233,6 +233,7 @@ def test_is_computes_with_an_extractor_that_has_logits(shapes, tmp_path):
         rng_seed=3,
         cuda=False,
         cache=False,
+        save_cpu_ram=True,  # no DataLoader workers, as the metric runs it
         verbose=False,
     )
     assert result.values["is_mean"] >= 1.0

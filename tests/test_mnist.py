@@ -21,7 +21,8 @@ from dalle_kit_plugins.data.mnist import FASHION_TEXT, FILES, MNIST_TEXT, Fashio
 
 FASHION_DIR = Path(FashionMNIST.system_folder)
 needs_fashion = pytest.mark.skipif(
-    not (FASHION_DIR / "t10k-images-idx3-ubyte.gz").is_file(), reason="apt-get install dataset-fashion-mnist"
+    not (FASHION_DIR / "t10k-images-idx3-ubyte.gz").is_file(),
+    reason="Fashion-MNIST is not installed: apt-get update && apt-get install -y dataset-fashion-mnist",
 )
 
 

@@ -311,7 +311,9 @@ def test_bench_page_shows_cells_with_their_last_grids(runs, tmp_path):
 def test_pages_load_every_image_in_chromium(runs, tmp_path):
     render = _render_pages()
     if render.find_chromium() is None:
-        pytest.skip("no chromium binary on this machine (apt-get install -y chromium): the browser check is skipped")
+        pytest.skip(
+            "no chromium binary on this machine (apt-get update && apt-get install -y chromium): the browser check is skipped"
+        )
     compare_html, _ = write_comparison(list(runs), tmp_path / "cmp", n=2)
     for page in (runs[0] / REPORT_FILE, compare_html):
         loaded, total = render.images_loaded(page)
