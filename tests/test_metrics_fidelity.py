@@ -124,6 +124,7 @@ def test_fid_agrees_with_direct_torch_fidelity_call(shapes, tmp_path):
             feature_extractor_weights_path=str(weights),
             cuda=False,
             cache=False,
+            save_cpu_ram=True,  # no DataLoader workers (4 on a 2-CPU machine draw a warning)
             verbose=False,
         )
 
