@@ -145,7 +145,9 @@ def pass_table(extractor, n_images: int, batch: int, rounds: int, gemm_sizes: tu
 def metrics_table(extractor, n: int, repeats: int, names: list[str]) -> Table:
     import torch_fidelity
 
-    from dalle_kit.evaluation import Evaluation, build_metrics, compute_metrics
+    from dalle_kit.evaluation import Evaluation
+
+    from dalle_kit.tools.evaluate import build_metrics, compute_metrics
     from dalle_kit.registry import get_registry
     from dalle_kit_plugins.metrics import inception
     from dalle_kit_plugins.metrics.fidelity import kid_subset_size

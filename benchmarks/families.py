@@ -339,7 +339,8 @@ def trained_parameters(run) -> int:
 
 def scores_table(runs, registry, args, settings_grid, prompts: list[str], per_prompt: int) -> tuple[Table, str]:
     """The first table (see the module doc) and its protocol."""
-    from dalle_kit.evaluation import Evaluation, build_metrics, compute_metrics
+    from dalle_kit.evaluation import Evaluation
+    from dalle_kit.tools.evaluate import build_metrics, compute_metrics, evaluation_of
     from dalle_kit.run import Run
     from dalle_kit.trainer import sampler
 
@@ -370,9 +371,7 @@ def scores_table(runs, registry, args, settings_grid, prompts: list[str], per_pr
             draw = sampler(run, **setting)
             per_image = seconds_per_image(draw, shown, per_prompt)
             first_rate = first_rate or per_image
-            evaluation = Evaluation.from_run(
-                run, num_samples=args.num_samples, seed=args.seed, metric_names=names, draw=draw
-            )
+            evaluation = evaluation_of(run, num_samples=args.num_samples, seed=args.seed, metric_names=names, draw=draw)
             metrics = build_metrics(names, registry, settings=settings)
             results = compute_metrics(evaluation, metrics)
             protocols.update({f"{name}: {result.protocol.line()}": None for name, result in results.items()})

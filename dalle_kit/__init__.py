@@ -45,15 +45,25 @@ _LAZY = {
     "Run": "run",
     "resolve_run_dir": "run",
     "stream_seed": "run",
-    "evaluate_run": "evaluation",
+    "init_from_state": "run",
+    "load_modules": "store",
     "free_cpus_now": "threads",
 }
 
 #: The modules a plugin may import besides the names above (dotted paths below `dalle_kit`): the core's
-#: content-addressed caches, writes that never follow a link, commands printed as they run, progress bars,
-#: fine-tuning modes and reading files without unpickling; from the tools above the core, a run's HTML page and the
+#: writes that never follow a link, commands printed as they run and progress bars; from the tools above the core,
+#: content-addressed caches, reading files without unpickling, evaluating a run, a run's HTML page and the
 #: conformance kit. Every other module is private (tests/test_public_api.py).
-PUBLIC_MODULES = ("cache", "files", "finetune", "hints", "progress", "safe_load", "tools.report", "tools.testing")
+PUBLIC_MODULES = (
+    "files",
+    "hints",
+    "progress",
+    "tools.cache",
+    "tools.evaluate",
+    "tools.report",
+    "tools.safe_load",
+    "tools.testing",
+)
 
 
 def __getattr__(name: str):

@@ -14,7 +14,6 @@ import torch
 from . import hints, progress
 from .errors import UserError
 from .files import check_target
-from .evaluation import check_metrics, evaluate_configured
 from .grid import save_grid
 from .checkpoint import atomic_write_text
 from .recipe import RECIPE_FILE, load_recipe, parse_override
@@ -82,7 +81,7 @@ def create_checked(target, overrides, *, runs_dir, quiet, registry) -> Run:
     if "data" in recipe.parts:
         probe.parts.dataset().check()
     check_parts(recipe)  # a part whose constructor fails (a size it does not support) stops here too
-    check_metrics(probe)
+    registry.hook.check_run(run=probe)  # a metric whose weights are missing, ...
     if recipe.train.sync_batchnorm and probe.device.type != "cuda":
         raise UserError("[train] sync_batchnorm = true needs CUDA (torch's SyncBatchNorm); set it false on the CPU")
     return Run.create(recipe, registry, runs_dir, quiet=quiet)
@@ -135,7 +134,7 @@ def _train(run: Run, stop_at: int | None = None) -> Run:
         final = run.checkpoints.load(prefixes=()) if run.files.writes else None
         if not run.interrupted and final is not None and final["step"] >= run.recipe.train.steps:
             with flush_denormals():
-                run.results = evaluate_configured(run)
+                run.registry.hook.run_trained(run=run)  # the final evaluation (built-in plugin midrun-eval)
     finally:
         run.files.unlock()  # held while this process trains and evaluates the run (a crash or kill releases it too)
     return run

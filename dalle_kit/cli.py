@@ -167,11 +167,8 @@ def run(recipe, overrides, resume, stop_at, runs_dir, quiet, nproc):
         progress.done()
     if not result.files.writes:  # another rank of a multi-process run: rank 0 reports
         return
-    if result.results:
-        from .evaluation import format_result
-
-        for name, metric in result.results.items():
-            click.echo(format_result(name, metric))
+    for name, metric in result.results.items():
+        click.echo(metric.line(name))
     report = result.dir / "report.html"
     click.echo(f"report: {report}" if report.is_file() else f"done: {result.dir}")
 
@@ -201,11 +198,6 @@ def sample(run_dir, prompts, num, output, seed, settings):
     finally:
         progress.done()
     click.echo(f"wrote {path}")
-
-
-from .cli_eval import eval_cmd  # noqa: E402  (the metric command lives beside the code it drives)
-
-cli.add_command(eval_cmd)
 
 
 # ---------------------------------------------------------------------------- recipes

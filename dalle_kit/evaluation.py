@@ -1,10 +1,9 @@
-"""Evaluating a run: the context handed to metrics, their results with the protocol, and `evaluate_run`.
+"""The context handed to metrics.
 
 A metric (`dalle_kit.Metric`) receives an `Evaluation` and returns a `MetricResult`: its numbers
 plus the `Protocol` that produced them (images generated and used as reference, the reference
-split, the feature extractor and a hash of its weights, the seed). `evaluate_run` generates the
-samples once with the run's pipeline, runs each metric on them and writes one ``kind = "eval"``
-row per metric to the run's metrics.jsonl.
+split, the feature extractor and a hash of its weights, the seed). Evaluating a run (drawing with
+its pipeline, logging the rows, the `eval` command) is a tool above the core: `dalle_kit.tools.evaluate`.
 
 What an `Evaluation` offers (everything is computed on first use and shared by the metrics):
 
@@ -14,8 +13,9 @@ What an `Evaluation` offers (everything is computed on first use and shared by t
 - ``dataset``: the dataset part (``dataset.load("train")`` for metrics that fit something)
 - ``critic()``: the run's critic as ``(images in [-1, 1], captions) -> logits``, if its pipeline offers
   ``critic(run) -> (judge, label)``
-- ``cache``: a `dalle_kit.cache.ContentCache` factory for content-keyed results; ``shared``: a dict
-  metrics may use to share work within this evaluation (one feature pass for several scores)
+- ``cache_root``: where content-keyed results go (``dalle_kit.tools.cache.ContentCache(namespace, cache_root)``;
+  None: the default cache); ``shared``: a dict metrics may use to share work within this evaluation (one feature
+  pass for several scores)
 - ``progress(total, desc, unit)``: a progress bar on stderr for any step that takes more than a few seconds
   (training a probe, extracting features); silent when the evaluation is ``quiet``
 """
@@ -29,16 +29,13 @@ from typing import TYPE_CHECKING, Any, cast
 import attrs
 import torch
 
-from . import hints, progress
-from .cache import ContentCache, default_root, file_digest
-from .errors import RecipeError, UserError
+from . import progress
+from .errors import UserError
 from .parts import ImageCaptions, to_unit255_images
-from .scores import MetricResult, Protocol
-from . import trainer
+from .scores import Protocol
 
 if TYPE_CHECKING:  # pragma: no cover
-    from .parts import Dataset, Metric
-    from .run import Run
+    from .parts import Dataset
 
 #: Images generated per call of the pipeline's sampler.
 GENERATE_BATCH = 250
@@ -46,7 +43,8 @@ _SAME = object()  # "the evaluation's own reference split"
 
 
 class Evaluation:
-    """The context a metric computes from. Build it from a run with `from_run`, or directly in tests."""
+    """The context a metric computes from. Build it from a run with `dalle_kit.tools.evaluate.evaluation_of`, or
+    directly (tests, a bench's calibration rows)."""
 
     def __init__(
         self,
@@ -82,7 +80,7 @@ class Evaluation:
         self.seed = seed
         self.reference_split = reference_split
         self.device = torch.device(device)
-        self.cache_root = Path(cache_root) if cache_root is not None else default_root()
+        self.cache_root = Path(cache_root) if cache_root is not None else None  # None: the default cache
         self.metric_names = list(metric_names)
         self.quiet = quiet
         self.shared: dict[Any, Any] = {}
@@ -94,48 +92,6 @@ class Evaluation:
         self._prompts = list(prompts) if prompts is not None else None
         self._splits: dict[str, ImageCaptions] = {}
         self._reference: ImageCaptions | None = None
-
-    # ---------------------------------------------------------------- from a run
-    @classmethod
-    def from_run(
-        cls,
-        run: Run,
-        *,
-        num_samples: int,
-        seed: int,
-        metric_names: Sequence[str] = (),
-        draw: Callable | None = None,
-        cache_root: str | Path | None = None,
-    ) -> Evaluation:
-        pipeline = run.recipe.pipeline.info.cls(run.recipe.train)
-
-        def sampler():
-            return draw if draw is not None else trainer.sampler(run, pipeline)
-
-        def critic():
-            make = getattr(pipeline, "critic", None)
-            if make is None:
-                raise UserError(
-                    f"pipeline '{run.recipe.pipeline.info.name}' has no critic (a network that scores "
-                    "image-caption pairs) to evaluate; drop the metric that needs one"
-                )
-            judge, label = make(run)
-            found = run.checkpoints.good()
-            step, digest = (found[0], file_digest(found[1])) if found else (0, "")
-            return judge, f"{label} (step {step})", digest
-
-        return cls(
-            run.parts.dataset(),
-            num_samples=num_samples,
-            seed=seed,
-            sampler=sampler,
-            critic=critic,
-            device=run.device,
-            cache_root=cache_root,
-            metric_names=metric_names,
-            quiet=run.quiet or not run.files.writes,
-            sampling=pipeline.sampling(),
-        )
 
     def progress(self, total: int | None, desc: str, unit: str = "it"):
         """A progress bar on stderr (`dalle_kit.progress.bar`) for a step of a metric that takes a while; use it as a
@@ -226,9 +182,6 @@ class Evaluation:
             self.shared["critic"] = self._critic()
         return self.shared["critic"]
 
-    def cache(self, namespace: str) -> ContentCache:
-        return ContentCache(namespace, self.cache_root)
-
     def protocol(
         self,
         *,
@@ -252,111 +205,3 @@ class Evaluation:
             published=published,
             sampling=self.sampling,
         )
-
-
-# -------------------------------------------------------------------- running metrics
-def build_metrics(
-    names: Sequence[str], registry, source: str = "--metric", settings: dict[str, Any] | None = None
-) -> dict[str, Metric]:
-    """Instantiate each named metric with its config from `settings` (the recipe's ``[eval.<metric>]`` tables)
-    or its defaults, failing with one line on an unknown name."""
-    if not names:
-        raise UserError("no metrics to compute: give --metric NAME or list them in the recipe's [eval] metrics")
-    metrics = {}
-    for name in dict.fromkeys(names):
-        try:
-            info = registry.get("metric", name, source=source, key="metric")
-        except RecipeError as exc:
-            raise UserError(f"{source}: {exc.problem}; {exc.fix}") from None
-        config = (settings or {}).get(name)
-        metrics[name] = info.cls(config if config is not None else info.cls.Config())
-    return metrics
-
-
-def compute_metrics(evaluation: Evaluation, metrics: dict[str, Metric]) -> dict[str, MetricResult]:
-    """Check every metric can run (weights present...) before any work, then compute them in order."""
-    for metric in metrics.values():
-        metric.check(evaluation)
-    return {name: metric.compute(evaluation).check(name) for name, metric in metrics.items()}
-
-
-def run_metrics(run: Run, metrics: Sequence[str] | None = None) -> dict[str, Metric]:
-    """The metrics `metrics` names (default: the recipe's ``[eval] metrics``), built with the recipe's settings; an
-    unknown name or an empty list is refused in one line before anything is computed."""
-    names = list(metrics) if metrics else list(run.recipe.eval.metrics)
-    if not names:
-        dataset = run.recipe.parts["data"].info.name if "data" in run.recipe.parts else ""
-        raise UserError(
-            f"{run.dir}: no metrics to compute (its recipe's [eval] metrics is empty); score it with "
-            f"metrics that suit {dataset or 'its data'}: `{hints.eval_command(run.dir, run.registry.suggested_metrics(dataset))}`"
-        )
-    return build_metrics(names, run.registry, settings=run.recipe.metric_settings)
-
-
-def evaluate_run(
-    run: Run,
-    metrics: Sequence[str] | None = None,
-    num_samples: int | None = None,
-    step: int | None = None,
-    *,
-    seed: int | None = None,
-    draw: Callable | None = None,
-    cache_root: str | Path | None = None,
-) -> dict[str, MetricResult]:
-    """Score the run's latest weights and log one ``kind="eval"`` row per metric to metrics.jsonl.
-
-    Defaults come from the recipe's ``[eval]`` table (metrics, num_samples) and its seed; `step`
-    defaults to the latest checkpoint's. `draw` replaces the pipeline's sampler (for evaluating
-    during training with the weights in memory). Returns the results by metric name.
-    """
-    built = run_metrics(run, metrics)
-    num_samples = num_samples or run.recipe.eval.num_samples
-    seed = run.recipe.seed if seed is None else seed
-    if step is None:
-        state = run.checkpoints.load(prefixes=())
-        if state is None and draw is None:
-            raise UserError(f"{run.dir}: no checkpoint to evaluate yet; train first with {hints.dalle_kit('run')}")
-        step = int(state["step"]) if state is not None else 0
-    evaluation = Evaluation.from_run(
-        run, num_samples=num_samples, seed=seed, metric_names=list(built), draw=draw, cache_root=cache_root
-    )
-    results = compute_metrics(evaluation, built)
-    for name, result in results.items():
-        run.log(step, kind="eval", **result.row(name))
-    run.registry.hook.run_evaluated(run=run, step=step, results=results)
-    return results
-
-
-def evaluate_configured(run: Run, *, step: int | None = None, draw: Callable | None = None) -> dict[str, MetricResult]:
-    """Evaluate with the recipe's ``[eval]`` table; nothing (an empty dict) when it lists no metrics.
-
-    For the end of training (``api.train``) and for pipelines evaluating every ``[eval] every`` steps
-    (pass ``draw`` built from the weights in memory and the current ``step``).
-    """
-    if not run.recipe.eval.metrics:
-        return {}
-    return evaluate_run(run, step=step, draw=draw)
-
-
-def check_metrics(run: Run, metrics: Sequence[str] | None = None) -> None:
-    """Fail now, with one line, if a metric the run will compute cannot run here (call before training)."""
-    names = list(metrics) if metrics else list(run.recipe.eval.metrics)
-    if not names:
-        return
-    built = build_metrics(names, run.registry, source=f"{run.dir}: [eval] metrics", settings=run.recipe.metric_settings)
-    evaluation = Evaluation(
-        run.parts.dataset(),
-        num_samples=run.recipe.eval.num_samples,
-        seed=run.recipe.seed,
-        device=run.device,
-        metric_names=list(built),
-        quiet=run.quiet,
-    )
-    for metric in built.values():
-        metric.check(evaluation)
-
-
-def format_result(name: str, result: MetricResult) -> str:
-    """One line: ``fid  12.345  (n_generated=..., reference=..., extractor=..., weights=..., seed=...)``."""
-    values = "  ".join(f"{k}={v:.6g}" for k, v in result.values.items())
-    return f"{name}: {values}  [{result.protocol.line()}]"

@@ -131,6 +131,25 @@ def train_end(trainer: TrainerView, step: int, finished: bool) -> None:
     """After the loop: ``finished`` is false when it stopped early (a signal, ``--stop-at``, a request)."""
 
 
+# ---------------------------------------------------------------------------- run events
+# Called by the core around a run's training (not by the trainer): ``run`` is the `PipelineRun` (recipe, registry,
+# services). The built-in ``midrun-eval`` plugin checks the recipe's metrics and makes the final evaluation here.
+
+
+@hookspec
+def check_run(run: PipelineRun) -> None:
+    """Before a new run's directory is made (``run.dir`` names where it will go; nothing is written yet): raise a
+    `dalle_kit.UserError` for what cannot work here (a metric's weights missing), so the user hears of it in one
+    line before any work."""
+
+
+@hookspec
+def run_trained(run: PipelineRun) -> None:
+    """After a run has trained all its ``[train] steps`` (not when stopped early), in the process that writes it:
+    evaluate it. A plugin that scores it puts its `MetricResult` by metric name into ``run.results``, which the
+    CLI prints."""
+
+
 @hookspec
 def run_evaluated(run: PipelineRun, step: int, results: dict[str, MetricResult]) -> None:
     """After metrics are computed and logged for ``run`` (mid-run, at the end of training, or by ``dalle-kit

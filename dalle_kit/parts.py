@@ -371,7 +371,7 @@ class Pipeline(Part):
     #: The module in ``Training.modules`` whose average the built-in EMA keeps when the [train] table has
     #: ``ema`` > 0 (saved as ``<name>_ema``, used for samples and metrics); None: no EMA.
     ema_module: ClassVar[str | None] = None
-    #: Whether the pipeline honours the recipe's ``init_from`` and ``finetune`` (see `dalle_kit.finetune`).
+    #: Whether the pipeline honours the recipe's ``init_from`` and ``finetune`` (see `dalle_kit_plugins.common.finetune`).
     finetunes: ClassVar[bool] = False
     #: Whether the pipeline's runs draw images (``sampler``): metrics of generated images need it, so ``[eval] metrics``
     #: on a pipeline that draws none (``clip-pretrain``) is refused when the recipe is read.

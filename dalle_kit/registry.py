@@ -46,6 +46,8 @@ EVENT_HOOKS = [
     "train_checkpoint",
     "train_step_saved",
     "train_end",
+    "check_run",
+    "run_trained",
     "run_evaluated",
 ]
 HOOK_NAMES = [*REGISTER_HOOKS, *EVENT_HOOKS]

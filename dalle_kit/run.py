@@ -15,6 +15,7 @@ import glob
 import hashlib
 import re
 import sys
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +24,7 @@ from tqdm import tqdm
 
 from . import distributed, hints
 from .building import PartBuilder, pick_device
-from .checkpoint import latest_checkpoint
+from .checkpoint import latest_checkpoint, load_state, newest_good
 from .errors import UserError
 from .recipe import Recipe, load_recipe
 from .registry import Registry
@@ -139,3 +140,26 @@ class Run:
             else ""
         )
         return f"{fix} in the recipe and start a new run with {hints.dalle_kit('run RECIPE')}{start}"
+
+
+def init_from_state(run) -> dict[str, Any] | None:
+    """The ``init_from`` run's latest weights and extra state (``{"step", "models", "extra", "dir"}``), or None."""
+    if not run.recipe.init_from:
+        return None
+    directory = resolve_run_dir(run.recipe.init_from, what="init_from")
+    found, damaged = newest_good(directory / "checkpoints")
+    for exc in damaged:
+        warnings.warn(
+            f"init_from: {exc.path}: damaged checkpoint ({exc.reason}); "
+            + (f"using {found[1]} (step {found[0]}) instead" if found else "no good checkpoint left"),
+            stacklevel=2,
+        )
+    if found is None:
+        raise UserError(
+            f"init_from '{run.recipe.init_from}': {directory} has no "
+            + ("usable " if damaged else "")
+            + "checkpoint yet; train it first"
+        )
+    state = load_state(found[1], ("step", "models", "extra"))
+    state["dir"] = str(directory)
+    return state

@@ -66,3 +66,8 @@ class MetricResult:
             "protocol": self.protocol.to_dict(),
             **({"details": self.details} if self.details else {}),
         }
+
+    def line(self, metric: str) -> str:
+        """One line: ``fid: fid=12.345  [protocol ...]``."""
+        values = "  ".join(f"{k}={v:.6g}" for k, v in self.values.items())
+        return f"{metric}: {values}  [{self.protocol.line()}]"

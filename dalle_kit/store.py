@@ -1,4 +1,5 @@
-"""A run's checkpoints folder: save with pruning, refuse a diverged state, load the newest good file.
+"""A run's checkpoints folder: save with pruning, refuse a diverged state, load the newest good file; loading
+weights into modules (`load_modules`).
 
 Each file is a `dalle_kit.checkpoint` (atomic, sha256-verified, only finite states are written); a damaged
 newest file falls back to the newest good one, reported once as a warning.

@@ -13,7 +13,8 @@ import pytest
 import torch
 
 import dalle_kit
-from dalle_kit.evaluation import Evaluation, compute_metrics
+from dalle_kit.evaluation import Evaluation
+from dalle_kit.tools.evaluate import compute_metrics
 from dalle_kit.registry import Registry
 from dalle_kit_plugins.metrics import class_accuracy
 from dalle_kit_plugins.metrics.class_accuracy import (

@@ -15,7 +15,7 @@ from safetensors.torch import load_file, save_file
 
 import dalle_kit
 from dalle_kit import api
-from dalle_kit.cache import file_digest
+from dalle_kit.tools.cache import file_digest
 from dalle_kit.checkpoint import latest_checkpoint, load_state
 from dalle_kit.evaluation import Evaluation
 from dalle_kit.recipe import load_recipe

@@ -160,7 +160,7 @@ def plant(files: list[Path], marker: Path) -> None:
 
 
 def test_crafted_pickle_as_the_reference_features_cache(tmp_path, offline_inception):
-    from dalle_kit.evaluation import compute_metrics
+    from dalle_kit.tools.evaluate import compute_metrics
     from dalle_kit_plugins.metrics.fidelity import FID, CACHE_NAMESPACE, FEATURES_FILE, FidelityConfig
 
     marker, cache = tmp_path / "payload-ran", tmp_path / "cache"
@@ -172,7 +172,7 @@ def test_crafted_pickle_as_the_reference_features_cache(tmp_path, offline_incept
 
 
 def verify_safetensors(path: Path) -> bool:
-    from dalle_kit.safe_load import safetensors_file
+    from dalle_kit.tools.safe_load import safetensors_file
 
     return bool(safetensors_file(path))
 

@@ -15,7 +15,7 @@ from PIL import Image
 from conftest import write_recipe
 
 import dalle_kit
-from dalle_kit.cache import content_key
+from dalle_kit.tools.cache import content_key
 from dalle_kit.registry import Registry
 from dalle_kit.tools.testing import check_part
 

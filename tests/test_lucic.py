@@ -12,7 +12,8 @@ import dalle_kit
 from conftest import SHAPES_16
 from dalle_kit import api
 from dalle_kit.checkpoint import latest_checkpoint, load_state
-from dalle_kit.evaluation import Evaluation, build_metrics, compute_metrics
+from dalle_kit.evaluation import Evaluation
+from dalle_kit.tools.evaluate import build_metrics, compute_metrics
 from dalle_kit.registry import Registry, get_registry
 
 PARTS = Registry.discover(select="").parts

@@ -8,7 +8,8 @@ import pytest
 import torch
 
 import dalle_kit
-from dalle_kit.evaluation import Evaluation, compute_metrics
+from dalle_kit.evaluation import Evaluation
+from dalle_kit.tools.evaluate import compute_metrics
 from dalle_kit_plugins.metrics import text_alignment
 from dalle_kit_plugins.data.shapes import Shapes
 from dalle_kit_plugins.metrics.text_alignment import ProbeSettings, TextAlignment, load_or_train_probe

@@ -6,7 +6,8 @@ import pytest
 import torch
 
 import dalle_kit
-from dalle_kit.evaluation import Evaluation, compute_metrics
+from dalle_kit.evaluation import Evaluation
+from dalle_kit.tools.evaluate import compute_metrics
 from dalle_kit_plugins.metrics.discriminator_auc import DiscriminatorROCAUC, roc_auc
 from dalle_kit_plugins.data.shapes import Shapes
 

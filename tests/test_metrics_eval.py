@@ -8,7 +8,7 @@ import pytest
 import dalle_kit
 from dalle_kit import api
 from dalle_kit.cli import main
-from dalle_kit.evaluation import evaluate_configured, evaluate_run
+from dalle_kit.tools.evaluate import evaluate_configured, evaluate_run
 from dalle_kit.registry import get_registry
 from dalle_kit.run import Run
 

@@ -18,7 +18,8 @@ from torch_fidelity.interpolate_compat_tensorflow import interpolate_bilinear_2d
 from torch_fidelity.registry import FEATURE_EXTRACTORS_REGISTRY
 
 import dalle_kit
-from dalle_kit.evaluation import Evaluation, build_metrics, compute_metrics
+from dalle_kit.evaluation import Evaluation
+from dalle_kit.tools.evaluate import build_metrics, compute_metrics
 from dalle_kit.registry import get_registry
 from dalle_kit_plugins.metrics import inception
 from dalle_kit_plugins.metrics.fidelity import FidelityConfig, InceptionScore

@@ -7,7 +7,8 @@ import torch
 from torch_fidelity.registry import FEATURE_EXTRACTORS_REGISTRY
 
 import dalle_kit
-from dalle_kit.evaluation import Evaluation, build_metrics, compute_metrics
+from dalle_kit.evaluation import Evaluation
+from dalle_kit.tools.evaluate import build_metrics, compute_metrics
 from dalle_kit.registry import get_registry
 from dalle_kit_plugins.metrics import inception
 from dalle_kit_plugins.metrics.fidelity import IntraFIDConfig

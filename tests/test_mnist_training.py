@@ -9,7 +9,7 @@ from __future__ import annotations
 import pytest
 
 from dalle_kit import api
-from dalle_kit.evaluation import evaluate_run
+from dalle_kit.tools.evaluate import evaluate_run
 
 RECIPE = """
 name = "mnist-brief"

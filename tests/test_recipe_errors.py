@@ -187,7 +187,7 @@ def test_metric_settings_errors(run_cli, tmp_path, table, expected):
 
 
 def test_metric_settings_reach_the_metric_and_the_resolved_recipe(tmp_path):
-    from dalle_kit.evaluation import build_metrics
+    from dalle_kit.tools.evaluate import build_metrics
     from dalle_kit.recipe import load_recipe
     from dalle_kit.registry import get_registry
 

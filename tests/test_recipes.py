@@ -14,7 +14,7 @@ import math
 import pytest
 
 from dalle_kit import api
-from dalle_kit.evaluation import evaluate_run
+from dalle_kit.tools.evaluate import evaluate_run
 from dalle_kit.registry import get_registry
 from dalle_kit.run import Run
 

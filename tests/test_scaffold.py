@@ -163,7 +163,7 @@ min_delta = 10.0
     assert "[hooks.kit-hook]\npatience = 2\nmin_delta = 10.0\n" in (run.dir / "recipe.toml").read_text()
     run = api.train(resume=run.dir, quiet=True, registry=registry)  # the rebuilt state stops it at its next log
     assert sorted(p.name for p in (run.dir / "checkpoints").iterdir())[-1] == "step-00000020.safetensors"
-    from dalle_kit.evaluation import evaluate_run
+    from dalle_kit.tools.evaluate import evaluate_run
 
     result = evaluate_run(run, ["kit-metric"], num_samples=8)["kit-metric"]
     assert -1 <= result.values["brightness_gap"] <= 1 and result.protocol.n_generated == 8

@@ -47,7 +47,7 @@ import attrs
 import tomli_w
 
 from ..errors import UserError, one_line
-from ..evaluation import evaluate_run
+from .evaluate import evaluate_run
 from ..files import atomic_write_bytes, atomic_write_text, make_folder
 from ..recipe import MAX_SEED, TOP_LEVEL, flatten_keys, load_recipe, read_toml
 from ..schema import Invalid, param, structure
@@ -361,7 +361,8 @@ def _run_cells(
 
 def _evaluate_real(grid: Grid, cell: Cell, registry: Registry):
     """A calibration cell's scores: the first num_samples images of the cell's split, scored as if generated."""
-    from ..evaluation import Evaluation, build_metrics, compute_metrics
+    from ..evaluation import Evaluation
+    from .evaluate import build_metrics, compute_metrics
 
     recipe = load_recipe(cell.base, registry, cell.overrides)
     spec = recipe.parts["data"]

@@ -124,7 +124,7 @@ def describe_registry(registry) -> dict[str, Any]:
 
 
 def _path() -> Path:
-    from ..cache import default_root
+    from .cache import default_root
 
     return default_root() / INDEX_FILE
 

@@ -32,7 +32,7 @@ import torch.nn.functional as F
 
 import dalle_kit
 from dalle_kit import hints
-from dalle_kit.cache import file_digest
+from dalle_kit.tools.cache import file_digest
 from dalle_kit import resolve_run_dir
 
 CONFIG_FILE = "open_clip_config.json"

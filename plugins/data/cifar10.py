@@ -2,7 +2,7 @@
 
 The files, their MD5 sums and the download are torchvision's (``torchvision.datasets.CIFAR10``). The batches are
 pickles, which torchvision loads with ``pickle.load`` (a crafted batch would run its code); dalle-kit reads them
-itself through `dalle_kit.safe_load.arrays_pickle`, which builds numpy arrays and plain values and nothing else.
+itself through `dalle_kit.tools.safe_load.arrays_pickle`, which builds numpy arrays and plain values and nothing else.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ import torch
 import dalle_kit
 from dalle_kit import ImageCaptions, param
 from dalle_kit import download_reason
-from dalle_kit.safe_load import arrays_pickle
+from dalle_kit.tools.safe_load import arrays_pickle
 
 ARCHIVE = "cifar-10-python.tar.gz"
 FOLDER = "cifar-10-batches-py"

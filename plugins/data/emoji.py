@@ -37,7 +37,7 @@ import attrs
 
 import dalle_kit
 from dalle_kit import UserError, hints, param
-from dalle_kit.cache import content_key, file_digest
+from dalle_kit.tools.cache import content_key, file_digest
 from dalle_kit_plugins.data import packaged
 from dalle_kit_plugins.data.imagefolder import error_text, fraction_ok
 

@@ -40,9 +40,9 @@ import torch
 
 import dalle_kit
 from dalle_kit import ImageCaptions, UserError, param
-from dalle_kit.cache import ContentCache
+from dalle_kit.tools.cache import ContentCache
 from dalle_kit.files import atomic_write, atomic_write_text
-from dalle_kit.safe_load import npy
+from dalle_kit.tools.safe_load import npy
 
 EXTENSIONS = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".gif")
 METADATA, CSV_FILE = "metadata.jsonl", "captions.csv"

@@ -28,9 +28,9 @@ import numpy as np
 import torch
 
 import dalle_kit
-from dalle_kit.cache import ContentCache
+from dalle_kit.tools.cache import ContentCache
 from dalle_kit.files import atomic_write, atomic_write_text
-from dalle_kit.safe_load import npy
+from dalle_kit.tools.safe_load import npy
 from dalle_kit_plugins.data.imagefolder import split_score
 
 IMAGES_FILE, ROWS_FILE, INFO_FILE = "images.npy", "rows.json", "info.json"

@@ -1,12 +1,21 @@
-"""Built-in training plugin `midrun-eval`: the recipe's ``[eval] metrics`` every ``[eval] every`` steps while
-training (the last step's evaluation is the run's final one, made after training). The step's checkpoint is
-written first, so metrics that read saved weights (d-roc-auc) see this step's; drawing and the metrics leave
-the training's random draws as they were, so a run evaluated mid-way ends with the same weights."""
+"""Built-in plugin `midrun-eval`: evaluates a run with the recipe's ``[eval] metrics`` (`dalle_kit.tools.evaluate`).
+
+- before a new run's directory is made, checks that every metric can run here (weights present...);
+- while training, every ``[eval] every`` steps: the step's checkpoint is written first, so metrics that read saved
+  weights (d-roc-auc) see this step's; drawing and the metrics leave the training's random draws as they were, so a
+  run evaluated mid-way ends with the same weights;
+- once the run has trained all its steps: the final evaluation, from the last checkpoint, kept in ``run.results``.
+"""
 
 from __future__ import annotations
 
 import dalle_kit
-from dalle_kit import evaluate_run
+from dalle_kit.tools.evaluate import check_metrics, evaluate_configured, evaluate_run
+
+
+@dalle_kit.hookimpl
+def check_run(run) -> None:
+    check_metrics(run)
 
 
 @dalle_kit.hookimpl(trylast=True)
@@ -16,3 +25,8 @@ def train_step_saved(trainer, step: int) -> None:
     trainer.checkpoint()
     with trainer.drawing() as draw:
         evaluate_run(trainer.run, step=step, draw=draw)
+
+
+@dalle_kit.hookimpl
+def run_trained(run) -> None:
+    run.results = evaluate_configured(run)

@@ -20,8 +20,9 @@ import attrs
 import torch
 
 import dalle_kit
-from dalle_kit import adam_betas, finetune, finite_positive, param
+from dalle_kit import adam_betas, finite_positive, init_from_state, param
 from dalle_kit_plugins import gan
+from dalle_kit_plugins.common import finetune
 from dalle_kit_plugins.common.bf16 import has_bf16
 from dalle_kit_plugins.gan.diffaugment import POLICIES, diff_augment
 
@@ -114,7 +115,7 @@ class GAN(dalle_kit.Pipeline):
         cfg = self.config
         data = run.parts.dataset()
         train_set = data.load("train")
-        source = finetune.source_state(run) if state is None else None
+        source = init_from_state(run) if state is None else None
         encoder = run.parts.text_encoder(state if state is not None else source, train_set.captions)
         context = dict(text_dim=encoder.dim, image_size=data.image_size, channels=data.channels)
         generator, discriminator = run.parts.build("generator", **context), run.parts.build("discriminator", **context)

@@ -37,7 +37,7 @@ from torch import nn
 
 import dalle_kit
 from dalle_kit import param
-from dalle_kit.cache import file_digest, tensor_digest
+from dalle_kit.tools.cache import ContentCache, file_digest, tensor_digest
 from dalle_kit.files import atomic_write_bytes, atomic_write_text
 from dalle_kit import MetricResult
 from dalle_kit_plugins.metrics.text_alignment import caption_parser
@@ -236,7 +236,7 @@ def load_or_train_classifier(
         "train_digest": [tensor_digest(train_x), tensor_digest(train_y)],
         "test_digest": [tensor_digest(test_x), tensor_digest(test_y)],
     }
-    cache = evaluation.cache(NAMESPACE)
+    cache = ContentCache(NAMESPACE, evaluation.cache_root)
     entry = cache.entry(fields)
     model = Classifier(train_x.shape[1], len(names), settings.width)
     info = cache.load_module(entry, model, WEIGHTS_FILE, INFO_FILE)  # None: absent, damaged or planted; trained again

@@ -42,9 +42,9 @@ from safetensors.torch import save
 
 import dalle_kit
 from dalle_kit import param, progress
-from dalle_kit.cache import tensor_digest
+from dalle_kit.tools.cache import ContentCache, tensor_digest
 from dalle_kit.files import atomic_write_bytes
-from dalle_kit.safe_load import cached_tensors
+from dalle_kit.tools.safe_load import cached_tensors
 from dalle_kit import MetricResult
 
 from dalle_kit_plugins.metrics import inception
@@ -250,7 +250,9 @@ def reference_features(
     key = ("inception-reference-features", extractor, protocol)
     if key in evaluation.shared:
         return evaluation.shared[key]
-    entry = evaluation.cache(CACHE_NAMESPACE).entry(reference_cache_fields(evaluation, extractor, protocol))
+    entry = ContentCache(CACHE_NAMESPACE, evaluation.cache_root).entry(
+        reference_cache_fields(evaluation, extractor, protocol)
+    )
     path = entry / FEATURES_FILE
     features = (cached_tensors(path) or {}).get("features")  # a damaged or planted entry is recomputed, never trusted
     if features is not None and tuple(features.shape) != (evaluation.n_reference, 2048):

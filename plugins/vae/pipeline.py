@@ -22,8 +22,9 @@ import torch
 from torch import nn
 
 import dalle_kit
-from dalle_kit import adam_betas, finetune, finite_positive, param
+from dalle_kit import adam_betas, finite_positive, init_from_state, param
 from dalle_kit_plugins import gan
+from dalle_kit_plugins.common import finetune
 from dalle_kit_plugins.vae.objective import negative_elbo
 
 #: Held-out images (the first of the "test" split) whose reconstruction error is logged as recon_test.
@@ -104,8 +105,8 @@ class VAE(dalle_kit.Pipeline):
 
     def _build(self, run, data, state: dict | None, train_captions=None):
         """The modules by checkpoint key: text encoder fitted or restored; weights fresh or from the recipe's
-        ``init_from`` run, with its fine-tuning mode applied (see `dalle_kit.finetune`)."""
-        source = finetune.source_state(run) if state is None else None
+        ``init_from`` run, with its fine-tuning mode applied (see `dalle_kit_plugins.common.finetune`)."""
+        source = init_from_state(run) if state is None else None
         encoder = run.parts.text_encoder(state if state is not None else source, train_captions)
         context = dict(text_dim=encoder.dim, image_size=data.image_size, channels=data.channels)
         generator = run.parts.build("generator", **context)

@@ -26,7 +26,7 @@ import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
-from .errors import UserError
+from ..errors import UserError
 
 if TYPE_CHECKING:
     import numpy as np

@@ -1,4 +1,4 @@
-"""Starting a run from another run's weights (``init_from``) and choosing what trains (``finetune``).
+"""Fine-tuning modes: which weights of a run started from another run's (``init_from``) train (``finetune``).
 
 Modes (the recipe's top-level ``finetune``):
 
@@ -10,8 +10,8 @@ Modes (the recipe's top-level ``finetune``):
   source run exactly). The update is a `torch.nn.utils.parametrize` parametrization, so it stacks
   with spectral norm and lives in the ordinary state dict.
 
-Pipelines call `source_state` when a run starts without its own checkpoint (a text encoder takes
-its vocabulary from the source's extra state), then `prepare` on the built parts: it loads the
+Pipelines call `dalle_kit.init_from_state(run)` when a run starts without its own checkpoint (a text
+encoder takes its vocabulary from the source's extra state), then `prepare` on the built parts: it loads the
 source's weights and applies the mode. `prepare` runs also before a run's own checkpoint is loaded
 (resume, sample), so the adapters exist when their weights are read.
 """
@@ -20,18 +20,13 @@ from __future__ import annotations
 
 import fnmatch
 import math
-import warnings
 from typing import Any
 
 import torch
 from torch import nn
 from torch.nn.utils import parametrize
 
-from .checkpoint import load_state, newest_good
-from .errors import UserError
-from .parts import TextEncoder
-from .run import resolve_run_dir
-from .store import load_modules
+from dalle_kit import TextEncoder, UserError, load_modules
 
 
 class LowRankUpdate(nn.Module):
@@ -45,29 +40,6 @@ class LowRankUpdate(nn.Module):
 
     def forward(self, weight: torch.Tensor) -> torch.Tensor:
         return weight + self.up @ self.down
-
-
-def source_state(run) -> dict[str, Any] | None:
-    """The ``init_from`` run's latest weights and extra state (``{"step", "models", "extra", "dir"}``), or None."""
-    if not run.recipe.init_from:
-        return None
-    directory = resolve_run_dir(run.recipe.init_from, what="init_from")
-    found, damaged = newest_good(directory / "checkpoints")
-    for exc in damaged:
-        warnings.warn(
-            f"init_from: {exc.path}: damaged checkpoint ({exc.reason}); "
-            + (f"using {found[1]} (step {found[0]}) instead" if found else "no good checkpoint left"),
-            stacklevel=2,
-        )
-    if found is None:
-        raise UserError(
-            f"init_from '{run.recipe.init_from}': {directory} has no "
-            + ("usable " if damaged else "")
-            + "checkpoint yet; train it first"
-        )
-    state = load_state(found[1], ("step", "models", "extra"))
-    state["dir"] = str(directory)
-    return state
 
 
 def load_weights(parts: dict[str, nn.Module], state: dict[str, Any]) -> None:
@@ -119,7 +91,7 @@ def apply_mode(mode: str, parts: dict[str, nn.Module], rank: int = 4) -> tuple[i
 
 
 def prepare(run, parts: dict[str, nn.Module], source: dict[str, Any] | None) -> None:
-    """Load `source` (from `source_state`) into `parts`, apply the recipe's mode; when starting from a run,
+    """Load `source` (from `dalle_kit.init_from_state`) into `parts`, apply the recipe's mode; when starting from a run,
     print and log (``kind = "finetune"``) how many parameters train."""
     if source is not None:
         load_weights(parts, source)

@@ -18,7 +18,7 @@ import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .files import atomic_write_text, make_folder
+from ..files import atomic_write_text, make_folder
 
 if TYPE_CHECKING:
     import torch
@@ -96,7 +96,7 @@ class ContentCache:
     def load_module(self, entry: Path, module: torch.nn.Module, weights_file: str, info_file: str) -> dict | None:
         """Load the weights ``entry/weights_file`` (safetensors) into `module` and return ``entry/info_file`` (JSON)
         with the weights' sha256 as ``weights_hash``; None when the entry is incomplete, damaged, planted (a pickle
-        is never unpickled: `dalle_kit.safe_load`) or does not fit `module`: the caller computes it again."""
+        is never unpickled: `dalle_kit.tools.safe_load`) or does not fit `module`: the caller computes it again."""
         from .safe_load import cached_tensors
 
         weights = cached_tensors(entry / weights_file)
