@@ -52,8 +52,8 @@ _LAZY = {
 
 #: The modules a plugin may import besides the names above (dotted paths below `dalle_kit`): the core's
 #: writes that never follow a link, commands printed as they run and progress bars; from the tools above the core,
-#: content-addressed caches, reading files without unpickling, evaluating a run, a run's HTML page and the
-#: conformance kit. Every other module is private (tests/test_public_api.py).
+#: content-addressed caches, reading files without unpickling, evaluating a run, sample grids, a run's HTML page
+#: and the conformance kit. Every other module is private (tests/test_public_api.py).
 PUBLIC_MODULES = (
     "files",
     "hints",
@@ -62,6 +62,7 @@ PUBLIC_MODULES = (
     "tools.evaluate",
     "tools.report",
     "tools.safe_load",
+    "tools.sample",
     "tools.testing",
 )
 

@@ -1,9 +1,7 @@
-"""What the CLI does, as functions: train a recipe, resume a run, sample from a run."""
+"""What `dalle-kit run` does, as functions: train a recipe, resume or extend a run."""
 
 from __future__ import annotations
 
-import difflib
-import warnings
 from collections.abc import Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -11,22 +9,17 @@ from pathlib import Path
 import attrs
 import torch
 
-from . import hints, progress
+from . import progress
 from .errors import UserError
-from .files import check_target
-from .grid import save_grid
 from .checkpoint import atomic_write_text
 from .recipe import RECIPE_FILE, load_recipe, parse_override
 from .registry import Registry, get_registry
 from . import distributed
 from .building import check_parts, pick_device
 from .run import Run, resolve_run_dir
-from .trainer import Trainer, sampler
+from .trainer import Trainer
 
 DEFAULT_RECIPE = "default"
-#: The most images one `sample` call draws (prompts x -n): a grid beyond it is unreadable and may exhaust memory.
-MAX_SAMPLE_IMAGES = 1024
-SAMPLE_EXAMPLE = 'sample RUN_DIR "a red circle"'
 
 
 def train(
@@ -209,86 +202,3 @@ def pin(recipe, registry: Registry):
     settings = {name: registry.get("metric", name).cls.pin(config) for name, config in recipe.metric_settings.items()}
     pipeline = attrs.evolve(recipe.pipeline, config=recipe.pipeline.info.cls.pin(recipe.pipeline.config))
     return attrs.evolve(recipe, pipeline=pipeline, parts=parts, metric_settings=settings)
-
-
-def sample(
-    run_dir: str | Path,
-    prompts: Sequence[str],
-    n: int = 8,
-    out: str | Path | None = None,
-    seed: int = 0,
-    registry: Registry | None = None,
-    settings: Sequence[str] = (),
-) -> Path:
-    """Draw `n` images per prompt from the run's latest weights into one grid PNG. `settings` (``train.KEY=VALUE``)
-    change how the pipeline draws (a diffusion run's ``train.sample_steps``, ``train.guidance_scale``), validated
-    like a recipe's ``--set``; the run's files are not changed."""
-    check_sample_request(prompts, n)
-    for setting in settings:
-        key = setting.partition("=")[0].strip()
-        if not key.startswith("train."):
-            raise UserError(
-                f"--set {setting}: sample changes only the pipeline's [train] settings (train.KEY=VALUE, e.g. "
-                "train.guidance_scale=1.0); the parts must stay as they were trained"
-            )
-    if out is not None and Path(out).is_dir() and not Path(out).is_symlink():
-        raise UserError(f"-o {out}: is a directory; name a PNG file, e.g. -o {Path(out) / 'sample.png'}")
-    if out is not None:
-        check_target(out)  # a link, a FIFO or a device there, a file in the way: refused before any drawing
-    registry = registry or get_registry()
-    run = Run.open(run_dir, registry, quiet=True)
-    warn_unknown_words(run, prompts)
-    out = Path(out) if out else run.dir / "sample.png"
-    check_target(out)
-    train = run.recipe.train
-    if settings:
-        known = attrs.fields_dict(type(train))
-        for setting in settings:
-            key = setting.partition("=")[0].strip().removeprefix("train.")
-            if key not in known:
-                near = difflib.get_close_matches(key, known, n=1)
-                raise UserError(
-                    f"--set {setting}: unknown key '{key}' in pipeline '{run.recipe.pipeline.info.name}''s [train]"
-                    + (f" (did you mean '{near[0]}'?)" if near else "")
-                    + f"; see {hints.dalle_kit('plugins show ' + run.recipe.pipeline.info.name)}"
-                )
-        train = load_recipe(run.dir / RECIPE_FILE, registry, list(settings), check_name=False).train
-    draw = sampler(run, run.recipe.pipeline.info.cls(train))
-    generator = torch.Generator().manual_seed(seed)
-    with torch.inference_mode():
-        images = draw([p for p in prompts for _ in range(n)], generator)
-    return save_grid(images, list(prompts), out, title=f"{run.recipe.name} ({run_dir})")
-
-
-def warn_unknown_words(run: Run, prompts: Sequence[str]) -> None:
-    """One warning line naming the prompt words that the run's text encoder never saw, when it learned a vocabulary
-    from the training captions (saved in the checkpoint as ``extra.text_encoder.vocab``)."""
-    spec = run.recipe.parts.get("text_encoder")
-    if spec is None:
-        return
-    state = run.checkpoints.load(prefixes=("extra",))
-    saved = ((state or {}).get("extra") or {}).get("text_encoder")
-    unknown = spec.info.cls.unknown_words(saved, prompts)
-    if unknown:
-        words = ", ".join(repr(w) for w in unknown[:8]) + (f" and {len(unknown) - 8} more" if len(unknown) > 8 else "")
-        warnings.warn(
-            f"{words}: not in the vocabulary the text encoder learned from {run.dir}'s training captions; "
-            "it reads them as unknown, so they do not steer the images",
-            stacklevel=2,
-        )
-
-
-def check_sample_request(prompts: Sequence[str], n: int) -> None:
-    """A one-line `UserError` unless there are prompts, none empty, and `n` per prompt stays within `MAX_SAMPLE_IMAGES`."""
-    if not prompts:
-        raise UserError(f"give at least one prompt, for example: {hints.dalle_kit(SAMPLE_EXAMPLE)}")
-    for i, prompt in enumerate(prompts, 1):
-        if not prompt.strip():
-            raise UserError(f"prompt {i} is empty; give some text, for example: {hints.dalle_kit(SAMPLE_EXAMPLE)}")
-    if n < 1:
-        raise UserError(f"-n {n}: need at least one image per prompt")
-    if n * len(prompts) > MAX_SAMPLE_IMAGES:
-        raise UserError(
-            f"-n {n} x {len(prompts)} prompts = {n * len(prompts)} images: at most {MAX_SAMPLE_IMAGES} per call; "
-            f"lower -n to {max(1, MAX_SAMPLE_IMAGES // len(prompts))} or split the prompts"
-        )

@@ -173,33 +173,6 @@ def run(recipe, overrides, resume, stop_at, runs_dir, quiet, nproc):
     click.echo(f"report: {report}" if report.is_file() else f"done: {result.dir}")
 
 
-@cli.command()
-@click.argument("run_dir", type=click.Path())
-@click.argument("prompts", nargs=-1, required=True)
-@click.option("-n", "num", default=8, show_default=True, help="Images per prompt.")
-@click.option("-o", "--output", type=click.Path(), help="PNG to write (default RUN_DIR/sample.png).")
-@click.option("--seed", default=0, show_default=True, help="Noise seed.")
-@click.option(
-    "--set",
-    "settings",
-    multiple=True,
-    metavar="train.KEY=VALUE",
-    help="A sampling setting of the pipeline for this draw (repeatable), e.g. --set train.guidance_scale=1.0.",
-)
-def sample(run_dir, prompts, num, output, seed, settings):
-    """Draw images for PROMPTS from the weights in RUN_DIR."""
-    from . import progress
-
-    progress.phase("drawing: importing torch and the plugins, loading the weights")
-    try:
-        from . import api
-
-        path = api.sample(run_dir, prompts, n=num, out=output, seed=seed, settings=settings)
-    finally:
-        progress.done()
-    click.echo(f"wrote {path}")
-
-
 # ---------------------------------------------------------------------------- recipes
 @cli.group(cls=_Group, tools_prefix="recipe.")
 def recipe():

@@ -22,7 +22,6 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-import torch
 
 from . import hints
 from .checkpoint import remove_library_temporaries
@@ -37,7 +36,6 @@ from .files import (
     open_in_place,
     remove_stale_temporaries,
 )
-from .grid import save_grid
 
 RECIPE_FILE = "recipe.toml"
 PARTS_FILE = "parts.json"
@@ -171,9 +169,6 @@ class RunDir:
     # ------------------------------------------------------------ samples
     def sample_path(self, step: int) -> Path:
         return self.path / "samples" / f"step-{step:08d}.png"
-
-    def save_samples(self, step: int, images: torch.Tensor, prompts: list[str], title: str) -> Path:
-        return save_grid(images, prompts, self.sample_path(step), title=f"{title}  step {step}")
 
     def resume_command(self) -> str:
         """The command that continues this run, as it works where it is printed."""

@@ -10,6 +10,7 @@ from conftest import TINY_CLIP
 
 import dalle_kit
 from dalle_kit import api
+from dalle_kit.tools.sample import sample as draw_grid
 from dalle_kit.checkpoint import latest_checkpoint, load_state
 from dalle_kit.registry import get_registry
 from dalle_kit.run import Run
@@ -97,7 +98,7 @@ def test_dalle_trains_resumes_exactly_and_samples(tmp_path, monkeypatch):
     for key, tensor in a["models"]["transformer"].items():
         assert torch.equal(tensor, b["models"]["transformer"][key]), key
     assert a["extra"]["caption_tokens"] == b["extra"]["caption_tokens"]
-    out = api.sample(full.dir, ["a red circle", "a blue square"], n=2, out=tmp_path / "grid.png")
+    out = draw_grid(full.dir, ["a red circle", "a blue square"], n=2, out=tmp_path / "grid.png")
     assert out.is_file()
     pipeline = full.recipe.pipeline.info.cls(full.recipe.train)
     assert pipeline.sampling() == "top-8, temperature 1"

@@ -6,7 +6,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from dalle_kit.grid import save_grid
+from dalle_kit.tools.sample import save_grid
 
 
 def test_a_prompt_with_many_draws_wraps_and_a_few_stay_on_one_line(tmp_path):

@@ -18,7 +18,7 @@ import dalle_kit.hints
 
 CORE = Path(dalle_kit.cli.__file__).resolve().parent
 #: The tools' commands by entry-point name: top-level commands, and "GROUP.NAME" for a command of a core group.
-TOOLS = ("report", "compare", "bench", "eval", "new-plugin", "plugins", "recipe.list", "recipe.show")
+TOOLS = ("report", "compare", "bench", "eval", "sample", "new-plugin", "plugins", "recipe.list", "recipe.show")
 
 
 def tool_imports(source: str) -> list[str]:

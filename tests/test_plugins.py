@@ -12,6 +12,7 @@ import pytest
 from conftest import TINY, cli_subprocess, write_recipe
 
 from dalle_kit import api
+from dalle_kit.tools.sample import sample as draw_grid
 from dalle_kit.registry import Registry
 from dalle_kit_plugins import gan
 
@@ -153,7 +154,7 @@ def test_changed_part_versions_warn(tiny_recipe, tmp_path, run_cli):
     with pytest.warns(
         UserWarning, match=r"\[generator\] 'dcgan' was made with dalle-kit 0.0.0-old, now provided by dalle-kit"
     ):
-        api.sample(run.dir, ["a red circle"], n=1, out=tmp_path / "x.png")
+        draw_grid(run.dir, ["a red circle"], n=1, out=tmp_path / "x.png")
 
 
 def test_config_default_of_the_wrong_type_is_a_problem_at_registration():

@@ -14,6 +14,7 @@ from conftest import TINY_CLIP
 
 import dalle_kit
 from dalle_kit import api
+from dalle_kit.tools.sample import sample as draw_grid
 from dalle_kit.checkpoint import latest_checkpoint, load_state
 from dalle_kit.registry import get_registry
 from dalle_kit.run import Run
@@ -113,7 +114,7 @@ def test_unclip_trains_resumes_exactly_samples_and_draws_variations(tmp_path, mo
     rows = [r for r in full.files.read_metrics() if r["kind"] == "train"]
     assert all("loss_prior" in r and "loss" in r for r in rows)
 
-    out = api.sample(full.dir, ["a red circle", "a blue square"], n=2, out=tmp_path / "grid.png")
+    out = draw_grid(full.dir, ["a red circle", "a blue square"], n=2, out=tmp_path / "grid.png")
     assert out.is_file()
     pipeline = UnCLIP(full.recipe.train)
     assert pipeline.sampling() == (
@@ -137,7 +138,7 @@ def test_unclip_trains_resumes_exactly_samples_and_draws_variations(tmp_path, mo
     assert x.shape == (2, 3, 32, 32) and torch.equal(x, y)
     plain = dalle_kit.Trainer.restore(Run.open(full.dir, get_registry(), quiet=True), pipeline).sampler()
     assert not torch.equal(plain(["a red circle", "a blue square"], torch.Generator().manual_seed(0)), x)
-    assert api.sample(
+    assert draw_grid(
         full.dir, ["variations"], n=2, out=tmp_path / "v.png", settings=[f'train.variation_of="{tmp_path / "red.png"}"']
     ).is_file()
 

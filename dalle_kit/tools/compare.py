@@ -108,9 +108,9 @@ def _value_text(value: Any) -> str:
 
 # ---------------------------------------------------------------------------------------------------- grids
 def draw_fresh_grids(entries: Sequence[Entry], prompts: Sequence[str] = (), *, seed: int = 0, n: int = 4) -> None:
-    """Give each entry a grid drawn now from its newest checkpoint (`dalle_kit.api.sample`): `prompts`, else its own
+    """Give each entry a grid drawn now from its newest checkpoint (`dalle_kit.tools.sample.sample`): `prompts`, else its own
     first `DEFAULT_PROMPTS` ``[sample] prompts``; `n` images per prompt, noise from `seed`."""
-    from .. import api
+    from .sample import sample
 
     with tempfile.TemporaryDirectory(prefix="dalle-kit-compare-") as tmp:
         for i, entry in enumerate(entries):
@@ -121,7 +121,7 @@ def draw_fresh_grids(entries: Sequence[Entry], prompts: Sequence[str] = (), *, s
                 entry.grid_note = "no grid: its recipe has no [sample] prompts; give --prompt"
                 continue
             try:
-                path = api.sample(entry.files.dir, use, n=n, out=Path(tmp) / f"{i}.png", seed=seed)
+                path = sample(entry.files.dir, use, n=n, out=Path(tmp) / f"{i}.png", seed=seed)
             except Exception as exc:  # a run that cannot draw still compares by recipe and metrics
                 entry.grid_note = f"no grid: {one_line(exc)}"
                 continue
@@ -337,7 +337,7 @@ def write_comparison(
     for name in ("compare.html", "compare.md"):  # refused before any grid is drawn, not after
         check_target(out / name)
     if grids:
-        from ..api import check_sample_request
+        from .sample import check_sample_request
 
         check_sample_request(list(prompts) or ["a run's own prompt"] * DEFAULT_PROMPTS, n)
     entries = entries_for(run_dirs)

@@ -8,6 +8,7 @@ import torch
 
 import dalle_kit
 from dalle_kit import stream_seed
+from dalle_kit.tools.sample import save_grid
 
 
 def grid_due(trainer, step: int) -> bool:
@@ -27,4 +28,4 @@ def train_step_saved(trainer, step: int) -> None:
             [p for p in prompts for _ in range(n)],
             torch.Generator().manual_seed(stream_seed(run.recipe.seed, "samples")),
         )
-    run.files.save_samples(step, images, prompts, title=run.recipe.name)
+    save_grid(images, prompts, run.files.sample_path(step), title=f"{run.recipe.name}  step {step}")
