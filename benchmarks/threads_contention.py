@@ -14,7 +14,7 @@ Second table, the measured run there first: it trains on an idle machine, and at
 (a run with one thread per usable CPU, 'run', or a run with the recipe's default thread setting, 'default-run')
 starts beside it. Its step time is read off its log from `SETTLE` seconds after the competitor started (time for
 ``adaptive`` to look again) over `WINDOW` seconds. ``once`` chooses at the start only, so it cannot make room for a
-newcomer; ``adaptive`` looks again at the interval `dalle_kit.threads` sets.
+newcomer; ``adaptive`` looks again at the interval `dalle_kit_plugins.common.cpuload` sets.
 
 Run it on an otherwise idle machine. Results: benchmarks/results/threads-contention.md.
 """

@@ -47,7 +47,7 @@ _LAZY = {
     "stream_seed": "run",
     "init_from_state": "run",
     "load_modules": "store",
-    "free_cpus_now": "threads",
+    "usable_cpus": "threads",
 }
 
 #: The modules a plugin may import besides the names above (dotted paths below `dalle_kit`): the core's

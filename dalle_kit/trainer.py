@@ -36,7 +36,7 @@ from . import distributed, hints, progress
 from .errors import UserError
 from .parts import Pipeline, Training
 from .store import load_modules
-from .threads import ThreadPolicy
+from .threads import Threads
 
 if TYPE_CHECKING:  # pragma: no cover
     from .run import Run
@@ -69,13 +69,13 @@ class Trainer:
         self.interrupted = False
         self.saved_step: int | None = None
         self._trained: list[str] = []
-        self.threads: ThreadPolicy | None = None
+        self.threads: Threads | None = None
 
     # ------------------------------------------------------------ the loop
     def fit(self) -> None:
         """Train from the run's newest checkpoint (or from scratch) to ``[train] steps``, or until stopped."""
         state = self.run.checkpoints.load()
-        self.threads = ThreadPolicy(self.config.threads, (state or {}).get("trainer", {}).get("threads"))
+        self.threads = Threads(self.config.threads, (state or {}).get("trainer", {}).get("threads"))
         before = torch.get_num_threads()
         try:
             with self.catch_interrupt():
@@ -128,8 +128,6 @@ class Trainer:
                     run.log(step, kind="train", **values)
                 bar.set_postfix({k: f"{v:.4g}" for k, v in values.items()}, refresh=False)
                 bar.update(1)
-                if (count := self.threads.adapt()) is not None and main:
-                    run.log(step, kind="threads", threads=count, setting=str(cfg.threads))
                 (stop,) = distributed.any_true(self.should_stop(step))
                 if step % cfg.checkpoint_every == 0 or step == cfg.steps or stop or self.evaluate_due(step):
                     self._save(collective=True)  # before sample grids and evaluation: an error there loses no training

@@ -1,4 +1,5 @@
-"""The [train] threads setting: the automatic choice reads the real /proc/stat and this process's affinity."""
+"""The [train] threads setting: the core's default and numbers, and the adaptive-threads plugin's automatic choice,
+which reads the real /proc/stat and this process's affinity."""
 
 import itertools
 import json
@@ -12,6 +13,8 @@ import torch
 
 from conftest import TINY, write_recipe
 from dalle_kit import threads
+from dalle_kit_plugins.common import cpuload
+from dalle_kit_plugins.events import adaptive_threads
 from dalle_kit.checkpoint import list_checkpoints, load_state
 
 
@@ -20,7 +23,7 @@ from dalle_kit.checkpoint import list_checkpoints, load_state
     [(2, 0.0, 2), (2, 0.3, 2), (2, 0.9, 1), (2, 1.6, 1), (2, 5.0, 1), (8, 2.2, 6), (4, None, 4)],
 )
 def test_free_cpus(usable, others, expected):
-    assert threads.free_cpus(usable, others) == expected
+    assert cpuload.free_cpus(usable, others) == expected
 
 
 def test_usable_cpus_is_the_affinity_at_most():
@@ -28,7 +31,7 @@ def test_usable_cpus_is_the_affinity_at_most():
 
 
 def test_cpu_load_sees_a_busy_process_and_not_this_one():
-    load = threads.CpuLoad()
+    load = cpuload.CpuLoad()
     end = time.monotonic() + 0.5
     while time.monotonic() < end:  # this process busy: not counted as another's load
         pass
@@ -53,9 +56,11 @@ def test_explicit_environment_and_numbers_win(monkeypatch):
     before = torch.get_num_threads()
     try:
         monkeypatch.setenv("OMP_NUM_THREADS", "1")
-        policy = threads.ThreadPolicy("auto")
+        policy = threads.Threads("auto")
         assert policy.start() == before  # left as the environment made it
-        policy = threads.ThreadPolicy(1)
+        adaptive_threads.train_start(FakeTrainer(policy))
+        assert policy.count == before and torch.get_num_threads() == before  # the plugin leaves it too
+        policy = threads.Threads(1)
         assert policy.start() == 1 and torch.get_num_threads() == 1
     finally:
         torch.set_num_threads(before)
@@ -79,7 +84,7 @@ def test_default_threads_give_the_same_weights_whatever_the_load(tmp_path, run_c
         alone = trained_state(recipe, tmp_path / "alone", run_cli)
         spin = [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(threads.usable_cpus())]
         try:
-            load = threads.CpuLoad()
+            load = cpuload.CpuLoad()
             time.sleep(0.5)
             assert load.others() >= 0.5 * len(spin)  # every CPU busy: "auto" would have taken one thread
             busy = trained_state(recipe, tmp_path / "busy", run_cli)
@@ -110,10 +115,10 @@ def test_auto_is_saved_and_reused_on_resume(tmp_path, run_cli, monkeypatch):
     assert 1 <= chosen <= threads.usable_cpus()
     assert torch.get_num_threads() == before  # the caller's count is back after training
     # A resumed run takes the saved count without looking at the load again.
-    monkeypatch.setattr(threads.CpuLoad, "others", lambda self: pytest.fail("auto looked at the load on resume"))
+    monkeypatch.setattr(cpuload.CpuLoad, "others", lambda self: pytest.fail("auto looked at the load on resume"))
     seen = []
-    real_set = threads.ThreadPolicy._set
-    monkeypatch.setattr(threads.ThreadPolicy, "_set", lambda self, count: (seen.append(count), real_set(self, count)))
+    real_set = threads.Threads.set
+    monkeypatch.setattr(threads.Threads, "set", lambda self, count: (seen.append(count), real_set(self, count)))
     code, _, err = run_cli("run", "--resume", str(run_dir), "-q")
     assert code == 0, err
     assert seen == [chosen]
@@ -125,11 +130,39 @@ def scripted_load(monkeypatch, loads):
     """Make the load look like `loads` (other processes' busy cores), one value a look, on 2 usable CPUs, looking
     again at every step."""
     monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
-    monkeypatch.setattr(threads, "ADAPT_SECONDS", 0.0)
-    monkeypatch.setattr(threads, "SAMPLE_SECONDS", 0.0)
+    monkeypatch.setattr(cpuload, "ADAPT_SECONDS", 0.0)
+    monkeypatch.setattr(cpuload, "SAMPLE_SECONDS", 0.0)
+    monkeypatch.setattr(cpuload, "usable_cpus", lambda: 2)
     monkeypatch.setattr(threads, "usable_cpus", lambda: 2)
     values = iter(loads)
-    monkeypatch.setattr(threads.CpuLoad, "others", lambda self: next(values))
+    monkeypatch.setattr(cpuload.CpuLoad, "others", lambda self: next(values))
+
+
+class FakeTrainer:
+    """What the plugin reads of a trainer: its `Threads`, and a run that records the rows it logs."""
+
+    def __init__(self, policy):
+        self.threads = policy
+        self.rows: list[dict] = []
+        self.run = self
+
+    def log(self, step, **row):
+        self.rows.append({"step": step, **row})
+
+
+def started(setting, saved=None) -> FakeTrainer:
+    """A trainer whose threads the core started (`Threads.start`) and the plugin took over (``train_start``)."""
+    trainer = FakeTrainer(threads.Threads(setting, saved))
+    trainer.threads.start()
+    adaptive_threads.train_start(trainer)
+    return trainer
+
+
+def adapt(trainer, step=1):
+    """One training step's look at the load: the new count when it changed, else None."""
+    before = trainer.threads.count
+    adaptive_threads.train_step_end(trainer, step, {})
+    return trainer.threads.count if trainer.threads.count != before else None
 
 
 @pytest.mark.parametrize("setting", ["auto", "adaptive"])
@@ -137,12 +170,13 @@ def test_auto_follows_the_load(monkeypatch, setting):
     before = torch.get_num_threads()
     try:
         scripted_load(monkeypatch, [0.0, 1.4, 1.3, 0.2, 0.1])
-        policy = threads.ThreadPolicy(setting)
-        assert policy.start() == 2  # alone: every usable CPU
-        assert policy.adapt() == 1 and torch.get_num_threads() == 1  # a newcomer keeps one core busy
-        assert policy.adapt() is None  # still there: no change
-        assert policy.adapt() == 2 and torch.get_num_threads() == 2  # gone: back to full speed
-        assert policy.adapt() is None
+        trainer = started(setting)
+        assert trainer.threads.count == 2  # alone: every usable CPU
+        assert adapt(trainer) == 1 and torch.get_num_threads() == 1  # a newcomer keeps one core busy
+        assert adapt(trainer) is None  # still there: no change
+        assert adapt(trainer, 3) == 2 and torch.get_num_threads() == 2  # gone: back to full speed
+        assert adapt(trainer) is None
+        assert [(r["step"], r["threads"]) for r in trainer.rows] == [(1, 1), (3, 2)]
     finally:
         torch.set_num_threads(before)
 
@@ -151,12 +185,12 @@ def test_once_keeps_its_first_count(monkeypatch):
     before = torch.get_num_threads()
     try:
         scripted_load(monkeypatch, [1.2, 0.0, 0.0])
-        policy = threads.ThreadPolicy("once")
-        assert policy.start() == 1
-        assert policy.adapt() is None and policy.adapt() is None and torch.get_num_threads() == 1
-        resumed = threads.ThreadPolicy("once", saved=1)
-        monkeypatch.setattr(threads.CpuLoad, "others", lambda self: pytest.fail("once looked at the load on resume"))
-        assert resumed.start() == 1 and resumed.adapt() is None
+        trainer = started("once")
+        assert trainer.threads.count == 1
+        assert adapt(trainer) is None and adapt(trainer) is None and torch.get_num_threads() == 1
+        monkeypatch.setattr(cpuload.CpuLoad, "others", lambda self: pytest.fail("once looked at the load on resume"))
+        resumed = started("once", saved=1)
+        assert resumed.threads.count == 1 and adapt(resumed) is None
     finally:
         torch.set_num_threads(before)
 
@@ -165,9 +199,9 @@ def test_a_resumed_auto_run_starts_with_its_count_then_follows_the_load(monkeypa
     before = torch.get_num_threads()
     try:
         scripted_load(monkeypatch, [0.0])  # the first look is the first adapt, not the start
-        policy = threads.ThreadPolicy("auto", saved=1)
-        assert policy.start() == 1
-        assert policy.adapt() == 2
+        trainer = started("auto", saved=1)
+        assert trainer.threads.count == 1
+        assert adapt(trainer) == 2
     finally:
         torch.set_num_threads(before)
 

@@ -91,7 +91,7 @@ def _blas_threads():
     while on shared cores multi-threaded OpenBLAS busy-waits (benchmarks/results/eval-throughput.md)."""
     from threadpoolctl import threadpool_limits
 
-    from dalle_kit import free_cpus_now
+    from dalle_kit_plugins.common.cpuload import free_cpus_now
 
     return threadpool_limits(limits=min(torch.get_num_threads(), free_cpus_now()), user_api="blas")
 
