@@ -390,15 +390,13 @@ def validate(
             f"run it with dalle-kit bench {source} (add --dry-run to check it without training)",
         )
     tables = {k: v for k, v in data.items() if isinstance(v, dict)}
-    top = attrs.asdict(
-        structure(
-            TopLevel,
-            {k: v for k, v in data.items() if k not in tables},
-            source=source,
-            section="",
-            ignore_unknown=not check_name,
+
+    def table(cls, given, section, shown=""):  # one table checked against its attrs class
+        return structure(
+            cls, given, source=source, section=section, base_dir=base_dir, ignore_unknown=not check_name, shown=shown
         )
-    )
+
+    top = attrs.asdict(table(TopLevel, {k: v for k, v in data.items() if k not in tables}, ""))
     if check_name:
         check_run_name(top["name"], source)
 
@@ -421,8 +419,8 @@ def validate(
 
     parts: dict[str, PartSpec[Any]] = {}
     for section, kind in pipeline_cls.sections.items():
-        table = dict(tables.get(section, {}))
-        if "name" not in table:
+        given = dict(tables.get(section, {}))
+        if "name" not in given:
             choices = ", ".join(sorted(registry.parts.get(kind, {}))) or "(none installed)"
             raise RecipeError(
                 source,
@@ -430,7 +428,7 @@ def validate(
                 f"missing: pipeline '{pipeline_info.name}' needs a {kind.replace('_', ' ')}",
                 f"add [{section}] with name = one of: {choices}",
             )
-        name = table.pop("name")
+        name = given.pop("name")
         if not isinstance(name, str):
             raise RecipeError(
                 source,
@@ -439,58 +437,20 @@ def validate(
                 'write name = "..."',
             )
         info = registry.get(kind, name, source=source, key=f"[{section}] name")
-        parts[section] = PartSpec(
-            info,
-            structure(
-                info.cls.Config,
-                table,
-                source=source,
-                section=section,
-                base_dir=base_dir,
-                ignore_unknown=not check_name,
-                shown=name,
-            ),
-        )
+        parts[section] = PartSpec(info, table(info.cls.Config, given, section, name))
 
-    train = structure(
-        pipeline_cls.Config,
-        tables.get("train", {}),
-        source=source,
-        section="train",
-        base_dir=base_dir,
-        ignore_unknown=not check_name,
-        shown=pipeline_info.name,
-    )
-    sample = structure(
-        SampleConfig,
-        tables.get("sample", {}),
-        source=source,
-        section="sample",
-        base_dir=base_dir,
-        ignore_unknown=not check_name,
-    )
+    train = table(pipeline_cls.Config, tables.get("train", {}), "train", pipeline_info.name)
+    sample = table(SampleConfig, tables.get("sample", {}), "sample")
     eval_table = dict(tables.get("eval", {}))
     metric_tables = {k: eval_table.pop(k) for k in list(eval_table) if isinstance(eval_table[k], dict)}
-    evaluation = structure(
-        EvalConfig, eval_table, source=source, section="eval", base_dir=base_dir, ignore_unknown=not check_name
-    )
-    log = structure(
-        LogConfig, tables.get("log", {}), source=source, section="log", base_dir=base_dir, ignore_unknown=not check_name
-    )
+    evaluation = table(EvalConfig, eval_table, "eval")
+    log = table(LogConfig, tables.get("log", {}), "log")
     for metric in evaluation.metrics:
         registry.get("metric", metric, source=source, key="[eval] metrics")
     metric_settings = {}
-    for metric, table in metric_tables.items():  # [eval.<metric>]: that metric's settings
+    for metric, given in metric_tables.items():  # [eval.<metric>]: that metric's settings
         info = registry.get("metric", metric, source=source, key=f"[eval.{metric}]")
-        metric_settings[metric] = structure(
-            info.cls.Config,
-            table,
-            source=source,
-            section=f"eval.{metric}",
-            base_dir=base_dir,
-            ignore_unknown=not check_name,
-            shown=metric,
-        )
+        metric_settings[metric] = table(info.cls.Config, given, f"eval.{metric}", metric)
 
     hooks = hook_settings(tables.get("hooks", {}), registry, source, base_dir, strict=check_name)
 
