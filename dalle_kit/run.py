@@ -73,8 +73,9 @@ def resolve_run_dir(text: str | Path, *, what: str = "run") -> Path:
 class Run:
     """A recipe being trained, sampled or evaluated in its run directory (see the module docstring).
 
-    ``quiet`` silences progress bars; ``results`` holds the final evaluation's `MetricResult` by metric name and
-    ``interrupted`` whether a signal stopped the last training, once `dalle_kit.api.train` returns."""
+    ``quiet`` silences progress bars; ``results`` holds the final evaluation's `MetricResult` by metric name (put
+    there by a ``run_trained`` hook: the built-in midrun-eval plugin) and ``interrupted`` whether a signal stopped the
+    last training, once `dalle_kit.api.train` returns."""
 
     def __init__(self, directory: str | Path, recipe: Recipe, registry: Registry, *, quiet: bool = False):
         self.recipe = recipe
