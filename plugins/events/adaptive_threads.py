@@ -15,7 +15,6 @@ the load from there. An ``OMP_NUM_THREADS`` in the environment (torchrun sets 1 
 
 from __future__ import annotations
 
-import os
 import time
 import weakref
 
@@ -30,7 +29,7 @@ _following: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 @dalle_kit.hookimpl
 def train_start(trainer) -> None:
     threads = trainer.threads
-    if threads.setting not in AUTOMATIC or "OMP_NUM_THREADS" in os.environ:
+    if threads.setting not in AUTOMATIC or threads.explicit_env:
         return
     load = cpuload.CpuLoad()
     if not threads.saved:
