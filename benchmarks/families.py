@@ -34,6 +34,11 @@ shapes data, which states what each caption leaves open:
   colour's peak form exactly one region of at least 6 pixels and that region covers at least 25 pixels and at most
   40% of the image (doubled, faint, empty and flooded draws fail). The fraction of such draws, and how many prompts
   reach 7 of 8; the header gives the fraction of real test images that pass the same test.
+- Modes read: a short prompt leaves 10 (size, position) modes open. For each of the 18 colour + shape captions,
+  5 x `--per-prompt` images are drawn and the text-alignment probe reads their size and position; the column is the
+  number of distinct modes among them, averaged over the prompts, beside the same count for as many real test images
+  matching the caption (drawn with replacement): a generator that collapses to a few sizes and places reads low here
+  even when its pixel diversity looks fine. Left out by `--smoke` (the probe trains once per machine).
 - For a `dcgan` generator, the noise share of its first layer: z and the projected text enter one transposed
   convolution (on a 1x1 input, so linear in each), and the share is Var(W_z z) / (Var(W_z z) + Var_prompts(W_t t))
   summed over that layer's outputs, with z ~ N(0, I) and t over the test captions: how much of what the generator
@@ -198,6 +203,34 @@ def short_prompt_objects(draw, per_prompt: int, seed: int) -> tuple[float, int, 
     return sum(right) / len(right), sum(k >= 7 * per_prompt / 8 for k in per), len(prompts)
 
 
+def short_prompt_modes(draw, probe, test, per_prompt: int, seed: int) -> tuple[float, float]:
+    """(mean, over the 18 colour + shape captions, of the (size, position) modes the probe reads among
+    5 x `per_prompt` draws; the same for as many test images matching each caption, drawn with replacement)."""
+    from dalle_kit_plugins.data.shapes import ATTRIBUTES, COLOURS, SHAPES
+
+    n = 5 * per_prompt
+    prompts = [(f"a {c} {s}", c, s) for c in COLOURS for s in SHAPES]
+    g = torch.Generator().manual_seed(seed)
+    with torch.inference_mode():
+        images = draw([p for p, _, _ in prompts for _ in range(n)], g)
+    images = ((images.float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
+    real, attrs = [], test.attributes
+    for _, c, s in prompts:
+        match = (attrs["colour"] == ATTRIBUTES["colour"].index(c)) & (attrs["shape"] == ATTRIBUTES["shape"].index(s))
+        idx = match.nonzero().flatten()
+        real.append(test.images[idx[torch.randint(len(idx), (n,), generator=g)]])
+
+    def covered(batch: torch.Tensor) -> float:
+        read = probe.predict(batch)
+        modes = [
+            {(int(a), int(b)) for a, b in zip(read["size"][i : i + n], read["position"][i : i + n])}
+            for i in range(0, len(batch), n)
+        ]
+        return sum(map(len, modes)) / len(modes)
+
+    return covered(images), covered(torch.cat(real))
+
+
 def noise_share(run, parts: dict[str, torch.nn.Module], captions: list[str]) -> float | None:
     """First-layer noise share of a dcgan generator in `parts` (the run's modules to draw with; see the module
     doc); None for other generators."""
@@ -220,12 +253,17 @@ def mean(values: list[float], digits: int) -> str:
     return f"{sum(values) / len(values):.{digits}f}" if values else "-"
 
 
-def diversity_table(runs, registry, extra_prompts: int, per_prompt: int, seed: int) -> tuple[Table | None, str]:
-    """The second table (see the module doc) over the runs on the shapes data, and its protocol; None without one."""
+def diversity_table(
+    runs, registry, extra_prompts: int, per_prompt: int, seed: int, modes: bool = True
+) -> tuple[Table | None, str]:
+    """The second table (see the module doc) over the runs on the shapes data, and its protocol; None without one.
+    ``modes=False`` leaves out the modes a probe reads (the probe trains once per machine, then is cached)."""
     from dalle_kit.run import Run
+    from dalle_kit.tools.evaluate import evaluation_of
     from dalle_kit.trainer import Trainer
 
     from dalle_kit_plugins.data.shapes import parse_caption
+    from dalle_kit_plugins.metrics.text_alignment import PROBE_VERSION, TextAlignment, load_or_train_probe
 
     opened = [Run.open(d, registry, quiet=True) for d in runs]
     shapes = [(d, run) for d, run in zip(runs, opened) if run.recipe.parts["data"].info.name == "shapes"]
@@ -234,6 +272,11 @@ def diversity_table(runs, registry, extra_prompts: int, per_prompt: int, seed: i
     first = shapes[0][1].parts.dataset().load("test")
     limit = min(500, len(first.images))
     real_ok = [one_solid_object(first.images[i], parse_caption(first.captions[i])["colour"]) for i in range(limit)]
+    probe, probe_info = None, {}
+    if modes:
+        probe, probe_info = load_or_train_probe(
+            evaluation_of(shapes[0][1], num_samples=1, seed=seed), TextAlignment.settings
+        )
     table = Table(
         "Diversity within a prompt and one solid object per short prompt, by sampling",
         [
@@ -247,6 +290,8 @@ def diversity_table(runs, registry, extra_prompts: int, per_prompt: int, seed: i
             "first-layer noise share",
             "one solid object (real: %.3f)" % (sum(real_ok) / len(real_ok)),
             "prompts at 7 of 8",
+            "modes read, generated",
+            "modes read, real",
         ],
     )
     counted = set()
@@ -263,6 +308,7 @@ def diversity_table(runs, registry, extra_prompts: int, per_prompt: int, seed: i
         kept = [i for i, r in enumerate(real) if r == r]  # prompts that at least two test images match
         counted.add(len(kept))
         fraction, good, total = short_prompt_objects(draw, per_prompt, seed)
+        read = short_prompt_modes(draw, probe, test, per_prompt, seed) if probe is not None else None
         steps = [r["step"] for r in run.files.read_metrics() if r["kind"] == "train"]
         table.add(
             "/".join(str(d).rstrip("/").split("/")[-2:]),
@@ -275,6 +321,8 @@ def diversity_table(runs, registry, extra_prompts: int, per_prompt: int, seed: i
             "-" if share is None else f"{share:.3f}",
             f"{fraction:.3f}",
             f"{good} of {total}",
+            "-" if read is None else f"{read[0]:.1f} of 10",
+            "-" if read is None else f"{read[1]:.1f} of 10",
         )
     protocol = (
         f"pixel diversity: mean pairwise L1 (pixels in 0..1) among {per_prompt} draws per prompt, "
@@ -283,6 +331,14 @@ def diversity_table(runs, registry, extra_prompts: int, per_prompt: int, seed: i
         f"run's test images matching each caption; one solid object: the 18 colour + shape prompts, {per_prompt} "
         f"draws each, seed {seed}, the header's real fraction over {limit} test images"
     )
+    if probe is not None:
+        accuracy = probe_info["test_accuracy"]
+        protocol += (
+            f"; modes read: for the same 18 prompts, {5 * per_prompt} draws each (seed {seed}), the number of the 10 "
+            f"(size, position) modes that the text-alignment probe (probe-cnn v{PROBE_VERSION}, "
+            f"test accuracy size {accuracy['size']:.3f}, position {accuracy['position']:.3f}) reads among them, "
+            f"averaged over the prompts; real: as many test images matching each prompt, drawn with replacement"
+        )
     return table, protocol
 
 
@@ -495,7 +551,9 @@ def main() -> None:
         tables.append(table)
         protocols.append(protocol)
     if "diversity" in args.tables:
-        table, protocol = diversity_table(runs, registry, args.prompts, args.per_prompt, args.seed)
+        table, protocol = diversity_table(
+            runs, registry, args.prompts, args.per_prompt, args.seed, modes=not args.smoke
+        )
         if table is not None:
             tables.append(table)
             protocols.append(protocol)
