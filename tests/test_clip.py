@@ -214,6 +214,26 @@ def test_r_precision_ranks_own_captions_first_and_can_fail(pretrained, runs):
     too_many = R_PRECISION(R_PRECISION.Config(pretrained=str(runs / "clip-brief"), candidates=10_000))
     with pytest.raises(dalle_kit.UserError, match=r"\[eval.r-precision\] candidates = 10000, but the reference"):
         too_many.compute(Evaluation(data, num_samples=300, generated=test.images, prompts=test.captions))
+    with pytest.raises(dalle_kit.UserError, match=r"\[eval.r-precision\] candidates = 10000, but the reference"):
+        too_many.check(Evaluation(data, num_samples=300))  # before any training: a run's check_run calls it
+
+
+def test_r_precision_too_many_candidates_stops_before_the_run(run_cli, pretrained, runs, tmp_path):
+    """A K the reference split cannot supply is refused by `dalle-kit run` in one line, before a run directory."""
+    code, out, err = run_cli(
+        "run",
+        "shapes",
+        "--runs-dir",
+        tmp_path,
+        "--set",
+        "data.test_size=50",
+        "--set",
+        'eval.metrics=["r-precision"]',
+        "--set",
+        f"eval.r-precision.pretrained={json.dumps(str(runs / 'clip-brief'))}",
+    )
+    assert code == 2 and "candidates = 100, but the reference split has only" in err, (code, err)
+    assert len(err.strip().splitlines()) == 1 and not list(tmp_path.iterdir())
 
 
 def test_gan_trains_on_the_pretrained_encoder(pretrained, runs):

@@ -35,8 +35,14 @@ class RPrecision(ClipScore):
             100, "K: captions ranked per image, its own among them", validator=attrs.validators.gt(1)
         )
 
-    def compute(self, evaluation) -> MetricResult:
-        clip = self.clip(evaluation)
+    def check(self, evaluation) -> None:
+        """The CLIP's weights (`ClipScore.check`), and K no larger than the reference split's distinct captions:
+        refused before a run trains, not after."""
+        super().check(evaluation)
+        self.pool(evaluation)
+
+    def pool(self, evaluation) -> list[str]:
+        """The reference split's distinct captions, or one line if there are fewer than K."""
         k = self.config.candidates
         pool = sorted(set(evaluation.reference.captions))
         if len(pool) < k:
@@ -44,6 +50,12 @@ class RPrecision(ClipScore):
                 f"[eval.r-precision] candidates = {k}, but the reference split has only {len(pool)} distinct "
                 f"captions; set candidates to at most {len(pool)}"
             )
+        return pool
+
+    def compute(self, evaluation) -> MetricResult:
+        clip = self.clip(evaluation)
+        k = self.config.candidates
+        pool = self.pool(evaluation)
 
         def seeded() -> torch.Generator:  # the same distractors for the generated and the real images
             return torch.Generator().manual_seed(evaluation.seed)
