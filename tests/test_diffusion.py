@@ -4,6 +4,8 @@ bit for bit, samples with DDIM and DPM-Solver with and without guidance, and bad
 
 from __future__ import annotations
 
+import json
+
 import pytest
 import torch
 
@@ -112,6 +114,35 @@ def test_sample_takes_the_pipelines_settings_with_set(tmp_path, run_cli):
         code, out, err = run_cli("sample", run_dir, "a red circle", "-o", tmp_path / "x.png", "--set", setting)
         assert code == 2 and words in err and len(err.strip().splitlines()) == 1, err
         assert not (tmp_path / "x.png").exists()
+
+
+def test_eval_takes_the_pipelines_settings_with_set(tmp_path, run_cli, monkeypatch, capsys):
+    """`dalle-kit eval --set train.KEY=VALUE` scores draws made with other sampling settings, records them in each
+    score's protocol, and refuses a bad setting in one line before any row is written."""
+    monkeypatch.setenv("DALLE_KIT_CACHE", str(tmp_path / "cache"))
+    recipe = write_recipe(tmp_path, TINY_DIFFUSION.replace("steps = 8", "steps = 2"))
+    run_dir = api.train(str(recipe), runs_dir=tmp_path / "runs", quiet=True).dir
+    saved = (run_dir / "recipe.toml").read_text()
+    capsys.readouterr()  # the training's own lines
+    base = ["eval", run_dir, "--metric", "kid", "-n", "12", "--json", "-q"]
+    code, out, err = run_cli(*base)
+    assert code == 0, err
+    assert json.loads(out)["kid"]["protocol"]["sampling"] == "dpm-solver, 3 steps, guidance 3"
+    settings = ["--set", "train.sampler=ddim", "--set", "train.sample_steps=2", "--set", "train.guidance_scale=1.0"]
+    code, out, err = run_cli(*base, *settings)
+    assert code == 0, err
+    assert json.loads(out)["kid"]["protocol"]["sampling"] == "ddim, 2 steps, guidance 1"
+    rows = [r for r in Run.open(run_dir, get_registry()).files.read_metrics() if r.get("kind") == "eval"]
+    assert [r["protocol"]["sampling"] for r in rows] == ["dpm-solver, 3 steps, guidance 3", "ddim, 2 steps, guidance 1"]
+    for setting, words in [
+        ("train.sample_step=2", "did you mean 'sample_steps'"),
+        ("train.sample_steps=0", "sample_steps"),
+        ("denoiser.channels=[4, 8]", "eval changes only the pipeline's [train] settings"),
+    ]:
+        code, out, err = run_cli(*base, "--set", setting)
+        assert code == 2 and words in err and len(err.strip().splitlines()) == 1, err
+    assert len([r for r in Run.open(run_dir, get_registry()).files.read_metrics() if r.get("kind") == "eval"]) == 2
+    assert (run_dir / "recipe.toml").read_text() == saved
 
 
 @pytest.mark.parametrize(

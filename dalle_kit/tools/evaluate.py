@@ -33,14 +33,16 @@ def evaluation_of(
     metric_names: Sequence[str] = (),
     draw: Callable | None = None,
     cache_root: str | Path | None = None,
+    train: Any = None,
 ) -> Evaluation:
     """The `Evaluation` of a run's latest weights: its pipeline's sampler (or `draw`, for weights in memory), its
-    critic if the pipeline offers ``critic(run) -> (judge, label)``, its dataset and device."""
+    critic if the pipeline offers ``critic(run) -> (judge, label)``, its dataset and device. `train` replaces the
+    recipe's ``[train]`` config for drawing (other sampling settings; the protocol's ``sampling`` says which)."""
     from .. import trainer
     from ..evaluation import Evaluation
     from .cache import file_digest
 
-    pipeline = run.recipe.pipeline.info.cls(run.recipe.train)
+    pipeline = run.recipe.pipeline.info.cls(train if train is not None else run.recipe.train)
 
     def sampler():
         return draw if draw is not None else trainer.sampler(run, pipeline)
@@ -118,12 +120,14 @@ def evaluate_run(
     seed: int | None = None,
     draw: Callable | None = None,
     cache_root: str | Path | None = None,
+    train: Any = None,
 ) -> dict[str, MetricResult]:
     """Score the run's latest weights and log one ``kind="eval"`` row per metric to metrics.jsonl.
 
     Defaults come from the recipe's ``[eval]`` table (metrics, num_samples) and its seed; `step`
     defaults to the latest checkpoint's. `draw` replaces the pipeline's sampler (for evaluating
-    during training with the weights in memory). Returns the results by metric name.
+    during training with the weights in memory); `train` replaces the recipe's ``[train]`` config for drawing
+    (`dalle-kit eval --set`). Returns the results by metric name.
     """
     built = run_metrics(run, metrics)
     num_samples = num_samples or run.recipe.eval.num_samples
@@ -134,7 +138,13 @@ def evaluate_run(
             raise UserError(f"{run.dir}: no checkpoint to evaluate yet; train first with {hints.dalle_kit('run')}")
         step = int(state["step"]) if state is not None else 0
     evaluation = evaluation_of(
-        run, num_samples=num_samples, seed=seed, metric_names=list(built), draw=draw, cache_root=cache_root
+        run,
+        num_samples=num_samples,
+        seed=seed,
+        metric_names=list(built),
+        draw=draw,
+        cache_root=cache_root,
+        train=train,
     )
     results = compute_metrics(evaluation, built)
     for name, result in results.items():
@@ -188,22 +198,34 @@ def check_metrics(run: Run, metrics: Sequence[str] | None = None) -> None:
     "-n", "--num-samples", type=click.IntRange(min=1), help="Generated images per metric (default: [eval] num_samples)."
 )
 @click.option("--seed", type=int, help="Seed of the prompts and noise (default: the recipe's seed).")
+@click.option(
+    "--set",
+    "settings",
+    multiple=True,
+    metavar="train.KEY=VALUE",
+    help="A sampling setting of the pipeline for this evaluation (repeatable), e.g. --set train.sample_steps=25; "
+    "the scores' protocol records it.",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print the results as JSON.")
 @click.option("-q", "--quiet", is_flag=True, help="No progress bars.")
-def eval_cmd(run_dir, metrics, num_samples, seed, as_json, quiet):
+def eval_cmd(run_dir, metrics, num_samples, seed, settings, as_json, quiet):
     """Score the latest weights in RUN_DIR; each score is printed and logged to metrics.jsonl with its protocol."""
     progress.phase("starting: importing torch and the plugins, loading the run", quiet=quiet)
     try:
         from ..registry import get_registry
         from ..run import Run
+        from .sample import check_setting_keys, train_with
 
+        check_setting_keys(settings, "eval")
         run = Run.open(run_dir, get_registry(), quiet=quiet)  # quiet: no progress bars on stderr
-        # an unknown metric name is refused before the lock is taken (its file rewritten) or anything computed
+        # an unknown metric name or setting is refused before the lock is taken (its file rewritten) or anything
+        # computed
         run_metrics(run, metrics)
+        train = train_with(run, settings)
         run.files.lock()  # its rows go to metrics.jsonl, which a trainer resuming the run rewrites: one writer at a time
         try:
             progress.phase("loading the weights, checking the metrics", quiet=quiet)
-            results = evaluate_run(run, list(metrics) or None, num_samples, seed=seed)
+            results = evaluate_run(run, list(metrics) or None, num_samples, seed=seed, train=train)
         finally:
             run.files.unlock()
     finally:

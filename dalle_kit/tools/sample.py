@@ -40,22 +40,14 @@ def sample(
     """Draw `n` images per prompt from the run's latest weights into one grid PNG. `settings` (``train.KEY=VALUE``)
     change how the pipeline draws (a diffusion run's ``train.sample_steps``, ``train.guidance_scale``), validated
     like a recipe's ``--set``; the run's files are not changed."""
-    import attrs
     import torch
 
-    from ..recipe import RECIPE_FILE, load_recipe
     from ..registry import get_registry
     from ..run import Run
     from ..trainer import sampler
 
     check_sample_request(prompts, n)
-    for setting in settings:
-        key = setting.partition("=")[0].strip()
-        if not key.startswith("train."):
-            raise UserError(
-                f"--set {setting}: sample changes only the pipeline's [train] settings (train.KEY=VALUE, e.g. "
-                "train.guidance_scale=1.0); the parts must stay as they were trained"
-            )
+    check_setting_keys(settings, "sample")
     if out is not None and Path(out).is_dir() and not Path(out).is_symlink():
         raise UserError(f"-o {out}: is a directory; name a PNG file, e.g. -o {Path(out) / 'sample.png'}")
     if out is not None:
@@ -65,24 +57,47 @@ def sample(
     warn_unknown_words(run, prompts)
     out = Path(out) if out else run.dir / "sample.png"
     check_target(out)
-    train = run.recipe.train
-    if settings:
-        known = attrs.fields_dict(type(train))
-        for setting in settings:
-            key = setting.partition("=")[0].strip().removeprefix("train.")
-            if key not in known:
-                near = difflib.get_close_matches(key, known, n=1)
-                raise UserError(
-                    f"--set {setting}: unknown key '{key}' in pipeline '{run.recipe.pipeline.info.name}''s [train]"
-                    + (f" (did you mean '{near[0]}'?)" if near else "")
-                    + f"; see {hints.dalle_kit('plugins show ' + run.recipe.pipeline.info.name)}"
-                )
-        train = load_recipe(run.dir / RECIPE_FILE, registry, list(settings), check_name=False).train
-    draw = sampler(run, run.recipe.pipeline.info.cls(train))
+    draw = sampler(run, run.recipe.pipeline.info.cls(train_with(run, settings)))
     generator = torch.Generator().manual_seed(seed)
     with torch.inference_mode():
         images = draw([p for p in prompts for _ in range(n)], generator)
     return save_grid(images, list(prompts), out, title=f"{run.recipe.name} ({run_dir})")
+
+
+def check_setting_keys(settings: Sequence[str], command: str) -> None:
+    """Refuse, in one line, a ``--set`` of `command` that is not a ``train.KEY=VALUE`` (the parts must stay as they
+    were trained; only how the pipeline draws may change)."""
+    for setting in settings:
+        if not setting.partition("=")[0].strip().startswith("train."):
+            raise UserError(
+                f"--set {setting}: {command} changes only the pipeline's [train] settings (train.KEY=VALUE, e.g. "
+                "train.guidance_scale=1.0); the parts must stay as they were trained"
+            )
+
+
+def train_with(run: Run, settings: Sequence[str]):
+    """The run's ``[train]`` config with `settings` (``train.KEY=VALUE``) applied and validated like a recipe's
+    ``--set``: an unknown key or a bad value is one `UserError`/`RecipeError` line. The run's files are not
+    changed."""
+    import attrs
+
+    from ..recipe import RECIPE_FILE, load_recipe
+
+    check_setting_keys(settings, "this command")
+    if not settings:
+        return run.recipe.train
+    known = attrs.fields_dict(type(run.recipe.train))
+    pipeline = run.recipe.pipeline.info.name
+    for setting in settings:
+        key = setting.partition("=")[0].strip().removeprefix("train.")
+        if key not in known:
+            near = difflib.get_close_matches(key, known, n=1)
+            raise UserError(
+                f"--set {setting}: unknown key '{key}' in pipeline '{pipeline}''s [train]"
+                + (f" (did you mean '{near[0]}'?)" if near else "")
+                + f"; see {hints.dalle_kit('plugins show ' + pipeline)}"
+            )
+    return load_recipe(run.dir / RECIPE_FILE, run.registry, list(settings), check_name=False).train
 
 
 def warn_unknown_words(run: Run, prompts: Sequence[str]) -> None:
