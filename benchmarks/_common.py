@@ -89,13 +89,18 @@ def load() -> str:
 
 
 def commit() -> str:
-    done = subprocess.run(
-        ["git", "-C", str(ROOT), "describe", "--always", "--dirty=+changes"],
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    return done.stdout.strip() or "unknown"
+    """The checked-out commit, with "+changes" when files other than the results differ from it (rows an earlier
+    ``--record`` appended to benchmarks/results/ do not change the code that measured them)."""
+
+    def git(*args: str) -> str:
+        done = subprocess.run(["git", "-C", str(ROOT), *args], capture_output=True, text=True, check=False)
+        return done.stdout.strip()
+
+    head = git("describe", "--always")
+    if not head:
+        return "unknown"
+    changed = git("status", "--porcelain", "--untracked-files=no", "--", ".", f":!{RESULTS.relative_to(ROOT)}")
+    return head + ("+changes" if changed else "")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

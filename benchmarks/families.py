@@ -4,7 +4,8 @@ and for the shapes runs, how diverse their draws for one prompt are and how ofte
     .venv/bin/python benchmarks/families.py [--recipes NAME ...] [--runs DIR ...] [--clip RUN]
                                             [--set KEY=VALUE ...] [--runs-dir runs] [-n 1000] [--metrics NAME ...]
                                             [--calibrate] [--tables scores diversity] [--prompts 50]
-                                            [--per-prompt 8] [--seed 0] [--smoke] [--record]
+                                            [--per-prompt 8] [--seed 0] [--diffusion-settings grid]
+                                            [--smoke] [--record]
 
 Each recipe of ``--recipes`` (default `FAMILIES`: GAN, VAE, diffusion, DALL-E and unCLIP on shapes, with the CLIP
 and the codec the last two build on trained first) is trained at its default length (``--set`` overrides apply to
@@ -14,7 +15,8 @@ for prompts drawn (seeded) from the dataset's test captions against the first n 
 ``--metrics`` (default per dataset: `DEFAULT_METRICS`) and the run's own ``[eval.<metric>]`` settings, each
 score printed with its protocol; ``--clip RUN`` adds CLIPScore and R-precision judged by that clip-pretrain run's
 CLIP (in-domain when it trained on the same data). A diffusion run is
-scored at each of `DIFFUSION_SETTINGS` (sampling steps, guidance scale). Beside the scores: the run's training
+scored at each of `DIFFUSION_SETTINGS` (sampling steps, guidance scale), or with ``--diffusion-settings own`` at its
+recipe's own (a quarter of the scoring time). Beside the scores: the run's training
 time (its own training clock), the sampling time per image (a batch of 64 images, 8 prompts x 8, after a warm-up
 batch) and its ratio to the first row's, the parameters the run trained; for MNIST and Fashion-MNIST the best FID Lucic et al. (2018) published for
 the same loss. ``--calibrate`` adds a row with n real train images in the place of generated ones: what a perfect
@@ -54,6 +56,7 @@ from __future__ import annotations
 import argparse
 import tempfile
 import time
+from typing import Any
 from pathlib import Path
 
 import torch
@@ -424,7 +427,11 @@ def scores_table(runs, registry, args, settings_grid, prompts: list[str], per_pr
         train = [r for r in run.files.read_metrics() if r["kind"] == "train"]
         parameters = trained_parameters(run)
         shown = prompts if dataset == "shapes" else list(run.recipe.sample.prompts) or prompts
-        for setting in settings_grid if run.recipe.pipeline.info.name == "diffusion" else [{}]:
+        grid: list[dict[str, Any]] = [{}]
+        if run.recipe.pipeline.info.name == "diffusion":
+            own = {"sample_steps": run.recipe.train.sample_steps, "guidance_scale": run.recipe.train.guidance_scale}
+            grid = [own] if args.diffusion_settings == "own" else settings_grid
+        for setting in grid:
             draw = sampler(run, **setting)
             per_image = seconds_per_image(draw, shown, per_prompt)
             first_rate = first_rate or per_image
@@ -498,6 +505,12 @@ def main() -> None:
     )
     parser.add_argument("--prompts", type=int, default=50, help="diversity: test captions beside the [sample] prompts")
     parser.add_argument("--per-prompt", type=int, default=8, help="diversity: images drawn per prompt")
+    parser.add_argument(
+        "--diffusion-settings",
+        choices=["grid", "own"],
+        default="grid",
+        help="score a diffusion run at each of DIFFUSION_SETTINGS (grid) or at its recipe's own sampling settings",
+    )
     add_arguments(parser)
     args = parser.parse_args()
     from dalle_kit import api

@@ -68,3 +68,28 @@ def test_record_appends_rows_under_the_table_of_the_same_heading(tmp_path, monke
         emit("x", "protocol", [table], record=True, smoke=True, results=tmp_path)
     with pytest.raises(SystemExit, match="other columns"):
         emit("x", "protocol", [Table("Speed", ["a"], [["1"]])], record=True, smoke=False, results=tmp_path)
+
+
+def test_commit_is_marked_changed_by_code_not_by_recorded_rows(tmp_path, monkeypatch):
+    """A results row names the commit that measured it; rows an earlier ``--record`` appended do not mark it
+    "+changes", an edit to anything else does."""
+    monkeypatch.syspath_prepend(str(ROOT / "benchmarks"))
+    import _common
+
+    def git(*args: str) -> None:
+        subprocess.run(["git", "-C", str(tmp_path), *args], check=True, capture_output=True)
+
+    (tmp_path / "benchmarks" / "results").mkdir(parents=True)
+    (tmp_path / "benchmarks" / "results" / "x.md").write_text("# x\n")
+    (tmp_path / "code.py").write_text("x = 1\n")
+    git("init", "-q")
+    git("add", ".")
+    git("-c", "user.name=t", "-c", "user.email=t@t", "commit", "-q", "-m", "one")
+    monkeypatch.setattr(_common, "ROOT", tmp_path)
+    monkeypatch.setattr(_common, "RESULTS", tmp_path / "benchmarks" / "results")
+    clean = _common.commit()
+    assert clean and "+changes" not in clean
+    (tmp_path / "benchmarks" / "results" / "x.md").write_text("# x\n| a row |\n")
+    assert _common.commit() == clean
+    (tmp_path / "code.py").write_text("x = 2\n")
+    assert _common.commit() == clean + "+changes"
