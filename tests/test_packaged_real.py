@@ -55,6 +55,8 @@ def test_the_real_stamps():
     rasterised = svg_renderer()[0] is not None  # 164 stamps only shipped as SVG
     assert (900 < total < 1000 if rasterised else 700 < total < 850) and 60 < len(test) < 140, (len(train), len(test))
     assert "A crowned crane." in train.captions + test.captions
+    normal = {" ".join(c.lower().split()).rstrip(" .!") for c in train.captions}
+    assert not any(" ".join(c.lower().split()).rstrip(" .!") in normal for c in test.captions)  # a split by sentence
     assert data.skipped.get("without a caption", 0) < 20
     assert "animals" in train.attribute_names["category"]
     check_part(TuxPaint, TuxPaint.Config())

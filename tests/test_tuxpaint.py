@@ -115,17 +115,31 @@ def test_svg_stamps_are_rasterised_or_counted_once(stamps_root, monkeypatch, cap
     assert data.skipped["SVG not rasterised"] == 1 and "INSTALL" not in capsys.readouterr().err
 
 
-def test_the_split_follows_each_stamps_path(stamps_root, tmp_path):
+def test_the_split_follows_each_stamps_sentence(stamps_root, tmp_path):
+    """Stamps that share a sentence share a split (no test caption is a train caption); a stamp added leaves the
+    others where they were; ``split_by = "path"`` hashes each stamp's path (the split of older runs)."""
     data, train, test = load(stamps_root, test_fraction=0.3)
-    expected = {c for c, (key, _) in CAPTIONED.items() if split_score(key, 0) < 0.3}
+    normal = {c: " ".join(c.lower().split()).rstrip(" .!") for c in CAPTIONED}
+    expected = {c for c in CAPTIONED if split_score(normal[c], 0) < 0.3}
     assert set(test.captions) == expected & set(train.captions + test.captions)
     copy = tmp_path / "copy"
     shutil.copytree(stamps_root, copy)
     (copy / "town" / "house9.png").write_bytes((copy / "town" / "house0.png").read_bytes())
     (copy / "town" / "house9.txt").write_text("House number 9.\n")
-    _, train2, test2 = load(copy, test_fraction=0.3)  # a stamp added: the others stay where they were
-    assert set(test2.captions) - {"House number 9."} == set(test.captions)
-    assert set(train2.captions) - {"House number 9."} == set(train.captions)
+    for i, sentence in enumerate(["A frog.", "a  FROG", "House number 0."]):  # one sentence, another stamp
+        (copy / "town" / f"again{i}.png").write_bytes((copy / "town" / "house1.png").read_bytes())
+        (copy / "town" / f"again{i}.txt").write_text(f"{sentence}\n")
+    _, train2, test2 = load(copy, test_fraction=0.3)
+    new = {"House number 9.", "a FROG"}  # spaces collapsed when read
+    assert set(test2.captions) - new == set(test.captions)
+    assert set(train2.captions) - new == set(train.captions)
+    assert test2.captions.count("A frog.") in (0, 2) and test2.captions.count("House number 0.") in (0, 2)
+    assert ("a FROG" in test2.captions) == ("A frog." in test2.captions)
+    _, train3, test3 = load(copy, test_fraction=0.3, split_by="path")
+    paths = {c: k for c, (k, _) in CAPTIONED.items()}
+    assert {c for c in test3.captions if c in paths} == {c for c in paths if split_score(paths[c], 0) < 0.3} & set(
+        train3.captions + test3.captions
+    )
 
 
 def test_the_conformance_kit_passes(stamps_root):

@@ -4,9 +4,10 @@ Pixels. A picture with transparency is composited on a fixed background colour a
 that its longer side is ``size`` (area averaging, PIL's BOX filter: no ringing around hard edges) and centred on a
 ``size`` x ``size`` square of the same colour: the aspect ratio is kept, never stretched.
 
-Split. Each picture has a key (an emoji's code point sequence, a stamp's path); it goes to the test split when a
-SHA-256 of the key and a seed (`dalle_kit_plugins.data.imagefolder.split_score`) falls below ``test_fraction``.
-Pictures that share a key (an emoji and its skin-tone variants) share a split. A split the hash leaves empty (a
+Split. Each picture has a split key (an emoji's code point sequence, a stamp's sentence); it goes to the test split
+when a SHA-256 of the key and a seed (`dalle_kit_plugins.data.imagefolder.split_score`) falls below
+``test_fraction``. Pictures that share a key (an emoji and its skin-tone variants, stamps with one sentence) share a
+split, so no test caption is also a train caption. A split the hash leaves empty (a
 handful of pictures) is lent the key nearest the boundary.
 
 Cache. The decoded pictures of a package are kept in the content cache as one raw uint8 ``images.npy`` [N, 3, S, S]
@@ -222,6 +223,10 @@ class PackagedDataset(dalle_kit.Dataset):
         """The texts that name this row's picture (its captions in every style)."""
         return [self.caption_of(row)]
 
+    def split_key(self, row: dict[str, Any]) -> str:
+        """What the train/test split hashes: pictures with the same key share a split (default: the row's key)."""
+        return str(row["key"])
+
     # -------------------------------------------------------------- decoding and caching
     def _decode(self) -> Built:
         size, background = self.config.size, colour(self.config.background)
@@ -271,7 +276,7 @@ class PackagedDataset(dalle_kit.Dataset):
         if split not in self.splits:
             raise dalle_kit.UserError(f"{self.name}: unknown split '{split}'; use 'train' or 'test'")
         images, rows, _ = self.built()
-        test = in_test_split([r["key"] for r in rows], self.config.test_fraction, self.config.split_seed)
+        test = in_test_split([self.split_key(r) for r in rows], self.config.test_fraction, self.config.split_seed)
         picked = [i for i, t in enumerate(test) if t == (split == "test")]
         if not picked:
             raise dalle_kit.UserError(

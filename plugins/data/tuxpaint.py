@@ -16,9 +16,14 @@ category in brackets ("A crowned crane. (animals)"). Every image carries its cat
 as the attribute ``category``, and `parse_caption` reads it back out of a prompt (a stamp's own description, or a
 prompt naming one category).
 
+Split. Several stamps share a sentence ("A flower.", "A zebra."); the train/test split hashes the sentence (lower
+case, spaces collapsed, no final full stop), so such stamps share a split and no test caption is a train caption.
+``split_by = "path"`` hashes each stamp's path instead, the split of runs made before ``split_by`` existed (add it to
+such a run's ``[data]`` table to evaluate it on its own test split).
+
 Pixels, split and cache: `dalle_kit_plugins.data.packaged` (background colour, longer side area-resized and padded
-to a square, a SHA-256 split by the stamp's path without its extension, the decoded images in the content cache
-under ``tuxpaint/``, keyed by every file's path, size and modification time).
+to a square, a SHA-256 split by the key above, the decoded images in the content cache under ``tuxpaint/``, keyed
+by every file's path, size and modification time).
 """
 
 from __future__ import annotations
@@ -109,9 +114,16 @@ class TuxPaint(packaged.PackagedDataset):
             validator=packaged.colour_validator,
         )
         test_fraction: float = param(
-            0.1, "share of the stamps in the test split, by a hash of each one's path", validator=fraction_ok
+            0.1, "share of the stamps in the test split, by a hash of each one's sentence", validator=fraction_ok
         )
         split_seed: int = param(0, "seed of the hash split: another seed, another partition")
+        split_by: Literal["caption", "path"] = param(
+            "caption",
+            "'caption': stamps that share a sentence share a split (no test caption is a train caption); 'path': "
+            "each stamp's path (the split before this setting existed, which let 32 of 87 test captions also "
+            "caption a train stamp)",
+            validator=attrs.validators.in_(("caption", "path")),
+        )
         cache: bool = param(True, "keep the decoded images on disk (content-keyed) and memory-map them later")
 
     def __init__(self, config: Any) -> None:
@@ -218,6 +230,9 @@ class TuxPaint(packaged.PackagedDataset):
 
     def caption_texts(self, row: dict[str, Any]) -> list[str]:
         return [row["caption"], f"{row['caption']} ({row['category']})"]
+
+    def split_key(self, row: dict[str, Any]) -> str:
+        return packaged.normal_text(row["caption"]) if self.config.split_by == "caption" else str(row["key"])
 
 
 @dalle_kit.hookimpl
