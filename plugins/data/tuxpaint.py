@@ -120,8 +120,8 @@ class TuxPaint(packaged.PackagedDataset):
         split_by: Literal["caption", "path"] = param(
             "caption",
             "'caption': stamps that share a sentence share a split (no test caption is a train caption); 'path': "
-            "each stamp's path (the split before this setting existed, which let 32 of 87 test captions also "
-            "caption a train stamp)",
+            "each stamp's path (the split before this setting existed, where a test caption can also caption a "
+            "train stamp)",
             validator=attrs.validators.in_(("caption", "path")),
         )
         cache: bool = param(True, "keep the decoded images on disk (content-keyed) and memory-map them later")
