@@ -1,7 +1,7 @@
 """Model families and recipes side by side: train (or take) runs, score every one with one protocol, in one table;
 and for the shapes runs, how diverse their draws for one prompt are and how often a short prompt gives one object.
 
-    .venv/bin/python benchmarks/families.py [--recipes NAME ...] [--runs DIR ...] [--clip RUN]
+    .venv/bin/python benchmarks/families.py [--recipes NAME ...] [--runs DIR ...] [--clip RUN] [--candidates K]
                                             [--set KEY=VALUE ...] [--runs-dir runs] [-n 1000] [--metrics NAME ...]
                                             [--calibrate] [--tables scores diversity] [--prompts 50]
                                             [--per-prompt 8] [--seed 0] [--diffusion-settings grid]
@@ -14,7 +14,7 @@ of ``--runs`` is taken as it is. Runs that draw no images (a CLIP, a codec) are 
 for prompts drawn (seeded) from the dataset's test captions against the first n test images, with the metrics of
 ``--metrics`` (default per dataset: `DEFAULT_METRICS`) and the run's own ``[eval.<metric>]`` settings, each
 score printed with its protocol; ``--clip RUN`` adds CLIPScore and R-precision judged by that clip-pretrain run's
-CLIP (in-domain when it trained on the same data). A diffusion run is
+CLIP (in-domain when it trained on the same data), R-precision among ``--candidates`` captions in every row. A diffusion run is
 scored at each of `DIFFUSION_SETTINGS` (sampling steps, guidance scale), or with ``--diffusion-settings own`` at its
 recipe's own (a quarter of the scoring time). Beside the scores: the run's training
 time (its own training clock), the sampling time per image (a batch of 64 images, 8 prompts x 8, after a warm-up
@@ -366,7 +366,8 @@ def metric_names(args, dataset: str) -> list[str]:
 
 
 def clip_settings(run, args) -> dict:
-    """The run's own [eval.<metric>] settings, with --clip as the CLIP of clip-score and r-precision."""
+    """The run's own [eval.<metric>] settings, with --clip as the CLIP of clip-score and r-precision and, with
+    --candidates, one K for r-precision in every row."""
     settings = dict(run.recipe.metric_settings)
     if args.clip:
         import attrs
@@ -376,6 +377,8 @@ def clip_settings(run, args) -> dict:
             cls = registry.parts["metric"][name].cls
             base = settings.get(name) or cls.Config()
             settings[name] = attrs.evolve(base, pretrained=str(Path(args.clip).resolve()))
+        if args.candidates:
+            settings["r-precision"] = attrs.evolve(settings["r-precision"], candidates=args.candidates)
     return settings
 
 
@@ -498,6 +501,13 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument(
         "--clip", default="", metavar="RUN", help="a clip-pretrain run: add clip-score and r-precision judged by it"
+    )
+    parser.add_argument(
+        "--candidates",
+        type=int,
+        default=0,
+        metavar="K",
+        help="with --clip: r-precision ranks among K captions in every row (default: each run's own setting)",
     )
     parser.add_argument("--calibrate", action="store_true", help="add real train images scored as if generated")
     parser.add_argument(
