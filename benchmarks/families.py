@@ -16,7 +16,7 @@ for prompts drawn (seeded) from the dataset's test captions against the first n 
 score printed with its protocol; ``--clip RUN`` adds CLIPScore and R-precision judged by that clip-pretrain run's
 CLIP (in-domain when it trained on the same data), R-precision among ``--candidates`` captions in every row. A diffusion run is
 scored at each of `DIFFUSION_SETTINGS` (sampling steps, guidance scale), or with ``--diffusion-settings own`` at its
-recipe's own (a quarter of the scoring time). Beside the scores: the run's training
+recipe's own (one setting instead of four). Beside the scores: the run's training
 time (its own training clock), the sampling time per image (a batch of 64 images, 8 prompts x 8, after a warm-up
 batch) and its ratio to the first row's, the parameters the run trained; for MNIST and Fashion-MNIST the best FID Lucic et al. (2018) published for
 the same loss. ``--calibrate`` adds a row with n real train images in the place of generated ones: what a perfect

@@ -218,8 +218,7 @@ def eval_cmd(run_dir, metrics, num_samples, seed, settings, as_json, quiet):
 
         check_setting_keys(settings, "eval")
         run = Run.open(run_dir, get_registry(), quiet=quiet)  # quiet: no progress bars on stderr
-        # an unknown metric name or setting is refused before the lock is taken (its file rewritten) or anything
-        # computed
+        # an unknown metric or setting is refused before the lock is taken (its file rewritten) or anything computed
         run_metrics(run, metrics)
         train = train_with(run, settings)
         run.files.lock()  # its rows go to metrics.jsonl, which a trainer resuming the run rewrites: one writer at a time

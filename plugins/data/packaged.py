@@ -7,8 +7,7 @@ that its longer side is ``size`` (area averaging, PIL's BOX filter: no ringing a
 Split. Each picture has a split key (an emoji's code point sequence, a stamp's sentence); it goes to the test split
 when a SHA-256 of the key and a seed (`dalle_kit_plugins.data.imagefolder.split_score`) falls below
 ``test_fraction``. Pictures that share a key (an emoji and its skin-tone variants, stamps with one sentence) share a
-split, so no test caption is also a train caption. A split the hash leaves empty (a
-handful of pictures) is lent the key nearest the boundary.
+split. A split the hash leaves empty (a handful of pictures) is lent the key nearest the boundary.
 
 Cache. The decoded pictures of a package are kept in the content cache as one raw uint8 ``images.npy`` [N, 3, S, S]
 beside ``rows.json`` (one JSON object per picture: its key, texts and category) and ``info.json`` (what was left
