@@ -63,9 +63,16 @@ def resolve_run_dir(text: str | Path, *, what: str = "run") -> Path:
         key=lambda p: (p.name[len(path.name) : len(path.name) + 16], int(p.name[len(path.name) + 17 :] or 1)),
     )
     if not candidates:
+        from .registry import get_registry
+
+        if path.name in get_registry().recipes:  # a shipped or plugin recipe of that name makes such runs
+            runs = "" if path.parent == Path("runs") else f" --runs-dir {hints.quote(str(path.parent))}"
+            how = f"train it first with `{hints.dalle_kit(f'run {path.name}{runs}')}`"
+        else:
+            how = "train that run first"
         raise UserError(
             f"{what} '{text}': no run directory there and no finished run named {path.name}-<timestamp> "
-            f"in {path.parent}/; train it first ({hints.dalle_kit('run ...')}) or give the run directory's path"
+            f"in {path.parent}/; {how}, or give the run directory's path"
         )
     return candidates[-1]
 

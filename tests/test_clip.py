@@ -162,8 +162,14 @@ def test_uncached_tag_fails_in_one_line_offline(no_network, tmp_path, run_cli, r
     )
     with pytest.raises(dalle_kit.UserError, match="set \\[text_encoder\\] model"):
         CLIP(CLIP.Config(pretrained="laion2b_s34b_b79k"))  # a tag needs its architecture
-    with pytest.raises(dalle_kit.UserError, match="no finished run named nothing-here"):
+    with pytest.raises(dalle_kit.UserError, match="no finished run named nothing-here") as err:
         CLIP(CLIP.Config(pretrained=str(tmp_path / "nothing-here")))
+    assert "train that run first" in str(err.value)
+    with pytest.raises(
+        dalle_kit.UserError
+    ) as err:  # runs of a registered recipe: the hint is the command that trains one
+        CLIP(CLIP.Config(pretrained=str(tmp_path / "runs" / "shapes-clip-pretrain")))
+    assert f"run shapes-clip-pretrain --runs-dir {tmp_path / 'runs'}`, or give" in str(err.value)
     code, _, err_text = run_cli(
         "run",
         "shapes-gan-clip",
