@@ -429,9 +429,6 @@ class Registry:
             "use one of: " + (", ".join(sorted(parts)) or "(none installed)"),
         )
 
-    def find(self, name: str) -> list[PartInfo[Part]]:
-        return [parts[name] for parts in self.parts.values() if name in parts]
-
     def recipe_path(self, name: str) -> str:
         if name not in self.recipes:
             raise UserError(
