@@ -224,6 +224,26 @@ def test_r_precision_ranks_own_captions_first_and_can_fail(pretrained, runs):
         too_many.check(Evaluation(data, num_samples=300))  # before any training: a run's check_run calls it
 
 
+def test_r_precision_does_not_rank_a_caption_against_its_own_spelling(pretrained, runs):
+    """Captions that differ only in case or spacing read the same to the CLIP (the same tokens: a tie, which would
+    count as a miss): they are never each other's distractor."""
+    from collections import Counter
+
+    from dalle_kit_plugins.clip.r_precision import r_precision
+
+    R_PRECISION = REGISTRY.parts["metric"]["r-precision"].cls
+    data = Shapes(Shapes.Config(train_size=64, test_size=300))
+    test = data.load("test")
+    caption, _ = Counter(test.captions).most_common(1)[0]
+    images = test.images[[i for i, c in enumerate(test.captions) if c == caption]]
+    other = next(c for c in test.captions if c.split()[-1] != caption.split()[-1])  # another shape
+    metric = R_PRECISION(R_PRECISION.Config(pretrained=str(runs / "clip-brief"), candidates=4))
+    clip = metric.clip(Evaluation(data, num_samples=len(images), generated=images, prompts=[caption] * len(images)))
+    pool = sorted([caption, caption.upper(), "  " + caption.title() + " ", other])
+    hits = r_precision(clip, images, [caption] * len(images), pool, 4, torch.Generator().manual_seed(0))
+    assert len(images) >= 2 and hits.float().mean() > 0.5, (caption, other, hits)  # ranked against `other` alone
+
+
 def test_r_precision_too_many_candidates_stops_before_the_run(run_cli, pretrained, runs, tmp_path):
     """A K the reference split cannot supply is refused by `dalle-kit run` in one line, before a run directory."""
     code, out, err = run_cli(

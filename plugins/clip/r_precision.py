@@ -2,7 +2,8 @@
 AttnGAN's R-precision with R = 1)?
 
 For every generated image, the candidates are its prompt and K - 1 captions drawn (seeded) from the reference
-split's captions that differ from it as text; the CLIP (the same weights sources as `clip-score`) scores each pair
+split's captions that differ from it as the CLIP reads text (its tokenizer lowercases and collapses spaces, so "The
+letter K." and "The letter k." are one caption, not a distractor for each other); the CLIP (the same weights sources as `clip-score`) scores each pair
 by cosine similarity, and the image counts when its own prompt scores highest (a tie counts against it). Reported:
 ``r_precision`` on the generated images, ``r_precision_real`` on the reference images with their own captions
 (what a perfect generator would get under this CLIP) and ``r_precision_chance`` = 1/K. Captions that differ as text
@@ -42,9 +43,13 @@ class RPrecision(ClipScore):
         self.pool(evaluation)
 
     def pool(self, evaluation) -> list[str]:
-        """The reference split's distinct captions, or one line if there are fewer than K."""
+        """The reference split's distinct captions (one of each group that reads the same), or one line if there are
+        fewer than K."""
         k = self.config.candidates
-        pool = sorted(set(evaluation.reference.captions))
+        readings: dict[str, str] = {}
+        for caption in sorted(set(evaluation.reference.captions)):
+            readings.setdefault(read_as(caption), caption)
+        pool = sorted(readings.values())
         if len(pool) < k:
             raise dalle_kit.UserError(
                 f"[eval.r-precision] candidates = {k}, but the reference split has only {len(pool)} distinct "
@@ -68,9 +73,17 @@ class RPrecision(ClipScore):
             "r_precision_real": float(real.float().mean()),
             "r_precision_chance": 1.0 / k,
         }
-        details = {"candidates": k, "definition": "own prompt ranked first by CLIP cosine among K captions"}
+        details = {
+            "candidates": k,
+            "definition": "own prompt ranked first by CLIP cosine among K captions that read differently",
+        }
         protocol = evaluation.protocol(extractor=judge(clip, evaluation), weights_hash=clip.weights_hash())
         return MetricResult(values, protocol, details)
+
+
+def read_as(caption: str) -> str:
+    """`caption` as a CLIP tokenizer reads it: lower case, one space between words (open_clip's tokenizer does both)."""
+    return " ".join(caption.lower().split())
 
 
 @torch.no_grad()
@@ -83,7 +96,7 @@ def r_precision(
     generator: torch.Generator,
 ) -> torch.Tensor:
     """For each uint8 image [N, C, H, W] and its caption: whether the caption outranks K - 1 others drawn from `pool`
-    (distinct from it as text) -> bool [N]."""
+    (those that read differently from it, `read_as`) -> bool [N]."""
     model, cfg = clip.model, clip.preprocess_cfg
     device = next(model.parameters()).device
     texts = sorted(set(pool) | set(captions))
@@ -95,13 +108,15 @@ def r_precision(
         ]
     ).float()
     pool_ids = torch.tensor([index[t] for t in pool])
+    reading = {r: i for i, r in enumerate(dict.fromkeys(read_as(t) for t in texts))}
+    group = torch.tensor([reading[read_as(t)] for t in texts])
     hits = []
     for start in range(0, len(images), BATCH):
         x = preprocess_images(images[start : start + BATCH], cfg).to(device)
         image_emb = model.encode_image(x, normalize=True).float()
         for row, caption in zip(image_emb, captions[start : start + BATCH]):
             own = index[caption]
-            others = pool_ids[pool_ids != own]
+            others = pool_ids[group[pool_ids] != group[own]]
             picked = others[torch.randperm(len(others), generator=generator)[: k - 1]]
             sims = text_emb[picked.to(device)] @ row
             hits.append(bool((row @ text_emb[own]) > sims.max()))
