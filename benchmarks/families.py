@@ -1,7 +1,7 @@
 """Model families and recipes side by side: train (or take) runs, score every one with one protocol, in one table;
 and for the shapes runs, how diverse their draws for one prompt are and how often a short prompt gives one object.
 
-    .venv/bin/python benchmarks/families.py [--recipes NAME ...] [--runs DIR ...] [--clip RUN] [--candidates K]
+    .venv/bin/python benchmarks/families.py [--recipes NAME ...] [--runs DIR ...] [--clip RUN] [--candidates K] [--expected]
                                             [--set KEY=VALUE ...] [--runs-dir runs] [-n 1000] [--metrics NAME ...]
                                             [--calibrate] [--tables scores diversity] [--prompts 50]
                                             [--per-prompt 8] [--seed 0] [--diffusion-settings grid]
@@ -367,7 +367,7 @@ def metric_names(args, dataset: str) -> list[str]:
 
 def clip_settings(run, args) -> dict:
     """The run's own [eval.<metric>] settings, with --clip as the CLIP of clip-score and r-precision and, with
-    --candidates, one K for r-precision in every row."""
+    --candidates, one K for r-precision in every row (--expected: its expectation over every draw of distractors)."""
     settings = dict(run.recipe.metric_settings)
     if args.clip:
         import attrs
@@ -379,6 +379,8 @@ def clip_settings(run, args) -> dict:
             settings[name] = attrs.evolve(base, pretrained=str(Path(args.clip).resolve()))
         if args.candidates:
             settings["r-precision"] = attrs.evolve(settings["r-precision"], candidates=args.candidates)
+        if args.expected:
+            settings["r-precision"] = attrs.evolve(settings["r-precision"], expected=True)
     return settings
 
 
@@ -508,6 +510,11 @@ def main() -> None:
         default=0,
         metavar="K",
         help="with --clip: r-precision ranks among K captions in every row (default: each run's own setting)",
+    )
+    parser.add_argument(
+        "--expected",
+        action="store_true",
+        help="with --clip: r-precision as its expectation over every draw of distractors, not one seeded draw",
     )
     parser.add_argument("--calibrate", action="store_true", help="add real train images scored as if generated")
     parser.add_argument(

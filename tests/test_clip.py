@@ -244,6 +244,32 @@ def test_r_precision_does_not_rank_a_caption_against_its_own_spelling(pretrained
     assert len(images) >= 2 and hits.float().mean() > 0.5, (caption, other, hits)  # ranked against `other` alone
 
 
+def test_r_precision_expected_is_the_mean_over_every_draw(pretrained, runs):
+    """`expected = true` gives each image's exact chance of ranking first over every draw of distractors: the mean of
+    many seeded draws converges to it, it is never outside one draw's 0/1, and it needs no seed."""
+    from dalle_kit_plugins.clip.r_precision import all_below, r_precision
+
+    assert all_below(5, 10, 1) == 0.5 and all_below(2, 10, 3) == 0.0 and all_below(9, 9, 4) == 1.0
+    assert all_below(4, 6, 2) == pytest.approx(6 / 15)
+    R_PRECISION = REGISTRY.parts["metric"]["r-precision"].cls
+    data = Shapes(Shapes.Config(train_size=64, test_size=300))
+    test = data.load("test")
+    images, captions = test.images[:60], test.captions[:60]
+    metric = R_PRECISION(R_PRECISION.Config(pretrained=str(runs / "clip-brief"), candidates=10, expected=True))
+    evaluation = Evaluation(data, num_samples=60, generated=images, prompts=captions)
+    pool = metric.pool(evaluation)
+    clip = metric.clip(evaluation)
+    exact = r_precision(clip, images, captions, pool, 10, None)
+    draws = torch.stack(
+        [r_precision(clip, images, captions, pool, 10, torch.Generator().manual_seed(s)) for s in range(200)]
+    )
+    assert ((exact >= 0) & (exact <= 1)).all() and 0.05 < float(exact.mean()) < 0.95, exact
+    assert float((draws.mean(0) - exact).abs().max()) < 0.15, (draws.mean(0), exact)  # per image, 200 draws
+    assert float(draws.mean()) == pytest.approx(float(exact.mean()), abs=0.02)
+    values = metric.compute(evaluation).values
+    assert values["r_precision"] == pytest.approx(float(exact.mean()))
+
+
 def test_r_precision_too_many_candidates_stops_before_the_run(run_cli, pretrained, runs, tmp_path):
     """A K the reference split cannot supply is refused by `dalle-kit run` in one line, before a run directory."""
     code, out, err = run_cli(

@@ -4,7 +4,10 @@ AttnGAN's R-precision with R = 1)?
 For every generated image, the candidates are its prompt and K - 1 captions drawn (seeded) from the reference
 split's captions that differ from it as the CLIP reads text (its tokenizer lowercases and collapses spaces, so "The
 letter K." and "The letter k." are one caption, not a distractor for each other); the CLIP (the same weights sources as `clip-score`) scores each pair
-by cosine similarity, and the image counts when its own prompt scores highest (a tie counts against it). Reported:
+by cosine similarity, and the image counts when its own prompt scores highest (a tie counts against it). With
+``expected = true`` each image counts with its probability of ranking first over every draw of the K - 1
+distractors (computed exactly, C(b, K-1) / C(M, K-1) for b of its M possible distractors scoring below its own
+prompt): the limit of averaging infinitely many seeded draws, free of the draw's noise on small reference sets. Reported:
 ``r_precision`` on the generated images, ``r_precision_real`` on the reference images with their own captions
 (what a perfect generator would get under this CLIP) and ``r_precision_chance`` = 1/K. Captions that differ as text
 can still describe the image (a shorter caption of the same picture), so the real images' score is the ceiling to
@@ -13,6 +16,7 @@ read it against, not 1.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 import attrs
@@ -34,6 +38,9 @@ class RPrecision(ClipScore):
     class Config(ClipScore.Config):
         candidates: int = param(
             100, "K: captions ranked per image, its own among them", validator=attrs.validators.gt(1)
+        )
+        expected: bool = param(
+            False, "count each image's probability of ranking first over every draw of distractors, not one draw"
         )
 
     def check(self, evaluation) -> None:
@@ -62,20 +69,21 @@ class RPrecision(ClipScore):
         k = self.config.candidates
         pool = self.pool(evaluation)
 
-        def seeded() -> torch.Generator:  # the same distractors for the generated and the real images
-            return torch.Generator().manual_seed(evaluation.seed)
+        def seeded() -> torch.Generator | None:  # the same distractors for the generated and the real images
+            return None if self.config.expected else torch.Generator().manual_seed(evaluation.seed)
 
         generated = r_precision(clip, evaluation.generated, evaluation.prompts, pool, k, seeded())
         reference = evaluation.reference
         real = r_precision(clip, reference.images, reference.captions, pool, k, seeded())
         values = {
-            "r_precision": float(generated.float().mean()),
-            "r_precision_real": float(real.float().mean()),
+            "r_precision": float(generated.mean()),
+            "r_precision_real": float(real.mean()),
             "r_precision_chance": 1.0 / k,
         }
         details = {
             "candidates": k,
             "definition": "own prompt ranked first by CLIP cosine among K captions that read differently",
+            "distractors": "expectation over every draw" if self.config.expected else "one draw, seeded",
         }
         protocol = evaluation.protocol(extractor=judge(clip, evaluation), weights_hash=clip.weights_hash())
         return MetricResult(values, protocol, details)
@@ -93,10 +101,11 @@ def r_precision(
     captions: Sequence[str],
     pool: list[str],
     k: int,
-    generator: torch.Generator,
+    generator: torch.Generator | None,
 ) -> torch.Tensor:
-    """For each uint8 image [N, C, H, W] and its caption: whether the caption outranks K - 1 others drawn from `pool`
-    (those that read differently from it, `read_as`) -> bool [N]."""
+    """For each uint8 image [N, C, H, W] and its caption: whether the caption outranks K - 1 others drawn with
+    `generator` from `pool` (those that read differently from it, `read_as`), or with no generator the probability
+    that it does over every such draw -> float [N]."""
     model, cfg = clip.model, clip.preprocess_cfg
     device = next(model.parameters()).device
     texts = sorted(set(pool) | set(captions))
@@ -117,10 +126,20 @@ def r_precision(
         for row, caption in zip(image_emb, captions[start : start + BATCH]):
             own = index[caption]
             others = pool_ids[group[pool_ids] != group[own]]
+            if generator is None:
+                below = int(((text_emb[others.to(device)] @ row) < (row @ text_emb[own])).sum())
+                hits.append(all_below(below, len(others), k - 1))
+                continue
             picked = others[torch.randperm(len(others), generator=generator)[: k - 1]]
             sims = text_emb[picked.to(device)] @ row
-            hits.append(bool((row @ text_emb[own]) > sims.max()))
-    return torch.tensor(hits)
+            hits.append(float((row @ text_emb[own]) > sims.max()))
+    return torch.tensor(hits, dtype=torch.float64)
+
+
+def all_below(below: int, total: int, drawn: int) -> float:
+    """The probability that `drawn` items picked without replacement from `total`, `below` of them marked, are all
+    marked: C(below, drawn) / C(total, drawn)."""
+    return math.comb(below, drawn) / math.comb(total, drawn)
 
 
 @dalle_kit.hookimpl
