@@ -5,6 +5,7 @@ and a GAN trains on the pre-trained text encoder."""
 from __future__ import annotations
 
 import json
+import tomllib
 import math
 from pathlib import Path
 
@@ -321,6 +322,23 @@ def test_gan_trains_on_the_pretrained_encoder(pretrained, runs):
     assert all(torch.equal(v, exported[k.removeprefix("clip.")]) for k, v in saved.items())
     images = draw_grid(run.dir, ["a red circle"], n=2, out=runs / "gan" / "sample.png")
     assert images.is_file()
+
+
+def test_settings_of_a_metric_not_scored_do_not_stop_the_run(run_cli, tmp_path):
+    """An ``[eval.r-precision]`` table naming a CLIP run that does not exist yet stops a run that scores r-precision
+    (one line, no run directory), not one whose ``[eval] metrics`` leaves it out: that run trains and keeps the
+    setting as written, for a later `dalle-kit eval` to resolve."""
+    missing = ["--set", 'eval.r-precision.pretrained="runs/no-such-clip"', "--set", "train.steps=1"]
+    code, out, err = run_cli(
+        "run", "shapes", "--runs-dir", tmp_path / "a", *missing, "--set", 'eval.metrics=["r-precision"]'
+    )
+    assert code == 2 and "no finished run named no-such-clip" in err and len(err.strip().splitlines()) == 1, err
+    assert not (tmp_path / "a").exists()
+    code, out, err = run_cli("run", "shapes", "--runs-dir", tmp_path / "b", *missing, "--set", "sample.every=0")
+    assert code == 0, err
+    (run_dir,) = (tmp_path / "b").iterdir()
+    recorded = tomllib.loads((run_dir / "recipe.toml").read_text())
+    assert recorded["eval"]["metrics"] == [] and recorded["eval"]["r-precision"]["pretrained"] == "runs/no-such-clip"
 
 
 def test_eval_metrics_on_clip_pretrain_are_refused_before_any_work(run_cli, tmp_path):
