@@ -111,7 +111,7 @@ def test_shipped_real_image_grid_is_valid(capsys):
     grid = Path(__file__).parents[1] / "recipes" / "bench-fashion.toml"
     assert main(["bench", str(grid), "--dry-run"]) == 0
     out = capsys.readouterr().out
-    assert "loss=wgan-gp" in out and "loss=vae" in out
+    assert "loss=wgan-gp" in out and "  vae\n" in out  # an [[extra]] cell by its own label, as --cell takes it
     assert "5 cells, metrics fid, kid, prc, intra-fid, class-accuracy, cas on 10000 samples, seed 0" in out
 
 
@@ -143,3 +143,58 @@ def test_extra_cells_use_their_own_base_and_run_beside_the_grid(tmp_path, capsys
     grid.write_text(GRID + '\n[[extra]]\nlabel = "vae"\nbase = "shapes-vae"\ncolour = 1\n')
     with pytest.raises(dalle_kit.RecipeError, match="unknown key"):
         load_grid(grid, get_registry())
+
+
+def test_cells_run_one_at_a_time_into_one_table(tmp_path, capsys):
+    """`--cell` runs the cells it names (label or id) and keeps the table's other results; `--set` reaches every
+    cell (and so makes other cells); a label that names no cell, or a --set of what the grid itself sets, is one
+    line before any work."""
+    grid = tmp_path / "tiny.toml"
+    grid.write_text(GRID)
+    out = tmp_path / "out"
+    first = run_grid(grid, out, cells=["loss=bce, data.size=16"], echo=lambda _: None)
+    assert [(c["params"]["loss"], c["status"]) for c in first["cells"]] == [("bce", "ok")]
+    hinge = load_grid(grid, get_registry()).cells()[2]
+    assert hinge.label == "loss=hinge, data.size=16"
+    second = run_grid(grid, out, cells=[hinge.id], echo=lambda _: None)  # by id this time
+    assert [(c["params"]["loss"], c["status"]) for c in second["cells"]] == [("bce", "ok"), ("hinge", "ok")]
+    assert second["cells"][0] == first["cells"][0]  # kept as it was, not trained again
+    md = (out / "tiny.md").read_text()
+    assert "| bce | 16 |" in md and "| hinge | 16 |" in md
+
+    threads = load_grid(grid, get_registry(), ["train.threads=1"]).cells()
+    assert all("train.threads=1" in c.overrides for c in threads)
+    assert {c.id for c in threads}.isdisjoint(c.id for c in load_grid(grid, get_registry()).cells())
+    with pytest.raises(
+        dalle_kit.UserError, match=r"no cell labelled 'loss=lsgan'.*; its cells: loss=bce, data.size=16;"
+    ):
+        run_grid(grid, tmp_path / "other", cells=["loss=lsgan"])
+    with pytest.raises(dalle_kit.UserError, match=r"--set seed=1: the grid sets seed for every cell; change seed in"):
+        run_grid(grid, tmp_path / "other", overrides=["seed=1"])
+    assert not (tmp_path / "other").exists()
+    from dalle_kit.tools.bench import select_cells
+
+    lucic = load_grid(Path(__file__).parents[1] / "recipes" / "lucic-fashion.toml", get_registry())
+    assert [c.label for c in select_cells(lucic, ["WGAN", "NS GAN"])] == ["cell=NS GAN", "cell=WGAN"]  # grid order
+    capsys.readouterr()
+    assert main(["bench", str(grid), "--dry-run", "--cell", hinge.label, "--set", "train.steps=3"]) == 0
+    listed = capsys.readouterr().out
+    assert "1 cells, metrics d-roc-auc" in listed and "loss=hinge, data.size=16" in listed and hinge.id not in listed
+
+
+def test_processes_running_other_cells_merge_their_records(tmp_path):
+    """Two processes saving records of different cells into one state file: each save keeps the other's records,
+    in the grid's order; a record of this process replaces the file's record of the same cell."""
+    from dalle_kit.tools.bench import _save_state
+
+    path = tmp_path / "g.json"
+    base = {"version": 1, "name": "g", "settings": {"seed": 0}, "cells": []}
+    a = {**base, "cells": [{"id": "b", "status": "ok"}]}
+    b = {**base, "cells": [{"id": "a", "status": "running"}]}
+    _save_state(path, a, ["a", "b"])
+    merged = _save_state(path, b, ["a", "b"])
+    assert [c["id"] for c in merged["cells"]] == ["a", "b"] and json.loads(path.read_text()) == merged
+    b["cells"][0]["status"] = "ok"
+    assert [c["status"] for c in _save_state(path, b, ["a", "b"])["cells"]] == ["ok", "ok"]
+    other = {**base, "settings": {"seed": 1}, "cells": [{"id": "c", "status": "ok"}]}  # another protocol
+    assert [c["id"] for c in _save_state(path, other, ["c"])["cells"]] == ["c"]

@@ -28,7 +28,9 @@ A grid may consist of ``[[extra]]`` cells alone (no ``[grid]``): a table of cell
 Every cell's recipe is validated before anything trains. Cells run one after the other; a failing
 cell is recorded with its one-line error and the rest continue. Progress is saved to
 ``<out>/<name>.json`` after each cell, and a re-run skips the cells already finished with the same
-settings (failed cells are tried again). Results go to ``<name>.md``, ``.csv``, ``.json`` and ``.png``, and
+settings (failed cells are tried again). ``cells`` picks some cells by label or id (the others keep what
+``<name>.json`` holds for them), ``overrides`` adds ``--set`` values to every cell; processes that run
+different cells of one grid into one ``out`` folder side by side merge their records under a lock. Results go to ``<name>.md``, ``.csv``, ``.json`` and ``.png``, and
 ``<name>.html`` shows the cells side by side (`dalle_kit.tools.compare`: recipe differences, metrics, each cell's last grid).
 """
 
@@ -38,17 +40,21 @@ import csv
 import hashlib
 import io
 import itertools
+import fcntl
 import json
+import os
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import attrs
 import tomli_w
 
-from ..errors import UserError, one_line
+from .. import hints
+from ..errors import UserError, did_you_mean, one_line
 from .evaluate import evaluate_run
-from ..files import atomic_write_bytes, atomic_write_text, make_folder
+from ..files import atomic_write_bytes, atomic_write_text, make_folder, open_in_place
 from ..recipe import MAX_SEED, TOP_LEVEL, flatten_keys, load_recipe, read_toml
 from ..schema import Invalid, param, structure
 from ..registry import Registry, get_registry
@@ -125,6 +131,12 @@ class Cell:
     base: str  # the recipe the overrides apply to
     published: dict[str, str] = attrs.field(factory=dict)  # metric -> published value, printed beside the cell's
     real: str = ""  # a calibration cell: the split whose images are scored as if generated
+    extra_label: str = ""  # an [[extra]] cell's own label
+
+    @property
+    def name(self) -> str:
+        """What `--cell` calls it: an [[extra]] cell's label, a grid cell's ``key=value, ...``."""
+        return self.extra_label or self.label
 
     @property
     def id(self) -> str:
@@ -148,6 +160,7 @@ class Grid:
     fixed: dict[str, Any]
     axes: dict[str, list[Any]]
     extra: list[dict[str, Any]] = attrs.field(factory=list)  # {"label", "base", "set"} cells beside the grid
+    overrides: list[str] = attrs.field(factory=list)  # --set values for every cell, after the cell's own settings
 
     @property
     def columns(self) -> list[str]:
@@ -171,11 +184,13 @@ class Grid:
             params = {k: (extra["label"] if i == 0 else "-") for i, k in enumerate(keys)}
             specs.append((params, extra["base"], dict(extra["set"]), extra.get("published", {}), extra.get("real", "")))
         cells = []
+        n_grid = len(specs) - len(self.extra)
         for i, (params, base, settings, published, real) in enumerate(specs):
             run_name = f"{self.name}-{i:02d}"
-            overrides = [_override(k, v) for k, v in settings.items()]
+            overrides = [*(_override(k, v) for k, v in settings.items()), *self.overrides]
             overrides += [_override("seed", self.seed), _override("name", run_name), _override("eval.metrics", [])]
-            cells.append(Cell(params, overrides, run_name, base, dict(published), real))
+            extra_label = self.extra[i - n_grid]["label"] if i >= n_grid else ""
+            cells.append(Cell(params, overrides, run_name, base, dict(published), real, extra_label))
         return cells
 
     def settings(self) -> dict[str, Any]:
@@ -195,7 +210,18 @@ def _override(key: str, value: Any) -> str:
     return f"{_key_path(key)}={text[len('v = ') :]}"
 
 
-def load_grid(target: str | Path, registry: Registry) -> Grid:
+#: Keys the grid file itself sets for every cell; ``--set`` may not change them.
+GRID_KEYS = {"seed": "seed", "name": "name", "eval.metrics": "metrics", "eval.num_samples": "num_samples"}
+
+
+def load_grid(target: str | Path, registry: Registry, overrides: Sequence[str] = ()) -> Grid:
+    """The grid file `target` (a path or a shipped grid's name), checked, with ``--set`` `overrides` for every cell."""
+    for override in overrides:
+        key = override.partition("=")[0].strip()
+        if key in GRID_KEYS:
+            raise UserError(
+                f"--set {override}: the grid sets {key} for every cell; change {GRID_KEYS[key]} in {target} instead"
+            )
     path = Path(target)
     if not path.exists() and path.suffix != ".toml" and target in registry.recipes:
         path = Path(registry.recipes[str(target)][0])
@@ -242,7 +268,24 @@ def load_grid(target: str | Path, registry: Registry) -> Grid:
         flatten_keys(spec.set),
         flatten_keys(spec.grid),
         cells_extra,
+        list(overrides),
     )
+
+
+def select_cells(grid: Grid, wanted: Sequence[str]) -> list[Cell]:
+    """The grid's cells whose label or id is in `wanted` (every cell when it is empty), or one line naming the first
+    that matches none."""
+    cells = grid.cells()
+    if not wanted:
+        return cells
+    for name in wanted:
+        if not any(name in (c.name, c.id) for c in cells):
+            raise UserError(
+                f"{grid.source}: no cell labelled '{name}'{did_you_mean(name, [c.name for c in cells])}; its cells: "
+                f"{'; '.join(c.name for c in cells)} (with their ids: "
+                f"{hints.dalle_kit(f'bench {hints.quote(str(grid.source))} --dry-run')})"
+            )
+    return [c for c in cells if c.name in wanted or c.id in wanted]
 
 
 # ------------------------------------------------------------------ running
@@ -254,14 +297,17 @@ def run_grid(
     registry: Registry | None = None,
     quiet: bool = True,
     echo=print,
+    cells: Sequence[str] = (),
+    overrides: Sequence[str] = (),
 ) -> dict[str, Any]:
-    """Train and evaluate every cell (skipping finished ones), then write the reports. Returns the state."""
+    """Train and evaluate every cell, or those labelled (or with the ids) in `cells`, skipping finished ones, with
+    `overrides` (``--set`` strings) for every cell; then write the reports. Returns the state."""
     registry = registry or get_registry()
-    grid = load_grid(target, registry)
+    grid = load_grid(target, registry, overrides)
     out = Path(out) if out is not None else Path("bench") / grid.name
     runs_dir = Path(runs_dir) if runs_dir is not None else out / "runs"
-    cells = grid.cells()
-    for cell in cells:  # every recipe is checked before any work
+    selected = select_cells(grid, cells)
+    for cell in selected:  # every recipe is checked before any work
         try:
             recipe = load_recipe(cell.base, registry, cell.overrides)
         except UserError as exc:
@@ -279,7 +325,7 @@ def run_grid(
     from ..api import flush_denormals
 
     with flush_denormals():
-        return _run_cells(grid, cells, out, runs_dir, registry, quiet, echo)
+        return _run_cells(grid, selected, out, runs_dir, registry, quiet, echo)
 
 
 def _run_cells(
@@ -288,8 +334,10 @@ def _run_cells(
     from .. import api
 
     state_path = out / f"{grid.name}.json"
-    state = _load_state(state_path, grid)
+    with _state_lock(state_path):
+        state = _load_state(state_path, grid)
     done = {c["id"]: c for c in state["cells"]}
+    order = [c.id for c in grid.cells()]
     state["cells"] = []
     for n, cell in enumerate(cells, 1):
         previous = done.get(cell.id)
@@ -328,14 +376,14 @@ def _run_cells(
                 record["status"] = "failed"
                 record["error"] = one_line(exc)
                 echo(f"[{n}/{len(cells)}] {cell.label}: failed: {record['error']}")
-            _save_state(state_path, state)
+            _save_state(state_path, state, order)
             continue
         echo(f"[{n}/{len(cells)}] {cell.label}: training")
         try:
             run = _train_cell(api, grid, cell, runs_dir / cell.id, registry, quiet)
             record["run_dir"] = str(run.dir)
             if run.interrupted:
-                _save_state(state_path, state)
+                _save_state(state_path, state, order)
                 raise KeyboardInterrupt
             # The run's own training clock (it carries over a resumed cell's earlier stretches): wall time here
             # would count only what this call trained.
@@ -354,7 +402,8 @@ def _run_cells(
             record["status"] = "failed"
             record["error"] = one_line(exc)
             echo(f"[{n}/{len(cells)}] {cell.label}: failed: {record['error']}")
-        _save_state(state_path, state)
+        _save_state(state_path, state, order)
+    state = _save_state(state_path, state, order)  # with the cells other processes finished meanwhile
     write_reports(state, out / grid.name)
     return state
 
@@ -415,8 +464,37 @@ def _load_state(path: Path, grid: Grid) -> dict[str, Any]:
     return fresh
 
 
-def _save_state(path: Path, state: dict[str, Any]) -> None:
-    atomic_write_text(path, json.dumps(state, indent=2) + "\n")
+class _state_lock:
+    """Holds ``<name>.json.lock`` (flock) while the grid's state is read or merged and written."""
+
+    def __init__(self, path: Path):
+        self.path = path.with_name(path.name + ".lock")
+
+    def __enter__(self) -> None:
+        self.fd = open_in_place(self.path)
+        fcntl.flock(self.fd, fcntl.LOCK_EX)
+
+    def __exit__(self, *exc) -> None:
+        os.close(self.fd)  # releases the lock
+
+
+def _save_state(path: Path, state: dict[str, Any], order: list[str]) -> dict[str, Any]:
+    """Write `state` merged with the records the file holds for cells this process has not run (another process
+    running other cells of the grid into the same folder), in the grid's cell order. Returns the merged state."""
+    mine = {c["id"] for c in state["cells"]}
+    with _state_lock(path):
+        try:
+            on_disk = json.loads(path.read_text())
+        except (OSError, json.JSONDecodeError):
+            on_disk = {}
+        same = on_disk.get("version") == STATE_VERSION and on_disk.get("settings") == state["settings"]
+        others = [c for c in on_disk.get("cells", []) if c["id"] not in mine] if same else []
+        cells = sorted(
+            [*state["cells"], *others], key=lambda c: order.index(c["id"]) if c["id"] in order else len(order)
+        )
+        merged = {**state, "cells": cells}
+        atomic_write_text(path, json.dumps(merged, indent=2) + "\n")
+    return merged
 
 
 # ------------------------------------------------------------------ reports
@@ -638,7 +716,7 @@ def write_reports(state: dict[str, Any], stem: Path) -> list[Path]:
     for suffix, text in ((".md", markdown(state)), (".csv", csv_text(state))):
         paths.append(atomic_write_text(stem.with_name(stem.name + suffix), text))
     json_path = stem.with_name(stem.name + ".json")
-    _save_state(json_path, state)
+    _save_state(json_path, state, [c["id"] for c in state["cells"]])
     paths += [json_path, chart(state, stem.with_name(stem.name + ".png"))]
     from .compare import write_bench_page  # the cells side by side, as `dalle-kit compare` shows runs
 

@@ -68,10 +68,25 @@ def compare_cmd(run_dirs, out_dir, prompts, seed, num, no_grids):
     "-o", "--out", type=click.Path(), help="Folder for the table, chart and progress (default: bench/<name>)."
 )
 @click.option("--runs-dir", type=click.Path(), help="Where the cells' run directories go (default: OUT/runs).")
+@click.option(
+    "--cell",
+    "cells",
+    multiple=True,
+    metavar="LABEL",
+    help="Run only this cell (its label or id, as --dry-run lists them; repeatable); the table keeps the others' "
+    "earlier results. Processes running other cells into the same OUT merge their results.",
+)
+@click.option(
+    "--set",
+    "overrides",
+    multiple=True,
+    metavar="KEY=VALUE",
+    help="Override a recipe value in every cell, after the cell's own settings (repeatable), e.g. train.threads=1.",
+)
 @click.option("--dry-run", is_flag=True, help="Validate the grid and list its cells without running them.")
 @click.option("-q", "--quiet", is_flag=True, help="No progress bars (each cell's training and evaluation).")
 @click.option("--progress", is_flag=True, hidden=True, help="Progress bars are shown by default now.")
-def bench_cmd(grid, out, runs_dir, dry_run, quiet, progress):
+def bench_cmd(grid, out, runs_dir, cells, overrides, dry_run, quiet, progress):
     """Train and evaluate every combination in GRID (a grid .toml or a shipped grid's name).
 
     \b
@@ -91,19 +106,22 @@ def bench_cmd(grid, out, runs_dir, dry_run, quiet, progress):
     """
     from ..recipe import load_recipe
     from ..registry import get_registry
-    from .bench import load_grid, run_grid
+    from .bench import load_grid, run_grid, select_cells
 
     registry = get_registry()
     if dry_run:
-        spec = load_grid(grid, registry)
-        for cell in spec.cells():
-            load_recipe(spec.base, registry, cell.overrides)
-            click.echo(f"{cell.id}  {cell.label}")
+        spec = load_grid(grid, registry, overrides)
+        chosen = select_cells(spec, cells)
+        for cell in chosen:
+            load_recipe(cell.base, registry, cell.overrides)
+            click.echo(f"{cell.id}  {cell.name}")
         click.echo(
-            f"{len(spec.cells())} cells, metrics {', '.join(spec.metrics)} on {spec.num_samples} samples, seed {spec.seed}"
+            f"{len(chosen)} cells, metrics {', '.join(spec.metrics)} on {spec.num_samples} samples, seed {spec.seed}"
         )
         return
-    state = run_grid(grid, out, runs_dir=runs_dir, registry=registry, quiet=quiet, echo=click.echo)
+    state = run_grid(
+        grid, out, runs_dir=runs_dir, registry=registry, quiet=quiet, echo=click.echo, cells=cells, overrides=overrides
+    )
     failed = [c for c in state["cells"] if c["status"] != "ok"]
     name = state["name"]
     folder = out or f"bench/{name}"
