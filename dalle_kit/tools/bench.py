@@ -311,12 +311,12 @@ def run_grid(
         try:
             recipe = load_recipe(cell.base, registry, cell.overrides)
         except UserError as exc:
-            raise UserError(f"{grid.source}: cell [{cell.label}]: {exc}") from None
+            raise UserError(f"{grid.source}: cell [{cell.name}]: {exc}") from None
         if cell.real:
             dataset = recipe.parts["data"]
             if cell.real not in dataset.info.cls.splits:
                 raise UserError(
-                    f"{grid.source}: cell [{cell.label}]: real = '{cell.real}' is not a split of dataset "
+                    f"{grid.source}: cell [{cell.name}]: real = '{cell.real}' is not a split of dataset "
                     f"'{dataset.info.name}'; use one of: {', '.join(dataset.info.cls.splits)}"
                 )
     make_folder(out)
@@ -342,7 +342,7 @@ def _run_cells(
     for n, cell in enumerate(cells, 1):
         previous = done.get(cell.id)
         if previous and previous["status"] == "ok":
-            echo(f"[{n}/{len(cells)}] {cell.label}: done before, skipped")
+            echo(f"[{n}/{len(cells)}] {cell.name}: done before, skipped")
             state["cells"].append(previous)
             continue
         record = {
@@ -357,7 +357,7 @@ def _run_cells(
         state["cells"].append(record)
         if cell.real:
             echo(
-                f"[{n}/{len(cells)}] {cell.label}: evaluating {', '.join(grid.metrics)} on {grid.num_samples} real "
+                f"[{n}/{len(cells)}] {cell.name}: evaluating {', '.join(grid.metrics)} on {grid.num_samples} real "
                 f"'{cell.real}' images"
             )
             try:
@@ -375,10 +375,10 @@ def _run_cells(
             except Exception as exc:
                 record["status"] = "failed"
                 record["error"] = one_line(exc)
-                echo(f"[{n}/{len(cells)}] {cell.label}: failed: {record['error']}")
+                echo(f"[{n}/{len(cells)}] {cell.name}: failed: {record['error']}")
             _save_state(state_path, state, order)
             continue
-        echo(f"[{n}/{len(cells)}] {cell.label}: training")
+        echo(f"[{n}/{len(cells)}] {cell.name}: training")
         try:
             run = _train_cell(api, grid, cell, runs_dir / cell.id, registry, quiet)
             record["run_dir"] = str(run.dir)
@@ -389,7 +389,7 @@ def _run_cells(
             # would count only what this call trained.
             trained = [r for r in run.files.read_metrics() if r.get("kind") == "train"]
             record["train_seconds"] = round(trained[-1]["time"], 1) if trained else None
-            echo(f"[{n}/{len(cells)}] {cell.label}: evaluating {', '.join(grid.metrics)} on {grid.num_samples} samples")
+            echo(f"[{n}/{len(cells)}] {cell.name}: evaluating {', '.join(grid.metrics)} on {grid.num_samples} samples")
             t1 = time.monotonic()
             results = evaluate_run(run, grid.metrics, grid.num_samples, seed=grid.seed)
             record["eval_seconds"] = round(time.monotonic() - t1, 1)
@@ -401,7 +401,7 @@ def _run_cells(
         except Exception as exc:  # a failing cell is recorded and the rest go on
             record["status"] = "failed"
             record["error"] = one_line(exc)
-            echo(f"[{n}/{len(cells)}] {cell.label}: failed: {record['error']}")
+            echo(f"[{n}/{len(cells)}] {cell.name}: failed: {record['error']}")
         _save_state(state_path, state, order)
     state = _save_state(state_path, state, order)  # with the cells other processes finished meanwhile
     write_reports(state, out / grid.name)
