@@ -292,12 +292,19 @@ def test_dragan_penalty_is_compare_gans(monkeypatch):
 
 
 def test_began_k_follows_the_equilibrium_and_is_state():
-    loss = make("began", gamma=0.5, k_lambda=0.1)
+    loss = make("began", gamma=0.5, k_lambda=0.1, k_update="during")
     real, fake = torch.tensor([-0.2, -0.4]), torch.tensor([-0.1, -0.1])  # errors 0.3 and 0.1
+    assert not loss.after_steps
     assert loss.discriminator_loss(real, fake).item() == pytest.approx(0.3)  # k = 0 at first
     k = loss.k
     assert k == pytest.approx(0.1 * (0.5 * 0.3 - 0.1))
     assert loss.discriminator_loss(real, fake).item() == pytest.approx(0.3 - k * 0.1)
+    after = make("began", gamma=0.5, k_lambda=0.1)  # compare_gan's order, the default
+    assert after.after_steps
+    after.discriminator_loss(real, fake)
+    assert after.k == 0.0
+    after.after_step(real, fake)
+    assert after.k == pytest.approx(k)
     other = make("began")
     other.load_extra_state_json(loss.extra_state_json())
     assert other.k == loss.k
@@ -324,6 +331,38 @@ def test_began_resumes_bit_exact_with_its_k(infogan_recipe, tmp_path, run_cli):
             assert torch.equal(tensor, b["models"][net][key]), f"{net}.{key} differs"
     assert a["extra"]["loss"]["k"] == b["extra"]["loss"]["k"] and a["extra"]["loss"]["k"] != 0
     assert math.isfinite(a["extra"]["loss"]["k"])
+
+
+def test_began_k_moves_after_the_steps_as_compare_gan_does(infogan_recipe, tmp_path, monkeypatch):
+    """With k_update = "after" the pipeline calls the loss once per discriminator step with logits recomputed after
+    the step, and k is the sum of their moves; "during" calls nothing. The recomputation leaves batch norms'
+    running statistics as they were."""
+    from dalle_kit_plugins.gan import began
+    from dalle_kit_plugins.gan.pipeline import frozen_statistics
+
+    calls = []
+    original = began.BEGANLoss.after_step
+
+    def spy(self, real_logits, fake_logits):
+        calls.append((real_logits.float().mean().item(), fake_logits.float().mean().item()))
+        original(self, real_logits, fake_logits)
+
+    monkeypatch.setattr(began.BEGANLoss, "after_step", spy)
+    overrides = ['discriminator={name = "began"}', "loss.name=began", "train.n_critic=3", "train.steps=2"]
+    run = api.train(str(infogan_recipe), overrides, runs_dir=tmp_path / "after", quiet=True)
+    assert len(calls) == 2 * 3
+    k = load_state(latest_checkpoint(run.checkpoints.folder)[1])["extra"]["loss"]["k"]
+    assert k == pytest.approx(sum(0.001 * (0.75 * -real - -fake) for real, fake in calls)) and k != 0
+    calls.clear()
+    api.train(str(infogan_recipe), [*overrides, 'loss.k_update="during"'], runs_dir=tmp_path / "during", quiet=True)
+    assert calls == []
+
+    norm = torch.nn.BatchNorm1d(4).train()
+    before = {k: v.clone() for k, v in norm.named_buffers()}
+    with frozen_statistics(norm):
+        norm(torch.randn(8, 4) + 3)
+        assert not torch.equal(norm.running_mean, before["running_mean"])
+    assert all(torch.equal(v, before[k]) for k, v in norm.named_buffers())
 
 
 @pytest.mark.parametrize("loss", ["minimax", "wgan", "dragan"])

@@ -8,15 +8,17 @@ each image in [0, 1] pixels: a logit in the contract's sense (higher = more real
 logits reads it. With a text vector the decoder also reads the projected text beside the code.
 
 The loss is BEGAN's: D minimises err(real) - k err(fake), G minimises err(fake), and after each discriminator step
-k += lambda (gamma err(real) - err(fake)). k is the loss's state (`extra_state_json`), saved in every checkpoint, so
-a resumed run continues with the k it had. As in compare_gan, k is not clipped to [0, 1] unless ``clip_k`` (the
-BEGAN paper clips); compare_gan updates k from errors recomputed after both networks' steps, this loss from the
-errors of the discriminator step itself.
+k += lambda (gamma err(real) - err(fake)). As compare_gan does it (``k_update = "after"``), the errors are
+recomputed on the step's batch and noise by the networks after their steps (the generator's too, for the last
+discriminator step of a training step: `gan.Loss.after_step`); ``k_update = "during"`` takes the errors the
+discriminator step itself computed, one forward pass cheaper. k is the loss's state (`extra_state_json`), saved in
+every checkpoint, so a resumed run continues with the k it had. As in compare_gan, k is not clipped to [0, 1]
+unless ``clip_k`` (the BEGAN paper clips).
 """
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 import attrs
 import torch
@@ -98,17 +100,33 @@ class BEGANLoss(gan.Loss):
         )
         k_lambda: float = param(0.001, "k's learning rate (compare_gan's lambda)", validator=attrs.validators.ge(0))
         clip_k: bool = param(False, "clip k to [0, 1] as the BEGAN paper does (compare_gan does not)")
+        k_update: Literal["after", "during"] = param(
+            "after",
+            "k moves after each step, from errors the updated networks recompute on its batch (compare_gan), or "
+            "during it, from the discriminator step's own errors",
+        )
 
     def __init__(self, config):
         super().__init__(config)
         self.k = 0.0
 
+    @property
+    def after_steps(self) -> bool:  # type: ignore[override]
+        return self.config.k_update == "after"
+
     def discriminator_loss(self, real_logits, fake_logits):
         real_err, fake_err = -real_logits.mean(), -fake_logits.mean()
         loss = real_err - self.k * fake_err
-        k = self.k + self.config.k_lambda * (self.config.gamma * real_err.item() - fake_err.item())
-        self.k = min(max(k, 0.0), 1.0) if self.config.clip_k else k
+        if not self.after_steps:
+            self._move_k(real_err.item(), fake_err.item())
         return loss
+
+    def after_step(self, real_logits, fake_logits):
+        self._move_k(-real_logits.float().mean().item(), -fake_logits.float().mean().item())
+
+    def _move_k(self, real_err: float, fake_err: float) -> None:
+        k = self.k + self.config.k_lambda * (self.config.gamma * real_err - fake_err)
+        self.k = min(max(k, 0.0), 1.0) if self.config.clip_k else k
 
     def generator_loss(self, fake_logits):
         return -fake_logits.mean()

@@ -101,12 +101,19 @@ class Loss(dalle_kit.Part):
        ``generator_loss(fake_logits, real_logits)``, ``real_logits`` = D(real, t) on the same batch, [B]
        (relativistic losses need both; this costs one more D forward per step).
 
+    3. For a loss whose `after_steps` is true: after each discriminator step (after the generator's step too, for
+       the last of a training step), ``after_step(real_logits, fake_logits)``: D(real, t) and D(G(z, t), t), [B],
+       recomputed on that step's real images, noise and captions by the networks as they are now, without
+       gradients and without changing batch-norm statistics (compare_gan's order for BEGAN's k).
+
     A loss may keep state between steps (BEGAN's k): `extra_state_json` is saved with every checkpoint.
     """
 
     kind = "loss"
     #: Whether `generator_loss` takes the discriminator's logits on real images too (see the class docstring).
     needs_real_logits: ClassVar[bool] = False
+    #: Whether the pipeline calls `after_step` (see the class docstring); a property where a setting decides.
+    after_steps: bool = False
 
     def __init__(self, config):
         self.config = config
@@ -120,6 +127,9 @@ class Loss(dalle_kit.Part):
     def penalty(self, discriminator: Discriminator, real: Tensor, fake: Tensor, text: Tensor) -> Tensor | None:
         """An extra discriminator term (gradient penalty, R1); None when the loss has none."""
         return None
+
+    def after_step(self, real_logits: Tensor, fake_logits: Tensor) -> None:
+        """Update the loss's state from the logits the networks give after a step (only if `after_steps`)."""
 
 
 def prior_sampler(

@@ -198,10 +198,20 @@ class GAN(dalle_kit.Pipeline):
                         p.clamp_(-cfg.d_weight_clip, cfg.d_weight_clip)
             return d_loss, d_real, d_fake, text, fake, z, real
 
+        @torch.no_grad()
+        def after_step(real, text, fake=None, z=None):
+            """The loss's `after_step` with D's logits from the networks as they are now (G redraws the step's
+            noise when it has stepped since); batch-norm statistics are left as the steps left them."""
+            with frozen_statistics(generator, discriminator), autocast():
+                fake = generator(z, text) if fake is None else fake
+                loss.after_step(discriminator(real, text), discriminator(fake, text))
+
         def train_step(done: int) -> dict[str, float]:
             set_lr(done)
             for i in range(cfg.n_critic):
                 d_loss, d_real, d_fake, text, fake, z, real = d_step(last=i == cfg.n_critic - 1)
+                if loss.after_steps and i < cfg.n_critic - 1:  # G has not stepped: the step's fakes are G(z) now
+                    after_step(real, text.detach(), fake=fake.detach())
 
             # G step against the updated D, on the last D step's noise and captions.
             discriminator.requires_grad_(False)
@@ -225,6 +235,8 @@ class GAN(dalle_kit.Pipeline):
             opt_g.step()
             for p in d_own:
                 p.requires_grad_(True)
+            if loss.after_steps:
+                after_step(real, text.detach(), z=z)
             values = {"loss_d": d_loss.item(), "loss_g": g_loss.item()}
             if cfg.mode_seeking:
                 values["ms_ratio"] = ms_ratio.item()  # image L1 / noise L1 between the two draws; higher: more diverse
@@ -264,6 +276,19 @@ class GAN(dalle_kit.Pipeline):
             return judge(images.to(run.device), encoder(list(captions))).float().cpu()
 
         return logits, f"discriminator {run.recipe.parts['discriminator'].info.name}"
+
+
+@contextlib.contextmanager
+def frozen_statistics(*modules: torch.nn.Module):
+    """Batch norms' running statistics as they were before the block (a train-mode forward pass updates them)."""
+    norms = [m for module in modules for m in module.modules() if isinstance(m, torch.nn.modules.batchnorm._NormBase)]
+    saved = [{k: v.clone() for k, v in m.named_buffers(recurse=False)} for m in norms]
+    try:
+        yield
+    finally:
+        for m, buffers in zip(norms, saved, strict=True):
+            for k, v in buffers.items():
+                getattr(m, k).copy_(v)
 
 
 @dalle_kit.hookimpl
