@@ -164,6 +164,9 @@ def test_cells_run_one_at_a_time_into_one_table(tmp_path, capsys):
 
     threads = load_grid(grid, get_registry(), ["train.threads=1"]).cells()
     assert all("train.threads=1" in c.overrides for c in threads)
+    quoted = load_grid(grid, get_registry(), ['loss.name="bce"', "train.threads = 1"]).cells()
+    bare = load_grid(grid, get_registry(), ["loss.name=bce", "train.threads=1"]).cells()
+    assert [c.id for c in quoted] == [c.id for c in bare]  # one cell, however the value is spelt
     assert {c.id for c in threads}.isdisjoint(c.id for c in load_grid(grid, get_registry()).cells())
     with pytest.raises(
         dalle_kit.UserError, match=r"no cell labelled 'loss=lsgan'.*; its cells: loss=bce, data.size=16;"

@@ -55,7 +55,7 @@ from .. import hints
 from ..errors import UserError, did_you_mean, one_line
 from .evaluate import evaluate_run
 from ..files import atomic_write_bytes, atomic_write_text, make_folder, open_in_place
-from ..recipe import MAX_SEED, TOP_LEVEL, flatten_keys, load_recipe, read_toml
+from ..recipe import MAX_SEED, TOP_LEVEL, flatten_keys, load_recipe, parse_override, read_toml
 from ..schema import Invalid, param, structure
 from ..registry import Registry, get_registry
 
@@ -216,12 +216,15 @@ GRID_KEYS = {"seed": "seed", "name": "name", "eval.metrics": "metrics", "eval.nu
 
 def load_grid(target: str | Path, registry: Registry, overrides: Sequence[str] = ()) -> Grid:
     """The grid file `target` (a path or a shipped grid's name), checked, with ``--set`` `overrides` for every cell."""
+    normalised = []
     for override in overrides:
-        key = override.partition("=")[0].strip()
+        keys, value = parse_override(override)
+        key = ".".join(keys)
         if key in GRID_KEYS:
             raise UserError(
                 f"--set {override}: the grid sets {key} for every cell; change {GRID_KEYS[key]} in {target} instead"
             )
+        normalised.append(_override(key, value))  # one spelling per value: `x=a` and `x="a"` make one cell
     path = Path(target)
     if not path.exists() and path.suffix != ".toml" and target in registry.recipes:
         path = Path(registry.recipes[str(target)][0])
@@ -268,7 +271,7 @@ def load_grid(target: str | Path, registry: Registry, overrides: Sequence[str] =
         flatten_keys(spec.set),
         flatten_keys(spec.grid),
         cells_extra,
-        list(overrides),
+        normalised,
     )
 
 
