@@ -365,6 +365,23 @@ def test_began_k_moves_after_the_steps_as_compare_gan_does(infogan_recipe, tmp_p
     assert all(torch.equal(v, before[k]) for k, v in norm.named_buffers())
 
 
+def test_began_k_moves_by_the_ranks_mean_errors(monkeypatch):
+    """In several processes every rank moves k by the errors averaged over the ranks, so all keep one k."""
+    import torch.distributed as dist
+
+    other_rank = torch.tensor([0.5, 0.3])  # the other rank's mean errors (real, fake)
+
+    def all_reduce(t):
+        t.add_(other_rank)
+
+    monkeypatch.setattr(dist, "is_initialized", lambda: True)
+    monkeypatch.setattr(dist, "get_world_size", lambda: 2)
+    monkeypatch.setattr(dist, "all_reduce", all_reduce)
+    loss = make("began", gamma=0.5, k_lambda=0.1)
+    loss.after_step(torch.tensor([-0.2, -0.4]), torch.tensor([-0.1, -0.1]))  # this rank: 0.3 and 0.1
+    assert loss.k == pytest.approx(0.1 * (0.5 * 0.4 - 0.2))  # the mean errors: 0.4 and 0.2
+
+
 @pytest.mark.parametrize("loss", ["minimax", "wgan", "dragan"])
 def test_study_losses_train_with_infogan(loss, infogan_recipe, tmp_path):
     run = api.train(str(infogan_recipe), [f"loss.name={loss}", "train.steps=3"], runs_dir=tmp_path / "runs", quiet=True)

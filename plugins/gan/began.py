@@ -11,7 +11,8 @@ The loss is BEGAN's: D minimises err(real) - k err(fake), G minimises err(fake),
 k += lambda (gamma err(real) - err(fake)). As compare_gan does it (``k_update = "after"``), the errors are
 recomputed on the step's batch and noise by the networks after their steps (the generator's too, for the last
 discriminator step of a training step: `gan.Loss.after_step`); ``k_update = "during"`` takes the errors the
-discriminator step itself computed, one forward pass cheaper. k is the loss's state (`extra_state_json`), saved in
+discriminator step itself computed, one forward pass cheaper. In several processes the errors are averaged over
+the ranks first, so every rank keeps the same k. k is the loss's state (`extra_state_json`), saved in
 every checkpoint, so a resumed run continues with the k it had. As in compare_gan, k is not clipped to [0, 1]
 unless ``clip_k`` (the BEGAN paper clips).
 """
@@ -22,6 +23,7 @@ from typing import Any, Literal
 
 import attrs
 import torch
+import torch.distributed as dist
 from torch import nn
 
 import dalle_kit
@@ -118,14 +120,21 @@ class BEGANLoss(gan.Loss):
         real_err, fake_err = -real_logits.mean(), -fake_logits.mean()
         loss = real_err - self.k * fake_err
         if not self.after_steps:
-            self._move_k(real_err.item(), fake_err.item())
+            self._move_k(real_err, fake_err)
         return loss
 
     def after_step(self, real_logits, fake_logits):
-        self._move_k(-real_logits.float().mean().item(), -fake_logits.float().mean().item())
+        self._move_k(-real_logits.mean(), -fake_logits.mean())
 
-    def _move_k(self, real_err: float, fake_err: float) -> None:
-        k = self.k + self.config.k_lambda * (self.config.gamma * real_err - fake_err)
+    def _move_k(self, real_err: torch.Tensor, fake_err: torch.Tensor) -> None:
+        """k's step from the batch's mean errors; in several processes from their mean over the ranks, so that every
+        rank keeps the same k (each saw a batch of its own)."""
+        errors = torch.stack([real_err.detach().float(), fake_err.detach().float()])
+        if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+            dist.all_reduce(errors)
+            errors = errors / dist.get_world_size()
+        real, fake = errors.tolist()
+        k = self.k + self.config.k_lambda * (self.config.gamma * real - fake)
         self.k = min(max(k, 0.0), 1.0) if self.config.clip_k else k
 
     def generator_loss(self, fake_logits):
