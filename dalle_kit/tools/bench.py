@@ -461,10 +461,15 @@ def _load_state(path: Path, grid: Grid) -> dict[str, Any]:
         old = json.loads(path.read_text())
     except json.JSONDecodeError:
         return fresh
-    if old.get("version") != STATE_VERSION or old.get("settings") != grid.settings():
+    if not _comparable(old, grid.settings()):
         return fresh  # other metrics, sample count or seed: nothing finished before is comparable
     fresh["cells"] = old.get("cells", [])
     return fresh
+
+
+def _comparable(old: dict[str, Any], settings: dict[str, Any]) -> bool:
+    """Whether a saved state's cells were scored as `settings` say (same state format, metrics, samples, seed)."""
+    return old.get("version") == STATE_VERSION and old.get("settings") == settings
 
 
 class _state_lock:
@@ -490,8 +495,8 @@ def _save_state(path: Path, state: dict[str, Any], order: list[str]) -> dict[str
             on_disk = json.loads(path.read_text())
         except (OSError, json.JSONDecodeError):
             on_disk = {}
-        same = on_disk.get("version") == STATE_VERSION and on_disk.get("settings") == state["settings"]
-        others = [c for c in on_disk.get("cells", []) if c["id"] not in mine] if same else []
+        others = [c for c in on_disk.get("cells", []) if c["id"] not in mine]
+        others = others if _comparable(on_disk, state["settings"]) else []
         cells = sorted(
             [*state["cells"], *others], key=lambda c: order.index(c["id"]) if c["id"] in order else len(order)
         )
@@ -718,8 +723,7 @@ def write_reports(state: dict[str, Any], stem: Path) -> list[Path]:
     paths = []
     for suffix, text in ((".md", markdown(state)), (".csv", csv_text(state))):
         paths.append(atomic_write_text(stem.with_name(stem.name + suffix), text))
-    json_path = stem.with_name(stem.name + ".json")
-    _save_state(json_path, state, [c["id"] for c in state["cells"]])
+    json_path = stem.with_name(stem.name + ".json")  # written (merged) by `_save_state` just before
     paths += [json_path, chart(state, stem.with_name(stem.name + ".png"))]
     from .compare import write_bench_page  # the cells side by side, as `dalle-kit compare` shows runs
 
