@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import csv
+import fcntl
 import io
 import json
+import os
 from pathlib import Path
 
 import pytest
 
 import dalle_kit
-from dalle_kit.tools.bench import load_grid, run_grid
+from dalle_kit.tools.bench import _state_lock, load_grid, run_grid
 from dalle_kit.cli import main
 from dalle_kit.registry import get_registry
 
@@ -201,3 +203,10 @@ def test_processes_running_other_cells_merge_their_records(tmp_path):
     assert [c["status"] for c in _save_state(path, b, ["a", "b"])["cells"]] == ["ok", "ok"]
     other = {**base, "settings": {"seed": 1}, "cells": [{"id": "c", "status": "ok"}]}  # another protocol
     assert [c["id"] for c in _save_state(path, other, ["c"])["cells"]] == ["c"]
+    assert [p.name for p in tmp_path.iterdir()] == ["g.json"]  # the lock is the folder's: no lock file left
+
+    with _state_lock(path):  # a second process asking for the lock meanwhile would wait
+        fd = os.open(tmp_path, os.O_RDONLY)
+        with pytest.raises(BlockingIOError):
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        os.close(fd)

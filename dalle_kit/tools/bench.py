@@ -54,7 +54,7 @@ import tomli_w
 from .. import hints
 from ..errors import UserError, did_you_mean, one_line
 from .evaluate import evaluate_run
-from ..files import atomic_write_bytes, atomic_write_text, make_folder, open_in_place
+from ..files import atomic_write_bytes, atomic_write_text, make_folder
 from ..recipe import MAX_SEED, TOP_LEVEL, flatten_keys, load_recipe, parse_override, read_toml
 from ..schema import Invalid, param, structure
 from ..registry import Registry, get_registry
@@ -473,13 +473,14 @@ def _comparable(old: dict[str, Any], settings: dict[str, Any]) -> bool:
 
 
 class _state_lock:
-    """Holds ``<name>.json.lock`` (flock) while the grid's state is read or merged and written."""
+    """Holds an flock on the output folder itself while a grid's state file in it is read or merged and written
+    (a lock on the folder leaves no lock file behind; grids sharing a folder wait for each other's short writes)."""
 
     def __init__(self, path: Path):
-        self.path = path.with_name(path.name + ".lock")
+        self.folder = path.parent
 
     def __enter__(self) -> None:
-        self.fd = open_in_place(self.path)
+        self.fd = os.open(self.folder, os.O_RDONLY | os.O_DIRECTORY)
         fcntl.flock(self.fd, fcntl.LOCK_EX)
 
     def __exit__(self, *exc) -> None:
