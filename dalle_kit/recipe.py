@@ -118,7 +118,7 @@ class TopLevel:
     """The recipe's top-level keys (the tables are the parts', ``[train]`` the pipeline's, ``[sample]`` and ``[eval]``)."""
 
     name: str = param(doc="the run's name; run directories are runs/<name>-<timestamp>")
-    pipeline: str = param("gan", "the training procedure")
+    pipeline: str = param(doc="the training procedure: a pipeline's name (see `dalle-kit plugins list`)")
     seed: int = param(0, "seed for weights, data order and noise", validator=_seed_range)
     device: str = param("auto", "'auto', 'cpu', 'cuda' or 'cuda:N'", validator=_device_name)
     description: str = param("", "free text")
@@ -396,6 +396,13 @@ def validate(
             cls, given, source=source, section=section, base_dir=base_dir, ignore_unknown=not check_name, shown=shown
         )
 
+    if "pipeline" not in data:
+        raise RecipeError(
+            source,
+            "key 'pipeline'",
+            "is required: it names the training procedure",
+            f'add pipeline = "NAME", NAME one of: {", ".join(sorted(registry.parts["pipeline"])) or "(none installed)"}',
+        )
     top = attrs.asdict(table(TopLevel, {k: v for k, v in data.items() if k not in tables}, ""))
     if check_name:
         check_run_name(top["name"], source)
@@ -455,11 +462,13 @@ def validate(
     hooks = hook_settings(tables.get("hooks", {}), registry, source, base_dir, strict=check_name)
 
     if top["init_from"] and not getattr(pipeline_cls, "finetunes", False):
+        finetuning = [n for n, i in sorted(registry.parts["pipeline"].items()) if getattr(i.cls, "finetunes", False)]
         raise RecipeError(
             source,
             "key 'init_from'",
             f"pipeline '{pipeline_info.name}' cannot start from another run",
-            "remove init_from and finetune, or use a pipeline that fine-tunes (gan, vae)",
+            "remove init_from and finetune, or use a pipeline that fine-tunes: "
+            + (", ".join(finetuning) or "(none installed)"),
         )
     if pipeline_cls.draws_images:
         check_prompts(sample, source)

@@ -114,6 +114,7 @@ def test_a_pipeline_that_cannot_finetune_says_so(tmp_path, run_cli):
         code == 2
         and len(err.strip().splitlines()) == 1
         and "pipeline 'clip-pretrain' cannot start from another run" in err
+        and "use a pipeline that fine-tunes: gan, vae" in err  # the installed ones, read from the registry
     ), err
 
 

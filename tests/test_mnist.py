@@ -145,7 +145,7 @@ def test_cli_refuses_missing_data_before_any_work(tmp_path, run_cli, monkeypatch
     monkeypatch.setattr(MNIST, "package_folder", ())
     recipe = tmp_path / "m.toml"
     recipe.write_text(
-        f'name = "m"\n[data]\nname = "mnist"\nroot = "{tmp_path / "none"}"\ndownload = false\n'
+        f'name = "m"\npipeline = "gan"\n[data]\nname = "mnist"\nroot = "{tmp_path / "none"}"\ndownload = false\n'
         '[text_encoder]\nname = "bow"\n[generator]\nname = "dcgan"\n[discriminator]\nname = "dcgan"\n'
         '[loss]\nname = "hinge"\n[train]\nsteps = 2\n'
     )

@@ -64,6 +64,11 @@ def test_valid_recipe_checks(run_cli, tiny_recipe):
         ('name = "tiny"', 'nme = "tiny"', ["key 'nme'", "unknown top-level key", "did you mean 'name'"]),
         ('name = "tiny"\n', "", ["key 'name'", "is required"]),
         (
+            'pipeline = "gan"\n',
+            "",
+            ["key 'pipeline'", "is required", 'add pipeline = "NAME", NAME one of: clip-pretrain, dalle, diffusion'],
+        ),
+        (
             '[text_encoder]\nname = "bow"',
             "[text_encoder]",
             ["[text_encoder] name", "missing", "add [text_encoder] with name = one of: bow"],
