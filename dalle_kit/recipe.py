@@ -382,12 +382,12 @@ def validate(
     parts no longer declare are ignored with a warning (as diffusers loads an older config), so runs written by
     another version keep loading for sample, eval and --resume."""
     data = upgrade(data, source)
-    if "base" in data and "grid" in data:  # a bench grid handed to a command that reads recipes
+    if "base" in data and ("grid" in data or "extra" in data):  # a bench grid handed to a command that reads recipes
         raise RecipeError(
             source,
             "key 'base'",
-            "this file is a bench grid (base + [grid]), not a recipe",
-            f"run it with dalle-kit bench {source} (add --dry-run to check it without training)",
+            "this file is a bench grid (base + [grid] or [[extra]] cells), not a recipe",
+            f"run it with {hints.dalle_kit('bench ' + hints.quote(source))} (add --dry-run to check it without training)",
         )
     tables = {k: v for k, v in data.items() if isinstance(v, dict)}
 

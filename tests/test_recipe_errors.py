@@ -6,6 +6,8 @@ from pathlib import Path
 
 import pytest
 
+from dalle_kit import hints
+
 from conftest import TINY, TUXPAINT_ROOT, write_recipe
 
 
@@ -207,8 +209,10 @@ def test_metric_settings_reach_the_metric_and_the_resolved_recipe(tmp_path):
     assert load_recipe(tmp_path / "resolved.toml", get_registry()).metric_settings == recipe.metric_settings
 
 
-def test_a_bench_grid_given_to_recipe_check_says_to_use_bench(run_cli):
-    grid = Path(__file__).resolve().parents[1] / "recipes" / "bench-fashion.toml"
+@pytest.mark.parametrize("name", ["bench-fashion.toml", "lucic-fashion.toml"])  # a [grid], [[extra]] cells only
+def test_a_bench_grid_given_to_recipe_check_says_to_use_bench(run_cli, name):
+    grid = Path(__file__).resolve().parents[1] / "recipes" / name
     code, out, err = run_cli("recipe", "check", grid)
     assert code == 2 and len(err.strip().splitlines()) == 1
-    assert "is a bench grid (base + [grid]), not a recipe" in err and f"dalle-kit bench {grid}" in err
+    assert "is a bench grid (base + [grid] or [[extra]] cells), not a recipe" in err
+    assert f"{hints.dalle_kit('bench ' + hints.quote(str(grid)))} (add --dry-run" in err
