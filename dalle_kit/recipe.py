@@ -21,7 +21,7 @@ from . import hints
 from .errors import RecipeError, UserError, did_you_mean
 from .registry import PartInfo, Registry
 from .rundir import RECIPE_FILE
-from .schema import Invalid, param, structure, unstructure
+from .schema import Invalid, param, structure, toml_repr, unstructure
 
 if TYPE_CHECKING:  # pragma: no cover
     from .parts import Part, Pipeline
@@ -396,12 +396,16 @@ def validate(
             cls, given, source=source, section=section, base_dir=base_dir, ignore_unknown=not check_name, shown=shown
         )
 
-    if "pipeline" not in data:
+    if not isinstance(data.get("pipeline", {}), str):  # left out, or written as a [pipeline] table
         raise RecipeError(
             source,
             "key 'pipeline'",
-            "is required: it names the training procedure",
-            f'add pipeline = "NAME", NAME one of: {", ".join(sorted(registry.parts["pipeline"])) or "(none installed)"}',
+            "is required: it names the training procedure"
+            if "pipeline" not in data
+            else "expected a string naming the training procedure, got "
+            + ("a [pipeline] table" if isinstance(data["pipeline"], dict) else toml_repr(data["pipeline"])),
+            f'write pipeline = "NAME" at the top of the file, before any [table]; NAME one of: '
+            f"{registry.names('pipeline')}",
         )
     top = attrs.asdict(table(TopLevel, {k: v for k, v in data.items() if k not in tables}, ""))
     if check_name:
@@ -428,7 +432,7 @@ def validate(
     for section, kind in pipeline_cls.sections.items():
         given = dict(tables.get(section, {}))
         if "name" not in given:
-            choices = ", ".join(sorted(registry.parts.get(kind, {}))) or "(none installed)"
+            choices = registry.names(kind)
             raise RecipeError(
                 source,
                 f"[{section}] name",
@@ -462,13 +466,12 @@ def validate(
     hooks = hook_settings(tables.get("hooks", {}), registry, source, base_dir, strict=check_name)
 
     if top["init_from"] and not getattr(pipeline_cls, "finetunes", False):
-        finetuning = [n for n, i in sorted(registry.parts["pipeline"].items()) if getattr(i.cls, "finetunes", False)]
+        finetuning = registry.names("pipeline", where=lambda cls: getattr(cls, "finetunes", False))
         raise RecipeError(
             source,
             "key 'init_from'",
             f"pipeline '{pipeline_info.name}' cannot start from another run",
-            "remove init_from and finetune, or use a pipeline that fine-tunes: "
-            + (", ".join(finetuning) or "(none installed)"),
+            f"remove init_from and finetune, or use a pipeline that fine-tunes: {finetuning}",
         )
     if pipeline_cls.draws_images:
         check_prompts(sample, source)

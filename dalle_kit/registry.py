@@ -426,8 +426,14 @@ class Registry:
             source,
             key,
             f"unknown {kind.replace('_', ' ')} '{name}'{hint}{extra}",
-            "use one of: " + (", ".join(sorted(parts)) or "(none installed)"),
+            f"use one of: {self.names(kind)}",
         )
+
+    def names(self, kind: str, where=None) -> str:
+        """The installed parts of `kind` (those whose class passes `where`), sorted and comma-joined for a fix line;
+        "(none installed)" when there are none."""
+        chosen = [n for n, info in self.parts.get(kind, {}).items() if where is None or where(info.cls)]
+        return ", ".join(sorted(chosen)) or "(none installed)"
 
     def recipe_path(self, name: str) -> str:
         if name not in self.recipes:

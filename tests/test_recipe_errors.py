@@ -68,7 +68,12 @@ def test_valid_recipe_checks(run_cli, tiny_recipe):
         (
             'pipeline = "gan"\n',
             "",
-            ["key 'pipeline'", "is required", 'add pipeline = "NAME", NAME one of: clip-pretrain, dalle, diffusion'],
+            ["key 'pipeline'", "is required", 'write pipeline = "NAME" at the top of the file, before any [table]'],
+        ),
+        (
+            'pipeline = "gan"\n',
+            '[pipeline]\nname = "gan"\n',
+            ["key 'pipeline'", "got a [pipeline] table", "NAME one of: clip-pretrain, dalle, diffusion, dvae, gan"],
         ),
         (
             '[text_encoder]\nname = "bow"',
