@@ -8,7 +8,7 @@ from typing import Any
 import torch
 
 from . import distributed, hints
-from .errors import UserError
+from .errors import UserError, one_line
 from .recipe import Recipe
 
 
@@ -21,10 +21,9 @@ def build_part(spec, section: str, **context: Any):
         raise
     except Exception as exc:
         info = spec.info
-        cause = str(exc).splitlines()[0] if str(exc) else ""
         raise UserError(
             f"[{section}] {info.kind.replace('_', ' ')} '{info.name}' (from {info.origin}) could not be built: "
-            f"{type(exc).__name__}: {cause}; check its settings with `{hints.dalle_kit(f'plugins show {info.name}')}` "
+            f"{one_line(exc)}; check its settings with `{hints.dalle_kit(f'plugins show {info.name}')}` "
             f"(--traceback shows where it failed)"
         ) from exc
 

@@ -22,6 +22,7 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import save
 
+from .errors import first_line
 from .files import atomic_write, atomic_write_bytes, atomic_write_text  # noqa: F401  (re-exported: plugins import them from here)
 from .files import TEMP_RE, remove_stale_temporaries  # noqa: F401  (re-exported)
 
@@ -159,7 +160,7 @@ def verify(path: str | Path) -> bool:
     except CheckpointDamaged:
         raise
     except Exception as exc:  # SafetensorError (truncated, bad header), OSError, JSON errors
-        detail = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        detail = first_line(exc) or type(exc).__name__
         raise CheckpointDamaged(path, f"unreadable: {detail}") from None
     _verified[key] = expected is not None
     return expected is not None

@@ -31,10 +31,15 @@ def did_you_mean(word: str, choices: Iterable[str]) -> str:
     return f" (did you mean '{close[0]}'?)" if close else ""
 
 
+def first_line(exc: BaseException) -> str:
+    """The first line of an exception's text, stripped ("" when it has none)."""
+    text = str(exc).strip().splitlines()
+    return text[0].strip() if text else ""
+
+
 def one_line(exc: BaseException) -> str:
     """An error as one line: a `UserError`'s message, anything else's type and first line."""
-    text = str(exc).strip().splitlines()
-    message = text[0] if text else ""
+    message = first_line(exc)
     return message if isinstance(exc, UserError) else f"{type(exc).__name__}: {message}".rstrip(": ")
 
 

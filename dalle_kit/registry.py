@@ -20,7 +20,7 @@ import attrs
 import pluggy
 
 from . import hints, hookspecs
-from .errors import RecipeError, UserError, did_you_mean
+from .errors import RecipeError, UserError, did_you_mean, first_line
 from .markers import BUILTIN_DISTRIBUTION, ENTRY_POINT_GROUP, PROJECT, SELECT_ENV
 from .parts import KINDS, Dataset, Metric, Part, Pipeline, TextEncoder, TrainConfig
 from .schema import bad_defaults
@@ -129,7 +129,7 @@ class Registry:
                     raise
                 registry._problem(
                     info,
-                    f"failed to import {ep.value}: {type(exc).__name__}: {_one_line(exc)}",
+                    f"failed to import {ep.value}: {type(exc).__name__}: {first_line(exc)}".rstrip(": "),
                     f"fix the plugin or uninstall it: pip uninstall {dist}",
                 )
                 continue
@@ -249,7 +249,9 @@ class Registry:
             try:
                 impl.function(**{arg: register for arg in impl.argnames})
             except Exception as exc:
-                self._problem(info, f"{hook_name} raised {type(exc).__name__}: {_one_line(exc)}", "fix the plugin")
+                self._problem(
+                    info, f"{hook_name} raised {type(exc).__name__}: {first_line(exc)}".rstrip(": "), "fix the plugin"
+                )
 
     def _kind_register(self, info: PluginInfo):
         def register(base: type, checks=(), hook: str | None = None) -> None:
@@ -461,11 +463,6 @@ def _dist_name(ep: metadata.EntryPoint) -> str:
 
 def _dist_version(ep: metadata.EntryPoint) -> str:
     return ep.dist.version if ep.dist is not None else "?"
-
-
-def _one_line(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    return text[0] if text else type(exc).__name__
 
 
 _cached: dict[str | None, Registry] = {}

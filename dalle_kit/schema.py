@@ -22,7 +22,7 @@ from typing import Any, Literal, Union, cast
 import attrs
 
 from . import hints
-from .errors import RecipeError, did_you_mean
+from .errors import RecipeError, did_you_mean, first_line
 
 _MISSING = object()
 #: The class of ``attrs.Factory(...)`` defaults (attrs' stubs declare ``Factory`` as a function returning the
@@ -286,7 +286,7 @@ def structure(
         key = exc.key if exc.key.startswith("[") else f"{prefix}key '{exc.key}'"
         raise RecipeError(source, key, exc.cause, exc.fix) from None
     except (ValueError, TypeError) as exc:
-        msg = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        msg = first_line(exc) or type(exc).__name__
         # attrs validators name the field in their message; point at it when we can.
         bad = next((n for n in kwargs if f"'{n}'" in msg), None)
         key = f"{prefix}key '{bad}'" if bad else prefix.strip() or "recipe"

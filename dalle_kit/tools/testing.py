@@ -27,7 +27,7 @@ import tomli_w
 import torch
 
 from ..checkpoint import load_state, save_state
-from ..errors import RecipeError
+from ..errors import RecipeError, one_line
 from ..parts import KINDS, Dataset, Part, Pipeline, TextEncoder
 from ..schema import structure, unstructure
 
@@ -232,7 +232,7 @@ def check_dtype_device(cls: type[Part], config: Any = None, **kw: Any) -> None:
         with torch.no_grad():
             out = h.run(model)
     except (RuntimeError, TypeError) as exc:
-        fail(cls, "dtype move", f"after .to(torch.float64) the forward pass fails: {str(exc).splitlines()[0]}")
+        fail(cls, "dtype move", f"after .to(torch.float64) the forward pass fails: {one_line(exc)}")
     if out.dtype != torch.float64:
         fail(
             cls,

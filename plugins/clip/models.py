@@ -255,10 +255,9 @@ def load_clip(model: str, pretrained: str, *, key: str) -> LoadedClip:
     except dalle_kit.UserError:
         raise
     except Exception as exc:  # a state dict that does not fit the architecture, a corrupt file...
-        message = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
         raise dalle_kit.UserError(
             f"{where}: cannot load it into architecture '{model or 'from the run'}' "
-            f"({type(exc).__name__}: {message[:300]}); set {key} model to the architecture "
+            f"({dalle_kit.one_line(exc)[:300]}); set {key} model to the architecture "
             "the weights were trained with"
         ) from None
     net.eval()

