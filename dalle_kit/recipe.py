@@ -31,7 +31,8 @@ P = TypeVar("P", bound="Part", covariant=True)
 #: A run's name: 1 to 100 of letters, digits, '.', '_', '-', not starting with '.' or '-' (it names a directory under
 #: the runs folder, so no path separators, NUL bytes, '..' or unicode look-alikes).
 NAME_RE = re.compile(r"[A-Za-z0-9_][A-Za-z0-9._-]{0,99}")
-#: Seeds are 0 .. 2**63 - 1: torch generators take 64 bits and pipelines derive streams as seed + k.
+#: Seeds are 0 .. 2**63 - 1: torch generators take 64 bits, and a run's named streams (`run.stream_seed`: a hash of
+#: seed and name, or the seed plus a small offset for the streams that predate names) stay within them.
 MAX_SEED = 2**63 - 1
 
 
