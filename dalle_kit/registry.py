@@ -11,7 +11,7 @@ from __future__ import annotations
 import inspect
 import os
 import re
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from importlib import metadata
 from types import ModuleType
 from typing import Any, Generic, Literal, TypeVar, overload
@@ -431,7 +431,7 @@ class Registry:
             f"use one of: {self.names(kind)}",
         )
 
-    def names(self, kind: str, where=None) -> str:
+    def names(self, kind: str, where: Callable[[type], object] | None = None) -> str:
         """The installed parts of `kind` (those whose class passes `where`), sorted and comma-joined for a fix line;
         "(none installed)" when there are none."""
         chosen = [n for n, info in self.parts.get(kind, {}).items() if where is None or where(info.cls)]
