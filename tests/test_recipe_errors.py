@@ -68,7 +68,12 @@ def test_valid_recipe_checks(run_cli, tiny_recipe):
         (
             'pipeline = "gan"\n',
             "",
-            ["key 'pipeline'", "is required", 'write pipeline = "NAME" at the top of the file, before any [table]'],
+            [
+                "key 'pipeline'",
+                "is required",
+                'write pipeline = "NAME" at the top of the file, before any [table]',
+                "NAME one of: clip-pretrain, dalle, diffusion, dvae, gan",
+            ],
         ),
         (
             'pipeline = "gan"\n',
