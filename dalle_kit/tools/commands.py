@@ -161,11 +161,31 @@ def new_plugin_cmd(name, kinds, directory):
 # ---------------------------------------------------------------------------- recipes and plugins, listed
 @click.command("list")
 def recipe_list_cmd():
-    """Recipes shipped by plugins (run them by name)."""
+    """Recipes shipped by plugins, each with its pipeline, or "bench grid" for a grid of cells (run by `bench`)."""
+    from .. import hints
     from .registry_index import listing
 
-    for name, (path, distribution, version) in listing()["recipes"].items():
-        click.echo(f"{name:20s} {distribution} {version}  {path}")
+    recipes = listing()["recipes"]
+    width = max((len(name) for name in recipes), default=0)
+    for name, (path, distribution, version) in recipes.items():
+        click.echo(f"{name:{width}s}  {_what(path):12s} {distribution} {version}  {path}")
+    click.echo(
+        f"run one with {hints.dalle_kit('run NAME')}, a bench grid with {hints.dalle_kit('bench NAME')}", err=True
+    )
+
+
+def _what(path: str) -> str:
+    """What the recipe file at `path` runs: its pipeline's name, or "bench grid" (read as TOML only: no torch)."""
+    import tomllib
+
+    try:
+        data = tomllib.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError):
+        return "(unreadable)"
+    if "base" in data and ("grid" in data or "extra" in data):  # the rule `dalle_kit.recipe.validate` refuses by
+        return "bench grid"
+    pipeline = data.get("pipeline")
+    return pipeline if isinstance(pipeline, str) else "(no pipeline)"
 
 
 @click.command("show")
