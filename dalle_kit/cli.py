@@ -231,6 +231,9 @@ def main(argv=None) -> int:
     except click.UsageError as exc:  # click's own three lines (usage, hint, error) as one, with the --help hint
         if _show_traceback:
             raise
+        if isinstance(exc, getattr(click.exceptions, "NoArgsIsHelpError", ())):  # a bare group (click >= 8.2)
+            exc.show()  # its help as click writes it (stderr, exit status 2), not flattened into one line
+            return 2
         hint = f"{exc.ctx.command_path} --help" if exc.ctx is not None else "dalle-kit --help"
         click.echo(f"dalle-kit: error: {_one_line(exc.format_message()).rstrip('.')}; see `{hint}`", err=True)
         return 2

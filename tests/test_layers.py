@@ -137,6 +137,13 @@ def test_a_tool_command_in_a_core_group_runs_as_its_own(run_cli):
     assert code == 2 and err.count("\n") == 1 and "No such command 'nosuch'" in err, err
 
 
+@pytest.mark.parametrize("group", [(), ("recipe",), ("plugins",)])
+def test_a_bare_group_shows_its_help_not_one_flattened_line(run_cli, group):
+    code, out, err = run_cli(*group)
+    assert code in (0, 2) and (out + err).startswith(f"Usage: dalle-kit {' '.join(group)}".rstrip()), (out, err)
+    assert "\nCommands:\n" in out + err and "dalle-kit: error" not in out + err, (out, err)  # click < 8.2: stdout and 0
+
+
 def stale(monkeypatch, declared: tuple[str, ...]) -> None:
     """Package metadata that declares only the tool commands `declared` (an install older than this checkout)."""
     eps = metadata.EntryPoints(
