@@ -234,7 +234,8 @@ def main(argv=None) -> int:
         if isinstance(exc, getattr(click.exceptions, "NoArgsIsHelpError", ())):  # a bare group (click >= 8.2)
             exc.show()  # its help as click writes it (stderr, exit status 2), not flattened into one line
             return 2
-        hint = f"{exc.ctx.command_path} --help" if exc.ctx is not None else "dalle-kit --help"
+        words = exc.ctx.command_path.split()[1:] if exc.ctx is not None else []  # the subcommands, not the program
+        hint = hints.dalle_kit(" ".join([*words, "--help"]))  # as this shell calls it: `.venv/bin/dalle-kit run --help`
         click.echo(f"dalle-kit: error: {_one_line(exc.format_message()).rstrip('.')}; see `{hint}`", err=True)
         return 2
     except click.ClickException as exc:

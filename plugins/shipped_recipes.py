@@ -1,6 +1,7 @@
 """The recipes shipped with dalle-kit (the files in recipes/), runnable by name; `default` is shapes.toml.
 
-Benchmark grids (bench-*.toml) are not recipes: `dalle-kit bench` reads them.
+Benchmark grids (bench-*.toml, lucic-mnist.toml...) are registered by name too: `dalle-kit bench NAME` runs one,
+`dalle-kit run NAME` says to, and `dalle-kit recipe list` marks them.
 """
 
 from importlib import resources
@@ -14,7 +15,7 @@ DEFAULT = "shapes"
 def register_recipes(register):
     folder = resources.files("dalle_kit_plugins.recipes")
     for entry in sorted(folder.iterdir(), key=lambda e: e.name):
-        if entry.name.endswith(".toml") and not entry.name.startswith("bench-"):
+        if entry.name.endswith(".toml"):
             register(entry.name[: -len(".toml")], str(entry))
             if entry.name == f"{DEFAULT}.toml":
                 register("default", str(entry))

@@ -571,7 +571,10 @@ def test_prompts_file_that_is_not_text_is_refused_before_any_directory(run_cli, 
 )
 def test_usage_mistakes_are_one_line_with_a_help_hint(run_cli, args):
     line = one_line_error(*run_cli(*args))
-    assert re.search(r"see `dalle-kit( [a-z-]+)* --help`$", line), line
+    assert re.search(r"see `(\S*dalle-kit|\S+ -m dalle_kit)( [a-z-]+)* --help`$", line), line
+    hint = line.rsplit("see `", 1)[1].rstrip("`").split()  # it works as printed: the help of that command
+    done = subprocess.run(hint, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0 and done.stdout.startswith("Usage: dalle-kit"), (hint, done.stderr)
 
 
 def test_eval_with_an_unknown_metric_leaves_the_lock_alone(copy, run_cli):
