@@ -136,3 +136,12 @@ def eval_command(run_dir: str | Path, metrics: list[str]) -> str:
     """``dalle-kit eval RUN --metric A --metric B``: the run scored with `metrics` (those that suit its dataset:
     `dalle_kit.registry.Registry.suggested_metrics`)."""
     return dalle_kit(f"eval {quote(str(run_dir))}" + "".join(f" --metric {m}" for m in metrics))
+
+
+def draws_nothing(pipeline: str) -> str:
+    """Why a run of `pipeline` (one whose ``draws_images`` is false: a CLIP, a codec) cannot be sampled or scored,
+    and the command that says what its runs are for."""
+    return (
+        f"pipeline '{pipeline}' draws no images, so there is nothing to sample or score; what its runs are for: "
+        f"{dalle_kit('plugins show ' + pipeline)}"
+    )

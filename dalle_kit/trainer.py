@@ -315,8 +315,5 @@ def sampler(run: Run, pipeline: Pipeline | None = None, **settings: Any) -> Draw
         pipeline = run.recipe.pipeline.info.cls(train)
     if not pipeline.draws_images:
         name = run.recipe.pipeline.info.name
-        raise UserError(
-            f"{run.dir}: pipeline '{name}' draws no images, so there is nothing to sample or score; "
-            f"what its runs are for: {hints.dalle_kit('plugins show ' + name)}"
-        )
+        raise UserError(f"{run.dir}: {hints.draws_nothing(name)}")
     return Trainer.restore(run, pipeline).sampler()

@@ -74,6 +74,22 @@ def test_pretrain_learns_and_writes_an_open_clip_folder(pretrained):
         sampler(pretrained)
 
 
+def test_a_run_that_draws_nothing_gets_no_dead_end_hint(pretrained, run_cli):
+    """`eval` and the report named metrics "that suit shapes" for a CLIP run, a command that then failed: both now
+    say the pipeline draws no images and give the command that says what its runs are for, which works."""
+    for args in ([], ["--metric", "fid"]):
+        code, _, err = run_cli("eval", pretrained.dir, *args)
+        assert code == 2 and "pipeline 'clip-pretrain' draws no images" in err and "--metric" not in err, err
+    code, out, _ = run_cli("plugins", "show", "clip-pretrain")  # the hint's command, minus the venv's path
+    assert code == 0 and "clip-pretrain" in out
+    from dalle_kit.tools.report import write_report
+
+    text = write_report(pretrained.dir).read_text()
+    assert "No evaluations yet" not in text and "No sample grids yet" not in text
+    assert "No scores: pipeline &#x27;clip-pretrain&#x27; draws no images" in text
+    assert "No sample grids: pipeline &#x27;clip-pretrain&#x27; draws no images." in text
+
+
 def test_pretrain_resume_matches_uninterrupted(tmp_path, run_cli):
     brief = [
         "data.train_size=256",

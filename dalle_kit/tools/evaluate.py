@@ -99,8 +99,12 @@ def compute_metrics(evaluation: Evaluation, metrics: dict[str, Metric]) -> dict[
 
 
 def run_metrics(run: Run, metrics: Sequence[str] | None = None) -> dict[str, Metric]:
-    """The metrics `metrics` names (default: the recipe's ``[eval] metrics``), built with the recipe's settings; an
-    unknown name or an empty list is refused in one line before anything is computed."""
+    """The metrics `metrics` names (default: the recipe's ``[eval] metrics``), built with the recipe's settings; a
+    pipeline that draws no images, an unknown name or an empty list is refused in one line before anything is
+    computed."""
+    pipeline = run.recipe.pipeline.info
+    if not pipeline.cls.draws_images:  # before the metrics: a hint to score it would fail
+        raise UserError(f"{run.dir}: {hints.draws_nothing(pipeline.name)}")
     names = list(metrics) if metrics else list(run.recipe.eval.metrics)
     if not names:
         dataset = run.recipe.parts["data"].info.name if "data" in run.recipe.parts else ""

@@ -19,7 +19,7 @@ from typing import Any
 from .. import hints
 from . import pages
 from ..checkpoint import atomic_write_text, list_checkpoints
-from ..errors import UserError
+from ..errors import RecipeError, UserError
 from .pages import esc
 from ..rundir import read_jsonl
 from ..recipe import RECIPE_FILE
@@ -185,8 +185,18 @@ def summary(files: RunFiles) -> str:
     return '<p class="meta">' + " &middot; ".join(f"{esc(k)}: <b>{esc(v)}</b>" for k, v in facts) + "</p>"
 
 
+def draws_images(files: RunFiles) -> bool:
+    """Whether the run's pipeline draws images (true when its plugin is not installed here: the report cannot tell)."""
+    try:
+        return get_registry().get("pipeline", files.pipeline).cls.draws_images
+    except RecipeError:
+        return True
+
+
 def metrics_section(files: RunFiles) -> str:
     rows = files.eval_rows
+    if not rows and not draws_images(files):
+        return pages.empty(f"No scores: {hints.draws_nothing(files.pipeline)}.")
     if not rows:
         return pages.empty(
             f"No evaluations yet: `{hints.eval_command(files.dir, get_registry().suggested_metrics(files.dataset))}` "
@@ -223,6 +233,8 @@ def curves_section(
 def samples_section(files: RunFiles) -> str:
     grids = files.grid_images()
     if not grids:
+        if not draws_images(files):
+            return pages.empty(f"No sample grids: pipeline '{files.pipeline}' draws no images.")
         return pages.empty("No sample grids yet: they are drawn every [sample] every steps and at the last step.")
     return pages.grid_viewer([(f"step {step}", data) for step, data in grids])
 
