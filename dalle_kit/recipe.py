@@ -21,7 +21,7 @@ from . import hints
 from .errors import RecipeError, UserError, did_you_mean
 from .registry import PartInfo, Registry
 from .rundir import RECIPE_FILE
-from .schema import Invalid, param, structure, toml_repr, unstructure
+from .schema import Invalid, is_bench_grid, param, structure, toml_repr, unstructure
 
 if TYPE_CHECKING:  # pragma: no cover
     from .parts import Part, Pipeline
@@ -383,7 +383,7 @@ def validate(
     parts no longer declare are ignored with a warning (as diffusers loads an older config), so runs written by
     another version keep loading for sample, eval and --resume."""
     data = upgrade(data, source)
-    if "base" in data and ("grid" in data or "extra" in data):  # a bench grid handed to a command that reads recipes
+    if is_bench_grid(data):  # handed to a command that reads recipes
         raise RecipeError(
             source,
             "key 'base'",

@@ -309,3 +309,9 @@ def unstructure(config: Any) -> dict[str, Any]:
         return value
 
     return {k: plain(v) for k, v in attrs.asdict(config, recurse=True).items() if v is not None}
+
+
+def is_bench_grid(data: dict[str, Any]) -> bool:
+    """Whether a parsed TOML file is a `dalle-kit bench` grid (``base`` with ``[grid]`` or ``[[extra]]`` cells) rather
+    than a recipe: the recipe loader refuses it, ``recipe list`` labels it (without importing torch)."""
+    return "base" in data and ("grid" in data or "extra" in data)

@@ -178,11 +178,13 @@ def _what(path: str) -> str:
     """What the recipe file at `path` runs: its pipeline's name, or "bench grid" (read as TOML only: no torch)."""
     import tomllib
 
+    from ..schema import is_bench_grid
+
     try:
         data = tomllib.loads(Path(path).read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError):
         return "(unreadable)"
-    if "base" in data and ("grid" in data or "extra" in data):  # the rule `dalle_kit.recipe.validate` refuses by
+    if is_bench_grid(data):
         return "bench grid"
     pipeline = data.get("pipeline")
     return pipeline if isinstance(pipeline, str) else "(no pipeline)"
