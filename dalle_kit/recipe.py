@@ -322,6 +322,17 @@ def load_recipe(
     )
 
 
+def load_run_recipe(run_dir: str | Path, registry: Registry, overrides: Sequence[str]) -> Recipe:
+    """A run's saved recipe with `overrides` (``--set`` of `run --resume`, `sample`, `eval`) applied. The saved file
+    was checked when the run was opened, so a value refused now is an override's: the error names that ``--set``,
+    not the run's recipe.toml, which is not to be edited."""
+    try:
+        return load_recipe(Path(run_dir) / RECIPE_FILE, registry, overrides, check_name=False)
+    except RecipeError as exc:
+        named = [text for text in overrides if f"key '{parse_override(text)[0][-1]}'" in exc.key]
+        raise RecipeError("--set " + " --set ".join(named[-1:] or overrides), exc.key, exc.problem, exc.fix) from None
+
+
 def upgrade(data: dict[str, Any], source: str) -> dict[str, Any]:
     """`data` brought to `RECIPE_FORMAT` through `UPGRADES`; a recipe from a newer dalle-kit is one line."""
     fmt = data.get("recipe_format", 0)

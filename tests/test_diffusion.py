@@ -109,10 +109,13 @@ def test_sample_takes_the_pipelines_settings_with_set(tmp_path, run_cli):
     for setting, words in [
         ("train.guidance_scal=1", "unknown key"),
         ("train.sample_steps=0", "sample_steps"),
+        ("train.guidance_scale=abc", "expected float"),
         ("denoiser.channels=[4, 8]", "only the pipeline's [train] settings"),
     ]:
         code, out, err = run_cli("sample", run_dir, "a red circle", "-o", tmp_path / "x.png", "--set", setting)
         assert code == 2 and words in err and len(err.strip().splitlines()) == 1, err
+        # the value given on the command line is at fault, not the run's recipe.toml (which must not be edited)
+        assert err.startswith(f"dalle-kit: error: --set {setting}:") and "recipe.toml" not in err, err
         assert not (tmp_path / "x.png").exists()
 
 

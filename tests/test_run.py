@@ -144,12 +144,14 @@ def test_extending_refuses_other_changes_and_fewer_steps(tiny_recipe, tmp_path, 
     for args, message in [
         (["--set", "train.lr=1e-3"], "can only be trained for longer"),
         (["--set", "train.steps=10"], "already has a checkpoint at step 10"),
-        (["--set", "train.steps=-3"], "steps"),
+        (["--set", "train.steps=-3"], "--set train.steps=-3: [train] key 'steps'"),
+        (["--set", "train.steps=abc"], "--set train.steps=abc: [train] key 'steps': expected integer"),
         (["--set", "train.lr_decay=linear", "--set", "train.steps=20"], "can only be trained for longer"),
     ]:
         code, out, err = run_cli("run", "--resume", run.dir, *args, "-q")
         assert code == 2 and message in err and "Traceback" not in err, (args, err)
         assert len(err.strip().splitlines()) == 1, err
+        assert "recipe.toml" not in err, err  # the value given is at fault, not the run's file (not to be edited)
     assert (run.dir / "recipe.toml").read_bytes() == recipe_before  # nothing rewritten by a refused extension
     assert latest_checkpoint(run.checkpoints.folder)[0] == 10
 

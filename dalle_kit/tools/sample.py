@@ -81,7 +81,7 @@ def train_with(run: Run, settings: Sequence[str]):
     changed."""
     import attrs
 
-    from ..recipe import RECIPE_FILE, load_recipe
+    from ..recipe import load_run_recipe
 
     check_setting_keys(settings, "this command")
     if not settings:
@@ -97,7 +97,7 @@ def train_with(run: Run, settings: Sequence[str]):
                 + (f" (did you mean '{near[0]}'?)" if near else "")
                 + f"; see {hints.dalle_kit('plugins show ' + pipeline)}"
             )
-    return load_recipe(run.dir / RECIPE_FILE, run.registry, list(settings), check_name=False).train
+    return load_run_recipe(run.dir, run.registry, settings).train
 
 
 def warn_unknown_words(run: Run, prompts: Sequence[str]) -> None:
