@@ -21,7 +21,7 @@ from . import hints
 from .errors import RecipeError, UserError, did_you_mean
 from .registry import PartInfo, Registry
 from .rundir import RECIPE_FILE
-from .schema import Invalid, is_bench_grid, param, structure, toml_repr, unstructure
+from .schema import MAX_SEED, Invalid, is_bench_grid, param, structure, toml_repr, unstructure
 
 if TYPE_CHECKING:  # pragma: no cover
     from .parts import Part, Pipeline
@@ -31,9 +31,6 @@ P = TypeVar("P", bound="Part", covariant=True)
 #: A run's name: 1 to 100 of letters, digits, '.', '_', '-', not starting with '.' or '-' (it names a directory under
 #: the runs folder, so no path separators, NUL bytes, '..' or unicode look-alikes).
 NAME_RE = re.compile(r"[A-Za-z0-9_][A-Za-z0-9._-]{0,99}")
-#: Seeds are 0 .. 2**63 - 1: torch generators take 64 bits, and a run's named streams (`run.stream_seed`: a hash of
-#: seed and name, or the seed plus a small offset for the streams that predate names) stay within them.
-MAX_SEED = 2**63 - 1
 
 
 def check_run_name(name: str, source: str) -> None:

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any, Literal, Union, cast
 
 import attrs
+import click
 
 from . import hints
 from .errors import RecipeError, did_you_mean, first_line
@@ -28,6 +29,13 @@ _MISSING = object()
 #: The class of ``attrs.Factory(...)`` defaults (attrs' stubs declare ``Factory`` as a function returning the
 #: factory's product, which `isinstance` cannot take).
 FACTORY = cast("type[Any]", attrs.Factory)
+
+
+#: Seeds are 0 .. 2**63 - 1: torch generators take 64 bits, and a run's named streams (`run.stream_seed`: a hash of
+#: seed and name, or the seed plus a small offset for the streams that predate names) stay within them.
+MAX_SEED = 2**63 - 1
+#: The command line's ``--seed``: the same range, refused in one line by click.
+SEED = click.IntRange(0, MAX_SEED)
 
 
 def param(default: Any = _MISSING, doc: str = "", *, validator=None, path: str | None = None):

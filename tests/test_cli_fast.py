@@ -75,3 +75,19 @@ def test_the_download_hint_runs_as_printed(tmp_path):
     done = subprocess.run(command, shell=True, capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
     assert target.read_bytes() == source.read_bytes()
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ("eval", "RUN", "--seed", "-1"),
+        ("sample", "RUN", "a", "--seed", str(2**64)),
+        ("compare", "A", "B", "--seed", "-3"),
+    ],
+)
+def test_a_seed_out_of_range_is_one_line(args, run_cli):
+    """Seeds are 0 .. 2**63 - 1, as in a recipe: --seed -1 went on to a numpy traceback in eval, 2**64 to an overflow
+    in sample; click refuses them before anything is loaded."""
+    code, _, err = run_cli(*args)
+    assert code == 2 and "--seed" in err and "0<=x<=9223372036854775807" in err, err
+    assert len(err.strip().splitlines()) == 1 and "Traceback" not in err, err

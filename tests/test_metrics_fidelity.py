@@ -171,6 +171,31 @@ def test_reference_cache_skips_extractor_and_follows_content(tmp_path, seen, sha
     assert len(list((tmp_path / "fidelity-reference").iterdir())) == 2
 
 
+def test_kid_takes_any_seed_a_recipe_allows(tmp_path, shapes):
+    """Recipes allow seeds up to 2**63 - 1; torch-fidelity seeds numpy's 32-bit generator with the evaluation's seed
+    and raised on larger ones. The seed is taken modulo 2**32: 2**40 + 5 draws KID's subsets as 5 does."""
+    n = 8
+    generated = shapes.load("train").images[:n]
+    reference = shapes.load("test").images[:n]
+    metrics = build_metrics(["kid"], get_registry())
+
+    def kid(seed: int):
+        evaluation = Evaluation(
+            FixedTest(reference),
+            num_samples=n,
+            seed=seed,
+            generated=generated,
+            prompts=["a red circle"] * n,
+            cache_root=tmp_path,
+            metric_names=list(metrics),
+        )
+        result = compute_metrics(evaluation, metrics)["kid"]
+        assert result.protocol.seed == seed  # the protocol keeps the run's seed as given
+        return result.values
+
+    assert kid(2**40 + 5) == kid(5) != kid(6)
+
+
 def test_is_refuses_without_standard_weights(shapes, tmp_path):
     def no_sampling():
         pytest.fail("nothing may be generated for a metric that cannot run")

@@ -11,6 +11,8 @@ from pathlib import Path
 
 import click
 
+from ..schema import SEED
+
 
 @click.command("report")
 @click.argument("run_dir", type=click.Path())
@@ -50,7 +52,7 @@ def report_cmd(run_dir, output):
     metavar="TEXT",
     help="Prompt of the sample grids (repeatable; default: each run's first 4 [sample] prompts).",
 )
-@click.option("--seed", default=0, show_default=True, help="Noise seed of the sample grids.")
+@click.option("--seed", default=0, show_default=True, type=SEED, help="Noise seed of the sample grids.")
 @click.option("-n", "num", type=click.IntRange(min=1), default=4, show_default=True, help="Images per prompt.")
 @click.option("--no-grids", is_flag=True, help="Do not draw sample grids (recipes and metrics only).")
 def compare_cmd(run_dirs, out_dir, prompts, seed, num, no_grids):

@@ -16,6 +16,7 @@ import click
 from .. import hints, progress
 from ..errors import UserError
 from ..files import atomic_write_bytes, check_target
+from ..schema import SEED
 
 if TYPE_CHECKING:  # pragma: no cover
     import torch
@@ -178,7 +179,7 @@ def _text_width(font, text: str) -> int:
 @click.argument("prompts", nargs=-1, required=True)
 @click.option("-n", "num", default=8, show_default=True, help="Images per prompt.")
 @click.option("-o", "--output", type=click.Path(), help="PNG to write (default RUN_DIR/sample.png).")
-@click.option("--seed", default=0, show_default=True, help="Noise seed.")
+@click.option("--seed", default=0, show_default=True, type=SEED, help="Noise seed.")
 @click.option(
     "--set",
     "settings",

@@ -321,6 +321,11 @@ def paired_scores(
         progress.done()
 
 
+def numpy_seed(seed: int) -> int:
+    """The seed handed to torch-fidelity, which seeds numpy's legacy generator (32 bits): a run's seed may have 63."""
+    return seed % 2**32
+
+
 def _paired_scores(evaluation, gen: torch.Tensor, ref: torch.Tensor, metric: str) -> dict[str, float]:
     if metric == "fid":
         return {"frechet_inception_distance": frechet_distance(gen, ref)}
@@ -330,7 +335,12 @@ def _paired_scores(evaluation, gen: torch.Tensor, ref: torch.Tensor, metric: str
         size = kid_subset_size(len(gen), len(ref))
         with _blas_threads():
             return kid_features_to_metric(
-                gen, ref, kid_subsets=KID_SUBSETS, kid_subset_size=size, rng_seed=evaluation.seed, verbose=False
+                gen,
+                ref,
+                kid_subsets=KID_SUBSETS,
+                kid_subset_size=size,
+                rng_seed=numpy_seed(evaluation.seed),
+                verbose=False,
             )
     from torch_fidelity.metric_prc import prc_features_to_metric
 
@@ -502,7 +512,7 @@ class InceptionScore(dalle_kit.Metric):
             batch_size=self.config.batch_size,
             cuda=evaluation.device.type == "cuda",
             save_cpu_ram=True,
-            rng_seed=evaluation.seed,
+            rng_seed=numpy_seed(evaluation.seed),
             verbose=False,
         )
         protocol = evaluation.protocol(
