@@ -87,6 +87,7 @@ def test_a_run_that_draws_nothing_gets_no_dead_end_hint(pretrained, run_cli):
     text = write_report(pretrained.dir).read_text()
     assert "No evaluations yet" not in text and "No sample grids yet" not in text
     assert "No scores: pipeline &#x27;clip-pretrain&#x27; draws no images" in text
+    assert "plugins show clip-pretrain</p>" in text  # the command ends the line: nothing to copy with it
     assert "No sample grids: pipeline &#x27;clip-pretrain&#x27; draws no images." in text
 
 

@@ -196,7 +196,7 @@ def draws_images(files: RunFiles) -> bool:
 def metrics_section(files: RunFiles) -> str:
     rows = files.eval_rows
     if not rows and not draws_images(files):
-        return pages.empty(f"No scores: {hints.draws_nothing(files.pipeline)}.")
+        return pages.empty(f"No scores: {hints.draws_nothing(files.pipeline)}")  # no full stop after a command
     if not rows:
         return pages.empty(
             f"No evaluations yet: `{hints.eval_command(files.dir, get_registry().suggested_metrics(files.dataset))}` "
