@@ -12,7 +12,7 @@ import torch
 from . import progress
 from .errors import UserError
 from .checkpoint import atomic_write_text
-from .recipe import RECIPE_FILE, load_recipe, load_run_recipe, parse_override
+from .recipe import RECIPE_FILE, load_recipe, parse_override
 from .registry import Registry, get_registry
 from . import distributed
 from .building import check_parts, pick_device
@@ -175,7 +175,7 @@ def extend(run: Run, overrides: Sequence[str], done: int, registry: Registry) ->
     """Train the resumed `run` for longer: check the new ``[train] steps`` and rewrite its recipe.toml.
     Training 5000 steps and extending to 15000 gives the same weights as a run made with 15000 (the
     checkpoint holds every optimiser and random state), unless the schedule is a function of the steps."""
-    recipe = load_run_recipe(run.dir, registry, overrides)
+    recipe = load_recipe(run.dir / RECIPE_FILE, registry, list(overrides), check_name=False)
     steps = recipe.train.steps
     if steps <= done:
         raise UserError(

@@ -21,7 +21,7 @@ from . import hints
 from .errors import RecipeError, UserError, did_you_mean
 from .registry import PartInfo, Registry
 from .rundir import RECIPE_FILE
-from .schema import MAX_SEED, Invalid, is_bench_grid, param, structure, toml_repr, unstructure
+from .schema import Invalid, is_bench_grid, param, seed_in_range, structure, toml_repr, unstructure
 
 if TYPE_CHECKING:  # pragma: no cover
     from .parts import Part, Pipeline
@@ -87,11 +87,6 @@ class EvalConfig:
 FINETUNE_MODES = ("full", "conditioning", "lora")
 
 
-def _seed_range(_, attribute, value):
-    if not 0 <= value <= MAX_SEED:
-        raise Invalid("seed", f"{value} is out of range", f"use a seed from 0 to {MAX_SEED}")
-
-
 def _device_name(_, attribute, value):
     if value not in ("auto", "cpu", "cuda", "mps") and not (value.startswith("cuda:") and value[5:].isdigit()):
         raise Invalid("device", f"device '{value}' is not known", "use 'auto', 'cpu', 'cuda' or 'cuda:N'")
@@ -117,7 +112,7 @@ class TopLevel:
 
     name: str = param(doc="the run's name; run directories are runs/<name>-<timestamp>")
     pipeline: str = param(doc="the training procedure: a pipeline's name (see `dalle-kit plugins list`)")
-    seed: int = param(0, "seed for weights, data order and noise", validator=_seed_range)
+    seed: int = param(0, "seed for weights, data order and noise", validator=seed_in_range)
     device: str = param("auto", "'auto', 'cpu', 'cuda' or 'cuda:N'", validator=_device_name)
     description: str = param("", "free text")
     init_from: str = param(
@@ -309,25 +304,28 @@ def resolve_source(target: str, registry: Registry) -> Path:
 def load_recipe(
     target: str | Path, registry: Registry, overrides: Sequence[str] = (), *, check_name: bool = True
 ) -> Recipe:
+    """The recipe `target` (a file, a run directory or a registered name) with `overrides` applied, validated. A
+    value refused at a key an override set is that ``--set``'s fault, and the error names it, not the file (a run's
+    recipe.toml is not to be edited; a recipe's own value there was replaced)."""
     path = resolve_source(str(target), registry)
-    return validate(
-        apply_overrides(read_toml(path), list(overrides)),
-        registry,
-        source=str(target),
-        base_dir=path.parent,
-        check_name=check_name,
-    )
-
-
-def load_run_recipe(run_dir: str | Path, registry: Registry, overrides: Sequence[str]) -> Recipe:
-    """A run's saved recipe with `overrides` (``--set`` of `run --resume`, `sample`, `eval`) applied. The saved file
-    was checked when the run was opened, so a value refused now is an override's: the error names that ``--set``,
-    not the run's recipe.toml, which is not to be edited."""
     try:
-        return load_recipe(Path(run_dir) / RECIPE_FILE, registry, overrides, check_name=False)
+        return validate(
+            apply_overrides(read_toml(path), list(overrides)),
+            registry,
+            source=str(target),
+            base_dir=path.parent,
+            check_name=check_name,
+        )
     except RecipeError as exc:
-        named = [text for text in overrides if f"key '{parse_override(text)[0][-1]}'" in exc.key]
-        raise RecipeError("--set " + " --set ".join(named[-1:] or overrides), exc.key, exc.problem, exc.fix) from None
+        named = [text for text in overrides if exc.key == _shown_key(parse_override(text)[0])]
+        if not named:
+            raise
+        raise RecipeError(f"--set {named[-1]}", exc.key, exc.problem, exc.fix) from None
+
+
+def _shown_key(path: Sequence[str]) -> str:
+    """How a validation error names the key at `path`: ``[train] key 'lr'``, or ``key 'seed'`` at the top."""
+    return f"[{'.'.join(path[:-1])}] key '{path[-1]}'" if len(path) > 1 else f"key '{path[-1]}'"
 
 
 def upgrade(data: dict[str, Any], source: str) -> dict[str, Any]:

@@ -20,7 +20,6 @@ from pathlib import Path
 from typing import Any, Literal, Union, cast
 
 import attrs
-import click
 
 from . import hints
 from .errors import RecipeError, did_you_mean, first_line
@@ -34,8 +33,6 @@ FACTORY = cast("type[Any]", attrs.Factory)
 #: Seeds are 0 .. 2**63 - 1: torch generators take 64 bits, and a run's named streams (`run.stream_seed`: a hash of
 #: seed and name, or the seed plus a small offset for the streams that predate names) stay within them.
 MAX_SEED = 2**63 - 1
-#: The command line's ``--seed``: the same range, refused in one line by click.
-SEED = click.IntRange(0, MAX_SEED)
 
 
 def param(default: Any = _MISSING, doc: str = "", *, validator=None, path: str | None = None):
@@ -71,6 +68,12 @@ def finite_nonnegative(_, attribute, value):
     """attrs validator: a finite number >= 0 that fits float32 (weight decay, clipping thresholds)."""
     if value is not None and not (math.isfinite(value) and 0 <= value <= FLOAT32_MAX):
         raise ValueError(f"'{attribute.name}' must be a finite number >= 0 (at most 3.4e38, float32), got {value}")
+
+
+def seed_in_range(_, attribute, value):
+    """attrs validator: a seed from 0 to `MAX_SEED`."""
+    if not 0 <= value <= MAX_SEED:
+        raise Invalid("seed", f"{value} is out of range", f"use a seed from 0 to {MAX_SEED}")
 
 
 def adam_betas(_, attribute, value):

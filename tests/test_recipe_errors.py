@@ -126,7 +126,7 @@ def test_run_refuses_before_any_work(run_cli, tmp_path):
 @pytest.mark.parametrize(
     "override, expected",
     [
-        ("train.steps=abc", "[train] key 'steps': expected integer, got str \"abc\""),
+        ("train.steps=abc", "--set train.steps=abc: [train] key 'steps': expected integer, got str \"abc\""),
         ("train.stepz=5", "[train] key 'stepz': unknown key (did you mean 'steps'?)"),
         ("trainsteps", "expected KEY=VALUE"),
         ("generator.name=nope", "unknown generator 'nope'"),

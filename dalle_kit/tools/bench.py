@@ -55,8 +55,8 @@ from .. import hints
 from ..errors import UserError, did_you_mean, one_line
 from .evaluate import evaluate_run
 from ..files import atomic_write_bytes, atomic_write_text, make_folder
-from ..recipe import MAX_SEED, TOP_LEVEL, flatten_keys, load_recipe, parse_override, read_toml
-from ..schema import Invalid, param, structure
+from ..recipe import TOP_LEVEL, flatten_keys, load_recipe, parse_override, read_toml
+from ..schema import Invalid, param, seed_in_range, structure
 from ..registry import Registry, get_registry
 
 STATE_VERSION = 1
@@ -75,11 +75,6 @@ def _grid_axes(_, attribute, value):
             raise Invalid(
                 f"[grid] {key}", f"expected a non-empty list of alternatives, got {values!r}", f"write {key} = [a, b]"
             )
-
-
-def _grid_seed(_, attribute, value):
-    if not 0 <= value <= MAX_SEED:
-        raise Invalid("seed", f"{value} is out of range", f"use a seed from 0 to {MAX_SEED}")
 
 
 @attrs.frozen
@@ -111,7 +106,7 @@ class GridFile:
         "key -> list of values; every combination is a cell (may be left out when [[extra]] cells are given)",
         validator=_grid_axes,
     )
-    seed: int = param(0, "the seed of every cell", validator=_grid_seed)
+    seed: int = param(0, "the seed of every cell", validator=seed_in_range)
     metrics: list[str] = param([], "metric names scored for every cell", validator=_metric_names)
     num_samples: int = param(1000, "generated images per metric", validator=attrs.validators.gt(0))
     description: str = param("", "free text")

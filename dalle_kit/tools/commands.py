@@ -11,7 +11,7 @@ from pathlib import Path
 
 import click
 
-from ..schema import SEED
+from ..schema import MAX_SEED
 
 
 @click.command("report")
@@ -52,7 +52,9 @@ def report_cmd(run_dir, output):
     metavar="TEXT",
     help="Prompt of the sample grids (repeatable; default: each run's first 4 [sample] prompts).",
 )
-@click.option("--seed", default=0, show_default=True, type=SEED, help="Noise seed of the sample grids.")
+@click.option(
+    "--seed", default=0, show_default=True, type=click.IntRange(0, MAX_SEED), help="Noise seed of the sample grids."
+)
 @click.option("-n", "num", type=click.IntRange(min=1), default=4, show_default=True, help="Images per prompt.")
 @click.option("--no-grids", is_flag=True, help="Do not draw sample grids (recipes and metrics only).")
 def compare_cmd(run_dirs, out_dir, prompts, seed, num, no_grids):

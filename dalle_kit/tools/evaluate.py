@@ -17,7 +17,7 @@ import click
 
 from .. import hints, progress
 from ..errors import RecipeError, UserError
-from ..schema import SEED
+from ..schema import MAX_SEED
 
 if TYPE_CHECKING:  # pragma: no cover
     from ..evaluation import Evaluation
@@ -202,7 +202,9 @@ def check_metrics(run: Run, metrics: Sequence[str] | None = None) -> None:
 @click.option(
     "-n", "--num-samples", type=click.IntRange(min=1), help="Generated images per metric (default: [eval] num_samples)."
 )
-@click.option("--seed", type=SEED, help="Seed of the prompts and noise (default: the recipe's seed).")
+@click.option(
+    "--seed", type=click.IntRange(0, MAX_SEED), help="Seed of the prompts and noise (default: the recipe's seed)."
+)
 @click.option(
     "--set",
     "settings",

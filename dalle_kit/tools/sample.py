@@ -16,7 +16,7 @@ import click
 from .. import hints, progress
 from ..errors import UserError
 from ..files import atomic_write_bytes, check_target
-from ..schema import SEED
+from ..schema import MAX_SEED
 
 if TYPE_CHECKING:  # pragma: no cover
     import torch
@@ -82,7 +82,7 @@ def train_with(run: Run, settings: Sequence[str]):
     changed."""
     import attrs
 
-    from ..recipe import load_run_recipe
+    from ..recipe import RECIPE_FILE, load_recipe
 
     check_setting_keys(settings, "this command")
     if not settings:
@@ -98,7 +98,7 @@ def train_with(run: Run, settings: Sequence[str]):
                 + (f" (did you mean '{near[0]}'?)" if near else "")
                 + f"; see {hints.dalle_kit('plugins show ' + pipeline)}"
             )
-    return load_run_recipe(run.dir, run.registry, settings).train
+    return load_recipe(run.dir / RECIPE_FILE, run.registry, list(settings), check_name=False).train
 
 
 def warn_unknown_words(run: Run, prompts: Sequence[str]) -> None:
@@ -179,7 +179,7 @@ def _text_width(font, text: str) -> int:
 @click.argument("prompts", nargs=-1, required=True)
 @click.option("-n", "num", default=8, show_default=True, help="Images per prompt.")
 @click.option("-o", "--output", type=click.Path(), help="PNG to write (default RUN_DIR/sample.png).")
-@click.option("--seed", default=0, show_default=True, type=SEED, help="Noise seed.")
+@click.option("--seed", default=0, show_default=True, type=click.IntRange(0, MAX_SEED), help="Noise seed.")
 @click.option(
     "--set",
     "settings",
