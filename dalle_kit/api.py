@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -9,7 +10,7 @@ from pathlib import Path
 import attrs
 import torch
 
-from . import progress
+from . import hints, progress
 from .errors import UserError
 from .checkpoint import atomic_write_text
 from .recipe import RECIPE_FILE, load_recipe, parse_override
@@ -59,10 +60,31 @@ def open_for_resume(resume, overrides, *, quiet, registry) -> Run:
             raise UserError(f"{resume}: has no checkpoint to resume from (checkpoints/ is empty)")
         if overrides:
             extend(run, overrides, last["step"], registry)
+        elif last["step"] >= run.recipe.train.steps and set(run.recipe.eval.metrics) <= run.files.scored(last["step"]):
+            raise finished(run, last["step"])
     except BaseException:
         run.files.unlock()
         raise
     return run
+
+
+def finished(run: Run, step: int) -> UserError:
+    """Why `run`, trained all its steps and evaluated, has nothing to resume, and what can be done with it instead
+    (resuming one stopped during its final evaluation finishes that evaluation)."""
+    pipeline = run.recipe.pipeline.info
+    where = hints.quote(str(run.dir))
+    if pipeline.cls(run.recipe.train).schedule_depends_on_steps():  # `extend` would refuse
+        todo = [f"to train it for longer, start a new run with init_from = {json.dumps(str(run.dir))} in its recipe"]
+    else:
+        todo = [f"to train it for longer: {hints.dalle_kit(f'run --resume {where} --set train.steps={2 * step}')}"]
+    if pipeline.cls.draws_images:
+        dataset = run.recipe.parts["data"].info.name if "data" in run.recipe.parts else ""
+        metrics = [] if run.recipe.eval.metrics else run.registry.suggested_metrics(dataset)
+        todo.append(f"to score it again: {hints.eval_command(run.dir, metrics)}")
+    done = " and evaluated" if run.recipe.eval.metrics else ""
+    return UserError(
+        f"{run.dir}: has trained all its {step} steps{done}, so there is nothing to resume; " + "; ".join(todo)
+    )
 
 
 def create_checked(target, overrides, *, runs_dir, quiet, registry) -> Run:
@@ -126,8 +148,12 @@ def _train(run: Run, stop_at: int | None = None) -> Run:
         run.interrupted = trainer.interrupted
         final = run.checkpoints.load(prefixes=()) if run.files.writes else None
         if not run.interrupted and final is not None and final["step"] >= run.recipe.train.steps:
-            with flush_denormals():
-                run.registry.hook.run_trained(run=run)  # the final evaluation (built-in plugin midrun-eval)
+            try:
+                with flush_denormals():
+                    run.registry.hook.run_trained(run=run)  # the final evaluation (built-in plugin midrun-eval)
+            except KeyboardInterrupt:
+                run.say(f"final evaluation stopped; finish it with: {run.files.resume_command()}")
+                raise
     finally:
         run.files.unlock()  # held while this process trains and evaluates the run (a crash or kill releases it too)
     return run

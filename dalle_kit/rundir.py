@@ -159,6 +159,10 @@ class RunDir:
     def read_metrics(self) -> list[dict[str, Any]]:
         return read_jsonl(self.path / METRICS_FILE)
 
+    def scored(self, step: int) -> set[str]:
+        """The metrics that have an evaluation row at `step`."""
+        return {r["metric"] for r in self.read_metrics() if r.get("kind") == "eval" and r.get("step") == step}
+
     def truncate_metrics(self, step: int) -> None:
         """Drop rows logged after `step` (they belong to an interrupted stretch that is replayed on resume)."""
         if not self.writes:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import math
+import re
+import shlex
 import warnings
 
 import pytest
@@ -163,6 +165,52 @@ def test_extending_refuses_a_schedule_tied_to_steps(tiny_recipe, tmp_path, run_c
     code, out, err = run_cli("run", "--resume", run.dir, "--set", "train.steps=20", "-q")
     assert code == 2 and "learning-rate schedule" in err and "init_from" in err, err
     assert latest_checkpoint(run.checkpoints.folder)[0] == 10
+
+
+def test_resuming_a_finished_run_says_what_to_do_or_ends_its_evaluation(tiny_recipe, tmp_path, run_cli):
+    """A run that trained all its steps and was evaluated has nothing to resume: one line, its two commands work and
+    nothing is scored twice; one stopped during its final evaluation scores only the metrics it lacks."""
+    settings = ["train.steps=10", 'eval.metrics=["d-roc-auc"]', "eval.num_samples=32"]
+    run = api.train(str(tiny_recipe), settings, runs_dir=tmp_path / "runs", quiet=True)
+
+    def scored():
+        return [(r["step"], r["metric"]) for r in run.files.read_metrics() if r["kind"] == "eval"]
+
+    assert scored() == [(10, "d-roc-auc")]
+    code, out, err = run_cli("run", "--resume", run.dir, "-q")
+    assert code == 2 and "has trained all its 10 steps and evaluated, so there is nothing to resume" in err, err
+    assert len(err.strip().splitlines()) == 1 and scored() == [(10, "d-roc-auc")]
+    longer, again = re.findall(r"to (?:train it for longer|score it again): ([^;]+)", err.strip())
+    for command in (longer, again):
+        words = shlex.split(command)
+        code, out, _ = run_cli(*words[words.index("run" if command == longer else "eval") :], "-q")
+        assert code == 0, command
+    assert scored() == [(10, "d-roc-auc"), (20, "d-roc-auc"), (20, "d-roc-auc")]  # the longer run's, then eval's
+
+    lines = (run.dir / "metrics.jsonl").read_text().splitlines()
+    (run.dir / "metrics.jsonl").write_text("".join(line + "\n" for line in lines if '"eval"' not in line))
+    code, out, err = run_cli("run", "--resume", run.dir, "-q")  # as if stopped before its final evaluation ended
+    assert code == 0, err
+    assert scored() == [(20, "d-roc-auc")]
+    assert [r["step"] for r in run.files.read_metrics() if r["kind"] == "train"][-1] == 20  # no step trained again
+
+
+def test_ctrl_c_in_the_final_evaluation_prints_the_command_that_finishes_it(tiny_recipe, tmp_path, monkeypatch, capsys):
+    import dalle_kit.tools.evaluate as evaluate
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    settings = ["train.steps=10", 'eval.metrics=["d-roc-auc"]', "eval.num_samples=32"]
+    with monkeypatch.context() as patch:
+        patch.setattr(evaluate, "compute_metrics", interrupted)
+        with pytest.raises(KeyboardInterrupt):
+            api.train(str(tiny_recipe), settings, runs_dir=tmp_path / "runs")
+    (run_dir,) = (tmp_path / "runs").iterdir()
+    (command,) = re.findall(r"final evaluation stopped; finish it with: (.+)", capsys.readouterr().out)
+    assert shlex.split(command)[-3:] == ["run", "--resume", str(run_dir)]
+    run = api.train(None, resume=run_dir, quiet=True)
+    assert list(run.results) == ["d-roc-auc"]
 
 
 def test_metric_rows_that_are_not_objects_are_skipped(tmp_path):

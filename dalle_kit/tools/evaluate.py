@@ -159,14 +159,17 @@ def evaluate_run(
 
 
 def evaluate_configured(run: Run, *, step: int | None = None, draw: Callable | None = None) -> dict[str, MetricResult]:
-    """Evaluate with the recipe's ``[eval]`` table; nothing (an empty dict) when it lists no metrics.
+    """Evaluate with the recipe's ``[eval]`` table the metrics that have no row at this step yet (all of them, but on
+    a run resumed after it was stopped during its final evaluation); nothing (an empty dict) when none is left.
 
-    For the end of training (hook ``run_trained``) and for evaluating every ``[eval] every`` steps
-    (pass ``draw`` built from the weights in memory and the current ``step``).
+    For the end of training (hook ``run_trained``: `step` None, the recipe's ``[train] steps``) and for evaluating
+    every ``[eval] every`` steps (pass ``draw`` built from the weights in memory and the current ``step``).
     """
-    if not run.recipe.eval.metrics:
+    done = run.files.scored(run.recipe.train.steps if step is None else step)
+    metrics = [name for name in run.recipe.eval.metrics if name not in done]
+    if not metrics:
         return {}
-    return evaluate_run(run, step=step, draw=draw)
+    return evaluate_run(run, metrics, step=step, draw=draw)
 
 
 def check_metrics(run: Run, metrics: Sequence[str] | None = None) -> None:
