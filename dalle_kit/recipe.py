@@ -317,15 +317,30 @@ def load_recipe(
             check_name=check_name,
         )
     except RecipeError as exc:
-        named = [text for text in overrides if exc.key == _shown_key(parse_override(text)[0])]
+        at = _key_path(exc.key)  # the --set of that key, of a table above it, or of a key in the table refused
+        named = [text for text in overrides if at and _nested(at, tuple(parse_override(text)[0]))]
         if not named:
             raise
         raise RecipeError(f"--set {named[-1]}", exc.key, exc.problem, exc.fix) from None
 
 
-def _shown_key(path: Sequence[str]) -> str:
-    """How a validation error names the key at `path`: ``[train] key 'lr'``, or ``key 'seed'`` at the top."""
-    return f"[{'.'.join(path[:-1])}] key '{path[-1]}'" if len(path) > 1 else f"key '{path[-1]}'"
+_KEY = re.compile(r"(?:\[(?P<table>[^\]]+)\] ?)?(?:key '(?P<quoted>[^']+)'|(?P<bare>[\w-]+))?")
+
+
+def _nested(a: tuple[str, ...], b: tuple[str, ...]) -> bool:
+    n = min(len(a), len(b))
+    return a[:n] == b[:n]
+
+
+def _key_path(key: str) -> tuple[str, ...]:
+    """The path of the key a validation error names (``[train] key 'lr'``, ``[generator] name``, ``key 'seed'``,
+    ``[hooks.x]``); () for a text in another form."""
+    match = _KEY.fullmatch(key)
+    if not match or not key:
+        return ()
+    table = match["table"].split(".") if match["table"] else []
+    leaf = match["quoted"] or match["bare"]
+    return (*table, *([leaf] if leaf else []))
 
 
 def upgrade(data: dict[str, Any], source: str) -> dict[str, Any]:

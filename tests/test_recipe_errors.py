@@ -129,12 +129,26 @@ def test_run_refuses_before_any_work(run_cli, tmp_path):
         ("train.steps=abc", "--set train.steps=abc: [train] key 'steps': expected integer, got str \"abc\""),
         ("train.stepz=5", "[train] key 'stepz': unknown key (did you mean 'steps'?)"),
         ("trainsteps", "expected KEY=VALUE"),
-        ("generator.name=nope", "unknown generator 'nope'"),
+        ("generator.name=nope", "--set generator.name=nope: [generator] name: unknown generator 'nope'"),
+        ('eval.metrics=["nope"]', "--set eval.metrics=[\"nope\"]: [eval] metrics: unknown metric 'nope'"),
+        ("pipeline=nope", "--set pipeline=nope: key 'pipeline': unknown pipeline 'nope'"),
+        ("eval.kid.bogus=1", "--set eval.kid.bogus=1: [eval.kid] key 'bogus': unknown key"),
+        ("hooks.nope.x=1", "--set hooks.nope.x=1: [hooks.nope]: no installed plugin declares these settings"),
     ],
 )
 def test_bad_overrides(run_cli, tiny_recipe, override, expected):
+    """The error names the --set that gave the refused value (in whatever form the key is written), not the file."""
     line = one_line_error(*run_cli("recipe", "check", tiny_recipe, "--set", override))
     assert expected in line
+    if override.startswith(("train.steps=", "generator", "eval", "pipeline", "hooks")):
+        assert str(tiny_recipe) not in line, line
+
+
+def test_a_bad_value_in_the_file_is_the_file_s_fault_beside_a_set(run_cli, tiny_recipe, tmp_path):
+    path = tmp_path / "bad.toml"
+    path.write_text(tiny_recipe.read_text().replace('name = "dcgan"\nngf', 'name = "nope"\nngf'))
+    line = one_line_error(*run_cli("recipe", "check", path, "--set", "generator.ngf=8", "--set", "train.lr=1e-3"))
+    assert line.startswith(f"dalle-kit: error: {path}: [generator] name: unknown generator 'nope'"), line
 
 
 def test_overrides_apply(run_cli, tiny_recipe):
