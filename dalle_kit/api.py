@@ -33,8 +33,11 @@ def train(
     quiet: bool = False,
     registry: Registry | None = None,
 ) -> Run:
-    """Validate the recipe, make the run directory and train; or continue the run in `resume`."""
+    """Validate the recipe, make the run directory and train; or continue the run in `resume` (a run directory, or
+    a run's name meaning its newest run: `dalle_kit.run.resolve_run_dir`)."""
     registry = registry or get_registry()
+    if resume is not None and not Path(resume).exists():  # a run's name: its newest run
+        resume = resolve_run_dir(resume, what="--resume")
     if distributed.requested():  # one of several processes (torchrun): rank 0 makes and locks the run directory
         return _train_distributed(
             target, overrides, resume=resume, stop_at=stop_at, runs_dir=runs_dir, quiet=quiet, registry=registry

@@ -44,7 +44,8 @@ def stream_seed(seed: int, name: str) -> int:
 
 
 def resolve_run_dir(text: str | Path, *, what: str = "run") -> Path:
-    """A run directory, or a run's name prefix (``runs/shapes-clip-pretrain``) meaning its newest finished run.
+    """A run directory, or a run's name prefix (``runs/shapes-clip-pretrain``) meaning its newest finished run; a
+    bare name (``shapes``) that names none in the current folder is looked for in ``runs/``.
 
     Recipes that build on another run (``init_from``, a ``clip`` encoder's ``pretrained``) name it
     without the timestamp, so the same recipe works after the earlier one is re-run. Raises a
@@ -53,8 +54,29 @@ def resolve_run_dir(text: str | Path, *, what: str = "run") -> Path:
     path = Path(text).expanduser()
     if (path / RECIPE_FILE).is_file():
         return path
+    candidates = _runs_named(path)
+    bare = str(text) == path.name and not path.exists()  # a bare name: runs/, the default folder, is looked in too
+    if not candidates and bare:
+        candidates = _runs_named(Path("runs", path.name))
+    if not candidates:
+        from .registry import get_registry
+
+        if path.name in get_registry().recipes:  # a shipped or plugin recipe of that name makes such runs
+            runs = "" if bare or path.parent == Path("runs") else f" --runs-dir {hints.quote(str(path.parent))}"
+            how = f"train it first with `{hints.dalle_kit(f'run {path.name}{runs}')}`"
+        else:
+            how = "train that run first"
+        raise UserError(
+            f"{what} '{text}': no run directory there and no finished run named {path.name}-<timestamp> "
+            f"in {'./ or runs/' if bare else f'{path.parent}/'}; {how}, or give the run directory's path"
+        )
+    return candidates[-1]
+
+
+def _runs_named(path: Path) -> list[Path]:
+    """The runs named ``<path.name>-<timestamp>`` beside `path` that have a checkpoint, oldest first."""
     stamped = re.compile(re.escape(path.name) + r"-\d{8}-\d{6}(-\d+)?")
-    candidates = sorted(
+    return sorted(
         (
             p
             for p in path.parent.glob(f"{glob.escape(path.name)}-*")
@@ -62,19 +84,6 @@ def resolve_run_dir(text: str | Path, *, what: str = "run") -> Path:
         ),
         key=lambda p: (p.name[len(path.name) : len(path.name) + 16], int(p.name[len(path.name) + 17 :] or 1)),
     )
-    if not candidates:
-        from .registry import get_registry
-
-        if path.name in get_registry().recipes:  # a shipped or plugin recipe of that name makes such runs
-            runs = "" if path.parent == Path("runs") else f" --runs-dir {hints.quote(str(path.parent))}"
-            how = f"train it first with `{hints.dalle_kit(f'run {path.name}{runs}')}`"
-        else:
-            how = "train that run first"
-        raise UserError(
-            f"{what} '{text}': no run directory there and no finished run named {path.name}-<timestamp> "
-            f"in {path.parent}/; {how}, or give the run directory's path"
-        )
-    return candidates[-1]
 
 
 class Run:
@@ -107,8 +116,11 @@ class Run:
 
     @classmethod
     def open(cls, directory: str | Path, registry: Registry, **kw: Any) -> Run:
-        """An existing run directory, its recipe read back (a warning per part now provided by another version)."""
+        """An existing run directory, or a run's name meaning its newest run (`resolve_run_dir`), its recipe read back
+        (a warning per part now provided by another version)."""
         directory = Path(directory)
+        if not directory.exists():
+            directory = resolve_run_dir(directory)
         if not (directory / RECIPE_FILE).is_file():
             raise UserError(
                 f"{directory}: not a run directory (no {RECIPE_FILE}); name a directory under runs/ made by "

@@ -114,17 +114,22 @@ def test_is_without_weights_stops_before_any_number(run_dir):
     assert eval_rows(run_dir) == before  # not even the metric that could run was logged
 
 
-def test_evaluate_configured_follows_the_recipe(tmp_path):
+def test_evaluate_configured_scores_what_the_recipe_lists_once(tmp_path):
     run = api.train(
         "shapes",
         [o for o in TINY if not o.startswith("eval.")] + ['eval.metrics=["d-roc-auc"]', "eval.num_samples=8"],
         runs_dir=tmp_path,
         quiet=True,
     )
-    rows_before = len(eval_rows(run.dir))
-    results = evaluate_configured(Run.open(run.dir, get_registry(), quiet=True))
+    assert [r["metric"] for r in eval_rows(run.dir)] == ["d-roc-auc"]  # the final evaluation, once
+    assert evaluate_configured(Run.open(run.dir, get_registry(), quiet=True)) == {}  # nothing left to score
+    metrics_file = run.dir / "metrics.jsonl"
+    metrics_file.write_text(
+        "".join(f"{line}\n" for line in metrics_file.read_text().splitlines() if '"eval"' not in line)
+    )
+    results = evaluate_configured(Run.open(run.dir, get_registry(), quiet=True))  # as if stopped before it ended
     assert list(results) == ["d-roc-auc"] and results["d-roc-auc"].protocol.n_generated == 8
-    assert len(eval_rows(run.dir)) == rows_before + 1
+    assert [r["metric"] for r in eval_rows(run.dir)] == ["d-roc-auc"]
     quiet = Run.open(run_dir_without_metrics(tmp_path), get_registry(), quiet=True)
     assert evaluate_configured(quiet) == {}
 

@@ -195,6 +195,26 @@ def test_resuming_a_finished_run_says_what_to_do_or_ends_its_evaluation(tiny_rec
     assert [r["step"] for r in run.files.read_metrics() if r["kind"] == "train"][-1] == 20  # no step trained again
 
 
+def test_a_run_s_name_means_its_newest_run(tiny_recipe, tmp_path, run_cli, monkeypatch):
+    """`eval`, `sample` and `run --resume` take a run's name as `report` and `compare` do: its newest run, looked for
+    in the current folder, then in runs/; they say which run that is."""
+    monkeypatch.chdir(tmp_path)
+    older = api.train(str(tiny_recipe), ["train.steps=5"], runs_dir="runs", quiet=True)
+    newer = api.train(str(tiny_recipe), ["train.steps=5"], runs_dir="runs", quiet=True)
+    assert older.dir != newer.dir
+    code, out, err = run_cli("eval", "tiny", "--metric", "d-roc-auc", "-n", "32", "-q")
+    assert code == 0 and f"tiny: its newest run, {newer.dir}" in err, err
+    assert [r["metric"] for r in newer.files.read_metrics() if r["kind"] == "eval"] == ["d-roc-auc"]
+    assert not [r for r in older.files.read_metrics() if r["kind"] == "eval"]
+    code, out, err = run_cli("sample", "runs/tiny", "a red circle", "-n", "1", "-o", "grid.png")
+    assert code == 0 and f"runs/tiny: its newest run, {newer.dir}" in err, err
+    code, out, err = run_cli("run", "--resume", "tiny", "--set", "train.steps=10", "-q")
+    assert code == 0, err
+    assert latest_checkpoint(newer.checkpoints.folder)[0] == 10 and latest_checkpoint(older.checkpoints.folder)[0] == 5
+    code, out, err = run_cli("eval", "nope")
+    assert code == 2 and "no finished run named nope-<timestamp> in ./ or runs/" in err, err
+
+
 def test_ctrl_c_in_the_final_evaluation_prints_the_command_that_finishes_it(tiny_recipe, tmp_path, monkeypatch, capsys):
     import dalle_kit.tools.evaluate as evaluate
 

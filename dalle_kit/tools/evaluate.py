@@ -158,18 +158,12 @@ def evaluate_run(
     return results
 
 
-def evaluate_configured(run: Run, *, step: int | None = None, draw: Callable | None = None) -> dict[str, MetricResult]:
-    """Evaluate with the recipe's ``[eval]`` table the metrics that have no row at this step yet (all of them, but on
-    a run resumed after it was stopped during its final evaluation); nothing (an empty dict) when none is left.
-
-    For the end of training (hook ``run_trained``: `step` None, the recipe's ``[train] steps``) and for evaluating
-    every ``[eval] every`` steps (pass ``draw`` built from the weights in memory and the current ``step``).
-    """
-    done = run.files.scored(run.recipe.train.steps if step is None else step)
+def evaluate_configured(run: Run) -> dict[str, MetricResult]:
+    """The final evaluation (hook ``run_trained``): the recipe's ``[eval] metrics`` that have no row at its last step
+    yet (all of them once training ends; those a stop during it left, on a resumed run); {} when none is left."""
+    done = run.files.scored(run.recipe.train.steps)
     metrics = [name for name in run.recipe.eval.metrics if name not in done]
-    if not metrics:
-        return {}
-    return evaluate_run(run, metrics, step=step, draw=draw)
+    return evaluate_run(run, metrics) if metrics else {}
 
 
 def check_metrics(run: Run, metrics: Sequence[str] | None = None) -> None:
@@ -228,6 +222,8 @@ def eval_cmd(run_dir, metrics, num_samples, seed, settings, as_json, quiet):
 
         check_setting_keys(settings, "eval")
         run = Run.open(run_dir, get_registry(), quiet=quiet)  # quiet: no progress bars on stderr
+        if not Path(run_dir).exists():
+            click.echo(f"{run_dir}: its newest run, {run.dir}", err=True)
         # an unknown metric or setting is refused before the lock is taken (its file rewritten) or anything computed
         run_metrics(run, metrics)
         train = train_with(run, settings)

@@ -55,6 +55,8 @@ def sample(
         check_target(out)  # a link, a FIFO or a device there, a file in the way: refused before any drawing
     registry = registry or get_registry()
     run = Run.open(run_dir, registry, quiet=True)
+    if not Path(run_dir).exists():
+        click.echo(f"{run_dir}: its newest run, {run.dir}", err=True)
     warn_unknown_words(run, prompts)
     out = Path(out) if out else run.dir / "sample.png"
     check_target(out)
@@ -62,7 +64,7 @@ def sample(
     generator = torch.Generator().manual_seed(seed)
     with torch.inference_mode():
         images = draw([p for p in prompts for _ in range(n)], generator)
-    return save_grid(images, list(prompts), out, title=f"{run.recipe.name} ({run_dir})")
+    return save_grid(images, list(prompts), out, title=f"{run.recipe.name} ({run.dir})")
 
 
 def check_setting_keys(settings: Sequence[str], command: str) -> None:
