@@ -47,6 +47,7 @@ UNIT_MODULES = {
     "test_readme_plugin",
     "test_recipe_errors",
     "test_tuxpaint",
+    "test_vocab",
 }
 
 

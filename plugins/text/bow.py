@@ -14,7 +14,8 @@ from dalle_kit_plugins.text.vocab import FittedVocabulary, Vocabulary
 
 
 class BagOfWords(FittedVocabulary, dalle_kit.TextEncoder):
-    """Mean of learned word embeddings, then an MLP and a LayerNorm; vocabulary fitted on the dataset's captions."""
+    """Mean of learned word embeddings, then an MLP and a LayerNorm; vocabulary fitted on the dataset's captions
+    (words in any script, case-folded: `dalle_kit_plugins.text.vocab.tokenize`)."""
 
     name = "bow"
 

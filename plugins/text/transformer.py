@@ -15,7 +15,8 @@ from dalle_kit_plugins.text.vocab import PAD, FittedVocabulary, Vocabulary
 
 
 class TransformerText(FittedVocabulary, dalle_kit.TextEncoder):
-    """Pre-norm Transformer encoder over word tokens, mean-pooled, projected and layer-normalised."""
+    """Pre-norm Transformer encoder over word tokens (words in any script, case-folded, as `bow` cuts them),
+    mean-pooled, projected and layer-normalised."""
 
     name = "transformer"
 

@@ -3,24 +3,39 @@
 from __future__ import annotations
 
 import re
+import unicodedata
 from collections import Counter
 from collections.abc import Iterable, Sequence
 
-_WORD = re.compile(r"[a-z0-9']+")
 SPECIALS = ("<pad>", "<unk>")
 PAD, UNK = 0, 1
+#: How captions are cut into words; saved with each vocabulary, so a run keeps the tokenizer it was trained with.
+#: 1: runs of ASCII ``a-z 0-9 '`` (a non-ASCII letter split a word: "côte" -> "c", "te"); 2: words in any script.
+TOKENIZER = 2
+_WORDS = {
+    1: re.compile(r"[a-z0-9']+"),
+    2: re.compile(r"[^\W_]+(?:'[^\W_]+)*"),
+}
+_QUOTES = str.maketrans({"\u2019": "'", "\u02bc": "'"})  # the typographic apostrophes
 
 
-def tokenize(text: str) -> list[str]:
-    """Lower-case words: 'A red circle!' -> ['a', 'red', 'circle']."""
-    return _WORD.findall(text.lower())
+def tokenize(text: str, tokenizer: int = TOKENIZER) -> list[str]:
+    """Lower-case words: 'A red circle!' -> ['a', 'red', 'circle']; 'Côte d’Ivoire' -> ['côte', "d'ivoire"]
+    (`tokenizer` 2, compatibility-normalised and case-folded; 1 is the ASCII-only one of earlier runs)."""
+    if tokenizer == 1:
+        return _WORDS[1].findall(text.lower())
+    return _WORDS[2].findall(unicodedata.normalize("NFKC", text).translate(_QUOTES).casefold())
 
 
 class Vocabulary:
-    """Words by frequency after the specials <pad> (0) and <unk> (1); JSON-able through `words`."""
+    """Words by frequency after the specials <pad> (0) and <unk> (1), and the `tokenizer` that cut them; JSON-able
+    through `words` and `tokenizer`."""
 
-    def __init__(self, words: Sequence[str]):
+    def __init__(self, words: Sequence[str], tokenizer: int = TOKENIZER):
+        if tokenizer not in _WORDS:
+            raise ValueError(f"tokenizer {tokenizer!r}: this dalle-kit knows tokenizers {sorted(_WORDS)}")
         self.words = list(words)
+        self.tokenizer = tokenizer
         self.index = {w: i for i, w in enumerate(self.words)}
         self._cache: dict[str, list[int]] = {}
 
@@ -37,7 +52,7 @@ class Vocabulary:
         """Token ids of `text` (unknown words -> <unk>; an empty caption -> [<unk>])."""
         ids = self._cache.get(text)
         if ids is None:
-            ids = [self.index.get(w, UNK) for w in tokenize(text)] or [UNK]
+            ids = [self.index.get(w, UNK) for w in tokenize(text, self.tokenizer)] or [UNK]
             if len(self._cache) < 100_000:
                 self._cache[text] = ids
         return ids
@@ -60,10 +75,12 @@ class FittedVocabulary:
         raise NotImplementedError
 
     def extra_state_json(self) -> dict:
-        return {"vocab": self.vocab.words if self.vocab else []}
+        if self.vocab is None:
+            return {"vocab": []}
+        return {"vocab": self.vocab.words, "tokenizer": self.vocab.tokenizer}
 
     def load_extra_state_json(self, state: dict) -> None:
-        self._build(Vocabulary(state["vocab"]))
+        self._build(Vocabulary(state["vocab"], state.get("tokenizer", 1)))  # saved before tokenizers had numbers: 1
 
     @classmethod
     def unknown_words(cls, saved: dict | None, prompts: Iterable[str]) -> list[str]:
@@ -72,5 +89,7 @@ class FittedVocabulary:
         words = (saved or {}).get("vocab") if isinstance(saved, dict) else None
         if not words:
             return []
-        known = set(words)
-        return list(dict.fromkeys(w for p in prompts for w in tokenize(p) if w not in known))
+        known, tokenizer = set(words), saved.get("tokenizer", 1) if isinstance(saved, dict) else 1
+        if tokenizer not in _WORDS:
+            return []
+        return list(dict.fromkeys(w for p in prompts for w in tokenize(p, tokenizer) if w not in known))
