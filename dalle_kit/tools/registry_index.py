@@ -20,6 +20,7 @@ Commands that use the parts (``run``, ``recipe check``, ``plugins doctor`` ...) 
 from __future__ import annotations
 
 import hashlib
+import inspect
 import json
 import os
 import sys
@@ -107,7 +108,7 @@ def describe_registry(registry) -> dict[str, Any]:
             {
                 "name": name,
                 "origin": info.origin,
-                "doc": (info.cls.__doc__ or "").strip(),
+                "doc": inspect.cleandoc(info.cls.__doc__ or ""),
                 "where": f"{info.cls.__module__}.{info.cls.__qualname__}",
                 "params": describe(info.cls.Config),
             }
