@@ -96,6 +96,24 @@ def test_grid_is_checked_before_anything_trains(tmp_path):
         load_grid(grid, get_registry())
 
 
+def test_a_recipe_handed_to_bench_says_how_to_run_it_or_bench_it(tmp_path, capsys, tiny_recipe):
+    """The mirror of `run` on a grid: one line, the run command works as printed, the grid it describes runs."""
+    import re
+    import shlex
+
+    assert main(["bench", "shapes"]) == 2
+    err = capsys.readouterr().err
+    assert "shapes: this file is a recipe, not a bench grid" in err and "unknown top-level key" not in err, err
+    command = re.search(r"train it with `([^`]+)`", err)
+    assert command and shlex.split(command[1])[-2:] == ["run", "shapes"]
+    assert 'base = "shapes", metrics and a [grid] table' in err and "bench-shapes.toml" in err
+    grid = tmp_path / "grid.toml"
+    grid.write_text(f'name = "g"\nbase = "{tiny_recipe}"\nmetrics = ["kid"]\n[grid]\n"train.steps" = [5, 10]\n')
+    code = main(["bench", str(grid), "--dry-run"])
+    out, err = capsys.readouterr()
+    assert code == 0 and "2 cells" in out, err
+
+
 def test_bench_dry_run_lists_cells(tmp_path, capsys):
     grid = tmp_path / "tiny.toml"
     grid.write_text(GRID)

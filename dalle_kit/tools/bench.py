@@ -52,11 +52,11 @@ import attrs
 import tomli_w
 
 from .. import hints
-from ..errors import UserError, did_you_mean, one_line
+from ..errors import RecipeError, UserError, did_you_mean, one_line
 from .evaluate import evaluate_run
 from ..files import atomic_write_bytes, atomic_write_text, make_folder
 from ..recipe import TOP_LEVEL, flatten_keys, load_recipe, parse_override, read_toml
-from ..schema import Invalid, param, seed_in_range, structure
+from ..schema import Invalid, is_bench_grid, param, seed_in_range, structure
 from ..registry import Registry, get_registry
 
 STATE_VERSION = 1
@@ -225,6 +225,16 @@ def load_grid(target: str | Path, registry: Registry, overrides: Sequence[str] =
         path = Path(registry.recipes[str(target)][0])
     data = read_toml(path)
     source = str(target)
+    if not is_bench_grid(data) and ("pipeline" in data or "train" in data):  # a recipe, handed to bench
+        example = registry.recipes.get("bench-shapes")
+        like = f", like {hints.shown_path(example[0])}" if example else ""
+        raise RecipeError(
+            source,
+            "",
+            "this file is a recipe, not a bench grid",
+            f"train it with `{hints.dalle_kit('run ' + hints.quote(source))}`, or bench a grid file with "
+            f'a name, base = "{source}", metrics and a [grid] table of the values to vary{like}',
+        )
     spec = structure(GridFile, data, source=source, section="")
     for metric in spec.metrics:
         registry.get("metric", metric, source=source, key="key 'metrics'")
