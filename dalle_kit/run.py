@@ -153,13 +153,15 @@ class Run:
 
     def retrain_advice(self, fix: str) -> str:
         """What to do after a divergence: `fix` in a new run (resuming would replay the same steps, and ``--set`` on a
-        resumed run changes only its length); from the last good weights where the pipeline can start from a run."""
-        start = (
-            f' (init_from = "{self.dir}" in it starts from the last good weights)'
-            if getattr(self.recipe.pipeline.info.cls, "finetunes", False)
-            else ""
-        )
-        return f"{fix} in the recipe and start a new run with {hints.dalle_kit('run RECIPE')}{start}"
+        resumed run changes only its length), with the command that starts one from this run's recipe at half its
+        learning rate, from the last good weights where the pipeline can start from a run."""
+        words = [f"run {hints.quote(str(self.dir / RECIPE_FILE))}"]
+        lr = getattr(self.recipe.train, "lr", None)
+        if isinstance(lr, float) and lr > 0:
+            words.append(f"--set train.lr={lr / 2:g}")
+        if getattr(self.recipe.pipeline.info.cls, "finetunes", False):
+            words.append(f"--set init_from={hints.quote(str(self.dir))}")  # its last good weights
+        return f"{fix} in a new run, e.g. {hints.dalle_kit(' '.join(words))}"
 
 
 def init_from_state(run) -> dict[str, Any] | None:

@@ -130,7 +130,7 @@ def test_a_tool_command_in_a_core_group_runs_as_its_own(run_cli):
     what = {line.split()[0]: line.split()[1:3] for line in out.splitlines()}
     assert code == 0 and what["shapes"][0] == "gan" and what["shapes-diffusion"][0] == "diffusion", (out, err)
     assert what["lucic-mnist"] == ["bench", "grid"] and what["lucic-mnist-base"][0] == "gan", out  # grid vs its base
-    assert "dalle-kit run NAME, a bench grid with " in err and err.rstrip().endswith("dalle-kit bench NAME"), err
+    assert "dalle-kit run default, a bench grid with " in err and err.rstrip().endswith("dalle-kit bench bench-shapes")
     code, out, err = run_cli("recipe", "show", "shapes", "--set", "train.steps=7")
     assert code == 0 and "steps = 7" in out, err
     code, out, err = run_cli("recipe", "nosuch")

@@ -214,6 +214,9 @@ def test_compare_two_runs(runs, tmp_path, run_cli, monkeypatch):
 def test_compare_needs_two_runs_and_names_a_bad_one(runs, tmp_path, run_cli):
     code, _, err = run_cli("compare", runs[0])
     assert code == 2 and "at least two runs" in err and len(err.strip().splitlines()) == 1
+    assert re.search(rf"dalle-kit report {re.escape(str(runs[0]))}` shows one run", err), err  # that run, no RUN
+    code, _, err = run_cli("compare", *runs, "--prompt", " ")
+    assert code == 2 and " ".join(f"compare {runs[0]} {runs[1]} --prompt".split()) in err, err
     code, _, err = run_cli("compare", runs[0], tmp_path / "nowhere")
     assert code == 2 and str(tmp_path / "nowhere") in err and len(err.strip().splitlines()) == 1
     code, _, err = run_cli(

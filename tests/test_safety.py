@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import shlex
 import shutil
 import signal
 import subprocess
@@ -95,6 +96,13 @@ def test_divergence_never_destroys_good_checkpoints(copy, run_cli, tmp_path):
         assert "not finite" in line or "diverged" in line, line
         assert "step-00000020.safetensors (step 20)" in line and ("not saved" in line or "without saving" in line), line
         assert steps(copy) == [10, 20]
+    # the advice ends with a command that starts a new run from the recipe, at half the learning rate, from the last
+    # good weights; the recipe check takes it as it is
+    words = shlex.split(line.split(", e.g. ")[-1])
+    start = words.index("run")
+    assert words[start:] == ["run", str(recipe), "--set", "train.lr=500000", "--set", f"init_from={copy}"], line
+    code, _, err = run_cli("recipe", "check", *words[start + 1 :])
+    assert code == 0, err
     assert all(finite(p) for _, p in list_checkpoints(copy / "checkpoints"))
     # sample draws from the good weights: finite, not a black sheet
     out = tmp_path / "after.png"

@@ -171,11 +171,14 @@ def recipe_list_cmd():
 
     recipes = listing()["recipes"]
     width = max((len(name) for name in recipes), default=0)
+    grids = []
     for name, (path, distribution, version) in recipes.items():
-        click.echo(f"{name:{width}s}  {_what(path):12s} {distribution} {version}  {path}")
-    click.echo(
-        f"run one with {hints.dalle_kit('run NAME')}, a bench grid with {hints.dalle_kit('bench NAME')}", err=True
-    )
+        what = _what(path)
+        grids += [name] if what == "bench grid" else []
+        click.echo(f"{name:{width}s}  {what:12s} {distribution} {version}  {path}")
+    grid = "bench-shapes" if "bench-shapes" in grids else grids[0] if grids else None  # the quick one first
+    example = f", a bench grid with {hints.dalle_kit('bench ' + grid)}" if grid else ""
+    click.echo(f"run one by its name: {hints.dalle_kit('run default')}{example}", err=True)
 
 
 def _what(path: str) -> str:

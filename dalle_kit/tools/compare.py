@@ -211,9 +211,11 @@ def render_html(entries: Sequence[Entry], title: str, intro: str = "") -> str:
             "<tbody>\n" + "\n".join(body) + "\n</tbody>\n</table></div>\n<h3>Protocols</h3>\n" + table.protocols.html()
         )
     else:
+        first = next((e.files.dir for e in entries if e.files is not None), None)
+        example = hints.dalle_kit(f"eval {hints.quote(str(first))}") if first is not None else "dalle-kit eval"
         metrics = pages.empty(
-            f"None of these runs has been evaluated yet: `{hints.dalle_kit('eval RUN')}` scores one "
-            "(add --metric NAME when its recipe lists no [eval] metrics)."
+            f"None of these runs has been evaluated yet: `{example}` scores the first "
+            "(add --metric kid, for example, when its recipe lists no [eval] metrics)."
         )
 
     figures = []
@@ -326,9 +328,8 @@ def write_comparison(
     from ..checkpoint import atomic_write_text
 
     if len(run_dirs) < 2:
-        raise UserError(
-            f"compare: give at least two runs (got {len(run_dirs)}); `{hints.dalle_kit('report RUN')}` shows one run"
-        )
+        one = f"; `{hints.dalle_kit('report ' + hints.quote(str(run_dirs[0])))}` shows one run" if run_dirs else ""
+        raise UserError(f"compare: give at least two runs (got {len(run_dirs)}){one}")
     from ..files import check_target
 
     out = Path(out_dir)
@@ -337,9 +338,11 @@ def write_comparison(
     for name in ("compare.html", "compare.md"):  # refused before any grid is drawn, not after
         check_target(out / name)
     if grids:
-        from .sample import check_sample_request
+        from .sample import SAMPLE_PROMPT, check_sample_request
 
-        check_sample_request(list(prompts) or ["a run's own prompt"] * DEFAULT_PROMPTS, n)
+        runs = " ".join(hints.quote(str(d)) for d in run_dirs)
+        example = hints.dalle_kit(f"compare {runs} --prompt {SAMPLE_PROMPT}")
+        check_sample_request(list(prompts) or ["a run's own prompt"] * DEFAULT_PROMPTS, n, example)
     entries = entries_for(run_dirs)
     if grids:
         draw_fresh_grids(entries, prompts, seed=seed, n=n)

@@ -26,7 +26,7 @@ if TYPE_CHECKING:  # pragma: no cover
 
 #: The most images one `sample` call draws (prompts x -n): a grid beyond it is unreadable and may exhaust memory.
 MAX_SAMPLE_IMAGES = 1024
-SAMPLE_EXAMPLE = 'sample RUN_DIR "a red circle"'
+SAMPLE_PROMPT = '"a red circle"'
 
 
 def sample(
@@ -47,7 +47,7 @@ def sample(
     from ..run import Run
     from ..trainer import sampler
 
-    check_sample_request(prompts, n)
+    check_sample_request(prompts, n, hints.dalle_kit(f"sample {hints.quote(str(run_dir))} {SAMPLE_PROMPT}"))
     check_setting_keys(settings, "sample")
     if out is not None and Path(out).is_dir() and not Path(out).is_symlink():
         raise UserError(f"-o {out}: is a directory; name a PNG file, e.g. -o {Path(out) / 'sample.png'}")
@@ -121,13 +121,14 @@ def warn_unknown_words(run: Run, prompts: Sequence[str]) -> None:
         )
 
 
-def check_sample_request(prompts: Sequence[str], n: int) -> None:
-    """A one-line `UserError` unless there are prompts, none empty, and `n` per prompt stays within `MAX_SAMPLE_IMAGES`."""
+def check_sample_request(prompts: Sequence[str], n: int, example: str) -> None:
+    """A one-line `UserError` unless there are prompts, none empty, and `n` per prompt stays within `MAX_SAMPLE_IMAGES`;
+    `example` is the command, as given with a prompt, that the refusal shows."""
     if not prompts:
-        raise UserError(f"give at least one prompt, for example: {hints.dalle_kit(SAMPLE_EXAMPLE)}")
+        raise UserError(f"give at least one prompt, for example: {example}")
     for i, prompt in enumerate(prompts, 1):
         if not prompt.strip():
-            raise UserError(f"prompt {i} is empty; give some text, for example: {hints.dalle_kit(SAMPLE_EXAMPLE)}")
+            raise UserError(f"prompt {i} is empty; give some text, for example: {example}")
     if n < 1:
         raise UserError(f"-n {n}: need at least one image per prompt")
     if n * len(prompts) > MAX_SAMPLE_IMAGES:
