@@ -245,7 +245,7 @@ def read_toml(path: Path) -> dict[str, Any]:
     if not path.is_file():  # a FIFO or a device: reading it could block or never end
         raise RecipeError(str(path), "", "is not a regular file", "name a .toml file")
     try:
-        return tomllib.loads(path.read_text(encoding="utf-8"))
+        return tomllib.loads(path.read_text(encoding="utf-8-sig"))  # a byte-order mark (Notepad writes one) is dropped
     except tomllib.TOMLDecodeError as exc:
         raise RecipeError(str(path), "", f"invalid TOML: {exc}", "fix the syntax at that line") from None
     except UnicodeDecodeError:

@@ -240,3 +240,11 @@ def test_a_bench_grid_given_to_recipe_check_says_to_use_bench(run_cli, name):
     assert code == 2 and len(err.strip().splitlines()) == 1
     assert "is a bench grid (base + [grid] or [[extra]] cells), not a recipe" in err
     assert f"{hints.dalle_kit('bench ' + hints.quote(str(grid)))} (add --dry-run" in err
+
+
+def test_a_recipe_saved_with_a_byte_order_mark_reads_as_without(run_cli, tiny_recipe, tmp_path):
+    """Windows editors save UTF-8 with a BOM; tomllib calls it an invalid statement at line 1, column 1."""
+    path = tmp_path / "bom.toml"
+    path.write_bytes(b"\xef\xbb\xbf" + tiny_recipe.read_bytes())
+    code, out, err = run_cli("recipe", "check", path)
+    assert code == 0, err

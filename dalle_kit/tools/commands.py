@@ -188,7 +188,7 @@ def _what(path: str) -> str:
     from ..schema import is_bench_grid
 
     try:
-        data = tomllib.loads(Path(path).read_text(encoding="utf-8"))
+        data = tomllib.loads(Path(path).read_text(encoding="utf-8-sig"))
     except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError):
         return "(unreadable)"
     if is_bench_grid(data):
