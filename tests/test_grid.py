@@ -20,3 +20,16 @@ def test_a_prompt_with_many_draws_wraps_and_a_few_stay_on_one_line(tmp_path):
     pixels = torch.from_numpy(np.asarray(many.convert("L")).copy())
     x0 = many.size[0] - 16 * cell
     assert pixels[3 * cell + 10, x0 + 15 * cell + 10] == 128 and pixels[3 * cell + 10, x0 - 5] == 255
+
+
+def test_the_suffix_chooses_the_format_and_an_unknown_one_is_refused(tmp_path):
+    import pytest
+
+    from dalle_kit import UserError
+
+    images = torch.rand(2, 3, 8, 8) * 2 - 1
+    for name, fmt in [("g.png", "PNG"), ("g.JPG", "JPEG"), ("g.webp", "WEBP"), ("g", "PNG")]:
+        assert Image.open(save_grid(images, ["a", "b"], tmp_path / name)).format == fmt, name
+    with pytest.raises(UserError, match=r"g.gif: cannot write a grid as .gif; name a .png, .jpg, .jpeg or .webp file"):
+        save_grid(images, ["a", "b"], tmp_path / "g.gif")
+    assert not (tmp_path / "g.gif").exists()

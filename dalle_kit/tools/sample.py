@@ -52,6 +52,7 @@ def sample(
     if out is not None and Path(out).is_dir() and not Path(out).is_symlink():
         raise UserError(f"-o {out}: is a directory; name a PNG file, e.g. -o {Path(out) / 'sample.png'}")
     if out is not None:
+        grid_format(out)
         check_target(out)  # a link, a FIFO or a device there, a file in the way: refused before any drawing
     registry = registry or get_registry()
     run = Run.open(run_dir, registry, quiet=True)
@@ -168,8 +169,21 @@ def save_grid(
             tile = Image.fromarray(pixels[r * per_prompt + i]).resize((cell, cell), Image.Resampling.NEAREST)
             sheet.paste(tile, (label_w + (i % columns) * (cell + 2), y + (i // columns) * (cell + 2)))
     buffer = io.BytesIO()
-    sheet.save(buffer, format="PNG")
+    sheet.save(buffer, format=grid_format(path), **({"quality": 95} if grid_format(path) == "JPEG" else {}))
     return atomic_write_bytes(path, buffer.getvalue())  # never through a link, a full disk in one line
+
+
+#: The image formats a grid is written in, by the file name's suffix (no suffix: PNG).
+GRID_FORMATS = {".png": "PNG", ".jpg": "JPEG", ".jpeg": "JPEG", ".webp": "WEBP"}
+
+
+def grid_format(path: str | Path) -> str:
+    """The format a grid at `path` is written in; a one-line `UserError` for a suffix that names no such format."""
+    suffix = Path(path).suffix.lower()
+    if suffix and suffix not in GRID_FORMATS:
+        *others, last = GRID_FORMATS
+        raise UserError(f"{path}: cannot write a grid as {suffix}; name a {', '.join(others)} or {last} file")
+    return GRID_FORMATS.get(suffix, "PNG")
 
 
 def _text_width(font, text: str) -> int:
@@ -181,7 +195,9 @@ def _text_width(font, text: str) -> int:
 @click.argument("run_dir", type=click.Path())
 @click.argument("prompts", nargs=-1, required=True)
 @click.option("-n", "num", default=8, show_default=True, help="Images per prompt.")
-@click.option("-o", "--output", type=click.Path(), help="PNG to write (default RUN_DIR/sample.png).")
+@click.option(
+    "-o", "--output", type=click.Path(), help="Grid to write: .png, .jpg or .webp (default RUN_DIR/sample.png)."
+)
 @click.option("--seed", default=0, show_default=True, type=click.IntRange(0, MAX_SEED), help="Noise seed.")
 @click.option(
     "--set",
