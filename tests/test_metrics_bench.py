@@ -96,6 +96,25 @@ def test_grid_is_checked_before_anything_trains(tmp_path):
         load_grid(grid, get_registry())
 
 
+def test_a_cell_stopped_while_evaluated_is_evaluated_again_not_trained(tmp_path, monkeypatch):
+    grid = tmp_path / "tiny.toml"
+    grid.write_text(GRID.replace('"data.size" = [16, 24]', '"data.size" = [16]').replace('["bce", "hinge"]', '["bce"]'))
+    import dalle_kit.tools.bench as bench
+
+    def stopped(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    with monkeypatch.context() as patch:
+        patch.setattr(bench, "evaluate_run", stopped)
+        with pytest.raises(KeyboardInterrupt):
+            run_grid(grid, tmp_path / "out")
+    (cell,) = run_grid(grid, tmp_path / "out")["cells"]
+    assert cell["status"] == "ok" and 0 <= cell["results"]["d-roc-auc"]["values"]["d_roc_auc"] <= 1, cell
+    (run_dir,) = Path(cell["run_dir"]).parent.iterdir()  # the one run, not trained again
+    rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in rows if r["kind"] == "train"] == [2], rows
+
+
 def test_a_recipe_handed_to_bench_says_how_to_run_it_or_bench_it(tmp_path, capsys, tiny_recipe):
     """The mirror of `run` on a grid: one line, the run command works as printed, the grid it describes runs."""
     import re

@@ -439,11 +439,19 @@ def _evaluate_real(grid: Grid, cell: Cell, registry: Registry):
 
 
 def _train_cell(api, grid: Grid, cell: Cell, cell_runs: Path, registry: Registry, quiet: bool):
-    """Train the cell's run, continuing an interrupted one of the same cell if there is one."""
+    """Train the cell's run, continuing an interrupted one of the same cell if there is one (a run that trained all
+    its steps is returned as it is)."""
     existing = sorted(
         p for p in cell_runs.glob("*") if (p / "checkpoints").is_dir() and any((p / "checkpoints").iterdir())
     )
     if existing:
+        from ..checkpoint import latest_checkpoint
+        from ..run import Run
+
+        run = Run.open(existing[-1], registry, quiet=quiet)
+        last = latest_checkpoint(run.checkpoints.folder)
+        if last is not None and last[0] >= run.recipe.train.steps:  # trained: stopped while the bench evaluated it
+            return run
         return api.train(resume=existing[-1], quiet=quiet, registry=registry)
     return api.train(cell.base, cell.overrides, runs_dir=cell_runs, quiet=quiet, registry=registry)
 
