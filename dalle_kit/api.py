@@ -45,15 +45,16 @@ def train(
     if resume is not None:
         if target is not None:
             raise UserError("give either a recipe or --resume RUN_DIR, not both")
-        run = open_for_resume(resume, overrides, quiet=quiet, registry=registry)
+        run = open_for_resume(resume, overrides, quiet=quiet, registry=registry, stop_at=stop_at)
     else:
         run = create_checked(target, overrides, runs_dir=runs_dir, quiet=quiet, registry=registry)
         run.files.lock()
     return _train(run, stop_at)
 
 
-def open_for_resume(resume, overrides, *, quiet, registry) -> Run:
-    """The run in `resume`, locked, its recipe extended by ``--set train.steps=N``."""
+def open_for_resume(resume, overrides, *, quiet, registry, stop_at: int | None = None) -> Run:
+    """The run in `resume`, locked, its recipe extended by ``--set train.steps=N``; a `stop_at` it has passed is
+    refused."""
     run = Run.open(resume, registry, quiet=quiet)
     check_extension(overrides)
     run.files.lock()  # one trainer per run directory
@@ -61,6 +62,11 @@ def open_for_resume(resume, overrides, *, quiet, registry) -> Run:
         last = run.checkpoints.load(prefixes=())
         if last is None:
             raise UserError(f"{resume}: has no checkpoint to resume from (checkpoints/ is empty)")
+        if stop_at is not None and stop_at <= last["step"]:
+            raise UserError(
+                f"--stop-at {stop_at}: {resume} is at step {last['step']} already; give a later step, or leave "
+                f"--stop-at out to train to its end ({run.recipe.train.steps})"
+            )
         if overrides:
             extend(run, overrides, last["step"], registry)
         elif last["step"] >= run.recipe.train.steps and set(run.recipe.eval.metrics) <= run.files.scored(last["step"]):
@@ -119,7 +125,7 @@ def _train_distributed(target, overrides, *, resume, stop_at, runs_dir, quiet, r
         if distributed.is_main():
             try:
                 if resume is not None:
-                    run = open_for_resume(resume, overrides, quiet=quiet, registry=registry)
+                    run = open_for_resume(resume, overrides, quiet=quiet, registry=registry, stop_at=stop_at)
                 else:
                     run = create_checked(target, overrides, runs_dir=runs_dir, quiet=quiet, registry=registry)
                     run.files.lock()

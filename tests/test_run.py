@@ -195,6 +195,17 @@ def test_resuming_a_finished_run_says_what_to_do_or_ends_its_evaluation(tiny_rec
     assert [r["step"] for r in run.files.read_metrics() if r["kind"] == "train"][-1] == 20  # no step trained again
 
 
+def test_a_stop_step_the_run_has_passed_is_refused(tiny_recipe, tmp_path, run_cli):
+    """`run --resume RUN --stop-at N` with N at or before the run's step trained one step and stopped past N."""
+    run = api.train(str(tiny_recipe), stop_at=10, runs_dir=tmp_path / "runs", quiet=True)
+    for stop in ("5", "10"):
+        code, out, err = run_cli("run", "--resume", run.dir, "--stop-at", stop, "-q")
+        assert code == 2 and f"--stop-at {stop}: {run.dir} is at step 10 already; give a later step" in err, err
+    assert latest_checkpoint(run.checkpoints.folder)[0] == 10 and not (run.dir / ".lock").exists()
+    code, out, err = run_cli("run", "--resume", run.dir, "--stop-at", "12", "-q")
+    assert code == 0 and latest_checkpoint(run.checkpoints.folder)[0] == 12, err
+
+
 def test_a_run_s_name_means_its_newest_run(tiny_recipe, tmp_path, run_cli, monkeypatch):
     """`eval`, `sample` and `run --resume` take a run's name as `report` and `compare` do: its newest run, looked for
     in the current folder, then in runs/; they say which run that is."""
