@@ -125,7 +125,11 @@ def cli(traceback_):
     metavar="KEY=VALUE",
     help="Override a recipe value, e.g. --set train.steps=500.",
 )
-@click.option("--resume", type=click.Path(), help="Continue the run in this directory from its last checkpoint.")
+@click.option(
+    "--resume",
+    type=click.Path(),
+    help="Continue the run in this directory (or the newest run of this name) from its last checkpoint.",
+)
 @click.option(
     "--stop-at", type=click.IntRange(min=1), help="Stop after this step with a checkpoint, as if interrupted."
 )

@@ -213,7 +213,9 @@ def check_metrics(run: Run, metrics: Sequence[str] | None = None) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print the results as JSON.")
 @click.option("-q", "--quiet", is_flag=True, help="No progress bars.")
 def eval_cmd(run_dir, metrics, num_samples, seed, settings, as_json, quiet):
-    """Score the latest weights in RUN_DIR; each score is printed and logged to metrics.jsonl with its protocol."""
+    """Score the latest weights in RUN_DIR; each score is printed and logged to metrics.jsonl with its protocol.
+
+    RUN_DIR is a run directory, or a run's name (runs/shapes, shapes) for its newest run."""
     progress.phase("starting: importing torch and the plugins, loading the run", quiet=quiet)
     try:
         from ..registry import get_registry

@@ -207,7 +207,9 @@ def _text_width(font, text: str) -> int:
     help="A sampling setting of the pipeline for this draw (repeatable), e.g. --set train.guidance_scale=1.0.",
 )
 def sample_cmd(run_dir, prompts, num, output, seed, settings):
-    """Draw images for PROMPTS from the weights in RUN_DIR."""
+    """Draw images for PROMPTS from the weights in RUN_DIR.
+
+    RUN_DIR is a run directory, or a run's name (runs/shapes, shapes) for its newest run."""
     progress.phase("drawing: importing torch and the plugins, loading the weights")
     try:
         path = sample(run_dir, prompts, n=num, out=output, seed=seed, settings=settings)
