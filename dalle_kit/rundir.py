@@ -197,9 +197,10 @@ class RunDir:
                 holder = _lock_holder(fd)
                 os.close(fd)
                 who = f"pid {holder}" if holder else "a process"
+                stop = f"Ctrl-C where it runs, or kill {holder}" if holder else "Ctrl-C where it runs"
                 raise UserError(
                     f"{self.path}: is in use by another process, training or evaluating it ({who} holds {path}); "
-                    "wait for it to finish or stop it (Ctrl-C / kill PID), then try again"
+                    f"wait for it to finish or stop it ({stop}; training stops with a checkpoint), then try again"
                 ) from None
             try:  # the holder we waited for may have removed the file (see `unlock`): lock the one at the path
                 if os.stat(path, follow_symlinks=False).st_ino == os.fstat(fd).st_ino:

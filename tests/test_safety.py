@@ -372,6 +372,7 @@ def test_signal_checkpoints_and_resume_continues(tiny_recipe, tmp_path, run_cli,
         # 5: a second trainer of the same run is refused while the first holds the lock
         line = one_line_error(*run_cli("run", "--resume", run_dir, "-q"))
         assert "in use by another process" in line and f"pid {proc.pid} holds" in line
+        assert f"or kill {proc.pid}; training stops with a checkpoint" in line, line  # the pid, not a PID placeholder
         # and so is an evaluation, whose rows the trainer's resume would rewrite
         line = one_line_error(*run_cli("eval", run_dir, "-m", "d-roc-auc", "-n", "8"))
         assert "in use by another process" in line and f"pid {proc.pid} holds" in line
