@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -82,17 +81,21 @@ def finished(run: Run, step: int) -> UserError:
     (resuming one stopped during its final evaluation finishes that evaluation)."""
     pipeline = run.recipe.pipeline.info
     where = hints.quote(str(run.dir))
-    if pipeline.cls(run.recipe.train).schedule_depends_on_steps():  # `extend` would refuse
-        todo = [f"to train it for longer, start a new run with init_from = {json.dumps(str(run.dir))} in its recipe"]
-    else:
+    if not pipeline.cls(run.recipe.train).schedule_depends_on_steps():
         todo = [f"to train it for longer: {hints.dalle_kit(f'run --resume {where} --set train.steps={2 * step}')}"]
+    elif getattr(pipeline.cls, "finetunes", False):  # `extend` would refuse: a new run from its weights
+        again = f"run {hints.quote(str(run.dir / RECIPE_FILE))} --set init_from={where}"
+        todo = [f"to train it on from its weights, in a new run: {hints.dalle_kit(again)}"]
+    else:
+        todo = []
     if pipeline.cls.draws_images:
         dataset = run.recipe.parts["data"].info.name if "data" in run.recipe.parts else ""
         metrics = [] if run.recipe.eval.metrics else run.registry.suggested_metrics(dataset)
         todo.append(f"to score it again: {hints.eval_command(run.dir, metrics)}")
     done = " and evaluated" if run.recipe.eval.metrics else ""
     return UserError(
-        f"{run.dir}: has trained all its {step} steps{done}, so there is nothing to resume; " + "; ".join(todo)
+        f"{run.dir}: has trained all its {step} steps{done}, so there is nothing to resume"
+        + "".join(f"; {line}" for line in todo)
     )
 
 

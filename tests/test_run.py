@@ -195,6 +195,19 @@ def test_resuming_a_finished_run_says_what_to_do_or_ends_its_evaluation(tiny_rec
     assert [r["step"] for r in run.files.read_metrics() if r["kind"] == "train"][-1] == 20  # no step trained again
 
 
+def test_a_finished_run_with_a_schedule_tied_to_its_steps_is_pointed_to_a_new_run(tiny_recipe, tmp_path, run_cli):
+    run = api.train(
+        str(tiny_recipe), ["train.steps=10", "train.lr_decay=linear"], runs_dir=tmp_path / "runs", quiet=True
+    )
+    code, out, err = run_cli("run", "--resume", run.dir, "-q")
+    assert code == 2 and "has trained all its 10 steps, so there is nothing to resume" in err, err
+    (command,) = re.findall(r"to train it on from its weights, in a new run: ([^;]+)", err.strip())
+    words = shlex.split(command)
+    assert words[words.index("run") :] == ["run", str(run.dir / "recipe.toml"), "--set", f"init_from={run.dir}"]
+    code, out, err = run_cli("recipe", "check", *words[words.index("run") + 1 :])
+    assert code == 0, err
+
+
 def test_a_stop_step_the_run_has_passed_is_refused(tiny_recipe, tmp_path, run_cli):
     """`run --resume RUN --stop-at N` with N at or before the run's step trained one step and stopped past N."""
     run = api.train(str(tiny_recipe), stop_at=10, runs_dir=tmp_path / "runs", quiet=True)
