@@ -73,10 +73,15 @@ def download(url: str, path: str | Path) -> str:
     return f"{python()} -c {quote(code)}"
 
 
+def pip(command: str, *args: str) -> str:
+    """``<this environment's pip> COMMAND ARG...`` (each argument quoted as needed)."""
+    program = script("pip") or f"{python()} -m pip"
+    return f"{program} {command} " + " ".join(quote(a) for a in args)
+
+
 def pip_install(*requirements: str) -> str:
-    """``<this environment's pip> install REQ...`` (each requirement quoted as needed)."""
-    pip = script("pip") or f"{python()} -m pip"
-    return f"{pip} install " + " ".join(quote(r) for r in requirements)
+    """``<this environment's pip> install REQ...``."""
+    return pip("install", *requirements)
 
 
 def source_checkout() -> Path | None:

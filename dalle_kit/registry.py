@@ -20,7 +20,7 @@ import attrs
 import pluggy
 
 from . import hints, hookspecs
-from .errors import RecipeError, UserError, did_you_mean, first_line
+from .errors import RecipeError, UserError, did_you_mean, one_line
 from .markers import BUILTIN_DISTRIBUTION, ENTRY_POINT_GROUP, PROJECT, SELECT_ENV
 from .parts import KINDS, Dataset, Metric, Part, Pipeline, TextEncoder, TrainConfig
 from .schema import bad_defaults
@@ -129,8 +129,8 @@ class Registry:
                     raise
                 registry._problem(
                     info,
-                    f"failed to import {ep.value}: {type(exc).__name__}: {first_line(exc)}".rstrip(": "),
-                    f"fix the plugin or uninstall it: pip uninstall {dist}",
+                    f"failed to import {ep.value}: {one_line(exc)}",
+                    f"fix the plugin or uninstall it: {hints.pip('uninstall', dist)}",
                 )
                 continue
             registry.add_plugin(module, info)
@@ -249,9 +249,7 @@ class Registry:
             try:
                 impl.function(**{arg: register for arg in impl.argnames})
             except Exception as exc:
-                self._problem(
-                    info, f"{hook_name} raised {type(exc).__name__}: {first_line(exc)}".rstrip(": "), "fix the plugin"
-                )
+                self._problem(info, f"{hook_name} raised {one_line(exc)}", "fix the plugin")
 
     def _kind_register(self, info: PluginInfo):
         def register(base: type, checks=(), hook: str | None = None) -> None:
