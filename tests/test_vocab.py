@@ -18,6 +18,8 @@ from dalle_kit_plugins.text.vocab import TOKENIZER, UNK, FittedVocabulary, Vocab
         ("'quoted' dog's", ["quoted", "dog's"]),  # quotes around a word are not part of it
         ("Straße ＲＥＤ", ["strasse", "red"]),  # case-folded, compatibility forms normalised
         ("snake_case 1st", ["snake", "case", "1st"]),
+        ("红色的圆", ["红", "色", "的", "圆"]),  # an ideograph is a word: these scripts write no spaces
+        ("a red圆, 東京タワー", ["a", "red", "圆", "東", "京", "タワー"]),  # kana stay runs, as in BERT
     ],
 )
 def test_words_in_any_script(text, words):

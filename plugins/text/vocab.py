@@ -10,18 +10,21 @@ from collections.abc import Iterable, Sequence
 SPECIALS = ("<pad>", "<unk>")
 PAD, UNK = 0, 1
 #: How captions are cut into words; saved with each vocabulary, so a run keeps the tokenizer it was trained with.
-#: 1: runs of ASCII ``a-z 0-9 '`` (a non-ASCII letter split a word: "côte" -> "c", "te"); 2: words in any script.
+#: 1: runs of ASCII ``a-z 0-9 '`` (a non-ASCII letter split a word: "côte" -> "c", "te"); 2: words in any script,
+#: each CJK ideograph a word of its own (as BERT's basic tokenizer splits them: those scripts write no spaces).
 TOKENIZER = 2
+_CJK = "\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\U00020000-\U0002a6df\U0002a700-\U0002ceaf\U0002f800-\U0002fa1f"
 _WORDS = {
     1: re.compile(r"[a-z0-9']+"),
-    2: re.compile(r"[^\W_]+(?:'[^\W_]+)*"),
+    2: re.compile(rf"[{_CJK}]|[^\W_{_CJK}]+(?:'[^\W_{_CJK}]+)*"),
 }
 _QUOTES = str.maketrans({"\u2019": "'", "\u02bc": "'"})  # the typographic apostrophes
 
 
 def tokenize(text: str, tokenizer: int = TOKENIZER) -> list[str]:
-    """Lower-case words: 'A red circle!' -> ['a', 'red', 'circle']; 'Côte d’Ivoire' -> ['côte', "d'ivoire"]
-    (`tokenizer` 2, compatibility-normalised and case-folded; 1 is the ASCII-only one of earlier runs)."""
+    """Lower-case words: 'A red circle!' -> ['a', 'red', 'circle']; 'Côte d’Ivoire' -> ['côte', "d'ivoire"];
+    '红色的圆' -> ['红', '色', '的', '圆'] (`tokenizer` 2, compatibility-normalised and case-folded; 1 is the ASCII-only
+    one of earlier runs)."""
     if tokenizer == 1:
         return _WORDS[1].findall(text.lower())
     return _WORDS[2].findall(unicodedata.normalize("NFKC", text).translate(_QUOTES).casefold())
