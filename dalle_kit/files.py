@@ -145,6 +145,8 @@ def make_folder(path: str | Path) -> Path:
         path.mkdir(parents=True, exist_ok=True)
     except (FileExistsError, NotADirectoryError):
         blocker = next((p for p in (*reversed(path.parents), path) if p.exists() and not p.is_dir()), path)
+        if blocker == path:
+            raise WriteRefused(f"{path}: is a file, not a folder; name a folder (it is made if missing)") from None
         raise WriteRefused(f"{path}: {blocker} is a file, not a folder; name a path inside a folder") from None
     except OSError as exc:
         raise WriteFailed(path, exc) from None

@@ -409,6 +409,14 @@ def test_final_checkpoint_comes_before_the_final_grid(tiny_recipe, tmp_path):
     assert not (run.dir / ".lock").exists() or _lock_free(run.dir / ".lock")
 
 
+def test_a_runs_dir_that_is_a_file_is_named_once(tiny_recipe, tmp_path, run_cli):
+    (tmp_path / "afile").write_text("in the way")
+    line = one_line_error(*run_cli("run", tiny_recipe, "--runs-dir", tmp_path / "afile", "-q"))
+    assert line.endswith(f"{tmp_path / 'afile'}: is a file, not a folder; name a folder (it is made if missing)")
+    line = one_line_error(*run_cli("run", tiny_recipe, "--runs-dir", tmp_path / "afile" / "runs", "-q"))
+    assert f"runs: {tmp_path / 'afile'} is a file, not a folder; name a path inside a folder" in line, line
+
+
 def _lock_free(path: Path) -> bool:
     import fcntl
 
