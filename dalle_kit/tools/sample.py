@@ -145,9 +145,10 @@ def save_grid(
     """Save images [len(prompts) * per_prompt, C, H, W] in [-1, 1] as rows labelled with their prompt; a prompt
     with more than `wrap` images takes several lines of `wrap` (64 draws of one prompt make a square, not a strip)."""
     import numpy as np
-    from PIL import Image, ImageDraw, ImageFont
+    from PIL import Image, ImageDraw
 
     from ..parts import to_uint8_images
+    from .fonts import label_font
 
     per_prompt = len(images) // max(len(prompts), 1)
     columns = max(1, min(per_prompt, wrap))
@@ -155,7 +156,7 @@ def save_grid(
     pixels = to_uint8_images(images).permute(0, 2, 3, 1).cpu().numpy()
     if pixels.shape[-1] == 1:
         pixels = np.repeat(pixels, 3, axis=-1)
-    font = ImageFont.load_default()
+    font = label_font([title, *prompts])
     label_w = max([_text_width(font, p) for p in prompts] + [60]) + 12
     top = 18 if title else 0
     sheet = Image.new("RGB", (label_w + columns * (cell + 2), top + len(prompts) * lines * (cell + 2)), (255, 255, 255))
