@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import pytest
 
+from dalle_kit import UserError
 from dalle_kit_plugins.text.vocab import TOKENIZER, UNK, FittedVocabulary, Vocabulary, tokenize
 
 
@@ -61,6 +62,6 @@ def test_a_run_keeps_the_tokenizer_it_was_trained_with():
     assert Encoder.unknown_words(old, ["réunion flag", "côte flag"]) == []
 
 
-def test_an_unknown_tokenizer_is_refused():
-    with pytest.raises(ValueError, match="tokenizer 9"):
-        Vocabulary(["<pad>", "<unk>"], tokenizer=9)
+def test_a_vocabulary_from_a_newer_tokenizer_is_one_line_with_the_upgrade():
+    with pytest.raises(UserError, match="tokenizer 9, which this dalle-kit does not have .*; upgrade dalle-kit: "):
+        Encoder().load_extra_state_json({"vocab": ["<pad>", "<unk>"], "tokenizer": 9})

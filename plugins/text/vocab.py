@@ -7,6 +7,9 @@ import unicodedata
 from collections import Counter
 from collections.abc import Iterable, Sequence
 
+import dalle_kit
+from dalle_kit import hints
+
 SPECIALS = ("<pad>", "<unk>")
 PAD, UNK = 0, 1
 #: How captions are cut into words; saved with each vocabulary, so a run keeps the tokenizer it was trained with.
@@ -35,8 +38,11 @@ class Vocabulary:
     through `words` and `tokenizer`."""
 
     def __init__(self, words: Sequence[str], tokenizer: int = TOKENIZER):
-        if tokenizer not in _WORDS:
-            raise ValueError(f"tokenizer {tokenizer!r}: this dalle-kit knows tokenizers {sorted(_WORDS)}")
+        if tokenizer not in _WORDS:  # a vocabulary saved by a newer dalle-kit
+            raise dalle_kit.UserError(
+                f"a vocabulary cut by tokenizer {tokenizer!r}, which this dalle-kit does not have (it has "
+                f"{', '.join(map(str, sorted(_WORDS)))}); upgrade dalle-kit: {hints.upgrade()}"
+            )
         self.words = list(words)
         self.tokenizer = tokenizer
         self.index = {w: i for i, w in enumerate(self.words)}
