@@ -17,6 +17,7 @@ from .registry import Registry, get_registry
 from . import distributed
 from .building import check_parts, pick_device
 from .run import Run, resolve_run_dir
+from .schema import absolute_paths
 from .trainer import Trainer
 
 DEFAULT_RECIPE = "default"
@@ -231,17 +232,29 @@ def extend(run: Run, overrides: Sequence[str], done: int, registry: Registry) ->
 
 def pin(recipe, registry: Registry):
     """The recipe with every reference to another run fixed to the run directory it means now (see `Part.pin`),
-    so the new run records which runs it built on, not names that a later run would change. Settings of metrics the
-    run does not score (``[eval.<metric>]`` tables not in ``[eval] metrics``) stay as written: they are resolved when
-    `dalle-kit eval` scores them, and a run they name need not exist yet."""
+    so the new run records which runs it built on, not names that a later run would change, and every path setting
+    made absolute, so its recipe means the same files from any folder. Settings of metrics the run does not score
+    (``[eval.<metric>]`` tables not in ``[eval] metrics``) stay as written: they are resolved when `dalle-kit eval`
+    scores them, and a run they name need not exist yet."""
     if recipe.init_from:
         recipe = attrs.evolve(recipe, init_from=str(resolve_run_dir(recipe.init_from, what="init_from")))
     parts = {
-        section: attrs.evolve(spec, config=spec.info.cls.pin(spec.config)) for section, spec in recipe.parts.items()
+        section: attrs.evolve(spec, config=spec.info.cls.pin(absolute_paths(spec.config)))
+        for section, spec in recipe.parts.items()
     }
     settings = {
-        name: registry.get("metric", name).cls.pin(config) if name in recipe.eval.metrics else config
+        name: registry.get("metric", name).cls.pin(absolute_paths(config)) if name in recipe.eval.metrics else config
         for name, config in recipe.metric_settings.items()
     }
-    pipeline = attrs.evolve(recipe.pipeline, config=recipe.pipeline.info.cls.pin(recipe.pipeline.config))
-    return attrs.evolve(recipe, pipeline=pipeline, parts=parts, metric_settings=settings)
+    pipeline = attrs.evolve(
+        recipe.pipeline, config=recipe.pipeline.info.cls.pin(absolute_paths(recipe.pipeline.config))
+    )
+    hooks = {name: absolute_paths(config) for name, config in recipe.hooks.items()}
+    return attrs.evolve(
+        recipe,
+        pipeline=pipeline,
+        parts=parts,
+        metric_settings=settings,
+        sample=absolute_paths(recipe.sample),
+        hooks=hooks,
+    )

@@ -13,6 +13,7 @@ one line each) and `unstructure()` turns it back into TOML-ready data.
 from __future__ import annotations
 
 import math
+import os
 import types
 import typing
 import warnings
@@ -326,3 +327,15 @@ def is_bench_grid(data: dict[str, Any]) -> bool:
     """Whether a parsed TOML file is a `dalle-kit bench` grid (``base`` with ``[grid]`` or ``[[extra]]`` cells) rather
     than a recipe: the recipe loader refuses it, ``recipe list`` labels it (without importing torch)."""
     return "base" in data and ("grid" in data or "extra" in data)
+
+
+def absolute_paths(config: Any) -> Any:
+    """`config` with each path setting (``param(..., path=...)``) made absolute, so that a run's recipe names the same
+    files from any working folder."""
+    fields = attrs.fields(type(config)) if attrs.has(type(config)) else ()
+    changes = {
+        f.name: os.path.abspath(getattr(config, f.name))
+        for f in fields
+        if f.metadata.get("path") and getattr(config, f.name)
+    }
+    return attrs.evolve(config, **changes) if changes else config

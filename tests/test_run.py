@@ -239,6 +239,25 @@ def test_a_run_s_name_means_its_newest_run(tiny_recipe, tmp_path, run_cli, monke
     assert code == 2 and "no finished run named nope-<timestamp> in ./ or runs/" in err, err
 
 
+def test_a_run_made_with_relative_paths_works_from_any_folder(tiny_recipe, tmp_path, run_cli, monkeypatch):
+    """A path setting is pinned absolute in the run's recipe: `prompts_file = "prompts.txt"` written from one folder
+    made the run unreadable (file not found) from every other."""
+    project = tmp_path / "project"
+    project.mkdir()
+    (project / "prompts.txt").write_text("a red circle\n")
+    monkeypatch.chdir(project)
+    run = api.train(
+        str(tiny_recipe), ["train.steps=5", 'sample.prompts_file="prompts.txt"'], runs_dir="runs", quiet=True
+    )
+    recipe = (run.dir / "recipe.toml").read_text()
+    assert f'prompts_file = "{project / "prompts.txt"}"' in recipe, recipe
+    monkeypatch.chdir(tmp_path)
+    code, out, err = run_cli("sample", project / run.dir, "a blue square", "-n", "1", "-o", "grid.png")
+    assert code == 0, err
+    code, out, err = run_cli("run", "--resume", project / run.dir, "--set", "train.steps=6", "-q")
+    assert code == 0, err
+
+
 def test_ctrl_c_in_the_final_evaluation_prints_the_command_that_finishes_it(tiny_recipe, tmp_path, monkeypatch, capsys):
     import dalle_kit.tools.evaluate as evaluate
 
