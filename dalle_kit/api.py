@@ -69,7 +69,7 @@ def open_for_resume(resume, overrides, *, quiet, registry, stop_at: int | None =
             )
         if overrides:
             extend(run, overrides, last["step"], registry)
-        elif last["step"] >= run.recipe.train.steps and set(run.recipe.eval.metrics) <= run.files.scored(last["step"]):
+        elif last["step"] >= run.recipe.train.steps and not run.files.unscored(run.recipe.eval.metrics, last["step"]):
             raise finished(run, last["step"])
     except BaseException:
         run.files.unlock()

@@ -18,6 +18,7 @@ import os
 import shutil
 import time
 import warnings
+from collections.abc import Sequence
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -159,9 +160,10 @@ class RunDir:
     def read_metrics(self) -> list[dict[str, Any]]:
         return read_jsonl(self.path / METRICS_FILE)
 
-    def scored(self, step: int) -> set[str]:
-        """The metrics that have an evaluation row at `step`."""
-        return {r["metric"] for r in self.read_metrics() if r.get("kind") == "eval" and r.get("step") == step}
+    def unscored(self, metrics: Sequence[str], step: int) -> list[str]:
+        """The metrics of `metrics` (in order) that have no evaluation row at `step`."""
+        done = {r.get("metric") for r in self.read_metrics() if r.get("kind") == "eval" and r.get("step") == step}
+        return [name for name in metrics if name not in done]
 
     def truncate_metrics(self, step: int) -> None:
         """Drop rows logged after `step` (they belong to an interrupted stretch that is replayed on resume)."""

@@ -161,8 +161,7 @@ def evaluate_run(
 def evaluate_configured(run: Run) -> dict[str, MetricResult]:
     """The final evaluation (hook ``run_trained``): the recipe's ``[eval] metrics`` that have no row at its last step
     yet (all of them once training ends; those a stop during it left, on a resumed run); {} when none is left."""
-    done = run.files.scored(run.recipe.train.steps)
-    metrics = [name for name in run.recipe.eval.metrics if name not in done]
+    metrics = run.files.unscored(run.recipe.eval.metrics, run.recipe.train.steps)
     return evaluate_run(run, metrics) if metrics else {}
 
 

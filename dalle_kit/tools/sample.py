@@ -170,7 +170,8 @@ def save_grid(
             tile = Image.fromarray(pixels[r * per_prompt + i]).resize((cell, cell), Image.Resampling.NEAREST)
             sheet.paste(tile, (label_w + (i % columns) * (cell + 2), y + (i // columns) * (cell + 2)))
     buffer = io.BytesIO()
-    sheet.save(buffer, format=grid_format(path), **({"quality": 95} if grid_format(path) == "JPEG" else {}))
+    fmt = grid_format(path)
+    sheet.save(buffer, format=fmt, **({"quality": 95} if fmt == "JPEG" else {}))
     return atomic_write_bytes(path, buffer.getvalue())  # never through a link, a full disk in one line
 
 
