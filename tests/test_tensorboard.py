@@ -32,6 +32,19 @@ def test_tensorboard_reads_losses_metrics_and_grids(tmp_path):
     assert any("eval/d-roc-auc/protocol" in t for t in tags["tensors"])
 
 
+def test_final_scores_survive_event_file_names_that_sort_backwards(tmp_path, monkeypatch):
+    """Two writers opened in one second by a process that opened nine before: ``….10`` sorts before ``….9``, and
+    TensorBoard, reading files in name order, dropped the final evaluation (seen in CI). The final scores go in
+    the training's own file."""
+    from tensorboard.summary.writer import event_file_writer
+
+    now = event_file_writer.time.time()
+    monkeypatch.setattr(event_file_writer, "time", type("FrozenClock", (), {"time": staticmethod(lambda: now)}))
+    monkeypatch.setattr(event_file_writer, "_global_uid", event_file_writer.AtomicCounter(9))
+    run = api.train(str(write_recipe(tmp_path, BODY)), runs_dir=tmp_path / "runs", quiet=True)
+    assert [e.step for e in _events(run.dir).Scalars("eval/d-roc-auc/d_roc_auc")] == [10, 20]
+
+
 def test_a_resumed_run_purges_the_replayed_stretch(tmp_path):
     run = api.train(str(write_recipe(tmp_path, BODY)), runs_dir=tmp_path / "runs", quiet=True)
     (

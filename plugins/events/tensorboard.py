@@ -2,7 +2,10 @@
 sample grids as TensorBoard event files in ``<run>/tensorboard``, through torch's ``SummaryWriter``, when the
 recipe's ``[log] tensorboard`` is true (the default). ``tensorboard --logdir runs`` shows every run. A resumed run
 purges the events after its checkpoint (``purge_step``), as metrics.jsonl drops its rows, so a replayed stretch
-is not shown twice.
+is not shown twice. A run that trained all its steps keeps its writer open for the final evaluation, so the
+final scores go in the same event file as the mid-run ones: TensorBoard reads a folder's files in name order and
+drops a tag's points past a step it meets again, and a second file's name need not sort after the first (two
+writers opened in the same second by a process that opened nine before them: ``….9`` sorts after ``….10``).
 """
 
 from __future__ import annotations
@@ -35,6 +38,11 @@ def _close(run) -> None:
 
 
 @dalle_kit.hookimpl
+def train_start(trainer) -> None:
+    _close(trainer.run)  # one left open by a training in this process that failed: this one purges from its start
+
+
+@dalle_kit.hookimpl
 def train_step_end(trainer, step: int, values) -> None:
     cfg = trainer.config
     # Opened at the first step this process trains (the checkpoint's + 1): everything logged from there on is replaced.
@@ -60,7 +68,16 @@ def train_step_saved(trainer, step: int) -> None:
 
 @dalle_kit.hookimpl
 def train_end(trainer, step: int, finished: bool) -> None:
-    _close(trainer.run)
+    writer = _writers.get(trainer.run.dir)
+    if finished and writer is not None:
+        writer.flush()  # the final evaluation follows: `run_trained` closes it (else the next `train_start` or exit)
+    else:
+        _close(trainer.run)
+
+
+@dalle_kit.hookimpl(trylast=True)  # after the midrun-eval plugin's final evaluation
+def run_trained(run) -> None:
+    _close(run)
 
 
 @dalle_kit.hookimpl
