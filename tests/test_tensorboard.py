@@ -7,6 +7,7 @@ import torch
 from conftest import TINY, write_recipe
 
 from dalle_kit import api
+from dalle_kit.tools.evaluate import evaluate_run
 
 BODY = TINY.replace("steps = 30", "steps = 20") + '\n[eval]\nmetrics = ["d-roc-auc"]\nnum_samples = 16\nevery = 10\n'
 
@@ -43,6 +44,22 @@ def test_final_scores_survive_event_file_names_that_sort_backwards(tmp_path, mon
     monkeypatch.setattr(event_file_writer, "_global_uid", event_file_writer.AtomicCounter(9))
     run = api.train(str(write_recipe(tmp_path, BODY)), runs_dir=tmp_path / "runs", quiet=True)
     assert [e.step for e in _events(run.dir).Scalars("eval/d-roc-auc/d_roc_auc")] == [10, 20]
+
+
+def test_a_new_event_file_sorts_after_the_folders_newest(tmp_path, monkeypatch):
+    """A writer opened in the second of the folder's newest file (here a second ahead, as when a resume follows at
+    once) waits for a later second, so that its name sorts after that file's whatever its counter."""
+    import time
+
+    from tensorboard.summary.writer import event_file_writer
+
+    run = api.train(str(write_recipe(tmp_path, BODY)), runs_dir=tmp_path / "runs", quiet=True)
+    folder = run.dir / "tensorboard"
+    (folder / f"events.out.tfevents.{int(time.time()) + 1}.host.1.9").write_bytes(b"")
+    monkeypatch.setattr(event_file_writer, "_global_uid", event_file_writer.AtomicCounter(10))
+    evaluate_run(run, ["d-roc-auc"], num_samples=16)  # as `dalle-kit eval` does, in this process
+    files = sorted(p.name for p in folder.iterdir())
+    assert len(files) == 3 and files[-1].endswith(".10"), files
 
 
 def test_a_resumed_run_purges_the_replayed_stretch(tmp_path):

@@ -2,13 +2,19 @@
 sample grids as TensorBoard event files in ``<run>/tensorboard``, through torch's ``SummaryWriter``, when the
 recipe's ``[log] tensorboard`` is true (the default). ``tensorboard --logdir runs`` shows every run. A resumed run
 purges the events after its checkpoint (``purge_step``), as metrics.jsonl drops its rows, so a replayed stretch
-is not shown twice. A run that trained all its steps keeps its writer open for the final evaluation, so the
-final scores go in the same event file as the mid-run ones: TensorBoard reads a folder's files in name order and
-drops a tag's points past a step it meets again, and a second file's name need not sort after the first (two
-writers opened in the same second by a process that opened nine before them: ``….9`` sorts after ``….10``).
+is not shown twice.
+
+TensorBoard reads a folder's event files in name order and drops a tag's points past a step it meets again, so the
+files must sort in the order they were written. Their names start with the second they were opened and end with a
+counter of the process's writers, which sorts as text (``….10`` before ``….9``). So a run that trained all its
+steps keeps its writer open for the final evaluation (one file, not two), and a writer opened in a folder holding a
+file of this second (or a later one) first waits for the next second.
 """
 
 from __future__ import annotations
+
+import time
+from pathlib import Path
 
 import numpy as np
 from PIL import Image
@@ -27,8 +33,18 @@ def _writer(run, purge_step: int | None = None):
     if writer is None:
         from torch.utils.tensorboard import SummaryWriter
 
+        _after_newest_file(run.dir / FOLDER)
         writer = _writers[run.dir] = SummaryWriter(log_dir=str(run.dir / FOLDER), purge_step=purge_step)
     return writer
+
+
+def _after_newest_file(folder: Path) -> None:
+    """Wait until the clock is past the second in the newest event file's name in `folder`, when that second is
+    this one or the next (a file from further ahead, a clock set wrong, is left as it is)."""
+    names = [p.name.split(".") for p in folder.glob("events.out.tfevents.*.*")]
+    newest = max((int(name[3]) for name in names if name[3].isdigit()), default=None)
+    if newest is not None and 0 < newest + 1 - time.time() <= 2:
+        time.sleep(max(0.0, newest + 1 - time.time()))
 
 
 def _close(run) -> None:
