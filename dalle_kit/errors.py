@@ -17,10 +17,11 @@ class UserError(Exception):
 
 
 class RecipeError(UserError):
-    """A recipe value that cannot be used: names the file, the key, the problem and the fix."""
+    """A recipe value that cannot be used: names the file, the key, the problem and the fix. `value` is a value the
+    key would take, as TOML (the default), so that a ``--set`` refused at that key can be shown its own fix."""
 
-    def __init__(self, source: str, key: str, problem: str, fix: str = ""):
-        self.source, self.key, self.problem, self.fix = source, key, problem, fix
+    def __init__(self, source: str, key: str, problem: str, fix: str = "", *, value: str = ""):
+        self.source, self.key, self.problem, self.fix, self.value = source, key, problem, fix, value
         where = f"{source}: {key}" if key else source
         super().__init__(f"{where}: {problem}" + (f"; fix: {fix}" if fix else ""))
 

@@ -321,7 +321,11 @@ def load_recipe(
         named = [text for text in overrides if at and _nested(at, tuple(parse_override(text)[0]))]
         if not named:
             raise
-        raise RecipeError(f"--set {named[-1]}", exc.key, exc.problem, exc.fix) from None
+        key = parse_override(named[-1])[0]
+        fix = exc.fix
+        if exc.value and tuple(key) == at:  # the fix as a --set, not as a line of the file
+            fix = "for example --set " + hints.quote(f"{'.'.join(key)}={exc.value}")
+        raise RecipeError(f"--set {named[-1]}", exc.key, exc.problem, fix) from None
 
 
 _KEY = re.compile(r"(?:\[(?P<table>[^\]]+)\] ?)?(?:key '(?P<quoted>[^']+)'|(?P<bare>[\w-]+))?")

@@ -105,11 +105,13 @@ def type_name(tp: Any) -> str:
 
 
 def toml_repr(value: Any) -> str:
-    """`value` as a TOML file writes it: strings quoted, booleans in lower case."""
+    """`value` as a TOML file writes it: strings quoted, booleans in lower case, tuples and lists as arrays."""
     if isinstance(value, str):
         return f'"{value}"'
     if isinstance(value, bool):
         return "true" if value else "false"
+    if isinstance(value, (list, tuple)):
+        return "[" + ", ".join(toml_repr(v) for v in value) + "]"
     return repr(value)
 
 
@@ -266,16 +268,14 @@ def structure(
         try:
             converted = _convert(value, field.type)
         except _Mismatch:
+            has_default = field.default is not attrs.NOTHING and not isinstance(field.default, FACTORY)
+            example = toml_repr(field.default) if has_default else ""
             raise RecipeError(
                 source,
                 f"{prefix}key '{name}'",
                 f"expected {type_name(field.type)}, got {type(value).__name__} {toml_repr(value)}",
-                f"write {name} = <{type_name(field.type)}>"
-                + (
-                    f", for example {name} = {toml_repr(field.default)}"
-                    if field.default is not attrs.NOTHING and not isinstance(field.default, FACTORY)
-                    else ""
-                ),
+                f"write {name} = <{type_name(field.type)}>" + (f", for example {name} = {example}" if example else ""),
+                value=example,
             ) from None
         kind = field.metadata.get("path")
         if kind and converted:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shlex
 from pathlib import Path
 
 import pytest
@@ -142,6 +143,26 @@ def test_bad_overrides(run_cli, tiny_recipe, override, expected):
     assert expected in line
     if override.startswith(("train.steps=", "generator", "eval", "pipeline", "hooks")):
         assert str(tiny_recipe) not in line, line
+
+
+@pytest.mark.parametrize("override", ["train.steps=abc", "train.betas=0.5", "train.lr=fast"])
+def test_a_refused_set_s_fix_is_a_set_that_works_as_printed(run_cli, tiny_recipe, override):
+    line = one_line_error(*run_cli("recipe", "check", tiny_recipe, "--set", override))
+    fix = line.split("; fix: for example ", 1)[1]
+    words = shlex.split(fix)
+    assert words[0] == "--set" and words[1].startswith(override.split("=")[0] + "="), line
+    code, out, err = run_cli("recipe", "check", tiny_recipe, *words)
+    assert code == 0, (line, err)
+
+
+@pytest.mark.parametrize("key, bad", [("betas", '"fast"'), ("lr", '"fast"')])
+def test_a_refused_value_s_fix_is_a_line_that_works_in_the_file(run_cli, tmp_path, key, bad):
+    body = TINY.replace("log_every = 5", f"log_every = 5\n{key} = {bad}")
+    line = one_line_error(*run_cli("recipe", "check", write_recipe(tmp_path, body)))
+    example = line.split(", for example ", 1)[1]
+    assert example.startswith(f"{key} = "), line
+    code, out, err = run_cli("recipe", "check", write_recipe(tmp_path, body.replace(f"{key} = {bad}", example)))
+    assert code == 0, (line, err)
 
 
 def test_a_bad_value_in_the_file_is_the_file_s_fault_beside_a_set(run_cli, tiny_recipe, tmp_path):
