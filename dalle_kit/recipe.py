@@ -470,8 +470,8 @@ def validate(
             raise RecipeError(
                 source,
                 f"[{section}] name",
-                f"expected string, got {type(name).__name__} {name!r}",
-                'write name = "..."',
+                f"expected string, got {type(name).__name__} {toml_repr(name)}",
+                f"use one of: {registry.names(kind)}",
             )
         info = registry.get(kind, name, source=source, key=f"[{section}] name")
         parts[section] = PartSpec(info, table(info.cls.Config, given, section, name))

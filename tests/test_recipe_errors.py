@@ -135,6 +135,7 @@ def test_run_refuses_before_any_work(run_cli, tmp_path):
         ("pipeline=nope", "--set pipeline=nope: key 'pipeline': unknown pipeline 'nope'"),
         ("eval.kid.bogus=1", "--set eval.kid.bogus=1: [eval.kid] key 'bogus': unknown key"),
         ("hooks.nope.x=1", "--set hooks.nope.x=1: [hooks.nope]: no installed plugin declares these settings"),
+        ("generator.name=1", "--set generator.name=1: [generator] name: expected string, got int 1; fix: use one of: "),
     ],
 )
 def test_bad_overrides(run_cli, tiny_recipe, override, expected):
