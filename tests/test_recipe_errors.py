@@ -156,6 +156,13 @@ def test_a_refused_set_s_fix_is_a_set_that_works_as_printed(run_cli, tiny_recipe
     assert code == 0, (line, err)
 
 
+def test_a_part_name_of_the_wrong_type_is_told_names_that_work(run_cli, tiny_recipe):
+    line = one_line_error(*run_cli("recipe", "check", tiny_recipe, "--set", "generator.name=1"))
+    names = line.split("; fix: use one of: ", 1)[1].split(", ")
+    assert "dcgan" in names, line
+    assert run_cli("recipe", "check", tiny_recipe, "--set", "generator.name=dcgan")[0] == 0
+
+
 @pytest.mark.parametrize("key, bad", [("betas", '"fast"'), ("lr", '"fast"')])
 def test_a_refused_value_s_fix_is_a_line_that_works_in_the_file(run_cli, tmp_path, key, bad):
     body = TINY.replace("log_every = 5", f"log_every = 5\n{key} = {bad}")
