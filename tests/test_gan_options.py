@@ -179,8 +179,8 @@ def test_fast_profile_keeps_two_passes_for_a_batch_norm_discriminator(tiny_recip
 
 
 def test_dcgan_latent_codes_end_z_with_a_uniform_one_hot():
-    """latent_codes = K: z is Gaussian noise then a one-hot of one of K values (the generator can pick a mode
-    without blending two); 0, the default, leaves z plain Gaussian, drawn exactly as before."""
+    """latent_codes = K: z is Gaussian noise then a one-hot of one of K values; 0, the default, leaves z plain
+    Gaussian, drawn exactly as before."""
     from dalle_kit.tools.testing import check_part
     from dalle_kit_plugins.gan.dcgan import DCGANGenerator
 

@@ -58,8 +58,7 @@ class DCGANGenerator(gan.Generator):
         latent_codes: int = param(
             0,
             "a categorical code beside the Gaussian noise: z ends with a one-hot of one of this "
-            "many values, drawn uniformly, so the generator can choose between separate modes "
-            "(the sizes and places a short caption leaves open) instead of blending two; "
+            "many values, drawn uniformly (training does not tie a code to a size or place by itself); "
             "0: Gaussian noise only",
             validator=attrs.validators.ge(0),
         )
